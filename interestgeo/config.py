@@ -1,0 +1,150 @@
+"""The one typed configuration of interestgeo.
+
+Every knob lives here, in frozen dataclasses with a reason beside each field, so that the CLI,
+the dashboard, checkpoints and run records all speak of the same thing. The CLI builds a
+`Config` (optionally from a TOML file), checkpoints store `to_dict()` beside their weights, and
+no module reads settings from globals or string-keyed dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import tomllib
+from dataclasses import dataclass, field, fields, is_dataclass
+from pathlib import Path
+from typing import Any
+
+__all__ = [
+    "Config",
+    "StoreConfig",
+    "TextConfig",
+    "ModelConfig",
+    "PrivacyConfig",
+    "AppConfig",
+    "DEFAULT_DB_PATH",
+    "load_config",
+]
+
+DEFAULT_DB_PATH = Path("data/interestgeo.duckdb")
+
+
+@dataclass(frozen=True)
+class StoreConfig:
+    # One DuckDB file holds events, datasets, rejects, aggregates, embeddings and checkpoints.
+    path: Path = DEFAULT_DB_PATH
+    # H3 resolution stored per event. 10 (edge ~66 m, ~15,000 m2) separates venues on one block,
+    # which the model needs; every coarser parent is derivable from it with bit operations.
+    base_resolution: int = 10
+    # Resolutions the cell x window aggregates are kept at: 6 (~36 km2, a borough slice) to
+    # 9 (~0.1 km2, a few blocks). The map picks one of these from the visible area.
+    map_resolutions: tuple[int, ...] = (6, 7, 8, 9)
+    # Window sizes aggregated; windows are in the event's local time (see schema.py).
+    windows: tuple[str, ...] = ("hour", "day", "week")
+    # A file larger than this is refused before reading (uploads are also capped by Streamlit).
+    max_file_bytes: int = 2 * 1024**3
+    # DuckDB threads; None lets DuckDB use every core.
+    threads: int | None = None
+
+
+@dataclass(frozen=True)
+class TextConfig:
+    # A local transformers model folder; None means the packaged all-MiniLM-L6-v2.
+    model_path: Path | None = None
+    # Where the packaged model's zip is extracted once.
+    cache_dir: Path = Path(".cache/interestgeo")
+    # Texts per forward pass: 64 keeps MiniLM fast on 2 CPU cores without large padding waste.
+    batch_size: int = 64
+    # Event texts are short (a venue name and category); longer input is truncated.
+    max_length: int = 64
+    # Warn when more than this share of a text's word pieces are the unknown token.
+    unknown_token_warn_share: float = 0.5
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    # Filled in by the interest model (issue 3): Transformer sizes, training and evaluation knobs.
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class PrivacyConfig:
+    # Region aggregates hide any cell x window with fewer distinct users than this.
+    k_min_users: int = 10
+
+
+@dataclass(frozen=True)
+class AppConfig:
+    # "analyst" sees per-user pages; "marketer" sees aggregates only.
+    role: str = "analyst"
+    # None renders maps with no basemap (works offline); a style URL turns a basemap on.
+    map_style: str | None = None
+
+
+@dataclass(frozen=True)
+class Config:
+    store: StoreConfig = field(default_factory=StoreConfig)
+    text: TextConfig = field(default_factory=TextConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
+    app: AppConfig = field(default_factory=AppConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        """A JSON-ready dict (paths as strings), stored beside checkpoints and run records."""
+        return _to_jsonable(dataclasses.asdict(self))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Config:
+        """Inverse of `to_dict`; unknown keys are an error so typos do not pass silently."""
+        return _build(cls, data)
+
+    def with_db(self, path: Path | str) -> Config:
+        """The same config pointed at another database file."""
+        return dataclasses.replace(self, store=dataclasses.replace(self.store, path=Path(path)))
+
+
+def load_config(path: Path | str | None = None) -> Config:
+    """Read a TOML config (sections `store`, `text`, `model`, `privacy`, `app`).
+
+    With no path, `$INTERESTGEO_CONFIG` is used if set, else `interestgeo.toml` in the working
+    directory if present, else the defaults. `$INTERESTGEO_DB` overrides the database path.
+    """
+    if path is None:
+        env = os.environ.get("INTERESTGEO_CONFIG")
+        path = Path(env) if env else (Path("interestgeo.toml") if Path("interestgeo.toml").exists() else None)
+    config = Config()
+    if path is not None:
+        with open(path, "rb") as f:
+            config = Config.from_dict(tomllib.load(f))
+    db = os.environ.get("INTERESTGEO_DB")
+    return config.with_db(db) if db else config
+
+
+def _to_jsonable(value: Any) -> Any:
+    if isinstance(value, dict):
+        return {k: _to_jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_to_jsonable(v) for v in value]
+    if isinstance(value, Path):
+        return str(value)
+    return value
+
+
+def _build(cls: type, data: dict[str, Any]) -> Any:
+    known = {f.name: f for f in fields(cls)}
+    unknown = set(data) - set(known)
+    if unknown:
+        raise ValueError(f"unknown {cls.__name__} setting(s): {', '.join(sorted(unknown))}")
+    kwargs: dict[str, Any] = {}
+    defaults = cls()
+    for name, value in data.items():
+        current = getattr(defaults, name)
+        if is_dataclass(current):
+            kwargs[name] = _build(type(current), value)
+        elif isinstance(current, Path) or (current is None and name.endswith(("path", "_dir"))):
+            kwargs[name] = None if value is None else Path(value)
+        elif isinstance(current, tuple):
+            kwargs[name] = tuple(value)
+        else:
+            kwargs[name] = value
+    return cls(**kwargs)
