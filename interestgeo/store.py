@@ -710,11 +710,11 @@ class Store:
         if not self._analytics_tables_exist():
             return np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros((0, 0), np.float32), ""
         ids = _id_list(datasets)
-        table = self.con.execute(
+        table = self.con.sql(
             """SELECT event_id, topic, vector FROM event_vectors
                WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)
                ORDER BY event_id""",
-            [ids, ids],
+            params=[ids, ids],
         ).to_arrow_table()
         n = table.num_rows
         runs = self.con.execute("SELECT source FROM score_runs ORDER BY run_id DESC LIMIT 1").fetchone()
@@ -768,9 +768,7 @@ class Store:
 
         if not self._analytics_tables_exist():
             return None
-        table = self.con.execute(
-            "SELECT label, source, vector FROM analytics_topics ORDER BY topic_id"
-        ).to_arrow_table()
+        table = self.con.sql("SELECT label, source, vector FROM analytics_topics ORDER BY topic_id").to_arrow_table()
         if table.num_rows == 0:
             return None
         labels = tuple(table.column("label").to_pylist())
@@ -840,25 +838,25 @@ class Store:
         ids = _id_list(datasets)
         if table == "cell_window_vectors":
             k = self.config.privacy.k_min_users if k is None else int(k)
-            result = self.con.execute(
+            result = self.con.sql(
                 """SELECT dataset_id, resolution, window_size, window_start, cell, events, users, coherence, vector
                    FROM cell_window_vectors
                    WHERE window_size = ? AND (?::TINYINT IS NULL OR resolution = ?::TINYINT)
                      AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
                    ORDER BY dataset_id, resolution, window_start, cell""",
-                [window, resolution, resolution, ids, ids],
+                params=[window, resolution, resolution, ids, ids],
             ).to_arrow_table()
         else:
             k = 0
             uid = None if user is None else user[1]
             did = None if user is None else int(user[0])
-            result = self.con.execute(
+            result = self.con.sql(
                 """SELECT dataset_id, user_id, window_size, window_start, events, vector
                    FROM user_window_vectors
                    WHERE window_size = ? AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
                      AND (?::VARCHAR IS NULL OR (user_id = ?::VARCHAR AND dataset_id = ?::INTEGER))
                    ORDER BY dataset_id, user_id, window_start""",
-                [window, ids, ids, uid, uid, did],
+                params=[window, ids, ids, uid, uid, did],
             ).to_arrow_table()
         frame = result.drop(["vector"]).to_pandas()
         vectors = self._vectors_from_arrow(result.column("vector"), result.num_rows)

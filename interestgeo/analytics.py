@@ -1,0 +1,856 @@
+"""Interest analytics: what people in an area are interested in, when, how it changes, and where X is.
+
+Everything here is computed on the fly, with numpy, from the per-event interest vectors that
+`interestgeo score` stored (`ScoredEvents`, loaded once and cached by the caller). Why on the fly
+rather than from precomputed cell x window tables: every question comes with arbitrary filters
+(hours of day, days of week, a drawn polygon, a topic, a date range), and no precomputed table can
+answer all their combinations. One pass over ~100k events in numpy takes milliseconds, because the
+expensive parts are linear: a free-text query is one matrix-vector product (N x 384), topic shares
+are a precomputed (N, T) matrix, and everything after that is grouped sums (`np.bincount`).
+
+**The regional vector** of a group of events (a cell x window, a region, an hour of the week) is
+the *user-weighted* mean of their interest vectors: each distinct user's events are averaged
+first, then users are averaged, so one heavy user with 300 check-ins counts as much as a visitor
+with one (otherwise the map shows the heaviest user's taste). Equivalently, event e of user u in
+group g gets weight 1 / (events of u in g * users in g); the weights of a group sum to one.
+`region_vectors` returns it L2-normalised (a direction, for similarity) plus its norm as
+`coherence` (1 = everyone there wants the same thing, near 0 = scattered interests).
+
+**Free-text query score** of a group = the regional mean vector (not normalised) dotted with the
+phrase's embedding = the user-weighted mean affinity of the people there to the phrase. Keeping it
+linear makes it exact at every resolution from one per-event score, and it reads as "how much does
+the average person here care about X". A user is *strongly interested* when their mean affinity
+over the filtered events is in the top `analytics.strong_interest_quantile` of all users' (a
+relative bar: absolute cosine levels depend on the model).
+
+**Topic shares** average each event's softmax distribution over topics with the same weights, so
+they sum to one for every group.
+
+**Privacy.** Every region-level result drops the groups (cells, windows, hour-of-week buckets)
+with fewer than `privacy.k_min_users` distinct users and says how many it dropped (`hidden`).
+Functions that return user ids or one user's data are marked `@analyst_only` and listed in
+`ANALYST_ONLY`; the dashboard shows them to the analyst role only.
+
+Time windows are in local time (what "Friday evening" means to people), weeks start on Monday.
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass, field, fields, replace
+from datetime import date, datetime
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import numpy as np
+import pandas as pd
+
+from interestgeo.cells import cell_to_parent
+from interestgeo.config import Config
+from interestgeo.topics import Topics, topic_probabilities
+
+if TYPE_CHECKING:
+    from interestgeo.store import Store
+
+__all__ = [
+    "ANALYST_ONLY",
+    "WINDOWS",
+    "Filters",
+    "ScoredEvents",
+    "Venues",
+    "RegionMap",
+    "RegionVectors",
+    "InterestProfile",
+    "Drift",
+    "QueryResult",
+    "UserProfile",
+    "NextInterests",
+    "analyst_only",
+    "load_scored",
+    "filter_mask",
+    "region_map",
+    "region_vectors",
+    "interest_profile",
+    "compare_periods",
+    "region_drift",
+    "query_interest",
+    "embed_phrase",
+    "list_users",
+    "interested_users",
+    "user_profile",
+    "user_drift",
+    "next_interests",
+    "window_starts",
+    "drift_series",
+]
+
+WINDOWS = ("hour", "day", "week", "month")
+
+F = TypeVar("F", bound=Callable[..., Any])
+ANALYST_ONLY: set[str] = set()
+
+
+def analyst_only(fn: F) -> F:
+    """Mark a function that returns user ids or one user's data: for the analyst role only."""
+    fn.analyst_only = True  # type: ignore[attr-defined]
+    ANALYST_ONLY.add(fn.__name__)
+    return fn
+
+
+# --------------------------------------------------------------------------------------------
+# Filters
+
+
+def _as_tuple(value: Any) -> tuple[Any, ...] | None:
+    if value is None:
+        return None
+    if isinstance(value, (str, bytes)):
+        return (value,)
+    if isinstance(value, Iterable):
+        out = tuple(int(v) if isinstance(v, np.integer) else v for v in value)
+        return out or None
+    return (value,)
+
+
+@dataclass(frozen=True)
+class Filters:
+    """The filters every analytics function takes; None (or empty) means "no restriction".
+
+    Frozen and hashable (tuples, GeoJSON as text) so the dashboard can key its caches on it.
+
+    datasets      dataset ids
+    date_from/to  local calendar dates, both inclusive
+    hours         local hours of day 0-23
+    days_of_week  0 = Monday .. 6 = Sunday
+    cells         H3 cells (ints) at any resolution up to the base one: an event matches when its
+                  cell lies inside any of them
+    geojson       polygons as GeoJSON text (a FeatureCollection, Feature or bare geometry, WGS84;
+                  read through geopandas): an event matches when its point lies inside
+    topic         a topic label or index: events whose own topic (topics.assign_event_topics) it is
+    All given filters combine with AND.
+    """
+
+    datasets: tuple[int, ...] | None = None
+    date_from: date | None = None
+    date_to: date | None = None
+    hours: tuple[int, ...] | None = None
+    days_of_week: tuple[int, ...] | None = None
+    cells: tuple[int, ...] | None = None
+    geojson: str | None = None
+    topic: int | str | None = None
+
+    def __post_init__(self) -> None:
+        for name in ("datasets", "hours", "days_of_week", "cells"):
+            value = _as_tuple(getattr(self, name))
+            object.__setattr__(self, name, None if value is None else tuple(int(v) for v in value))
+        if isinstance(self.geojson, dict):
+            object.__setattr__(self, "geojson", json.dumps(self.geojson))
+        for name in ("date_from", "date_to"):
+            value = getattr(self, name)
+            if isinstance(value, datetime):
+                object.__setattr__(self, name, value.date())
+            elif isinstance(value, str):
+                object.__setattr__(self, name, date.fromisoformat(value))
+
+    def replace(self, **changes: Any) -> Filters:
+        """A copy with some filters changed."""
+        return replace(self, **changes)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready (dates as ISO strings); the dashboard mirrors it in the URL."""
+        out: dict[str, Any] = {}
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if value is not None:
+                out[f.name] = value.isoformat() if isinstance(value, date) else (list(value) if isinstance(value, tuple) else value)
+        return out
+
+
+def _geojson_geometry(text: str) -> Any:
+    """The union of the polygons in a GeoJSON text, in WGS84, prepared for fast point tests."""
+    import geopandas as gpd
+    import shapely
+
+    try:
+        data = json.loads(text)
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"region is not valid GeoJSON: {exc.msg}") from None
+    if isinstance(data, dict) and data.get("type") not in ("FeatureCollection", "Feature"):
+        data = {"type": "Feature", "geometry": data, "properties": {}}
+    try:
+        frame = gpd.read_file(io.BytesIO(json.dumps(data).encode("utf-8")))
+    except Exception as exc:  # pyogrio raises its own DataSourceError family for malformed input
+        raise ValueError(f"region GeoJSON cannot be read: {exc}") from None
+    if frame.crs is not None and frame.crs.to_epsg() != 4326:
+        frame = frame.to_crs(4326)
+    polygons = frame.geometry[frame.geometry.geom_type.isin(["Polygon", "MultiPolygon"])]
+    if polygons.empty:
+        raise ValueError("region GeoJSON has no polygons")
+    geometry = shapely.union_all(polygons.values)
+    shapely.prepare(geometry)
+    return geometry
+
+
+# --------------------------------------------------------------------------------------------
+# Scored events: the per-event vectors plus what filters and groups need, built once
+
+
+@dataclass(eq=False)
+class Venues:
+    """The items (venues) seen in the events, with their text embeddings, for next-venue ranking."""
+
+    frame: pd.DataFrame  # item_id, text, category, lat, lon, visits (positional rows)
+    vectors: np.ndarray  # (V, D) float32 text embeddings
+
+
+@dataclass(eq=False)
+class ScoredEvents:
+    """Per-event interest vectors aligned with their events; the input of every analytics function.
+
+    Stateful in the one sense that derived arrays (parents, window keys, probabilities) are
+    computed once here; load with `load_scored` and cache it in the UI layer.
+    """
+
+    events: pd.DataFrame  # store.events() columns + `topic` (int16), RangeIndex aligned with vectors
+    vectors: np.ndarray  # (N, D) float32 L2-normalised interest vectors
+    topics: Topics
+    config: Config = field(default_factory=Config)
+    source: str = ""  # which model produced the vectors (checkpoint id)
+    venues: Venues | None = None
+    unscored: int = 0  # events in the store without a vector yet (run `interestgeo score`)
+
+    def __post_init__(self) -> None:
+        ev = self.events
+        if len(ev) != len(self.vectors):
+            raise ValueError(f"{len(ev)} events but {len(self.vectors)} vectors")
+        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
+        self.topic_probs = topic_probabilities(self.vectors, self.topics, self.config.analytics.topic_temperature)  # (N, T)
+        user_keys = ev["dataset_id"].astype(np.int64).astype(str) + ":" + ev["user_id"].astype(str)
+        codes, self.user_keys = pd.factorize(user_keys, sort=True)
+        self.user_codes = codes.astype(np.int64)  # (N,) dense code of (dataset_id, user_id)
+        self.cells = ev["cell"].to_numpy(np.int64)
+        self.dataset_ids = ev["dataset_id"].to_numpy(np.int64)
+        local = ev["local_ts"].to_numpy("datetime64[ns]")
+        self.local_ns = local
+        self.day = local.astype("datetime64[D]").astype(np.int64)  # local days since 1970-01-01
+        self.hour = ev["local_hour"].to_numpy(np.int64)
+        self.dow = ev["dow"].to_numpy(np.int64)
+        self.event_topic = ev["topic"].to_numpy(np.int64)
+        self._parents: dict[int, np.ndarray] = {}
+
+    def __len__(self) -> int:
+        return len(self.events)
+
+    @property
+    def k(self) -> int:
+        return self.config.privacy.k_min_users
+
+    def parents(self, resolution: int) -> np.ndarray:
+        """(N,) int64 cell of each event at `resolution` (computed once per resolution)."""
+        base = self.config.store.base_resolution
+        if resolution > base:
+            raise ValueError(f"resolution {resolution} is finer than the stored base resolution {base}")
+        if resolution not in self._parents:
+            self._parents[resolution] = self.cells if resolution == base else cell_to_parent(self.cells, resolution)
+        return self._parents[resolution]
+
+    def window_keys(self, window: str) -> np.ndarray:
+        """(N,) int64 key of each event's local time window (see `window_starts`)."""
+        if window == "hour":
+            return self.local_ns.astype("datetime64[h]").astype(np.int64)
+        if window == "day":
+            return self.day
+        if window == "week":
+            return (self.day + 3) // 7 * 7 - 3  # the Monday on or before (1970-01-01 was a Thursday)
+        if window == "month":
+            return self.local_ns.astype("datetime64[M]").astype(np.int64)
+        raise ValueError(f"unknown window {window!r}; windows are {', '.join(WINDOWS)}")
+
+
+def window_starts(keys: np.ndarray, window: str) -> np.ndarray:
+    """Window keys (from `ScoredEvents.window_keys`) -> naive local datetime64[ns] window starts."""
+    unit = {"hour": "h", "day": "D", "week": "D", "month": "M"}[window]
+    return np.asarray(keys, dtype=np.int64).astype(f"datetime64[{unit}]").astype("datetime64[ns]")
+
+
+def load_scored(
+    store: Store,
+    config: Config,
+    datasets: list[int] | None = None,
+    encoder: Any | None = None,
+) -> ScoredEvents:
+    """The stored events that have interest vectors, with topics; venues too when `encoder` is given.
+
+    Raises LookupError with a one-line message when nothing has been scored yet.
+    """
+    events = store.events(datasets)
+    event_ids, topics_col, vectors, source = store.event_vectors(datasets)
+    topics = store.analytics_topics()
+    if topics is None or len(event_ids) == 0:
+        raise LookupError("no interest vectors yet: run `interestgeo score` first")
+    position = pd.Index(event_ids)
+    rows = position.get_indexer(events["event_id"].to_numpy())
+    has = rows >= 0
+    unscored = int((~has).sum())
+    events = events.loc[has].reset_index(drop=True)
+    rows = rows[has]
+    events["topic"] = topics_col[rows]
+    scored = ScoredEvents(events, vectors[rows], topics, config, source=source, unscored=unscored)
+    if encoder is not None:
+        scored.venues = build_venues(store, encoder, events)
+    return scored
+
+
+def build_venues(store: Store, encoder: Any, events: pd.DataFrame) -> Venues:
+    """Distinct items with their most common text, mean location, visits and text embeddings."""
+    from interestgeo.text import embed_texts
+
+    have = events[events["item_id"].notna()]
+    if have.empty:  # no item ids: every distinct text is an item
+        have = events.assign(item_id=events["text"])
+    grouped = have.groupby("item_id", sort=True)
+    frame = pd.DataFrame(
+        {
+            "text": grouped["text"].agg(lambda s: s.value_counts().index[0]),
+            "category": grouped["category"].first() if "category" in have else None,
+            "lat": grouped["lat"].mean(),
+            "lon": grouped["lon"].mean(),
+            "visits": grouped.size(),
+        }
+    ).reset_index()
+    vectors = embed_texts(store, encoder, frame["text"].tolist(), warn=None)
+    return Venues(frame, np.asarray(vectors, dtype=np.float32))
+
+
+def filter_mask(scored: ScoredEvents, filters: Filters | None) -> np.ndarray:
+    """(N,) bool: the events passing every given filter (AND)."""
+    mask = np.ones(len(scored), dtype=bool)
+    if filters is None:
+        return mask
+    if filters.datasets:
+        mask &= np.isin(scored.dataset_ids, filters.datasets)
+    if filters.date_from is not None:
+        mask &= scored.day >= np.datetime64(filters.date_from, "D").astype(np.int64)
+    if filters.date_to is not None:
+        mask &= scored.day <= np.datetime64(filters.date_to, "D").astype(np.int64)
+    if filters.hours:
+        mask &= np.isin(scored.hour, filters.hours)
+    if filters.days_of_week:
+        mask &= np.isin(scored.dow, filters.days_of_week)
+    if filters.cells:
+        inside = np.zeros(len(scored), dtype=bool)
+        wanted = np.asarray(filters.cells, dtype=np.int64)
+        resolutions = (wanted >> 52) & 0xF
+        for res in np.unique(resolutions):
+            inside |= np.isin(scored.parents(int(res)), wanted[resolutions == res])
+        mask &= inside
+    if filters.geojson:
+        import shapely
+
+        geometry = _geojson_geometry(filters.geojson)
+        lon = scored.events["lon"].to_numpy(np.float64)
+        lat = scored.events["lat"].to_numpy(np.float64)
+        candidates = np.flatnonzero(mask)
+        inside = np.zeros(len(scored), dtype=bool)
+        inside[candidates] = shapely.contains_xy(geometry, lon[candidates], lat[candidates])
+        mask &= inside
+    if filters.topic is not None:
+        mask &= scored.event_topic == scored.topics.index(filters.topic)
+    return mask
+
+
+# --------------------------------------------------------------------------------------------
+# User-weighted groups
+
+
+@dataclass
+class _Groups:
+    """Events (given by positions `idx`) grouped by a key, with user-balanced weights."""
+
+    idx: np.ndarray  # (n,) positions of the selected events in ScoredEvents
+    group: np.ndarray  # (n,) group index of each selected event
+    keys: np.ndarray  # (G,) key of each group (sorted)
+    events: np.ndarray  # (G,) events per group
+    users: np.ndarray  # (G,) distinct users per group
+    weights: np.ndarray  # (n,) 1 / (events of the user in the group * users in the group)
+    pair: np.ndarray  # (n,) index of the event's (group, user) pair
+    pair_group: np.ndarray  # (P,) group of each pair
+    pair_user: np.ndarray  # (P,) user code of each pair
+
+    @property
+    def size(self) -> int:
+        return len(self.keys)
+
+    def mean(self, values: np.ndarray) -> np.ndarray:
+        """User-weighted mean per group of per-event values (n,) or (n, C) -> (G,) or (G, C)."""
+        w = self.weights
+        if values.ndim == 1:
+            return np.bincount(self.group, weights=w * values, minlength=self.size)
+        if values.shape[1] <= 32:
+            return np.stack(
+                [np.bincount(self.group, weights=w * values[:, c], minlength=self.size) for c in range(values.shape[1])],
+                axis=1,
+            )
+        order = np.argsort(self.group, kind="stable")
+        starts = np.searchsorted(self.group[order], np.arange(self.size))
+        return np.add.reduceat(values[order] * w[order, None], starts, axis=0)
+
+    def pair_mean(self, values: np.ndarray) -> np.ndarray:
+        """(P,) plain mean per (group, user) pair of per-event values (n,)."""
+        counts = np.bincount(self.pair)
+        return np.bincount(self.pair, weights=values) / counts
+
+
+def _group(scored: ScoredEvents, idx: np.ndarray, key: np.ndarray) -> _Groups:
+    """Group the events at positions `idx` by `key` (n,) int64."""
+    group, keys = pd.factorize(key, sort=True)
+    group = group.astype(np.int64)
+    user = scored.user_codes[idx]
+    n_users = int(scored.user_codes.max(initial=0)) + 1
+    pair, pair_keys = pd.factorize(group * n_users + user)
+    pair = pair.astype(np.int64)
+    pair_group = pair_keys // n_users
+    pair_user = pair_keys % n_users
+    pair_events = np.bincount(pair)
+    users = np.bincount(pair_group, minlength=len(keys))
+    events = np.bincount(group, minlength=len(keys))
+    weights = 1.0 / (pair_events[pair] * users[group])
+    return _Groups(idx, group, np.asarray(keys, dtype=np.int64), events, users, weights, pair, pair_group, pair_user)
+
+
+def _combine_keys(a: np.ndarray, b: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """One int64 key for a pair of int64 keys (factorised), plus the decoders for each part."""
+    ca, ua = pd.factorize(a, sort=True)
+    cb, ub = pd.factorize(b, sort=True)
+    return ca.astype(np.int64) * len(ub) + cb, np.asarray(ua, dtype=np.int64), np.asarray(ub, dtype=np.int64)
+
+
+def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    norms = np.linalg.norm(x, axis=-1)
+    return (x / np.maximum(norms, 1e-12)[..., None]).astype(np.float32), norms
+
+
+def _cell_window_groups(
+    scored: ScoredEvents, filters: Filters | None, resolution: int, window: str | None
+) -> tuple[_Groups, pd.DataFrame]:
+    """Groups by cell (x window) with a frame of their keys: cell[, window_start], events, users."""
+    idx = np.flatnonzero(filter_mask(scored, filters))
+    cells = scored.parents(resolution)[idx]
+    if window is None:
+        groups = _group(scored, idx, cells)
+        frame = pd.DataFrame({"cell": groups.keys})
+    else:
+        key, cell_values, window_values = _combine_keys(cells, scored.window_keys(window)[idx])
+        groups = _group(scored, idx, key)
+        n_windows = len(window_values)
+        frame = pd.DataFrame(
+            {
+                "cell": cell_values[groups.keys // n_windows],
+                "window_start": window_starts(window_values[groups.keys % n_windows], window),
+            }
+        )
+    frame["events"] = groups.events
+    frame["users"] = groups.users
+    return groups, frame
+
+
+# --------------------------------------------------------------------------------------------
+# Region-level results (k threshold applied)
+
+
+@dataclass
+class RegionMap:
+    """One row per visible cell (x window): what the map draws."""
+
+    cells: pd.DataFrame  # cell (int64), [window_start], events, users, topic_id, topic, share
+    shares: pd.DataFrame  # same rows: one column per topic label, each row sums to one
+    hidden: int  # cells (x windows) dropped by the k threshold
+    resolution: int
+    topics: tuple[str, ...]
+
+
+@dataclass
+class RegionVectors:
+    """Regional interest vectors, one per visible cell (x window)."""
+
+    cells: pd.DataFrame  # cell, [window_start], events, users, coherence
+    vectors: np.ndarray  # (G, D) float32 L2-normalised user-weighted means
+    hidden: int
+    resolution: int
+
+
+def region_map(
+    scored: ScoredEvents, filters: Filters | None = None, resolution: int = 8, window: str | None = None
+) -> RegionMap:
+    """Cells at `resolution` with their dominant interest topic and shares, k threshold applied.
+
+    With `window` ("hour", "day", "week", "month") one row per cell x window (map playback);
+    without, one row per cell over the whole filtered period.
+    """
+    groups, frame = _cell_window_groups(scored, filters, resolution, window)
+    visible = groups.users >= scored.k
+    shares = groups.mean(scored.topic_probs[groups.idx])[visible]  # (G', T)
+    frame = frame.loc[visible].reset_index(drop=True)
+    top = np.argmax(shares, axis=1) if len(shares) else np.zeros(0, dtype=np.int64)
+    labels = np.asarray(scored.topics.labels, dtype=object)
+    frame["topic_id"] = top.astype(np.int64)
+    frame["topic"] = labels[top] if len(top) else pd.Series([], dtype=object)
+    frame["share"] = shares[np.arange(len(top)), top] if len(top) else np.zeros(0)
+    share_frame = pd.DataFrame(shares, columns=list(scored.topics.labels))
+    return RegionMap(frame, share_frame, int((~visible).sum()), resolution, scored.topics.labels)
+
+
+def region_vectors(
+    scored: ScoredEvents, filters: Filters | None = None, resolution: int = 8, window: str | None = None
+) -> RegionVectors:
+    """The regional interest vector of every visible cell (x window) (see the module docstring)."""
+    groups, frame = _cell_window_groups(scored, filters, resolution, window)
+    visible = groups.users >= scored.k
+    means = groups.mean(scored.vectors[groups.idx])  # (G, D)
+    vectors, norms = _normalise(means[visible])
+    frame = frame.loc[visible].reset_index(drop=True)
+    frame["coherence"] = norms
+    return RegionVectors(frame, vectors, int((~visible).sum()), resolution)
+
+
+@dataclass
+class InterestProfile:
+    """Topic shares of everything passing a filter, against the whole data set."""
+
+    shares: pd.DataFrame  # topic, share, baseline, index (100 = as common as overall), sorted by share
+    events: int
+    users: int
+    hidden: bool  # True when fewer than k users pass the filter (shares are then empty)
+
+
+def _overall_shares(scored: ScoredEvents, idx: np.ndarray) -> tuple[np.ndarray, int, int]:
+    groups = _group(scored, idx, np.zeros(len(idx), dtype=np.int64))
+    if groups.size == 0:
+        return np.zeros(len(scored.topics)), 0, 0
+    return groups.mean(scored.topic_probs[idx])[0], int(groups.events[0]), int(groups.users[0])
+
+
+def interest_profile(scored: ScoredEvents, filters: Filters | None = None) -> InterestProfile:
+    """Top interests of the filtered events, each with its share and index against all events."""
+    idx = np.flatnonzero(filter_mask(scored, filters))
+    shares, events, users = _overall_shares(scored, idx)
+    if users < scored.k:
+        empty = pd.DataFrame({"topic": [], "share": [], "baseline": [], "index": []})
+        return InterestProfile(empty, events, users, True)
+    baseline, _, _ = _overall_shares(scored, np.arange(len(scored)))
+    frame = pd.DataFrame(
+        {
+            "topic": list(scored.topics.labels),
+            "share": shares,
+            "baseline": baseline,
+            "index": 100.0 * shares / np.maximum(baseline, 1e-12),
+        }
+    ).sort_values("share", ascending=False, kind="stable")
+    return InterestProfile(frame.reset_index(drop=True), events, users, False)
+
+
+def compare_periods(scored: ScoredEvents, before: Filters, after: Filters) -> pd.DataFrame:
+    """Topic shares in two filters (e.g. two periods) and their change, rising first.
+
+    Columns: topic, before, after, change. Empty when either side has fewer than k users.
+    """
+    a = interest_profile(scored, before)
+    b = interest_profile(scored, after)
+    if a.hidden or b.hidden:
+        return pd.DataFrame({"topic": [], "before": [], "after": [], "change": []})
+    merged = a.shares[["topic", "share"]].merge(b.shares[["topic", "share"]], on="topic", suffixes=("_a", "_b"))
+    frame = pd.DataFrame(
+        {"topic": merged["topic"], "before": merged["share_a"], "after": merged["share_b"]}
+    )
+    frame["change"] = frame["after"] - frame["before"]
+    return frame.sort_values("change", ascending=False, kind="stable").reset_index(drop=True)
+
+
+# --------------------------------------------------------------------------------------------
+# Drift
+
+
+@dataclass
+class Drift:
+    """How interests moved across consecutive windows."""
+
+    timeline: pd.DataFrame  # window_start, events, users, distance (1 - cosine to the previous window), change_point
+    shares: pd.DataFrame  # window_start, topic, share (long, for a stacked area chart)
+    topics: pd.DataFrame  # topic, before, after, change: around the last change point (or halves), rising first
+    hidden: int  # windows dropped by the k threshold
+    window: str
+
+
+def drift_series(vectors: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
+    """Distances between consecutive vectors and change-point flags.
+
+    distance[0] = 0; distance[t] = 1 - cos(v[t], v[t-1]). A window is a change point when its
+    distance exceeds the median by more than `z` robust standard deviations (1.4826 * MAD), so a
+    steady drift level is not flagged, only a jump out of it.
+    """
+    unit, _ = _normalise(np.asarray(vectors, dtype=np.float64))
+    distance = np.zeros(len(unit))
+    if len(unit) > 1:
+        distance[1:] = np.clip(1.0 - np.sum(unit[1:] * unit[:-1], axis=1), 0.0, 2.0)
+    flags = np.zeros(len(unit), dtype=bool)
+    if len(unit) > 2:
+        d = distance[1:]
+        median = np.median(d)
+        scale = max(1.4826 * np.median(np.abs(d - median)), 1e-6, 0.05 * median)
+        flags[1:] = (d - median) / scale > z
+    return distance, flags
+
+
+def _drift(scored: ScoredEvents, idx: np.ndarray, window: str, k: int) -> Drift:
+    groups = _group(scored, idx, scored.window_keys(window)[idx])
+    visible = groups.users >= k
+    vectors = groups.mean(scored.vectors[idx])[visible]  # (W, D)
+    shares = groups.mean(scored.topic_probs[idx])[visible]  # (W, T)
+    starts = window_starts(groups.keys[visible], window)
+    distance, flags = drift_series(vectors, scored.config.analytics.change_point_z)
+    timeline = pd.DataFrame(
+        {
+            "window_start": starts,
+            "events": groups.events[visible],
+            "users": groups.users[visible],
+            "distance": distance,
+            "change_point": flags,
+        }
+    )
+    labels = list(scored.topics.labels)
+    long = pd.DataFrame(
+        {
+            "window_start": np.repeat(starts, len(labels)),
+            "topic": np.tile(np.asarray(labels, dtype=object), len(starts)),
+            "share": shares.reshape(-1),
+        }
+    )
+    n = len(starts)
+    points = np.flatnonzero(flags)
+    split = int(points[-1]) if len(points) else n // 2
+    if n >= 2 and 0 < split < n:
+        before, after = shares[:split].mean(axis=0), shares[split:].mean(axis=0)
+        topics = pd.DataFrame({"topic": labels, "before": before, "after": after, "change": after - before})
+        topics = topics.sort_values("change", ascending=False, kind="stable").reset_index(drop=True)
+    else:
+        topics = pd.DataFrame({"topic": [], "before": [], "after": [], "change": []})
+    return Drift(timeline, long, topics, int((~visible).sum()), window)
+
+
+def region_drift(scored: ScoredEvents, filters: Filters | None = None, window: str = "week") -> Drift:
+    """Drift of the regional interest vector of the filtered events across `window`s (k applied)."""
+    idx = np.flatnonzero(filter_mask(scored, filters))
+    return _drift(scored, idx, window, scored.k)
+
+
+# --------------------------------------------------------------------------------------------
+# Free-text query
+
+
+@dataclass
+class QueryResult:
+    """Where and when people are interested in a phrase."""
+
+    phrase: str
+    cells: pd.DataFrame  # cell, events, users, score, strong_users, rank (1 = best); best first
+    time_profile: pd.DataFrame  # dow, hour, events, users, score: the visible hour-of-week buckets
+    hidden: int  # cells dropped by the k threshold
+    hidden_times: int  # hour-of-week buckets dropped by the k threshold
+    threshold: float  # the affinity above which a user counts as strongly interested
+    resolution: int
+
+
+def embed_phrase(encoder: Any, phrase: str) -> np.ndarray:
+    """(D,) unit embedding of a phrase with the text encoder (`.encode(list[str])`)."""
+    phrase = phrase.strip()
+    if not phrase:
+        raise ValueError("the query phrase is empty")
+    return np.asarray(encoder.encode([phrase]), dtype=np.float32)[0]
+
+
+def query_interest(
+    scored: ScoredEvents,
+    phrase: str,
+    phrase_vector: np.ndarray,
+    filters: Filters | None = None,
+    resolution: int = 8,
+) -> QueryResult:
+    """Rank cells and hours of the week by the affinity of the people there to a phrase.
+
+    `phrase_vector` is the phrase's embedding (`embed_phrase`). k threshold on cells and on
+    hour-of-week buckets.
+    """
+    q = np.asarray(phrase_vector, dtype=np.float32)
+    if q.shape != (scored.vectors.shape[1],):
+        raise ValueError(f"phrase vector has shape {q.shape}, vectors are {scored.vectors.shape[1]}-dimensional")
+    affinity = scored.vectors @ q  # (N,) every event's interest vector against the phrase
+    idx = np.flatnonzero(filter_mask(scored, filters))
+    s = affinity[idx]
+    # strongly interested: a user's mean affinity over the filtered events in the top quantile
+    user_group = _group(scored, idx, np.zeros(len(idx), dtype=np.int64))
+    user_scores = user_group.pair_mean(s) if len(idx) else np.zeros(0)
+    quantile = scored.config.analytics.strong_interest_quantile
+    threshold = float(np.quantile(user_scores, quantile)) if len(user_scores) else float("nan")
+
+    groups = _group(scored, idx, scored.parents(resolution)[idx])
+    visible = groups.users >= scored.k
+    pair_strong = groups.pair_mean(s) >= threshold if len(idx) else np.zeros(0, dtype=bool)
+    strong = np.bincount(groups.pair_group, weights=pair_strong, minlength=groups.size).astype(np.int64)
+    cells = pd.DataFrame(
+        {
+            "cell": groups.keys,
+            "events": groups.events,
+            "users": groups.users,
+            "score": groups.mean(s),
+            "strong_users": strong,
+        }
+    ).loc[visible]
+    cells = cells.sort_values("score", ascending=False, kind="stable").reset_index(drop=True)
+    cells["rank"] = np.arange(1, len(cells) + 1)
+
+    times = _group(scored, idx, scored.dow[idx] * 24 + scored.hour[idx])
+    visible_t = times.users >= scored.k
+    profile = pd.DataFrame(
+        {
+            "dow": times.keys // 24,
+            "hour": times.keys % 24,
+            "events": times.events,
+            "users": times.users,
+            "score": times.mean(s),
+        }
+    ).loc[visible_t].reset_index(drop=True)
+    return QueryResult(
+        phrase, cells, profile, int((~visible).sum()), int((~visible_t).sum()), threshold, resolution
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Analyst-only: results about identifiable users
+
+
+@analyst_only
+def list_users(scored: ScoredEvents, filters: Filters | None = None) -> pd.DataFrame:
+    """Users with events passing the filter: dataset_id, user_id, events, first, last (most active first)."""
+    mask = filter_mask(scored, filters)
+    ev = scored.events.loc[mask, ["dataset_id", "user_id", "ts"]]
+    out = ev.groupby(["dataset_id", "user_id"], sort=True)["ts"].agg(["size", "min", "max"]).reset_index()
+    out.columns = ["dataset_id", "user_id", "events", "first", "last"]
+    return out.sort_values(["events", "dataset_id", "user_id"], ascending=[False, True, True], kind="stable").reset_index(drop=True)
+
+
+@analyst_only
+def interested_users(
+    scored: ScoredEvents, phrase_vector: np.ndarray, filters: Filters | None = None, top: int = 50
+) -> pd.DataFrame:
+    """The users most interested in a phrase: dataset_id, user_id, events, affinity (best first)."""
+    idx = np.flatnonzero(filter_mask(scored, filters))
+    s = scored.vectors[idx] @ np.asarray(phrase_vector, dtype=np.float32)
+    groups = _group(scored, idx, np.zeros(len(idx), dtype=np.int64))
+    affinity = groups.pair_mean(s) if len(idx) else np.zeros(0)
+    keys = pd.Series(np.asarray(scored.user_keys, dtype=object)[groups.pair_user])
+    parts = keys.str.split(":", n=1, expand=True) if len(keys) else pd.DataFrame({0: [], 1: []})
+    out = pd.DataFrame(
+        {
+            "dataset_id": parts[0].astype(np.int64),
+            "user_id": parts[1].astype(str),
+            "events": np.bincount(groups.pair, minlength=len(affinity)),
+            "affinity": affinity,
+        }
+    )
+    return out.sort_values("affinity", ascending=False, kind="stable").head(top).reset_index(drop=True)
+
+
+def _utc(at: datetime | str | pd.Timestamp) -> pd.Timestamp:
+    """A time as a UTC timestamp; naive times are taken as UTC."""
+    stamp = pd.Timestamp(at)
+    return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
+
+
+def _user_positions(scored: ScoredEvents, dataset_id: int, user_id: str, at: datetime | None = None) -> np.ndarray:
+    """Positions of one user's events (time order), up to `at` (UTC) when given; LookupError if none."""
+    key = f"{int(dataset_id)}:{user_id}"
+    code = scored.user_keys.get_indexer([key])[0]
+    if code < 0:
+        raise LookupError(f"no scored events for user {user_id!r} in dataset {dataset_id}")
+    idx = np.flatnonzero(scored.user_codes == code)
+    if at is not None:
+        ts = scored.events["ts"].iloc[idx]
+        idx = idx[(ts <= _utc(at)).to_numpy()]
+        if len(idx) == 0:
+            raise LookupError(f"user {user_id!r} has no events before {at}")
+    return idx
+
+
+@dataclass
+class UserProfile:
+    """One user's current interests (at a time)."""
+
+    dataset_id: int
+    user_id: str
+    at: pd.Timestamp  # time of the last event used (UTC)
+    vector: np.ndarray  # (D,) interest vector right after that event
+    shares: pd.DataFrame  # topic, share: best first
+    events: pd.DataFrame  # the user's events up to then (ts, local_ts, lat, lon, text, cell, topic label)
+
+
+@analyst_only
+def user_profile(scored: ScoredEvents, dataset_id: int, user_id: str, at: datetime | None = None) -> UserProfile:
+    """A user's interest vector and topic shares right after their last event at or before `at`."""
+    idx = _user_positions(scored, dataset_id, user_id, at)
+    last = idx[-1]
+    shares = pd.DataFrame({"topic": list(scored.topics.labels), "share": scored.topic_probs[last]})
+    shares = shares.sort_values("share", ascending=False, kind="stable").reset_index(drop=True)
+    events = scored.events.loc[idx, ["event_id", "ts", "local_ts", "lat", "lon", "text", "cell"]].reset_index(drop=True)
+    events["topic"] = np.asarray(scored.topics.labels, dtype=object)[scored.event_topic[idx]]
+    return UserProfile(int(dataset_id), str(user_id), scored.events["ts"].iloc[last], scored.vectors[last], shares, events)
+
+
+@analyst_only
+def user_drift(scored: ScoredEvents, dataset_id: int, user_id: str, window: str = "week") -> Drift:
+    """Drift of one user's interests across `window`s (no k threshold: one identified user)."""
+    return _drift(scored, _user_positions(scored, dataset_id, user_id), window, 1)
+
+
+@dataclass
+class NextInterests:
+    """Predicted next interests of a user at a time."""
+
+    topics: pd.DataFrame  # topic, score (share), best first
+    venues: pd.DataFrame  # item_id, text, category, lat, lon, visits, score, distance_km (when a place is given)
+    at: pd.Timestamp
+
+
+def _haversine_km(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float) -> np.ndarray:
+    p = np.pi / 180.0
+    a = np.sin((lat - lat0) * p / 2) ** 2 + np.cos(lat0 * p) * np.cos(lat * p) * np.sin((lon - lon0) * p / 2) ** 2
+    return 2 * 6371.0088 * np.arcsin(np.sqrt(a))
+
+
+@analyst_only
+def next_interests(
+    scored: ScoredEvents,
+    dataset_id: int,
+    user_id: str,
+    at: datetime | None = None,
+    place: tuple[float, float] | None = None,
+    k: int = 10,
+) -> NextInterests:
+    """Top-k next topics and venues for a user at a time, optionally near a place (lat, lon).
+
+    The user's interest vector right after their last event at or before `at` is dotted with
+    each topic and each venue's text embedding (the model is trained so that this dot product
+    ranks the next event). With a place, only venues within `analytics.next_radius_km` compete.
+    Needs `scored.venues` (load_scored with an encoder) for venues.
+    """
+    profile = user_profile(scored, dataset_id, user_id, at)
+    topics = profile.shares.rename(columns={"share": "score"}).head(k)
+    if scored.venues is None:
+        raise LookupError("venues are not loaded: load the scored events with a text encoder")
+    frame = scored.venues.frame.copy()
+    frame["score"] = scored.venues.vectors @ profile.vector
+    if place is not None:
+        frame["distance_km"] = _haversine_km(frame["lat"].to_numpy(), frame["lon"].to_numpy(), place[0], place[1])
+        frame = frame[frame["distance_km"] <= scored.config.analytics.next_radius_km]
+    venues = frame.sort_values("score", ascending=False, kind="stable").head(k).reset_index(drop=True)
+    return NextInterests(topics.reset_index(drop=True), venues, profile.at)
