@@ -45,6 +45,7 @@ __all__ = [
     "drift_figure",
     "weights_figure",
     "hour_dow_figure",
+    "user_timeline_figure",
     "rgb_hex",
 ]
 
@@ -316,14 +317,14 @@ def share_timeline_figure(
 
 
 def drift_figure(drift: pd.DataFrame, *, height: int = 280) -> go.Figure:
-    """Drift magnitude per window with change points marked; columns window_start, drift, change_point."""
-    fig = go.Figure(go.Scatter(x=drift["window_start"], y=drift["drift"], mode="lines+markers", name="drift",
+    """Drift magnitude per window with change points marked; columns window_start, distance, change_point."""
+    fig = go.Figure(go.Scatter(x=drift["window_start"], y=drift["distance"], mode="lines+markers", name="drift",
                                line={"color": rgb_hex(TOPIC_PALETTE[0])}))
     if "change_point" in drift:
         cp = drift[drift["change_point"].astype(bool)]
-        fig.add_trace(go.Scatter(x=cp["window_start"], y=cp["drift"], mode="markers", name="change point",
+        fig.add_trace(go.Scatter(x=cp["window_start"], y=cp["distance"], mode="markers", name="change point",
                                  marker={"color": rgb_hex(TOPIC_PALETTE[3]), "size": 12, "symbol": "diamond"}))
-    fig.update_yaxes(title="distance to previous window", rangemode="tozero")
+    fig.update_yaxes(title="1 − cosine to previous", rangemode="tozero")
     return _layout(fig, height=height)
 
 
@@ -350,4 +351,19 @@ def hour_dow_figure(profile: pd.DataFrame, *, height: int = 260) -> go.Figure:
     ))
     fig.update_xaxes(title="local hour", dtick=2)
     fig.update_layout(hovermode="closest")
+    return _layout(fig, height=height)
+
+
+def user_timeline_figure(
+    events: pd.DataFrame, colors: dict[str, tuple[int, int, int]], *, height: int = 300
+) -> go.Figure:
+    """One user's events over (local) time, one row per topic; columns local_ts, topic, text."""
+    fig = go.Figure()
+    for topic, part in events.groupby("topic", sort=False):
+        fig.add_trace(go.Scatter(
+            x=part["local_ts"], y=[plot_label(topic)] * len(part), mode="markers", name=plot_label(topic),
+            marker={"color": rgb_hex(colors.get(str(topic), OTHER_COLOR)), "size": 9},
+            text=[plot_label(t) for t in part["text"]], hovertemplate="%{x}<br>%{text}<extra></extra>",
+        ))
+    fig.update_layout(showlegend=False, hovermode="closest")
     return _layout(fig, height=height)

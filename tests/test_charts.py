@@ -114,7 +114,7 @@ def test_figures_have_a_trace_per_series() -> None:
     shares = pd.DataFrame({"window_start": list(days) * 2, "topic": ["A"] * 5 + ["B"] * 5,
                            "share": [0.5] * 10})
     assert len(charts.share_timeline_figure(shares, charts.topic_colors(["A", "B"])).data) == 2
-    drift = pd.DataFrame({"window_start": days, "drift": [0, 0.1, 0.5, 0.1, 0.1],
+    drift = pd.DataFrame({"window_start": days, "distance": [0, 0.1, 0.5, 0.1, 0.1],
                           "change_point": [False, False, True, False, False]})
     fig = charts.drift_figure(drift)
     assert len(fig.data) == 2 and len(fig.data[1].x) == 1

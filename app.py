@@ -1,0 +1,41 @@
+"""interestgeo's dashboard: `streamlit run app.py`.
+
+The entry point only lays out the frame every page shares: the page list (explicit, with
+`st.navigation`, so the order and titles are ours rather than file names), the global filter bar
+in the sidebar (bound to the URL so a view can be shared as a link) and the data citation. Each
+page then reads the filters and makes one core call.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from pages._common import app_config, filter_bar, role, run_guarded
+
+st.set_page_config(page_title="interestgeo", page_icon=":material/hexagon:", layout="wide")
+
+config = app_config()
+viewer = role(config)
+
+pages = [
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/map.py", title="Map", icon=":material/map:"),
+    st.Page("pages/drift.py", title="Drift", icon=":material/timeline:"),
+    st.Page("pages/user.py", title="User", icon=":material/person:"),
+    st.Page("pages/upload.py", title="Upload", icon=":material/upload_file:"),
+    st.Page("pages/model.py", title="Model", icon=":material/model_training:"),
+]
+navigation = st.navigation(pages)
+
+
+def _frame() -> None:
+    st.session_state["_filters"] = filter_bar(config)
+    with st.sidebar:
+        st.caption(
+            f"Role: **{viewer}** · data: `{config.store.path}`  \n"
+            "Demo data: Foursquare NYC check-ins (TSMC2014; Yang et al., IEEE Trans. SMC: Systems 45(1), 2015)."
+        )
+
+
+run_guarded(_frame)
+navigation.run()

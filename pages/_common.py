@@ -1,0 +1,495 @@
+"""Streamlit-only plumbing shared by every page: the store handle, cached core calls, the filter bar.
+
+Why this module exists: the core (`interestgeo/`) never imports streamlit, so caching, session
+state and widgets live here, in the UI layer, and the pages stay thin (widgets -> one core call
+-> a chart). Every cached function takes everything it depends on as arguments (the database
+path and the config first), so two databases or two filter settings never share a cache entry.
+
+The filter bar's widgets are bound to the URL (`bind="query-params"`), so any view is a link;
+cells picked on the map travel in the `cells` parameter.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import h3
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from interestgeo import analytics
+from interestgeo.config import Config, load_config
+
+log = logging.getLogger("interestgeo.app")
+
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+COMPARE_CHOICES = ("none", "previous period")
+ROLES = ("analyst", "marketer")
+# Named areas for the demo city's region filter (NYC Neighborhood Tabulation Areas), shipped in data/.
+AREAS_FILE = Path(__file__).resolve().parents[1] / "data" / "nyc_neighborhoods.geojson"
+SCORE_HINT = "run `interestgeo train` and then `interestgeo score` (or `make run`, which does both)"
+
+
+# --- store ------------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class StoreHandle:
+    """The app's one read-only store connection and the lock that serialises its use.
+
+    Streamlit runs each browser session in its own thread; one DuckDB connection must not run two
+    queries at once, so every call goes through `lock`.
+    """
+
+    store: Any
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+
+def _close_handle(handle: StoreHandle) -> None:
+    with handle.lock:
+        handle.store.close()
+
+
+@st.cache_resource(show_spinner=False, on_release=_close_handle)
+def _open_store(path: str, config_json: str) -> StoreHandle:
+    from interestgeo.store import Store
+
+    # Read-only: the dashboard only reads what the core wrote, and several read-only handles can
+    # share the file. Uploads release this handle and write through their own connection.
+    return StoreHandle(Store.open(path, read_only=True, config=_config_from(config_json)))
+
+
+def app_config() -> Config:
+    """The config for this run (`$INTERESTGEO_CONFIG`, `$INTERESTGEO_DB`); cheap, so not cached."""
+    return load_config()
+
+
+def config_key(config: Config) -> str:
+    """The config as a JSON string: a stable cache key that rebuilds the same Config."""
+    return json.dumps(config.to_dict(), sort_keys=True)
+
+
+def _config_from(config_json: str) -> Config:
+    return Config.from_dict(json.loads(config_json))
+
+
+def db_path(config: Config) -> str:
+    return str(Path(config.store.path).resolve())
+
+
+@contextmanager
+def store_for(config: Config) -> Iterator[Any]:
+    """The shared read-only store, held for the length of one core call."""
+    handle = _open_store(db_path(config), config_key(config))
+    with handle.lock:
+        yield handle.store
+
+
+def release_store() -> None:
+    """Drop the read-only handle and every cached result (after an upload changed the database)."""
+    _open_store.clear()
+    scored_events.clear()
+    st.cache_data.clear()
+
+
+def require_database(config: Config) -> None:
+    """Return when the database exists; otherwise tell the user how to get one and stop the page."""
+    path = Path(config.store.path)
+    if not path.exists():
+        st.info(
+            f"No database at `{path}` yet. Run `make run` (it loads the NYC demo data) or "
+            "`interestgeo demo`, or load your own CSV on the **Upload** page."
+        )
+        st.stop()
+
+
+# --- cached core calls ------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def datasets(path: str, config_json: str) -> pd.DataFrame:
+    with store_for(_config_from(config_json)) as store:
+        return store.datasets()
+
+
+@st.cache_data(show_spinner="Aggregating cells...", max_entries=64)
+def cell_aggregates(
+    path: str, config_json: str, resolution: int, window: str, dataset_ids: tuple[int, ...]
+) -> tuple[pd.DataFrame, int]:
+    config = _config_from(config_json)
+    with store_for(config) as store:
+        return store.cell_aggregates(resolution, window, datasets=list(dataset_ids) or None,
+                                     k=config.privacy.k_min_users)
+
+
+@st.cache_resource(show_spinner="Loading interest vectors...", max_entries=4)
+def scored_events(path: str, config_json: str, with_venues: bool = False) -> analytics.ScoredEvents | None:
+    """Every scored event with its interest vector (None before the first `interestgeo score`).
+
+    Loaded once per database and shared by all sessions: the analytics filter it in numpy, so
+    the filters are not part of this key.
+    """
+    config = _config_from(config_json)
+    encoder = text_encoder(config_json) if with_venues else None
+    with store_for(config) as store:
+        try:
+            return analytics.load_scored(store, config, None, encoder=encoder)
+        except LookupError:
+            return None
+
+
+@st.cache_resource(show_spinner="Loading the text model...", max_entries=2)
+def text_encoder(config_json: str) -> Any:
+    from interestgeo.text import TextEncoder
+
+    return TextEncoder(_config_from(config_json).text)
+
+
+@st.cache_data(show_spinner=False, max_entries=256)
+def phrase_vector(config_json: str, phrase: str) -> np.ndarray:
+    return analytics.embed_phrase(text_encoder(config_json), phrase)
+
+
+def load_scored(config: Config, *, with_venues: bool = False) -> analytics.ScoredEvents | None:
+    return scored_events(db_path(config), config_key(config), with_venues)
+
+
+# Region-level analytics, cached by (database, config, filters, arguments). The scored events are
+# looked up inside (they are one shared resource per database), so only small keys are hashed.
+
+
+def _scored(path: str, config_json: str, with_venues: bool = False) -> analytics.ScoredEvents:
+    scored = scored_events(path, config_json, with_venues)
+    if scored is None:
+        raise LookupError(f"no interest vectors yet: {SCORE_HINT}")
+    return scored
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def interest_profile(path: str, config_json: str, filters: analytics.Filters) -> analytics.InterestProfile:
+    return analytics.interest_profile(_scored(path, config_json), filters)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def region_map(
+    path: str, config_json: str, filters: analytics.Filters, resolution: int, window: str | None
+) -> analytics.RegionMap:
+    return analytics.region_map(_scored(path, config_json), filters, resolution, window)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def region_drift(path: str, config_json: str, filters: analytics.Filters, window: str) -> analytics.Drift:
+    return analytics.region_drift(_scored(path, config_json), filters, window)
+
+
+@st.cache_data(show_spinner="Scoring the phrase...", max_entries=64)
+def query_interest(
+    path: str, config_json: str, phrase: str, filters: analytics.Filters, resolution: int
+) -> analytics.QueryResult:
+    vector = phrase_vector(config_json, phrase)
+    return analytics.query_interest(_scored(path, config_json), phrase, vector, filters, resolution)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def list_users(path: str, config_json: str, filters: analytics.Filters) -> pd.DataFrame:
+    return analytics.list_users(_scored(path, config_json), filters)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def user_profile(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.UserProfile:
+    return analytics.user_profile(_scored(path, config_json), dataset_id, user_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def user_drift(path: str, config_json: str, dataset_id: int, user_id: str, window: str) -> analytics.Drift:
+    return analytics.user_drift(_scored(path, config_json), dataset_id, user_id, window)
+
+
+@st.cache_data(show_spinner="Predicting...", max_entries=64)
+def next_interests(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.NextInterests:
+    return analytics.next_interests(_scored(path, config_json, True), dataset_id, user_id)
+
+
+# --- named areas ------------------------------------------------------------------------------
+
+
+@st.cache_data(show_spinner=False)
+def named_areas(path: str) -> dict[str, str]:
+    """Area label -> GeoJSON text of its polygons: each borough, then each neighbourhood."""
+    source = Path(path)
+    if not source.exists():
+        return {}
+    features = json.loads(source.read_text(encoding="utf-8"))["features"]
+    boroughs: dict[str, list[dict[str, Any]]] = {}
+    areas: dict[str, str] = {}
+    for feature in features:
+        props = feature.get("properties") or {}
+        boroughs.setdefault(str(props.get("borough", "")), []).append(feature)
+    for borough, members in sorted(boroughs.items()):
+        if borough:
+            areas[borough] = json.dumps({"type": "FeatureCollection", "features": members})
+    for feature in sorted(features, key=lambda f: str((f.get("properties") or {}).get("neighborhood", ""))):
+        props = feature.get("properties") or {}
+        label = f"{props.get('neighborhood', '?')} ({props.get('borough', '')})"
+        areas[label] = json.dumps({"type": "FeatureCollection", "features": [feature]})
+    return areas
+
+
+def areas_geojson(labels: tuple[str, ...]) -> str | None:
+    """One FeatureCollection with the polygons of the chosen named areas (None when none chosen)."""
+    if not labels:
+        return None
+    catalogue = named_areas(str(AREAS_FILE))
+    features = [f for label in labels if label in catalogue for f in json.loads(catalogue[label])["features"]]
+    return json.dumps({"type": "FeatureCollection", "features": features}) if features else None
+
+
+# --- filters ----------------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class FilterState:
+    """What the sidebar selected; hashable so it can key cached queries."""
+
+    dataset_ids: tuple[int, ...]
+    dataset_names: tuple[str, ...]
+    start: dt.date
+    end: dt.date
+    compare: str = "none"
+    hours: tuple[int, int] = (0, 23)
+    days: tuple[int, ...] = tuple(range(7))
+    areas: tuple[str, ...] = ()
+    cells: tuple[int, ...] = ()
+    geojson: str | None = None
+    topic: str | None = None
+
+    @property
+    def comparison(self) -> tuple[dt.date, dt.date] | None:
+        """The equally long period just before the selected one, when comparing."""
+        if self.compare != "previous period":
+            return None
+        length = self.end - self.start + dt.timedelta(days=1)
+        return self.start - length, self.start - dt.timedelta(days=1)
+
+    @property
+    def has_region(self) -> bool:
+        return bool(self.cells) or self.geojson is not None
+
+    def to_filters(self, *, period: tuple[dt.date, dt.date] | None = None, region: bool = True) -> analytics.Filters:
+        """The analytics' Filters for this selection (another period or no region when asked)."""
+        start, end = period or (self.start, self.end)
+        return analytics.Filters(
+            datasets=self.dataset_ids or None,
+            date_from=start,
+            date_to=end,
+            hours=None if self.hours == (0, 23) else tuple(range(self.hours[0], self.hours[1] + 1)),
+            days_of_week=None if len(self.days) == 7 else self.days,
+            cells=(self.cells or None) if region else None,
+            geojson=self.geojson if region else None,
+            topic=self.topic,
+        )
+
+    def describe_region(self) -> str:
+        """The region in words, for headings."""
+        parts = list(self.areas)
+        if self.cells:
+            parts.append(f"{len(self.cells)} picked cells")
+        if self.geojson is not None and not self.areas:
+            parts.append("uploaded region")
+        return ", ".join(parts) or "Everywhere"
+
+    def describe(self) -> str:
+        """One line for captions: what the numbers on the page are about."""
+        parts = [", ".join(self.dataset_names) or "all datasets", f"{self.start:%d %b %Y} – {self.end:%d %b %Y}"]
+        if self.hours != (0, 23):
+            parts.append(f"{self.hours[0]:02d}:00–{self.hours[1]:02d}:59")
+        if len(self.days) != 7:
+            parts.append(" ".join(DAY_NAMES[d] for d in self.days))
+        if self.areas:
+            parts.append(", ".join(self.areas))
+        if self.cells:
+            parts.append(f"{len(self.cells)} picked cells")
+        if self.geojson is not None and not self.areas:
+            parts.append("uploaded region")
+        if self.topic:
+            parts.append(f"topic: {self.topic}")
+        return " · ".join(parts)
+
+
+def _date_bounds(frame: pd.DataFrame) -> tuple[dt.date, dt.date]:
+    lo = pd.to_datetime(frame["ts_min"], utc=True).min()
+    hi = pd.to_datetime(frame["ts_max"], utc=True).max()
+    # Local dates can run a day either side of the UTC range.
+    return (lo - pd.Timedelta(days=1)).date(), (hi + pd.Timedelta(days=1)).date()
+
+
+def picked_cells() -> tuple[int, ...]:
+    """Cells picked on the map (session state, mirrored in the URL's `cells` parameter)."""
+    if "region_cells" not in st.session_state:
+        raw = st.query_params.get("cells", "")
+        cells = []
+        for token in str(raw).split(","):
+            token = token.strip()
+            if token and h3.is_valid_cell(token):
+                cells.append(h3.str_to_int(token))
+        st.session_state["region_cells"] = tuple(cells)
+    return tuple(st.session_state["region_cells"])
+
+
+def set_picked_cells(cells: tuple[int, ...]) -> None:
+    st.session_state["region_cells"] = tuple(int(c) for c in cells)
+    if cells:
+        st.query_params["cells"] = ",".join(h3.int_to_str(int(c)) for c in cells)
+    elif "cells" in st.query_params:
+        del st.query_params["cells"]
+
+
+def filter_bar(config: Config) -> FilterState | None:
+    """The global filter bar in the sidebar; None when there is no data to filter yet."""
+    if not Path(config.store.path).exists():
+        return None
+    frame = datasets(db_path(config), config_key(config))
+    if frame.empty:
+        return None
+    names = frame["name"].astype(str).tolist()
+    lo, hi = _date_bounds(frame)
+    scored = load_scored(config)
+    with st.sidebar:
+        st.subheader("Filters")
+        chosen = st.multiselect(
+            "Datasets", names, key="ds", bind="query-params", placeholder="All datasets",
+            help="Analyse uploads alone or together; empty means all.",
+        )
+        picked = st.date_input(
+            "Dates", value=(lo, hi), min_value=lo, max_value=hi, key="dates", bind="query-params",
+            help="Local calendar dates of the events.",
+        )
+        start, end = _as_range(picked, lo, hi)
+        compare = st.selectbox(
+            "Compare with", COMPARE_CHOICES, key="cmp", bind="query-params",
+            help="KPI changes against the equally long period just before the selected one.",
+        )
+        hours = st.slider("Hours of day (local)", 0, 23, (0, 23), key="hours", bind="query-params")
+        days = st.pills(
+            "Days of week", list(range(7)), selection_mode="multi", default=list(range(7)),
+            format_func=lambda d: DAY_NAMES[d], key="days", bind="query-params",
+        )
+        areas = tuple(st.multiselect(
+            "Region: named areas", list(named_areas(str(AREAS_FILE))), key="area", bind="query-params",
+            placeholder="Everywhere", help="New York boroughs and neighbourhoods (NYC Open Data).",
+        ))
+        cells = picked_cells()
+        if cells:
+            st.caption(f"Region: {len(cells)} cells picked on the map.")
+            if st.button("Clear picked cells", key="clear_cells"):
+                set_picked_cells(())
+                cells = ()
+        upload = st.file_uploader("Region: GeoJSON polygon", type=["geojson", "json"], key="region_file",
+                                  help="A FeatureCollection, Feature or polygon in WGS84.")
+        topic = None
+        if scored is not None:
+            topic = st.selectbox("Topic", list(scored.topics.labels), index=None, key="topic",
+                                 bind="query-params", placeholder="All topics",
+                                 help="Only events about this topic.")
+    geojson = areas_geojson(areas)
+    if upload is not None:
+        geojson = _uploaded_geojson(upload.getvalue(), geojson)
+    ids = tuple(int(i) for i, n in zip(frame["dataset_id"], names, strict=True) if n in set(chosen))
+    return FilterState(
+        dataset_ids=ids,
+        dataset_names=tuple(chosen),
+        start=start,
+        end=end,
+        compare=str(compare),
+        hours=(int(hours[0]), int(hours[1])),
+        days=tuple(sorted(int(d) for d in days or ())) or tuple(range(7)),
+        areas=areas,
+        cells=cells,
+        geojson=geojson,
+        topic=topic,
+    )
+
+
+def _uploaded_geojson(raw: bytes, areas: str | None) -> str | None:
+    """The uploaded polygon (joined with any named areas), or the areas alone with a warning."""
+    try:
+        data = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        st.sidebar.warning("The region file is not valid GeoJSON; it is ignored.")
+        return areas
+    features = data.get("features") if isinstance(data, dict) and data.get("type") == "FeatureCollection" else None
+    if features is None:
+        feature = data if isinstance(data, dict) and data.get("type") == "Feature" else {
+            "type": "Feature", "geometry": data, "properties": {}}
+        features = [feature]
+    if areas is not None:
+        features = [*json.loads(areas)["features"], *features]
+    return json.dumps({"type": "FeatureCollection", "features": features})
+
+
+def _as_range(picked: object, lo: dt.date, hi: dt.date) -> tuple[dt.date, dt.date]:
+    """A (start, end) pair from the date widget, which yields one date while a range is half picked."""
+    values = [v for v in (picked if isinstance(picked, (tuple, list)) else [picked]) if v is not None]
+    if not values:
+        return lo, hi
+    return min(values), max(values)
+
+
+def current_filters() -> FilterState | None:
+    return st.session_state.get("_filters")
+
+
+# --- page helpers -----------------------------------------------------------------------------
+
+
+def role(config: Config) -> str:
+    """The viewer's role: `st.secrets["role"]` when set (per deployment), else the config's."""
+    try:
+        secret = st.secrets.get("role")
+    except FileNotFoundError:
+        secret = None
+    value = str(secret or config.app.role)
+    # An unknown role gets the narrower view.
+    return value if value in ROLES else "marketer"
+
+
+def csv_download(frame: pd.DataFrame, name: str, *, label: str = "Download CSV", key: str | None = None) -> None:
+    """A download button for the data behind a table or chart."""
+    st.download_button(
+        label, frame.to_csv(index=False).encode("utf-8"), file_name=f"{name}.csv", mime="text/csv",
+        key=key or f"csv-{name}", icon=":material/download:",
+    )
+
+
+def with_hex(frame: pd.DataFrame) -> pd.DataFrame:
+    """A copy with the int64 `cell` column as H3 hex strings (for CSV export and tables)."""
+    if "cell" not in frame:
+        return frame
+    return frame.assign(cell=[h3.int_to_str(int(c)) for c in frame["cell"]])
+
+
+def run_guarded(page: Callable[[], None]) -> None:
+    """Run a page; an unexpected error becomes one message (the traceback goes to the server log)."""
+    try:
+        page()
+    except Exception as exc:
+        log.exception("page failed")
+        first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        st.error(f"This page could not be built: {first}. Try other filters or reload; "
+                 "the server log has the details.")
+
+
+def kpi_delta(current: float, previous: float | None) -> str | None:
+    """`+12.5%` style change for st.metric; None when there is nothing to compare with."""
+    if previous is None or previous == 0:
+        return None
+    return f"{(current - previous) / previous:+.1%}"

@@ -1,0 +1,239 @@
+"""Map: where people's interests are, as H3 hexagons, over time.
+
+Widgets -> one core call -> `charts`:
+- dominant topic: `analytics.region_map` (k threshold applied) -> `charts.topic_map` + legend;
+- free-text query: `analytics.query_interest` -> `charts.score_map` + ranked cells + hour x day;
+- event counts (before the events are scored): `store.cell_aggregates` -> `charts.count_map`.
+Time playback steps through windows; cells picked on the map become the region filter.
+"""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pandas as pd
+import streamlit as st
+
+from interestgeo import charts
+from pages import _common as ui
+
+MODES = ("Dominant topic", "Free-text query")
+WINDOWS = ("whole period", "month", "week", "day")
+AUTO = "auto"
+# Seconds per frame of the time playback: long enough to read the map.
+FRAME_S = 0.8
+# Playback stops after this many frames so a long daily series cannot hold the server.
+MAX_FRAMES = 60
+
+
+def page() -> None:
+    config = ui.app_config()
+    st.title("Map")
+    ui.require_database(config)
+    filters = ui.current_filters()
+    if filters is None:
+        st.info("No events yet: load the demo data or upload a CSV on the **Upload** page.")
+        return
+    st.caption(filters.describe())
+    resolutions = tuple(sorted(config.store.map_resolutions))
+    scored = ui.load_scored(config)
+    if scored is None:
+        st.info(f"Topics and free-text queries appear once the events are scored: {ui.SCORE_HINT}. "
+                "Meanwhile: where the events are.")
+        _count_map(config, filters, resolutions)
+        return
+    controls = st.columns([1.3, 1, 1])
+    mode = controls[0].segmented_control("Colour by", MODES, default=MODES[0], key="map_mode",
+                                         bind="query-params") or MODES[0]
+    res_choice = controls[1].selectbox("Cell size (H3 resolution)", (AUTO, *resolutions), key="map_res",
+                                       bind="query-params",
+                                       help="Auto fits the region; coarser cells pool more people, so fewer are hidden.")
+    resolution = _auto_resolution(filters, resolutions) if res_choice == AUTO else int(res_choice)
+    if mode == MODES[1]:
+        _query_map(config, filters, resolution)
+        return
+    window = controls[2].selectbox("Time window", WINDOWS, key="map_window", bind="query-params")
+    _topic_map(config, filters, resolution, None if window == WINDOWS[0] else str(window))
+
+
+def _auto_resolution(filters: ui.FilterState, resolutions: tuple[int, ...]) -> int:
+    """Fit the cell size to the region: the whole city, or the picked cells' extent."""
+    extent_km = 40.0
+    if filters.cells:
+        view = charts.view_for_cells(filters.cells)
+        extent_km = max(1.0, 40000 / 2 ** view.zoom * 4)
+    elif filters.areas and len(filters.areas) == 1 and "(" in filters.areas[0]:
+        extent_km = 4.0  # one neighbourhood
+    return charts.resolution_for_extent(extent_km, resolutions)
+
+
+def _topic_map(config: object, filters: ui.FilterState, resolution: int, window: str | None) -> None:
+    path, key = ui.db_path(config), ui.config_key(config)  # type: ignore[arg-type]
+    result = ui.region_map(path, key, filters.to_filters(), resolution, window)
+    k = config.privacy.k_min_users  # type: ignore[attr-defined]
+    if result.cells.empty:
+        st.info(f"No cell has at least {k} people for these filters ({result.hidden:,} hidden). "
+                "Try larger cells, a longer time window or wider filters.")
+        return
+    frames = _frames(result.cells, window)
+    chosen = frames[-1][0] if frames else None
+    if window is not None and len(frames) > 1:
+        labels = [label for label, _ in frames]
+        slider, play = st.columns([5, 1], vertical_alignment="bottom")
+        chosen = slider.select_slider("Window", options=labels, value=labels[-1], key="map_at")
+        playing = play.button("Play", icon=":material/play_arrow:", key="map_play",
+                              help="Step through the windows on the map.")
+    else:
+        playing = False
+    rows = _rows_for(frames, chosen)
+    cells = result.cells.loc[rows].reset_index(drop=True)
+    shares = result.shares.loc[rows].reset_index(drop=True)
+    colors = charts.topic_colors(list(result.topics))
+    view = charts.view_for_cells(result.cells["cell"].unique().tolist())
+    map_col, legend_col = st.columns([3, 1])
+    with map_col:
+        spot = st.empty()
+        if playing:
+            for label, idx in frames[-MAX_FRAMES:]:
+                deck = charts.topic_map(_with_tooltips(result.cells.loc[idx], result.shares.loc[idx], label), colors,
+                                        map_style=config.app.map_style, view=view)  # type: ignore[attr-defined]
+                spot.pydeck_chart(deck, height=520)
+                time.sleep(FRAME_S)
+        deck = charts.topic_map(_with_tooltips(cells, shares, chosen), colors,
+                                map_style=config.app.map_style, view=view)  # type: ignore[attr-defined]
+        with spot.container():
+            selection = st.pydeck_chart(deck, height=520, on_select="rerun", selection_mode="multi-object",
+                                        key=f"map_pick_{resolution}")
+    with legend_col:
+        st.markdown("**Dominant topic**")
+        dominant = cells.groupby("topic").size().rename("cells").reset_index()
+        dominant["share"] = dominant["cells"] / dominant["cells"].sum()
+        st.plotly_chart(charts.share_bar_figure(dominant[["topic", "share"]], colors,
+                                                height=max(160, 34 * len(dominant))),
+                        width="stretch", key="map_legend")
+        st.caption("Bar: share of the cells where the topic leads. Paler cells: a weaker lead.")
+        _pick_region(selection, resolution)
+    period = chosen or "the selected period"
+    st.caption(f"{len(cells):,} cells at resolution {resolution} in {period} · "
+               f"{result.hidden:,} cell groups hidden: fewer than {k} people.")
+    export = ui.with_hex(pd.concat([cells.drop(columns=["topic_id"], errors="ignore"), shares.add_prefix("share: ")],
+                                   axis=1))
+    ui.csv_download(export, f"map-topics-r{resolution}")
+
+
+def _frames(cells: pd.DataFrame, window: str | None) -> list[tuple[str, np.ndarray]]:
+    """(label, row positions) per time window, oldest first; one frame without windows."""
+    if window is None or "window_start" not in cells:
+        return [("the selected period", cells.index.to_numpy())]
+    out = []
+    for start, part in cells.groupby("window_start", sort=True):
+        stamp = pd.Timestamp(start)
+        label = {"month": f"{stamp:%b %Y}", "week": f"week of {stamp:%d %b %Y}"}.get(window, f"{stamp:%a %d %b %Y}")
+        out.append((label, part.index.to_numpy()))
+    return out
+
+
+def _rows_for(frames: list[tuple[str, np.ndarray]], chosen: str | None) -> np.ndarray:
+    for label, idx in frames:
+        if label == chosen:
+            return idx
+    return frames[-1][1]
+
+
+def _with_tooltips(cells: pd.DataFrame, shares: pd.DataFrame, period: str | None) -> pd.DataFrame:
+    """Cells plus plain tooltip text: counts and the top three topics with their shares."""
+    values = shares.to_numpy()
+    labels = np.asarray(shares.columns, dtype=object)
+    top = np.argsort(-values, axis=1)[:, :3]
+    tips = []
+    for i, (events, users) in enumerate(zip(cells["events"], cells["users"], strict=True)):
+        lines = [f"{int(events):,} events · {int(users):,} people"]
+        lines += [f"{labels[j]}: {values[i, j]:.0%}" for j in top[i]]
+        if period:
+            lines.append(period)
+        tips.append("\n".join(lines))
+    return cells.assign(tooltip=tips).reset_index(drop=True)
+
+
+def _pick_region(selection: object, resolution: int) -> None:
+    """Offer the hexagons clicked on the map as the region filter."""
+    objects = (getattr(selection, "selection", None) or {}).get("objects", {}) if selection else {}
+    hexes = [o.get("hex") for o in objects.get("cells", []) if isinstance(o, dict) and o.get("hex")]
+    if not hexes:
+        st.caption("Click hexagons (Shift+click for several) to use them as the region.")
+        return
+    if st.button(f"Use {len(hexes)} selected cells as the region", key="use_cells", type="primary"):
+        ui.set_picked_cells(tuple(int(h, 16) for h in hexes))
+        st.rerun()
+
+
+def _query_map(config: object, filters: ui.FilterState, resolution: int) -> None:
+    phrase = st.text_input("Where and when are people into…", key="q", bind="query-params",
+                           placeholder="e.g. late-night food, jazz, kids' activities", max_chars=200).strip()
+    if not phrase:
+        st.info("Type a phrase: the map colours each cell by how much the people there care about it.")
+        return
+    path, key = ui.db_path(config), ui.config_key(config)  # type: ignore[arg-type]
+    result = ui.query_interest(path, key, phrase, filters.to_filters(), resolution)
+    k = config.privacy.k_min_users  # type: ignore[attr-defined]
+    if result.cells.empty:
+        st.info(f"No cell has at least {k} people for these filters ({result.hidden:,} hidden). "
+                "Try larger cells or wider filters.")
+        return
+    tips = [
+        f"“{phrase}” score {s:.3f} (rank {r})\n{int(e):,} events · {int(u):,} people\n{int(n):,} strongly interested"
+        for s, r, e, u, n in zip(result.cells["score"], result.cells["rank"], result.cells["events"],
+                                 result.cells["users"], result.cells["strong_users"], strict=True)
+    ]
+    st.pydeck_chart(charts.score_map(result.cells.assign(tooltip=tips), map_style=config.app.map_style),  # type: ignore[attr-defined]
+                    height=520, key="query_map")
+    st.caption(f"Dark = the people there care most about “{phrase}” (user-weighted mean affinity). "
+               f"{result.hidden:,} cells hidden: fewer than {k} people.")
+    left, right = st.columns([1, 1])
+    with left:
+        st.markdown("**Top cells**")
+        top = ui.with_hex(result.cells.head(20))[["rank", "cell", "score", "events", "users", "strong_users"]]
+        st.dataframe(top, hide_index=True, width="stretch", height=300)
+        ui.csv_download(ui.with_hex(result.cells), "query-cells")
+    with right:
+        st.markdown("**When** (local hour × day of week)")
+        if result.time_profile.empty:
+            st.info("No hour of the week has enough people to show.")
+        else:
+            profile = result.time_profile.rename(columns={"score": "value"})
+            st.plotly_chart(charts.hour_dow_figure(profile), width="stretch", key="query_when")
+            ui.csv_download(result.time_profile, "query-when")
+
+
+def _count_map(config: object, filters: ui.FilterState, resolutions: tuple[int, ...]) -> None:
+    """Event counts per cell and window straight from the store (no scoring needed)."""
+    controls = st.columns([1, 1, 3])
+    window = controls[0].selectbox("Window", ("week", "day", "hour"), key="count_window", bind="query-params")
+    resolution = controls[1].selectbox("Cell size (H3 resolution)", resolutions,
+                                       index=resolutions.index(charts.resolution_for_extent(40.0, resolutions)),
+                                       key="count_res", bind="query-params")
+    path, key = ui.db_path(config), ui.config_key(config)  # type: ignore[arg-type]
+    frame, hidden = ui.cell_aggregates(path, key, int(resolution), str(window), filters.dataset_ids)
+    k = config.privacy.k_min_users  # type: ignore[attr-defined]
+    stamps = pd.Series(pd.to_datetime(frame["window_start"]).unique()).sort_values()
+    stamps = stamps[(stamps.dt.date >= filters.start) & (stamps.dt.date <= filters.end)].tolist()
+    if not stamps:
+        st.info(f"No cell has at least {k} people in any {window} of the selected dates. "
+                "Try larger cells, a longer window or wider dates.")
+        return
+    fmt = {"hour": "%Y-%m-%d %H:00", "day": "%a %d %b %Y", "week": "week of %d %b %Y"}[str(window)]
+    labels = [f"{s:{fmt}}" for s in stamps]
+    with controls[2]:
+        chosen = st.select_slider("Window", options=labels, value=labels[-1], key="count_at")
+    current = frame[pd.to_datetime(frame["window_start"]) == stamps[labels.index(chosen)]].reset_index(drop=True)
+    view = charts.view_for_cells(frame["cell"].unique().tolist())
+    st.pydeck_chart(charts.count_map(current, map_style=config.app.map_style, view=view),  # type: ignore[attr-defined]
+                    height=520, key="count_map")
+    st.caption(f"{len(current):,} cells · {int(current['events'].sum()):,} events in this {window}. "
+               f"{hidden:,} cell × {window} groups hidden: fewer than {k} people. "
+               "Light = few events, dark = many (log scale). Hour, day and region filters apply once scored.")
+    ui.csv_download(ui.with_hex(current), f"map-counts-{window}")
+
+
+ui.run_guarded(page)

@@ -1,0 +1,105 @@
+"""Overview: the first screen — how much is happening and what people are into, at a glance.
+
+Widgets (the sidebar filters) -> `analytics.interest_profile` (KPIs, top interests with share and
+index), `analytics.region_map` (active cells), `analytics.region_drift` (daily trend) -> tiles,
+a bar chart and a line. Before the events are scored it shows what the store alone knows.
+"""
+
+from __future__ import annotations
+
+import pandas as pd
+import streamlit as st
+
+from interestgeo import charts
+from pages import _common as ui
+
+# Cells are counted at this resolution (~0.7 km2, a few blocks): fine enough to mean "places".
+KPI_RESOLUTION = 8
+
+
+def page() -> None:
+    config = ui.app_config()
+    st.title("Overview")
+    ui.require_database(config)
+    filters = ui.current_filters()
+    if filters is None:
+        st.info("The database is empty: run `interestgeo demo` or load a CSV on the **Upload** page.")
+        return
+    st.caption(filters.describe())
+    path, key = ui.db_path(config), ui.config_key(config)
+    if ui.load_scored(config) is None:
+        _store_only(config, filters)
+        return
+    current = filters.to_filters()
+    profile = ui.interest_profile(path, key, current)
+    if profile.events == 0:
+        st.info("No events match these filters. Widen the dates, hours, days or region in the sidebar.")
+        return
+    cells = ui.region_map(path, key, current, KPI_RESOLUTION, None)
+    before = profile_before = cells_before = None
+    if filters.comparison is not None:
+        before = filters.to_filters(period=filters.comparison)
+        profile_before = ui.interest_profile(path, key, before)
+        cells_before = ui.region_map(path, key, before, KPI_RESOLUTION, None)
+    tiles = st.columns(4)
+    tiles[0].metric("Events", f"{profile.events:,}",
+                    ui.kpi_delta(profile.events, profile_before.events if profile_before else None))
+    tiles[1].metric("People", f"{profile.users:,}",
+                    ui.kpi_delta(profile.users, profile_before.users if profile_before else None))
+    tiles[2].metric("Active cells", f"{len(cells.cells):,}",
+                    ui.kpi_delta(len(cells.cells), len(cells_before.cells) if cells_before else None),
+                    help=f"H3 resolution {KPI_RESOLUTION} cells with at least {config.privacy.k_min_users} people; "
+                         f"{cells.hidden:,} more are hidden by the privacy threshold.")
+    tiles[3].metric("Events per person", f"{profile.events / max(profile.users, 1):.1f}")
+    if filters.comparison is not None:
+        c0, c1 = filters.comparison
+        st.caption(f"Changes against {c0:%d %b %Y} – {c1:%d %b %Y}.")
+    left, right = st.columns([1, 1])
+    with left:
+        st.subheader("Top interests")
+        if profile.hidden:
+            st.info(f"Fewer than {config.privacy.k_min_users} people match: interest shares are hidden.")
+        else:
+            top = profile.shares.head(10)
+            colors = charts.topic_colors(list(profile.shares["topic"]))
+            st.plotly_chart(charts.share_bar_figure(top, colors), width="stretch", key="top_interests")
+            st.caption("Share of interest; index 100 = as common as in all the data, 200 = twice as common.")
+            ui.csv_download(profile.shares, "top-interests")
+    with right:
+        st.subheader("Trend")
+        trend = _daily(ui.region_drift(path, key, current, "day").timeline)
+        comparison = None
+        if before is not None:
+            comparison = _daily(ui.region_drift(path, key, before, "day").timeline)
+            comparison["date"] = comparison["date"] + (pd.Timestamp(filters.start) - pd.Timestamp(filters.comparison[0]))
+        if trend.empty:
+            st.info("No day has enough people to show under the privacy threshold.")
+        else:
+            st.plotly_chart(charts.trend_figure(trend, comparison), width="stretch", key="trend")
+            st.caption("Events per local day (days with fewer than k people are left out).")
+            ui.csv_download(trend, "trend")
+
+
+def _daily(timeline: pd.DataFrame) -> pd.DataFrame:
+    return pd.DataFrame({"date": pd.to_datetime(timeline["window_start"]), "events": timeline["events"],
+                         "users": timeline["users"]})
+
+
+def _store_only(config: object, filters: ui.FilterState) -> None:
+    """What the store alone can say: the loaded datasets."""
+    frame = ui.datasets(ui.db_path(config), ui.config_key(config))  # type: ignore[arg-type]
+    chosen = frame[frame["dataset_id"].isin(filters.dataset_ids)] if filters.dataset_ids else frame
+    tiles = st.columns(3)
+    tiles[0].metric("Events stored", f"{int(chosen['rows_stored'].sum()):,}")
+    tiles[1].metric("Datasets", f"{len(chosen):,}")
+    tiles[2].metric("Rows rejected at load", f"{int(chosen['rows_rejected'].sum()):,}")
+    st.info(f"Interest analytics (top interests, trends, topics) appear once the events are scored: {ui.SCORE_HINT}. "
+            "The **Map** already shows where the events are.")
+    st.subheader("Datasets")
+    shown = chosen[["dataset_id", "name", "rows_stored", "rows_rejected", "duplicates_skipped", "ts_min", "ts_max",
+                    "loaded_at"]]
+    st.dataframe(shown, hide_index=True, width="stretch")
+    ui.csv_download(shown, "datasets")
+
+
+ui.run_guarded(page)

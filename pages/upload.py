@@ -1,0 +1,151 @@
+"""Upload: bring a CSV, check how its columns were understood, load it, analyse it.
+
+Widgets -> `ingest.detect_columns` (preview) -> `ingest.ingest_file` (validation, storage, the
+report) -> the new dataset shows up in the sidebar's dataset filter. The page closes the app's
+read-only store handle for the load and writes through its own connection.
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import pandas as pd
+import streamlit as st
+
+from interestgeo.ingest import IngestError, detect_columns, ingest_file
+from interestgeo.store import Store
+from pages._common import app_config, csv_download, release_store, run_guarded
+
+NOT_MAPPED = "— not mapped —"
+# Canonical fields in the order a person checks them; `text` is a multiselect (columns are joined).
+SINGLE_FIELDS = ("user_id", "ts", "lat", "lon", "tz_offset_min", "item_id", "category", "category_path", "event_type")
+FIELD_HELP = {
+    "user_id": "who (required)",
+    "ts": "when (required): ISO 8601, epoch s/ms or the Foursquare format",
+    "lat": "latitude, WGS84 (required)",
+    "lon": "longitude, WGS84 (required)",
+    "tz_offset_min": "offset from UTC in minutes (optional; local hour of day uses it)",
+    "item_id": "venue or product id (optional)",
+    "category": "category (optional)",
+    "category_path": "category path like `Food > Cafe` (optional; its top level names topics)",
+    "event_type": "event type (optional)",
+}
+
+
+def page() -> None:
+    config = app_config()
+    st.title("Upload a CSV")
+    limit_mb = int(st.get_option("server.maxUploadSize"))
+    st.markdown(
+        f"One row per event: who, when, where (latitude/longitude) and what (text such as a venue name, "
+        f"a product title or a search query). Plain or gzip CSV; comma, tab or semicolon. "
+        f"**Size limit: {limit_mb} MB per file** (set in `.streamlit/config.toml`)."
+    )
+    upload = st.file_uploader("CSV file", type=["csv", "gz", "tsv", "txt"], key="upload_file")
+    last = st.session_state.get("upload_report")
+    if upload is None:
+        if last is not None:
+            _show_report(last)
+        return
+    work = Path(tempfile.gettempdir()) / "interestgeo-uploads"
+    work.mkdir(exist_ok=True)
+    source = work / f"{upload.file_id}-{Path(upload.name).name}"
+    if not source.exists():
+        source.write_bytes(upload.getvalue())
+    try:
+        detected = detect_columns(source)
+    except IngestError as exc:
+        st.error(f"This file cannot be used: {exc}")
+        return
+    st.subheader("1. Columns")
+    st.caption("Detected automatically; change any mapping before loading. Text may join several columns.")
+    overrides = _mapping_editor(detected)
+    dataset = st.text_input("Dataset name", value=_default_name(upload.name), key="upload_name")
+    try:
+        mapping = detected.with_overrides(overrides)
+    except ValueError as exc:
+        st.error(str(exc))
+        return
+    missing = mapping.missing()
+    if missing:
+        st.warning(f"Map these required fields before loading: {', '.join(missing)}.")
+        return
+    if not st.button("Load into the database", type="primary", key="upload_go"):
+        if last is not None and last.get("file_id") == upload.file_id:
+            _show_report(last)
+        return
+    st.subheader("2. Loading")
+    bar = st.progress(0.0, text="Reading...")
+
+    def progress(share: float, message: str) -> None:
+        bar.progress(min(max(float(share), 0.0), 1.0), text=message)
+
+    release_store()
+    try:
+        with Store.open(Path(config.store.path)) as store:
+            report = ingest_file(store, source, config=config, mapping=mapping, dataset=dataset or None,
+                                 progress=progress)
+            rejects = store.rejects(report.dataset_id) if report.rows_rejected else pd.DataFrame()
+    except IngestError as exc:
+        bar.empty()
+        st.error(f"This file cannot be used: {exc}")
+        return
+    bar.progress(1.0, text="Loaded.")
+    release_store()
+    st.session_state["upload_report"] = {"file_id": upload.file_id, "report": report.to_dict(), "rejects": rejects}
+    # Rerun so the sidebar's dataset filter lists the new dataset.
+    st.rerun()
+
+
+def _mapping_editor(detected: object) -> dict[str, str]:
+    columns = list(getattr(detected, "source_columns"))
+    options = [NOT_MAPPED, *columns]
+    overrides: dict[str, str] = {}
+    grid = st.columns(3)
+    for i, name in enumerate(SINGLE_FIELDS):
+        current = getattr(detected, name)
+        choice = grid[i % 3].selectbox(
+            name, options, index=options.index(current) if current in options else 0, key=f"map_{name}",
+            help=FIELD_HELP[name],
+        )
+        overrides[name] = "" if choice == NOT_MAPPED else str(choice)
+    text = st.multiselect(
+        "text (required): joined with \", \" in this order", columns,
+        default=[c for c in getattr(detected, "text") if c in columns], key="map_text",
+    )
+    overrides["text"] = "+".join(text)
+    return overrides
+
+
+def _default_name(filename: str) -> str:
+    name = Path(filename).name
+    for suffix in (".gz", ".csv", ".tsv", ".txt"):
+        name = name.removesuffix(suffix)
+    return name or "upload"
+
+
+def _show_report(last: dict[str, object]) -> None:
+    report = dict(last["report"])  # type: ignore[arg-type]
+    st.subheader("Validation report")
+    if report.get("already_loaded"):
+        st.info(f"This file was loaded before as dataset **{report['dataset']}**; nothing was added.")
+    cols = st.columns(4)
+    cols[0].metric("Rows read", f"{report['rows_read']:,}")
+    cols[1].metric("Rows stored", f"{report['rows_stored']:,}")
+    cols[2].metric("Rows rejected", f"{report['rows_rejected']:,}")
+    cols[3].metric("Duplicates skipped", f"{report['duplicates_skipped']:,}")
+    st.caption(
+        f"Dataset **{report['dataset']}** · {float(report['elapsed_s']):.1f} s · "
+        f"{float(report['events_per_s']):,.0f} events/s. It is now in the sidebar's dataset filter."
+    )
+    rejects = last.get("rejects")
+    if isinstance(rejects, pd.DataFrame) and not rejects.empty:
+        st.markdown("**Rejected rows** (line number in the file, reason, the raw line)")
+        reasons = rejects.groupby("reason").size().rename("rows").reset_index().sort_values("rows", ascending=False)
+        st.dataframe(reasons, hide_index=True, width="stretch")
+        st.dataframe(rejects.head(200), hide_index=True, width="stretch")
+        csv_download(rejects, f"rejects-{report['dataset']}", label="Download all rejected rows")
+
+
+run_guarded(page)

@@ -1,0 +1,84 @@
+"""User (analysts only): one person's events, current interests, predicted next interests and why.
+
+Widgets -> `analytics.list_users` (pick) -> `analytics.user_profile`, `analytics.next_interests`,
+`analytics.user_drift` -> a small map, a timeline and tables. Marketers see aggregates only: the
+page refuses them before reading any per-user data.
+"""
+
+from __future__ import annotations
+
+import streamlit as st
+
+from interestgeo import charts
+from pages import _common as ui
+
+# The picker lists the most active users first; more would make the select box unusable.
+MAX_USERS = 500
+
+
+def page() -> None:
+    config = ui.app_config()
+    st.title("User")
+    if ui.role(config) != "analyst":
+        st.warning("Per-user views are for analysts only. Your role sees aggregates: the Overview, Map and Drift "
+                   "pages.", icon=":material/lock:")
+        return
+    ui.require_database(config)
+    filters = ui.current_filters()
+    if filters is None:
+        st.info("No events yet: load the demo data or upload a CSV on the **Upload** page.")
+        return
+    if ui.load_scored(config) is None:
+        st.info(f"Per-user interests come from the interest model, and nothing is scored yet: {ui.SCORE_HINT}.")
+        return
+    path, key = ui.db_path(config), ui.config_key(config)
+    users = ui.list_users(path, key, filters.to_filters())
+    if users.empty:
+        st.info("No user has events matching these filters. Widen the filters in the sidebar.")
+        return
+    shown = users.head(MAX_USERS)
+    labels = [f"{u} · dataset {d} · {n:,} events" for d, u, n in zip(shown["dataset_id"], shown["user_id"],
+                                                                       shown["events"], strict=True)]
+    pick = st.selectbox(f"User ({len(users):,} match the filters; the {len(shown):,} most active listed)",
+                        range(len(labels)), format_func=lambda i: labels[i], key="user_pick")
+    dataset_id, user_id = int(shown["dataset_id"].iloc[pick]), str(shown["user_id"].iloc[pick])
+    profile = ui.user_profile(path, key, dataset_id, user_id)
+    colors = charts.topic_colors(list(profile.shares["topic"]))
+    events = profile.events
+    st.caption(f"{len(events):,} events, interests as of {profile.at:%d %b %Y %H:%M} UTC.")
+    left, right = st.columns([1, 1])
+    with left:
+        st.markdown("**Where**")
+        tips = [f"{t:%a %d %b %Y %H:%M} (local)\n{text}\n{topic}"
+                for t, text, topic in zip(events["local_ts"], events["text"], events["topic"], strict=True)]
+        st.pydeck_chart(charts.points_map(events.assign(tooltip=tips), map_style=config.app.map_style),
+                        height=360, key="user_map")
+    with right:
+        st.markdown("**Current interests**")
+        st.plotly_chart(charts.share_bar_figure(profile.shares.head(8), colors, height=360), width="stretch",
+                        key="user_shares")
+    st.markdown("**When**: the events over local time, by topic")
+    st.plotly_chart(charts.user_timeline_figure(events, colors), width="stretch", key="user_timeline")
+    ui.csv_download(ui.with_hex(events), f"user-{dataset_id}-{user_id}-events", label="Download events CSV")
+    _next(path, key, dataset_id, user_id)
+
+
+def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
+    st.subheader("Predicted next interests")
+    try:
+        nxt = ui.next_interests(path, key, dataset_id, user_id)
+    except LookupError as exc:
+        st.info(f"Next interests are not available: {exc}.")
+        return
+    left, right = st.columns([1, 2])
+    with left:
+        st.dataframe(nxt.topics, hide_index=True, width="stretch",
+                     column_config={"score": st.column_config.ProgressColumn(format="percent", min_value=0,
+                                                                             max_value=1)})
+    with right:
+        venues = nxt.venues[[c for c in ("text", "category", "visits", "score") if c in nxt.venues]]
+        st.dataframe(venues, hide_index=True, width="stretch")
+        ui.csv_download(nxt.venues, f"user-{dataset_id}-{user_id}-next", label="Download predictions CSV")
+
+
+ui.run_guarded(page)
