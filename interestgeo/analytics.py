@@ -38,6 +38,7 @@ from __future__ import annotations
 
 import io
 import json
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, fields, replace
 from datetime import date, datetime
@@ -71,6 +72,8 @@ __all__ = [
     "filter_mask",
     "region_map",
     "region_vectors",
+    "aggregate_cell_windows",
+    "aggregate_user_windows",
     "interest_profile",
     "compare_periods",
     "region_drift",
@@ -238,6 +241,7 @@ class ScoredEvents:
         self.dow = ev["dow"].to_numpy(np.int64)
         self.event_topic = ev["topic"].to_numpy(np.int64)
         self._parents: dict[int, np.ndarray] = {}
+        self.baseline_shares: np.ndarray | None = None  # (T,) shares over all events, computed on first use
 
     def __len__(self) -> int:
         return len(self.events)
@@ -284,19 +288,14 @@ def load_scored(
 
     Raises LookupError with a one-line message when nothing has been scored yet.
     """
-    events = store.events(datasets)
-    event_ids, topics_col, vectors, source = store.event_vectors(datasets)
     topics = store.analytics_topics()
-    if topics is None or len(event_ids) == 0:
+    events, vectors = store.scored_events(datasets)
+    if topics is None or len(events) == 0:
         raise LookupError("no interest vectors yet: run `interestgeo score` first")
-    position = pd.Index(event_ids)
-    rows = position.get_indexer(events["event_id"].to_numpy())
-    has = rows >= 0
-    unscored = int((~has).sum())
-    events = events.loc[has].reset_index(drop=True)
-    rows = rows[has]
-    events["topic"] = topics_col[rows]
-    scored = ScoredEvents(events, vectors[rows], topics, config, source=source, unscored=unscored)
+    runs = store.score_runs()
+    source = str(runs["source"].iloc[0]) if len(runs) else ""
+    unscored = int(store.datasets()["rows_stored"].sum()) - len(events) if datasets is None else 0
+    scored = ScoredEvents(events, vectors, topics, config, source=source, unscored=max(unscored, 0))
     if encoder is not None:
         scored.venues = build_venues(store, encoder, events)
     return scored
@@ -392,9 +391,28 @@ class _Groups:
                 [np.bincount(self.group, weights=w * values[:, c], minlength=self.size) for c in range(values.shape[1])],
                 axis=1,
             )
+        raise ValueError("wide values: use mean_rows with the full (N, D) matrix")
+
+    def mean_rows(self, matrix: np.ndarray) -> np.ndarray:
+        """User-weighted mean per group of rows of the FULL (N, D) matrix -> (G, D) float32.
+
+        A sparse (G x N) weight matrix times the matrix: no copy of the selected rows (at 100k x
+        384 floats the gather alone would cost more than the product).
+        """
+        import torch
+
         order = np.argsort(self.group, kind="stable")
-        starts = np.searchsorted(self.group[order], np.arange(self.size))
-        return np.add.reduceat(values[order] * w[order, None], starts, axis=0)
+        crow = np.zeros(self.size + 1, dtype=np.int64)
+        np.cumsum(self.events, out=crow[1:])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
+            weights = torch.sparse_csr_tensor(
+                torch.from_numpy(crow),
+                torch.from_numpy(self.idx[order].astype(np.int64)),
+                torch.from_numpy(self.weights[order].astype(np.float32)),
+                size=(self.size, matrix.shape[0]),
+            )
+            return (weights @ torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))).numpy()
 
     def pair_mean(self, values: np.ndarray) -> np.ndarray:
         """(P,) plain mean per (group, user) pair of per-event values (n,)."""
@@ -501,17 +519,53 @@ def region_map(
     return RegionMap(frame, share_frame, int((~visible).sum()), resolution, scored.topics.labels)
 
 
+def aggregate_cell_windows(
+    scored: ScoredEvents, filters: Filters | None, resolution: int, window: str | None
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every cell (x window) with its regional vector, WITHOUT the k threshold: for storage only.
+
+    Returns (frame[cell, (window_start), events, users, coherence], vectors (G, D) L2-normalised).
+    Readers of what is stored apply the threshold (Store.window_vectors); `region_vectors` does here.
+    """
+    groups, frame = _cell_window_groups(scored, filters, resolution, window)
+    vectors, norms = _normalise(groups.mean_rows(scored.vectors))  # (G, D)
+    frame["coherence"] = norms
+    return frame, vectors
+
+
+def aggregate_user_windows(
+    scored: ScoredEvents, filters: Filters | None, window: str
+) -> tuple[pd.DataFrame, np.ndarray]:
+    """Every user x window: (frame[dataset_id, user_id, window_start, events], vectors (G, D)).
+
+    The vector is the normalised mean of the user's interest vectors in the window. Analyst-only
+    data (it names users): stored for per-user drift, never shown to the marketer role.
+    """
+    idx = np.flatnonzero(filter_mask(scored, filters))
+    key, user_values, window_values = _combine_keys(scored.user_codes[idx], scored.window_keys(window)[idx])
+    groups = _group(scored, idx, key)
+    vectors, _ = _normalise(groups.mean_rows(scored.vectors))
+    n_windows = len(window_values)
+    keys = pd.Series(np.asarray(scored.user_keys, dtype=object)[user_values[groups.keys // n_windows]])
+    parts = keys.str.split(":", n=1, expand=True) if len(keys) else pd.DataFrame({0: [], 1: []})
+    frame = pd.DataFrame(
+        {
+            "dataset_id": parts[0].astype(np.int64).to_numpy(),
+            "user_id": parts[1].astype(str).to_numpy(),
+            "window_start": window_starts(window_values[groups.keys % n_windows], window),
+            "events": groups.events,
+        }
+    )
+    return frame, vectors
+
+
 def region_vectors(
     scored: ScoredEvents, filters: Filters | None = None, resolution: int = 8, window: str | None = None
 ) -> RegionVectors:
     """The regional interest vector of every visible cell (x window) (see the module docstring)."""
-    groups, frame = _cell_window_groups(scored, filters, resolution, window)
-    visible = groups.users >= scored.k
-    means = groups.mean(scored.vectors[groups.idx])  # (G, D)
-    vectors, norms = _normalise(means[visible])
-    frame = frame.loc[visible].reset_index(drop=True)
-    frame["coherence"] = norms
-    return RegionVectors(frame, vectors, int((~visible).sum()), resolution)
+    frame, vectors = aggregate_cell_windows(scored, filters, resolution, window)
+    visible = (frame["users"] >= scored.k).to_numpy()
+    return RegionVectors(frame.loc[visible].reset_index(drop=True), vectors[visible], int((~visible).sum()), resolution)
 
 
 @dataclass
@@ -538,7 +592,9 @@ def interest_profile(scored: ScoredEvents, filters: Filters | None = None) -> In
     if users < scored.k:
         empty = pd.DataFrame({"topic": [], "share": [], "baseline": [], "index": []})
         return InterestProfile(empty, events, users, True)
-    baseline, _, _ = _overall_shares(scored, np.arange(len(scored)))
+    if scored.baseline_shares is None:
+        scored.baseline_shares = _overall_shares(scored, np.arange(len(scored)))[0]
+    baseline = scored.baseline_shares
     frame = pd.DataFrame(
         {
             "topic": list(scored.topics.labels),
@@ -605,7 +661,7 @@ def drift_series(vectors: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]
 def _drift(scored: ScoredEvents, idx: np.ndarray, window: str, k: int) -> Drift:
     groups = _group(scored, idx, scored.window_keys(window)[idx])
     visible = groups.users >= k
-    vectors = groups.mean(scored.vectors[idx])[visible]  # (W, D)
+    vectors = groups.mean_rows(scored.vectors)[visible]  # (W, D)
     shares = groups.mean(scored.topic_probs[idx])[visible]  # (W, T)
     starts = window_starts(groups.keys[visible], window)
     distance, flags = drift_series(vectors, scored.config.analytics.change_point_z)
@@ -745,7 +801,7 @@ def interested_users(
 ) -> pd.DataFrame:
     """The users most interested in a phrase: dataset_id, user_id, events, affinity (best first)."""
     idx = np.flatnonzero(filter_mask(scored, filters))
-    s = scored.vectors[idx] @ np.asarray(phrase_vector, dtype=np.float32)
+    s = (scored.vectors @ np.asarray(phrase_vector, dtype=np.float32))[idx]
     groups = _group(scored, idx, np.zeros(len(idx), dtype=np.int64))
     affinity = groups.pair_mean(s) if len(idx) else np.zeros(0)
     keys = pd.Series(np.asarray(scored.user_keys, dtype=object)[groups.pair_user])

@@ -28,7 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
-from datetime import datetime
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -36,18 +36,19 @@ import duckdb
 import numpy as np
 import pandas as pd
 
-from interestgeo.cells import latlng_to_cell, parent_masks
+from interestgeo.cells import cell_to_parent, latlng_to_cell, parent_masks
 from interestgeo.config import Config
 from interestgeo.schema import (
     EPOCH_MS_THRESHOLD,
     FOURSQUARE_TS_FORMAT,
     MAX_TZ_OFFSET_MIN,
+    TS_FUTURE_SLACK_DAYS,
     TS_MIN,
     ColumnMapping,
     Reason,
 )
 
-__all__ = ["Store", "WINDOWS", "EVENT_COLUMNS"]
+__all__ = ["Store", "WINDOWS", "EVENT_COLUMNS", "cell_window_counts"]
 
 # Window name -> DuckDB date_trunc part (a whitelist: these are the only window identifiers).
 WINDOWS: dict[str, str] = {"hour": "hour", "day": "day", "week": "week"}
@@ -169,14 +170,20 @@ class Store:
     @property
     def base_resolution(self) -> int:
         """The H3 resolution of `events.cell` in this file (fixed when the file was created)."""
-        row = self.con.execute("SELECT value FROM meta WHERE key = 'base_resolution'").fetchone()
+        row = self._first_row("SELECT value FROM meta WHERE key = 'base_resolution'")
         return int(row[0]) if row else self.config.store.base_resolution
 
     @property
     def map_resolutions(self) -> tuple[int, ...]:
         """Resolutions precomputed in `cell_windows`."""
-        row = self.con.execute("SELECT value FROM meta WHERE key = 'map_resolutions'").fetchone()
+        row = self._first_row("SELECT value FROM meta WHERE key = 'map_resolutions'")
         return tuple(int(r) for r in row[0].split(",")) if row else self.config.store.map_resolutions
+
+    def _first_row(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
+        """The first row of a query, with the result fully consumed (DuckDB 2 refuses new work on
+        a connection whose last result was only partly fetched, as fetchone() leaves it)."""
+        rows = self.con.execute(sql, params or []).fetchall()
+        return rows[0] if rows else None
 
     @contextmanager
     def transaction(self) -> Iterator[None]:
@@ -200,13 +207,13 @@ class Store:
         ).df()
 
     def dataset_id(self, name: str) -> int | None:
-        row = self.con.execute("SELECT dataset_id FROM datasets WHERE name = ?", [name]).fetchone()
+        row = self._first_row("SELECT dataset_id FROM datasets WHERE name = ?", [name])
         return None if row is None else int(row[0])
 
     def dataset_by_hash(self, content_hash: str) -> tuple[int, str] | None:
-        row = self.con.execute(
+        row = self._first_row(
             "SELECT dataset_id, name FROM datasets WHERE content_hash = ?", [content_hash]
-        ).fetchone()
+        )
         return None if row is None else (int(row[0]), str(row[1]))
 
     def events(self, datasets: Sequence[int] | None = None) -> pd.DataFrame:
@@ -301,55 +308,35 @@ class Store:
     def delete_dataset(self, dataset_id: int) -> bool:
         """Remove a dataset and everything derived from it (atomic). False when it did not exist."""
         with self.transaction():
-            existed = self.con.execute("SELECT count(*) FROM datasets WHERE dataset_id = ?", [dataset_id]).fetchone()
+            existed = self._first_row("SELECT count(*) FROM datasets WHERE dataset_id = ?", [dataset_id])
             for table in _DATASET_TABLES:
                 self.con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [dataset_id])
         return bool(existed and existed[0])
 
     # --- ingest steps (owner: ingest). Called by interestgeo.ingest inside one transaction. ---
 
-    def stage_csv(self, path: Path, columns: int, *, delimiter: str, encoding: str, compression: str) -> None:
-        """Read the CSV into the temp table `ingest_raw` (columns c0.., all VARCHAR, file order).
+    def read_csv_checked(
+        self,
+        path: Path,
+        mapping: ColumnMapping,
+        columns: list[str],
+        *,
+        delimiter: str,
+        encoding: str,
+        compression: str,
+        now: datetime,
+    ) -> tuple[int, int, pd.DataFrame]:
+        """Parse and validate a CSV into the temp table `ingest_checked` in one pass.
 
-        Everything is read as text so that validation (`check_staged`) can say exactly what is
-        wrong with each value. Structurally broken lines (wrong column count, unterminated
-        quote) go to the temp table `ingest_csv_errors` instead of aborting the read. The rowid
-        of `ingest_raw` is the record's position among the records DuckDB kept (insertion order
-        is preserved), which ingest maps back to physical line numbers.
-        """
-        self.con.execute("DROP TABLE IF EXISTS ingest_csv_errors")
-        self.con.execute("DROP TABLE IF EXISTS ingest_csv_scans")
-        self.con.execute(
-            """CREATE OR REPLACE TEMP TABLE ingest_raw AS
-               SELECT * FROM read_csv($path, columns = $columns, auto_detect = false, header = true,
-                   delim = $delim, quote = '"', escape = '"', encoding = $encoding,
-                   compression = $compression, store_rejects = true,
-                   rejects_table = 'ingest_csv_errors', rejects_scan = 'ingest_csv_scans',
-                   ignore_errors = true, strict_mode = true, null_padding = false,
-                   max_line_size = 10000000)""",
-            {
-                "path": str(path),
-                "columns": {f"c{i}": "VARCHAR" for i in range(columns)},
-                "delim": delimiter,
-                "encoding": encoding,
-                "compression": compression,
-            },
-        )
-
-    def staged_csv_errors(self) -> pd.DataFrame:
-        """DuckDB's structural rejects of the staged file: one row per bad record, file order."""
-        return self.con.execute(
-            """SELECT line, min(line_byte_position) AS byte_position,
-                      arg_min(error_type::VARCHAR, column_idx) AS error_type,
-                      first(csv_line) AS csv_line
-               FROM ingest_csv_errors GROUP BY line ORDER BY line"""
-        ).df()
-
-    def check_staged(self, mapping: ColumnMapping, columns: list[str], now: datetime) -> tuple[int, int]:
-        """Parse and validate `ingest_raw` into `ingest_checked`; returns (rows_read, rows_rejected).
-
-        Each row gets the first failing rule's reason (order in schema.Reason) or NULL. Values
-        are parsed once here; later steps only read typed columns.
+        DuckDB reads every field as text (so validation can say exactly what is wrong with each
+        value; source columns get generated names c0, c1, ... so header text never reaches SQL),
+        then typed columns and a `reason` (the first failing rule in schema.Reason order, NULL
+        when the row is valid) are computed in the same statement. The table's rowid is the
+        record's position among the records DuckDB kept (insertion order is preserved), which
+        ingest maps back to physical line numbers. Structurally broken records (wrong column
+        count, unterminated quote, bad encoding) do not abort the read: they are returned, one
+        row per record in file order (line, error_type).
+        Returns (records kept, rows failing validation, structural errors).
         """
         col = {name: f"c{i}" for i, name in enumerate(columns)}
 
@@ -357,32 +344,45 @@ class Store:
             source = getattr(mapping, field_name)
             return col[source] if source else "NULL::VARCHAR"
 
-        text_parts = ", ".join(f"nullif(trim({col[c]}), '')" for c in mapping.text)
-        # One source column: keep the text exactly as written; several: join the non-empty parts.
-        text_expr = col[mapping.text[0]] if len(mapping.text) == 1 else f"concat_ws(', ', {text_parts})"
-        ts_raw = f"trim({ref('ts')})"
-        ts_expr = f"""CASE WHEN regexp_full_match({ts_raw}, '-?[0-9]+(\\.[0-9]+)?') THEN
-                CASE WHEN abs(try_cast({ts_raw} AS DOUBLE)) >= {EPOCH_MS_THRESHOLD}
-                     THEN try(make_timestamp((try_cast({ts_raw} AS DOUBLE) * 1000)::BIGINT))
-                     ELSE try(make_timestamp((try_cast({ts_raw} AS DOUBLE) * 1000000)::BIGINT)) END
-                     ::TIMESTAMPTZ
-            ELSE coalesce(try_cast({ts_raw} AS TIMESTAMPTZ), try_strptime({ts_raw}, $fsq)) END"""
+        if len(mapping.text) == 1:
+            # One source column: the text is kept exactly as written.
+            text_expr = col[mapping.text[0]]
+        else:
+            text_expr = "concat_ws(', ', " + ", ".join(f"nullif(trim({col[c]}), '')" for c in mapping.text) + ")"
+        ts = f"trim({ref('ts')})"
+        # ISO 8601 first (the common case, one cast), then epoch numbers, then the Foursquare
+        # format; COALESCE only evaluates a later branch for rows the earlier ones left NULL.
+        epoch = f"try_cast({ts} AS DOUBLE)"
+        ts_expr = f"""coalesce(
+                try_cast({ts} AS TIMESTAMPTZ),
+                try(make_timestamp((CASE WHEN abs({epoch}) >= {EPOCH_MS_THRESHOLD}
+                                         THEN {epoch} * 1000 ELSE {epoch} * 1000000 END)::BIGINT))::TIMESTAMPTZ,
+                try_strptime({ts}, $fsq))"""
+        tz_raw = ref("tz_offset_min")
+        self.con.execute("DROP TABLE IF EXISTS ingest_csv_errors")
+        self.con.execute("DROP TABLE IF EXISTS ingest_csv_scans")
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE ingest_checked AS
-            WITH parsed AS (
-                SELECT {ref('user_id')} AS user_id, {text_expr} AS text,
-                       {ts_raw} AS ts_raw, {ts_expr} AS ts,
+            WITH source AS (
+                SELECT * FROM read_csv($path, columns = $columns, auto_detect = false, header = true,
+                    delim = $delim, quote = '"', escape = '"', encoding = $encoding,
+                    compression = $compression, store_rejects = true,
+                    rejects_table = 'ingest_csv_errors', rejects_scan = 'ingest_csv_scans',
+                    ignore_errors = true, strict_mode = true, null_padding = false,
+                    max_line_size = 10000000)
+            ), parsed AS (
+                SELECT {ref('user_id')} AS user_id, {text_expr} AS text, {ts_expr} AS ts,
                        try_cast(trim({ref('lat')}) AS DOUBLE) AS lat,
                        try_cast(trim({ref('lon')}) AS DOUBLE) AS lon,
-                       {ref('lat')} AS lat_raw, {ref('lon')} AS lon_raw,
-                       {ref('tz_offset_min')} AS tz_raw,
-                       try_cast(trim({ref('tz_offset_min')}) AS DOUBLE) AS tz,
+                       nullif(trim({tz_raw}), '') AS tz_raw,
+                       try_cast(nullif(trim({tz_raw}), '') AS DOUBLE) AS tz,
                        {ref('item_id')} AS item_id, {ref('category')} AS category,
                        {ref('category_path')} AS category_path, {ref('event_type')} AS event_type
-                FROM ingest_raw ORDER BY rowid
+                FROM source
             )
-            SELECT * EXCLUDE (ts_raw, lat_raw, lon_raw, tz_raw, tz),
+            SELECT user_id, text, ts, lat, lon,
                    CASE WHEN tz = round(tz) AND abs(tz) <= {MAX_TZ_OFFSET_MIN} THEN tz::SMALLINT END AS tz_offset_min,
+                   item_id, category, category_path, event_type,
                    CASE
                      WHEN user_id IS NULL OR trim(user_id) = '' THEN $r_user
                      WHEN text IS NULL OR trim(text) = '' THEN $r_text
@@ -393,14 +393,19 @@ class Store:
                      WHEN NOT (lat BETWEEN -90 AND 90) THEN $r_lat_range
                      WHEN NOT (lon BETWEEN -180 AND 180) THEN $r_lon_range
                      WHEN lat = 0 AND lon = 0 THEN $r_zero
-                     WHEN tz_raw IS NOT NULL AND trim(tz_raw) <> '' AND (tz IS NULL OR tz <> round(tz)) THEN $r_tz
-                     WHEN tz IS NOT NULL AND abs(tz) > {MAX_TZ_OFFSET_MIN} THEN $r_tz_range
+                     WHEN tz_raw IS NOT NULL AND (tz IS NULL OR tz <> round(tz)) THEN $r_tz
+                     WHEN abs(tz) > {MAX_TZ_OFFSET_MIN} THEN $r_tz_range
                    END AS reason
             FROM parsed""",
             {
+                "path": str(path),
+                "columns": {f"c{i}": "VARCHAR" for i in range(len(columns))},
+                "delim": delimiter,
+                "encoding": encoding,
+                "compression": compression,
                 "fsq": FOURSQUARE_TS_FORMAT,
                 "ts_min": TS_MIN,
-                "ts_max": pd.Timestamp(now) + pd.Timedelta(days=1),
+                "ts_max": now + timedelta(days=TS_FUTURE_SLACK_DAYS),
                 "r_user": Reason.EMPTY_USER,
                 "r_text": Reason.EMPTY_TEXT,
                 "r_ts": Reason.BAD_TS,
@@ -414,11 +419,13 @@ class Store:
                 "r_tz_range": Reason.TZ_RANGE,
             },
         )
-        self.con.execute("DROP TABLE ingest_raw")
-        read, rejected = self.con.execute(
-            "SELECT count(*), count(reason) FROM ingest_checked"
-        ).fetchone()
-        return int(read), int(rejected)
+        kept, invalid = self._first_row("SELECT count(*), count(reason) FROM ingest_checked")
+        # DuckDB logs one error per affected column; keep one per record.
+        errors = self.con.execute(
+            """SELECT line, arg_min(error_type::VARCHAR, column_idx) AS error_type
+               FROM ingest_csv_errors GROUP BY line ORDER BY line"""
+        ).df()
+        return int(kept), int(invalid), errors
 
     def checked_rejects(self) -> pd.DataFrame:
         """(ordinal, reason) of the rows that failed validation, in file order."""
@@ -427,111 +434,93 @@ class Store:
         ).df()
 
     def load_checked(self, dataset_id: int, base_resolution: int) -> tuple[int, int]:
-        """Insert the valid, de-duplicated rows of `ingest_checked` as events of `dataset_id`.
+        """Insert the valid rows of `ingest_checked` as events of `dataset_id`, minus duplicates.
 
-        Duplicates (same user, ts, lat, lon, text within the file) keep their first row. H3 is
-        computed once per distinct coordinate pair (check-ins repeat venues, so this is far fewer
-        than rows). Events are inserted sorted by (user, ts, file order) and event ids follow
-        that order, so `events()` reads them back without a real sort.
-        Returns (rows_stored, duplicates_skipped).
+        Duplicates (same user, ts, lat, lon, text within the file) keep their first row. They
+        are found by a cheap 64-bit hash grouping first; only rows sharing a hash are compared
+        exactly. H3 is computed once per distinct coordinate pair (check-ins repeat venues).
+        event_id = first free id + file position, so ids are unique across the store and
+        follow file order. Returns (rows_stored, duplicates_skipped).
         """
-        con = self.con
-        con.execute(
-            """CREATE OR REPLACE TEMP TABLE ingest_unique AS
-               SELECT min(rowid) AS ord, user_id, ts, lat, lon, text,
-                      arg_min(tz_offset_min, rowid) AS tz_offset_min, arg_min(item_id, rowid) AS item_id,
-                      arg_min(category, rowid) AS category, arg_min(category_path, rowid) AS category_path,
-                      arg_min(event_type, rowid) AS event_type
-               FROM ingest_checked WHERE reason IS NULL
-               GROUP BY user_id, ts, lat, lon, text"""
+        self.con.execute(
+            """CREATE OR REPLACE TEMP TABLE ingest_dups AS
+               WITH candidates AS (
+                   SELECT hash(user_id, ts, lat, lon, text) AS h FROM ingest_checked
+                   WHERE reason IS NULL GROUP BY h HAVING count(*) > 1
+               )
+               SELECT ord FROM (
+                   SELECT rowid AS ord, row_number() OVER (
+                       PARTITION BY user_id, ts, lat, lon, text ORDER BY rowid) AS k
+                   FROM ingest_checked
+                   WHERE reason IS NULL AND hash(user_id, ts, lat, lon, text) IN (SELECT h FROM candidates)
+               ) WHERE k > 1"""
         )
-        coords = con.execute("SELECT DISTINCT lat, lon FROM ingest_unique").df()
+        coords = self.con.execute("SELECT DISTINCT lat, lon FROM ingest_checked WHERE reason IS NULL").fetchnumpy()
         coord_cells = pd.DataFrame(
             {
-                "lat": coords["lat"].to_numpy(np.float64),
-                "lon": coords["lon"].to_numpy(np.float64),
-                "cell": latlng_to_cell(coords["lat"].to_numpy(), coords["lon"].to_numpy(), base_resolution),
+                "lat": coords["lat"],
+                "lon": coords["lon"],
+                "cell": latlng_to_cell(coords["lat"], coords["lon"], base_resolution),
             }
         )
-        con.register("ingest_coord_cells", coord_cells)
+        self.con.register("ingest_coord_cells", coord_cells)
         try:
-            first_id = con.execute("SELECT coalesce(max(event_id), 0) + 1 FROM events").fetchone()[0]
-            con.execute(
+            first_id = self._first_row("SELECT coalesce(max(event_id), -1) + 1 FROM events")[0]
+            self.con.execute(
                 """INSERT INTO events
-                   SELECT ?, ? + row_number() OVER (ORDER BY u.user_id, u.ts, u.ord) - 1,
-                          u.user_id, u.ts, l.local_ts, u.tz_offset_min, u.lat, u.lon, u.text,
-                          u.item_id, u.category, u.category_path, u.event_type, c.cell,
-                          hour(l.local_ts), isodow(l.local_ts) - 1,
-                          date_trunc('hour', l.local_ts), date_trunc('day', l.local_ts),
-                          date_trunc('week', l.local_ts)
-                   FROM ingest_unique u
-                   JOIN ingest_coord_cells c ON c.lat = u.lat AND c.lon = u.lon,
-                   LATERAL (SELECT timezone('UTC', u.ts) + to_minutes(coalesce(u.tz_offset_min, 0)::BIGINT)
-                            AS local_ts) l
-                   ORDER BY u.user_id, u.ts, u.ord""",
+                   SELECT ?, ? + ord, user_id, ts, local_ts, tz_offset_min, lat, lon, text,
+                          item_id, category, category_path, event_type, cell,
+                          hour(local_ts), isodow(local_ts) - 1,
+                          date_trunc('hour', local_ts), date_trunc('day', local_ts),
+                          date_trunc('week', local_ts)
+                   FROM (
+                       SELECT u.rowid AS ord, u.*, c.cell,
+                              timezone('UTC', u.ts) + to_minutes(coalesce(u.tz_offset_min, 0)::BIGINT) AS local_ts
+                       FROM ingest_checked u
+                       JOIN ingest_coord_cells c ON c.lat = u.lat AND c.lon = u.lon
+                       WHERE u.reason IS NULL
+                         AND u.rowid NOT IN (SELECT ord FROM ingest_dups)
+                   )""",
                 [dataset_id, int(first_id)],
             )
         finally:
-            con.unregister("ingest_coord_cells")
-        valid, stored = con.execute(
-            "SELECT (SELECT count(*) FROM ingest_checked WHERE reason IS NULL), (SELECT count(*) FROM ingest_unique)"
-        ).fetchone()
-        con.execute("DROP TABLE ingest_unique")
-        return int(stored), int(valid) - int(stored)
+            self.con.unregister("ingest_coord_cells")
+        valid, duplicates = self._first_row(
+            "SELECT (SELECT count(*) FROM ingest_checked WHERE reason IS NULL), (SELECT count(*) FROM ingest_dups)"
+        )
+        return int(valid) - int(duplicates), int(duplicates)
 
     def build_cell_windows(self, dataset_id: int) -> None:
         """Aggregate one dataset's events into `cell_windows` at every map resolution x window.
 
-        Distinct users are computed hierarchically: the distinct (user, cell, window) triples at
-        a coarser resolution or longer window are derived from the finer ones, so each step
-        reads a table smaller than the last instead of all events twelve times.
+        The counting happens in numpy (`cell_window_counts`): one sort per window size serves
+        all resolutions, which is several times faster than twelve COUNT(DISTINCT) queries.
+        Users are numbered densely by an exact join on user_id (no hashing, so counts are exact).
         """
-        con = self.con
-        resolutions = sorted(self.map_resolutions, reverse=True)
-        windows = list(WINDOWS)
-        finest_mask = parent_masks(resolutions[0])
-        con.execute(
-            """CREATE OR REPLACE TEMP TABLE agg_src AS
-               SELECT user_id, (cell & ?) | ? AS cell, hour_start AS ws, count(*)::INTEGER AS n
-               FROM events WHERE dataset_id = ? GROUP BY ALL""",
-            [*finest_mask, dataset_id],
+        arrays = self.con.execute(
+            """WITH users AS (
+                   SELECT user_id, (row_number() OVER () - 1)::BIGINT AS u
+                   FROM (SELECT DISTINCT user_id FROM events WHERE dataset_id = ?)
+               )
+               SELECT users.u, e.cell, (epoch(e.hour_start) // 3600)::BIGINT AS h
+               FROM events e JOIN users USING (user_id)
+               WHERE e.dataset_id = ?""",
+            [dataset_id, dataset_id],
+        ).fetchnumpy()
+        frame = cell_window_counts(
+            np.asarray(arrays["u"], np.int64), np.asarray(arrays["cell"], np.int64),
+            np.asarray(arrays["h"], np.int64), self.map_resolutions,
         )
-        previous_res: str | None = None
-        for r in resolutions:
-            res_table = f"agg_r{r}_hour"
-            if previous_res is not None:
-                con.execute(
-                    f"""CREATE OR REPLACE TEMP TABLE {res_table} AS
-                        SELECT user_id, (cell & ?) | ? AS cell, ws, sum(n)::INTEGER AS n
-                        FROM {previous_res} GROUP BY ALL""",
-                    list(parent_masks(r)),
-                )
-            else:
-                con.execute(f"ALTER TABLE agg_src RENAME TO {res_table}")
-            previous_window = res_table
-            for w in windows:
-                table = f"agg_r{r}_{w}"
-                if w != "hour":
-                    con.execute(
-                        f"""CREATE OR REPLACE TEMP TABLE {table} AS
-                            SELECT user_id, cell, date_trunc('{WINDOWS[w]}', ws) AS ws, sum(n)::INTEGER AS n
-                            FROM {previous_window} GROUP BY ALL"""
-                    )
-                con.execute(
-                    f"""INSERT INTO cell_windows
-                        SELECT ?, ?, ?, ws, cell, sum(n)::INTEGER, count(*)::INTEGER
-                        FROM {table} GROUP BY ws, cell ORDER BY ws, cell""",
-                    [dataset_id, r, w],
-                )
-                if w != "hour" and previous_window != res_table:
-                    con.execute(f"DROP TABLE {previous_window}")
-                previous_window = table
-            con.execute(f"DROP TABLE {previous_window}")
-            if previous_res is not None:
-                con.execute(f"DROP TABLE {previous_res}")
-            previous_res = res_table
-        if previous_res is not None:
-            con.execute(f"DROP TABLE {previous_res}")
+        frame.insert(0, "dataset_id", np.int32(dataset_id))
+        self.con.register("ingest_cell_windows", frame)
+        try:
+            self.con.execute(
+                """INSERT INTO cell_windows
+                   SELECT dataset_id, resolution, window_size, window_start, cell, events, users
+                   FROM ingest_cell_windows ORDER BY resolution, window_size, window_start, cell"""
+            )
+        finally:
+            self.con.unregister("ingest_cell_windows")
 
     def insert_dataset(
         self,
@@ -574,10 +563,10 @@ class Store:
             self.con.unregister("ingest_reject_rows")
 
     def next_dataset_id(self) -> int:
-        return int(self.con.execute("SELECT coalesce(max(dataset_id), 0) + 1 FROM datasets").fetchone()[0])
+        return int(self._first_row("SELECT coalesce(max(dataset_id), 0) + 1 FROM datasets")[0])
 
     def drop_ingest_temps(self) -> None:
-        for table in ("ingest_raw", "ingest_checked", "ingest_unique", "ingest_csv_errors", "ingest_csv_scans"):
+        for table in ("ingest_checked", "ingest_dups", "ingest_csv_errors", "ingest_csv_scans"):
             self.con.execute(f"DROP TABLE IF EXISTS {table}")
 
     # --- analytics (owner: analytics) ---
@@ -725,6 +714,47 @@ class Store:
             str(runs[0]) if runs else "",
         )
 
+    def scored_events(
+        self, datasets: Sequence[int] | None = None, local_from: datetime | pd.Timestamp | None = None
+    ) -> tuple[pd.DataFrame, np.ndarray]:
+        """Events that have interest vectors, as `events()` plus `topic`, and their vectors (N, D).
+
+        Same order as `events()`; `local_from` (naive local time) keeps events from then on.
+        """
+        if not self._analytics_tables_exist():
+            return self.events(datasets).assign(topic=np.int16(0)).iloc[:0], np.zeros((0, 0), np.float32)
+        ids = _id_list(datasets)
+        start = None if local_from is None else pd.Timestamp(local_from).to_pydatetime()
+        columns = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
+        table = self.con.sql(
+            f"""SELECT {columns}, v.topic, v.vector FROM events e JOIN event_vectors v USING (event_id)
+                WHERE (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], e.dataset_id))
+                  AND (?::TIMESTAMP IS NULL OR e.local_ts >= ?::TIMESTAMP)
+                ORDER BY e.dataset_id, e.user_id, e.ts, e.event_id""",
+            params=[ids, ids, start, start],
+        ).to_arrow_table()
+        vectors = self._vectors_from_arrow(table.column("vector"), table.num_rows)
+        frame = table.drop(["vector"]).to_pandas()
+        frame = frame.astype({"dataset_id": "int32", "tz_offset_min": "Int16", "local_hour": "int8", "dow": "int8"})
+        return frame, vectors
+
+    def user_histories(self, users: pd.DataFrame) -> pd.DataFrame:
+        """Every event of the given users (frame with dataset_id, user_id), in `events()` format and order."""
+        keys = pd.DataFrame(
+            {"dataset_id": users["dataset_id"].astype("int32").to_numpy(), "user_id": users["user_id"].astype(str).to_numpy()}
+        ).drop_duplicates()
+        columns = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
+        self.con.register("analytics_users", keys)
+        try:
+            frame = self.con.execute(
+                f"""SELECT {columns} FROM events e SEMI JOIN analytics_users u
+                      ON e.dataset_id = u.dataset_id AND e.user_id = u.user_id
+                    ORDER BY e.dataset_id, e.user_id, e.ts, e.event_id"""
+            ).df()
+        finally:
+            self.con.unregister("analytics_users")
+        return frame.astype({"dataset_id": "int32", "tz_offset_min": "Int16", "local_hour": "int8", "dow": "int8"})
+
     def unscored_events(self) -> pd.DataFrame:
         """(dataset_id, user_id, ts) of events without an interest vector: what `score --since` must add."""
         self.ensure_analytics_schema()
@@ -784,21 +814,26 @@ class Store:
         *,
         datasets: Sequence[int] | None = None,
         from_start: datetime | pd.Timestamp | None = None,
+        resolution: int | None = None,
     ) -> None:
-        """Replace the rows of a window-vector table for `window` (in some datasets, from a window start on).
+        """Replace the rows of a window-vector table for `window` (in some datasets, from a window
+        start on, at one resolution for cell_window_vectors).
 
-        `columns` holds the table's non-vector columns in table order, one array each.
+        `columns` holds the table's non-vector columns, one array each.
         """
         if table not in self._WINDOW_VECTOR_TABLES:
             raise ValueError(f"not a window-vector table: {table!r}")
+        if (resolution is None) != (table == "user_window_vectors"):
+            raise ValueError("cell_window_vectors rows are replaced one resolution at a time")
         self.ensure_analytics_schema()
         ids = _id_list(datasets)
         start = None if from_start is None else pd.Timestamp(from_start).to_pydatetime()
+        resolution_clause = "" if resolution is None else "AND resolution = ?"
         self.con.execute(
             f"""DELETE FROM {table} WHERE window_size = ?
                   AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
-                  AND (?::TIMESTAMP IS NULL OR window_start >= ?::TIMESTAMP)""",
-            [window, ids, ids, start, start],
+                  AND (?::TIMESTAMP IS NULL OR window_start >= ?::TIMESTAMP) {resolution_clause}""",
+            [window, ids, ids, start, start] + ([] if resolution is None else [int(resolution)]),
         )
         if len(vectors) == 0:
             return
@@ -883,9 +918,187 @@ class Store:
             return pd.DataFrame()
         return self.con.execute("SELECT * FROM score_runs ORDER BY run_id DESC").df()
 
+    # --- model: text embedding cache and checkpoint registry (owner: model) ---
+    # Every distinct text is encoded once per model: vectors are keyed by (model_id, sha256 of the
+    # text). Checkpoints live on disk (safetensors + JSON); this table only registers them.
+
+    _MODEL_SCHEMA = (
+        """CREATE TABLE IF NOT EXISTS text_embeddings (
+            model_id VARCHAR NOT NULL,
+            text_hash VARCHAR NOT NULL,
+            text VARCHAR NOT NULL,
+            vector FLOAT[] NOT NULL,
+            PRIMARY KEY (model_id, text_hash)
+        )""",
+        """CREATE TABLE IF NOT EXISTS checkpoints (
+            id INTEGER PRIMARY KEY,
+            name VARCHAR NOT NULL,
+            created_at TIMESTAMPTZ NOT NULL,
+            path VARCHAR NOT NULL,
+            config JSON NOT NULL,
+            metrics JSON NOT NULL
+        )""",
+    )
+
+    def _model_table_exists(self, table: str) -> bool:
+        row = self.con.execute(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [table]
+        ).fetchone()
+        return bool(row and row[0])
+
+    def ensure_model_schema(self) -> None:
+        """Create the embedding cache and checkpoint tables when missing (no-op on read-only stores)."""
+        if not self.read_only:
+            for statement in self._MODEL_SCHEMA:
+                self.con.execute(statement)
+
+    def cached_embeddings(self, model_id: str, text_hashes: Sequence[str]) -> dict[str, np.ndarray]:
+        """{text_hash: vector} for the hashes already embedded by `model_id`."""
+        if not text_hashes or not self._model_table_exists("text_embeddings"):
+            return {}
+        import pyarrow as pa
+
+        wanted = pa.table({"text_hash": pa.array(list(text_hashes), pa.string())})
+        self.con.register("_wanted_hashes", wanted)
+        try:
+            table = self.con.execute(
+                "SELECT e.text_hash, e.vector FROM text_embeddings e "
+                "JOIN _wanted_hashes w USING (text_hash) WHERE e.model_id = ?",
+                [model_id],
+            ).fetch_arrow_table()
+        finally:
+            self.con.unregister("_wanted_hashes")
+        vectors = self._vectors_from_arrow(table.column("vector"), table.num_rows)
+        return dict(zip(table.column("text_hash").to_pylist(), vectors))
+
+    def put_embeddings(
+        self, model_id: str, text_hashes: Sequence[str], texts: Sequence[str], vectors: np.ndarray
+    ) -> None:
+        """Store new vectors (existing (model_id, text_hash) rows are kept as they are)."""
+        if len(text_hashes) == 0 or self.read_only:
+            return
+        self.ensure_model_schema()
+        frame = self._vectors_frame(
+            {"model_id": [model_id] * len(text_hashes), "text_hash": list(text_hashes), "text": list(texts)},
+            vectors,
+        )
+        self.con.register("_new_embeddings", frame)
+        try:
+            self.con.execute(
+                "INSERT INTO text_embeddings SELECT model_id, text_hash, text, vector FROM _new_embeddings "
+                "ON CONFLICT DO NOTHING"
+            )
+        finally:
+            self.con.unregister("_new_embeddings")
+
+    def embedding_count(self, model_id: str) -> int:
+        """How many texts `model_id` has embedded in this store."""
+        if not self._model_table_exists("text_embeddings"):
+            return 0
+        return int(self.con.execute("SELECT count(*) FROM text_embeddings WHERE model_id = ?", [model_id]).fetchone()[0])
+
+    def add_checkpoint(self, name: str, path: str, config_json: str, metrics_json: str) -> int:
+        """Register a checkpoint folder; returns its id."""
+        self.ensure_model_schema()
+        new_id = int(self.con.execute("SELECT coalesce(max(id), 0) + 1 FROM checkpoints").fetchone()[0])
+        self.con.execute(
+            "INSERT INTO checkpoints VALUES (?, ?, now(), ?, ?, ?)", [new_id, name, path, config_json, metrics_json]
+        )
+        return new_id
+
+    def checkpoints(self) -> pd.DataFrame:
+        """Registered checkpoints [id, name, created_at, path, config, metrics], newest first."""
+        if not self._model_table_exists("checkpoints"):
+            return pd.DataFrame(columns=["id", "name", "created_at", "path", "config", "metrics"])
+        return self.con.execute("SELECT * FROM checkpoints ORDER BY id DESC").df()
+
+    def checkpoint(self, checkpoint_id: int | None = None, name: str | None = None) -> dict[str, Any] | None:
+        """One checkpoint row as a dict: by id, else the newest with `name`, else the newest; None if none."""
+        if not self._model_table_exists("checkpoints"):
+            return None
+        if checkpoint_id is not None:
+            row = self.con.execute("SELECT * FROM checkpoints WHERE id = ?", [int(checkpoint_id)]).df()
+        elif name is not None:
+            row = self.con.execute("SELECT * FROM checkpoints WHERE name = ? ORDER BY id DESC LIMIT 1", [name]).df()
+        else:
+            row = self.con.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1").df()
+        return None if row.empty else row.iloc[0].to_dict()
+
 # Tables with a dataset_id column, children first (a whitelist for delete_dataset).
 _DATASET_TABLES = ("cell_windows", "rejects", "events", "datasets")
 
 
 def _id_list(datasets: Sequence[int] | None) -> list[int] | None:
     return None if datasets is None else [int(d) for d in datasets]
+
+
+# Hours from the Unix epoch (a Thursday) to the first Monday, for ISO weeks.
+_MONDAY_OFFSET_H = 4 * 24
+_WINDOW_HOURS = {"hour": 1, "day": 24, "week": 168}
+
+
+def cell_window_counts(
+    users: np.ndarray, cells: np.ndarray, hours: np.ndarray, resolutions: Sequence[int]
+) -> pd.DataFrame:
+    """Events and distinct users per (resolution, window size, window start, cell). Pure numpy.
+
+    users: dense int user numbers; cells: H3 cells at a resolution >= max(resolutions);
+    hours: local hours since 1970-01-01 00:00 (naive local time). Returns columns
+    resolution, window_size, window_start (datetime64), cell, events, users.
+
+    Per window size the events are sorted once by (window, user, cell). H3 parents preserve
+    integer order (the digits run from coarse to fine), so within one (window, user) run the
+    parents at every coarser resolution are sorted too, and a (window, user, parent) triple is
+    new exactly where it differs from the previous row: one sort serves all resolutions.
+    """
+    parts: list[pd.DataFrame] = []
+    if len(users) == 0:
+        return pd.DataFrame(
+            {"resolution": np.empty(0, np.int8), "window_size": np.empty(0, object),
+             "window_start": np.empty(0, "datetime64[us]"), "cell": np.empty(0, np.int64),
+             "events": np.empty(0, np.int32), "users": np.empty(0, np.int32)}
+        )
+    cell_rank = np.unique(cells, return_inverse=True)[1].astype(np.int64)
+    for window, width in _WINDOW_HOURS.items():
+        offset = _MONDAY_OFFSET_H if window == "week" else 0
+        index = (hours - offset) // width
+        rel = index - index.min()
+        order = _sort_order(rel, users, cell_rank)
+        w_sorted, u_sorted, c_sorted = rel[order], users[order], cells[order]
+        same_run = np.zeros(len(order), dtype=bool)
+        same_run[1:] = (w_sorted[1:] == w_sorted[:-1]) & (u_sorted[1:] == u_sorted[:-1])
+        starts = ((index.min() + w_sorted) * width + offset).astype("datetime64[h]").astype("datetime64[us]")
+        for resolution in resolutions:
+            parent = cell_to_parent(c_sorted, resolution)
+            new_user = np.ones(len(order), dtype=bool)
+            new_user[1:] = ~(same_run[1:] & (parent[1:] == parent[:-1]))
+            grouped = (
+                pd.DataFrame({"window_start": starts, "cell": parent, "new": new_user})
+                .groupby(["window_start", "cell"], sort=False)["new"]
+                .agg(["size", "sum"])
+                .reset_index()
+            )
+            parts.append(
+                pd.DataFrame(
+                    {
+                        "resolution": np.int8(resolution),
+                        "window_size": window,
+                        "window_start": grouped["window_start"].to_numpy(),
+                        "cell": grouped["cell"].to_numpy(np.int64),
+                        "events": grouped["size"].to_numpy(np.int32),
+                        "users": grouped["sum"].to_numpy(np.int32),
+                    }
+                )
+            )
+    return pd.concat(parts, ignore_index=True)
+
+
+def _sort_order(*keys: np.ndarray) -> np.ndarray:
+    """argsort by the keys (first = primary); one packed int64 argsort when the bits fit."""
+    widths = [max(int(k.max()), 1).bit_length() if len(k) else 1 for k in keys]
+    if sum(widths) > 62 or any(int(k.min()) < 0 for k in keys if len(k)):
+        return np.lexsort(keys[::-1])
+    packed = np.zeros(len(keys[0]), dtype=np.int64)
+    for key, width in zip(keys, widths, strict=True):
+        packed = (packed << width) | key.astype(np.int64)
+    return np.argsort(packed)

@@ -101,13 +101,18 @@ def topics_from_category_paths(
 ) -> Topics:
     """One topic per top-level category, vector = mean embedding of its distinct texts.
 
+    A top level is the head of a multi-level path (all heads when no path has two levels).
+
     `texts`, `text_vectors` and `category_paths` are aligned (one row per event or per distinct
     text); duplicate (top level, text) pairs count once. Labels are sorted for a stable legend.
     """
+    # Roots are the heads of multi-level paths: a one-level path such as "Bar" is a leaf category
+    # whose path is unknown, not a top level (in NYC 15% of events), unless the taxonomy is flat.
+    roots = {top_level(p) for p in category_paths if isinstance(p, str) and PATH_SEPARATOR in p}
     groups: dict[str, dict[str, int]] = {}
     for i, (text, path) in enumerate(zip(texts, category_paths)):
         head = top_level(path)
-        if head is not None:
+        if head is not None and (not roots or head in roots):
             groups.setdefault(head, {}).setdefault(text, i)
     if not groups:
         raise ValueError("no event has a category path")

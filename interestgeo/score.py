@@ -1,0 +1,361 @@
+"""Scoring: run the trained model over every user's history and store the interest vectors.
+
+What is stored, and why:
+
+* **Per event** (`event_vectors`): the user's interest vector right after each event, plus the
+  event's own topic. This is the source of truth: every analytics answer (maps under any filter,
+  drift, queries) is a user-weighted average of these, computed on the fly in numpy
+  (analytics.py explains why on the fly). 113k events x 384 floats is ~170 MB in DuckDB, read
+  back in one Arrow buffer in well under a second and cached by the dashboard.
+* **Per user x window** and **per cell x window** at `analytics.stored_resolutions` for
+  `analytics.stored_windows` (`user_window_vectors`, `cell_window_vectors`): the same
+  user-weighted means (analytics.aggregate_*), precomputed for the CLI, exports and other tools
+  that want a table rather than numpy. Stored *without* the k threshold (it depends on the
+  reader's config); every reader applies it (Store.window_vectors).
+* **Topics** (`analytics_topics`): derived once and then kept, so legends and shares stay
+  comparable across runs and dynamic updates (`refresh_topics=True` re-derives them; a changed
+  `analytics.topic_phrases` does too).
+
+**Dynamic update** (`since=`): new events arrive (a new ingest: events without vectors) or
+events from some time on need re-scoring. Only the affected users' histories are run forward
+(their full histories, because a user's vector depends on everything before it), only their
+events from the first affected one on are rewritten (earlier vectors cannot change: the model is
+causal), and only the affected windows of the aggregates are recomputed. The result equals a
+full re-score (tests/test_score.py proves it). No retraining: the model's weights are fixed.
+
+The vector source is one call, `interest_vectors(source, events)`, where `source` is anything with
+`.interest_vectors(events) -> (N, D)`: the trained `InterestScorer` (the product) or, before any
+model is trained, `RecencySource` (a decayed mean of the user's past text embeddings, a transparent
+baseline that keeps the analytics usable on a fresh upload).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from typing import TYPE_CHECKING, Any, Protocol
+
+import numpy as np
+import pandas as pd
+
+from interestgeo.analytics import Filters, ScoredEvents, aggregate_cell_windows, aggregate_user_windows
+from interestgeo.config import Config
+from interestgeo.topics import Topics, assign_event_topics, derive_topics, topics_from_phrases
+
+if TYPE_CHECKING:
+    from interestgeo.store import Store
+
+__all__ = [
+    "VectorSource",
+    "RecencySource",
+    "ScoreReport",
+    "interest_vectors",
+    "load_source",
+    "score_store",
+]
+
+# Users are scored in chunks of about this many events, so the progress bar moves and memory stays flat.
+_CHUNK_EVENTS = 20_000
+
+
+class VectorSource(Protocol):
+    """Anything that turns event histories into per-event interest vectors (the model does)."""
+
+    name: str
+
+    def interest_vectors(self, events: pd.DataFrame) -> np.ndarray: ...
+
+
+def interest_vectors(source: VectorSource, events: pd.DataFrame) -> np.ndarray:
+    """(N, D) float32 L2-normalised interest vectors of `events` (store.events() format): the one call.
+
+    Row i is the user's interest right after event i, computed from that user's events up to i.
+    """
+    vectors = np.asarray(source.interest_vectors(events), dtype=np.float32)
+    if vectors.ndim != 2 or vectors.shape[0] != len(events):
+        raise ValueError(f"{source.name} returned vectors of shape {vectors.shape} for {len(events)} events")
+    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
+    return vectors / np.maximum(norms, 1e-12)
+
+
+class RecencySource:
+    """Baseline interest: the decayed mean of the user's past event text embeddings.
+
+    v_i = normalise(sum_{j <= i} exp(-(t_i - t_j) / half_life * ln 2) * text_j): what the user did
+    lately, in the text space, with no training. Used when no model is trained yet.
+    """
+
+    name = "recency"
+
+    def __init__(self, text_vectors: Callable[[list[str]], np.ndarray], half_life_days: float = 7.0) -> None:
+        self._text_vectors = text_vectors
+        self.half_life_days = half_life_days
+
+    def interest_vectors(self, events: pd.DataFrame) -> np.ndarray:
+        texts = self._text_vectors(events["text"].astype(str).tolist())  # (N, D)
+        out = np.empty_like(texts)
+        seconds = events["ts"].to_numpy("datetime64[ns]").astype(np.int64) / 1e9
+        users = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
+        rate = np.log(2.0) / (self.half_life_days * 86400.0)
+        state = np.zeros(texts.shape[1], dtype=np.float64)
+        for i in range(len(events)):
+            if i == 0 or users[i] != users[i - 1]:
+                state[:] = 0.0
+            else:
+                state *= np.exp(-rate * max(seconds[i] - seconds[i - 1], 0.0))
+            state += texts[i]
+            out[i] = state
+        return out
+
+
+def load_source(store: Store, config: Config, checkpoint_id: str | None = None) -> VectorSource:
+    """The trained model of the store (latest checkpoint unless one is named)."""
+    from interestgeo.model import InterestScorer
+
+    return InterestScorer.from_checkpoint(store, checkpoint_id)
+
+
+@dataclass
+class ScoreReport:
+    """What one `interestgeo score` run did."""
+
+    source: str
+    mode: str  # "full" or "update"
+    events: int  # events whose vectors were (re)written
+    users: int  # users whose histories were run forward
+    history_events: int  # events run through the model (the affected users' whole histories)
+    elapsed_s: float
+    topics: int
+    topics_source: str
+    since: str | None
+
+    @property
+    def events_per_s(self) -> float:
+        return self.history_events / max(self.elapsed_s, 1e-9)
+
+    @property
+    def seconds_per_1000(self) -> float:
+        """Wall time per 1,000 (re)scored events (the dynamic-update figure)."""
+        return 1000.0 * self.elapsed_s / max(self.events, 1)
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["events_per_s"] = self.events_per_s
+        out["seconds_per_1000"] = self.seconds_per_1000
+        return out
+
+
+def _vectors_by_user_chunks(
+    source: VectorSource, events: pd.DataFrame, progress: Callable[[float, str], None] | None
+) -> np.ndarray:
+    """interest_vectors over chunks of whole users (vectors depend only on the same user's events)."""
+    if len(events) == 0:
+        return np.zeros((0, 0), dtype=np.float32)
+    keys = events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)
+    starts = np.flatnonzero(np.r_[True, keys.to_numpy()[1:] != keys.to_numpy()[:-1]])
+    bounds = [0]
+    for s in starts[1:]:
+        if s - bounds[-1] >= _CHUNK_EVENTS:
+            bounds.append(int(s))
+    bounds.append(len(events))
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        parts.append(interest_vectors(source, events.iloc[a:b].reset_index(drop=True)))
+        if progress is not None:
+            progress(b / len(events), f"{b:,} of {len(events):,} events")
+    return np.concatenate(parts)
+
+
+def _text_vectors_fn(store: Store, encoder: Any) -> Callable[[list[str]], np.ndarray]:
+    from interestgeo.text import embed_texts
+
+    return lambda texts: embed_texts(store, encoder, texts, warn=None)
+
+
+def _topics(
+    store: Store, config: Config, text_vectors: Callable[[list[str]], np.ndarray], events: pd.DataFrame, refresh: bool
+) -> Topics:
+    """Stored topics unless missing, refreshed, or the configured phrases changed."""
+    phrases = tuple(config.analytics.topic_phrases)
+    stored = None if refresh else store.analytics_topics()
+    if stored is not None and (not phrases or (stored.source == "phrases" and stored.labels == phrases)):
+        return stored
+    if phrases:
+        topics = topics_from_phrases(phrases, text_vectors(list(phrases)))
+    else:
+        distinct = events.drop_duplicates("text")
+        topics = derive_topics(
+            distinct["text"].tolist(),
+            text_vectors(distinct["text"].tolist()),
+            distinct["category_path"].tolist() if "category_path" in distinct else None,
+            min_path_share=config.analytics.category_path_min_share,
+            clusters=config.analytics.topic_clusters,
+            seed=config.model.seed,
+        )
+    store.write_topics(topics.labels, topics.source, topics.vectors)
+    return topics
+
+
+def _event_topics(topics: Topics, text_vectors: Callable[[list[str]], np.ndarray], events: pd.DataFrame) -> np.ndarray:
+    paths = events["category_path"].tolist() if "category_path" in events else None
+    return assign_event_topics(topics, text_vectors(events["text"].astype(str).tolist()), paths)
+
+
+def _write_aggregates(
+    store: Store, config: Config, scored: ScoredEvents, datasets: list[int], from_day: dict[int, np.datetime64] | None
+) -> None:
+    """(Re)write the user x window and cell x window vectors of `datasets` (from a local day on)."""
+    for dataset_id in datasets:
+        start = None if from_day is None else from_day[dataset_id]
+        for window in config.analytics.stored_windows:
+            # windows overlapping the start day are recomputed whole: start from the window's start
+            window_from = None if start is None else _window_floor(start, window)
+            filters = Filters(
+                datasets=(dataset_id,),
+                date_from=None if window_from is None else pd.Timestamp(window_from).date(),
+            )
+            frame, vectors = aggregate_user_windows(scored, filters, window)
+            store.replace_window_vectors(
+                "user_window_vectors",
+                window,
+                {
+                    "dataset_id": np.full(len(frame), dataset_id, dtype=np.int32),
+                    "user_id": frame["user_id"].astype(str).tolist(),
+                    "window_size": [window] * len(frame),
+                    "window_start": frame["window_start"].to_numpy("datetime64[us]"),
+                    "events": frame["events"].to_numpy(np.int32),
+                },
+                vectors,
+                datasets=[dataset_id],
+                from_start=window_from,
+            )
+            for resolution in config.analytics.stored_resolutions:
+                cells, cell_vectors = aggregate_cell_windows(scored, filters, resolution, window)
+                columns = {
+                    "dataset_id": np.full(len(cells), dataset_id, dtype=np.int32),
+                    "resolution": np.full(len(cells), resolution, dtype=np.int8),
+                    "window_size": [window] * len(cells),
+                    "window_start": cells["window_start"].to_numpy("datetime64[us]"),
+                    "cell": cells["cell"].to_numpy(np.int64),
+                    "events": cells["events"].to_numpy(np.int32),
+                    "users": cells["users"].to_numpy(np.int32),
+                    "coherence": cells["coherence"].to_numpy(np.float32),
+                }
+                store.replace_window_vectors(
+                    "cell_window_vectors", window, columns, cell_vectors,
+                    datasets=[dataset_id], from_start=window_from, resolution=resolution,
+                )
+
+
+def _window_floor(day: np.datetime64, window: str) -> np.datetime64:
+    """Start (local, naive) of the window holding local day `day`."""
+    d = np.datetime64(day, "D").astype(np.int64)
+    if window == "week":
+        d = (d + 3) // 7 * 7 - 3
+    elif window == "month":
+        return np.datetime64(np.datetime64(day, "M"), "D")
+    return np.datetime64(int(d), "D")
+
+
+def score_store(
+    store: Store,
+    config: Config,
+    *,
+    source: VectorSource | None = None,
+    encoder: Any | None = None,
+    datasets: list[int] | None = None,
+    since: datetime | str | None = None,
+    update: bool = False,
+    refresh_topics: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+) -> ScoreReport:
+    """Score the store's events and store vectors, topics and window aggregates.
+
+    Full (default): every event of `datasets` (all when None). Update (`update=True` or a `since`
+    time): only users with unscored events or events at/after `since`, from their first such event
+    on. `source` defaults to the latest trained checkpoint; `encoder` (a TextEncoder) to the
+    configured one. Raises LookupError with a one-line message when there is nothing to score with.
+    """
+    started = time.perf_counter()
+    if encoder is None:
+        from interestgeo.text import TextEncoder
+
+        encoder = TextEncoder(config.text)
+    if source is None:
+        source = load_source(store, config)
+    text_vectors = _text_vectors_fn(store, encoder)
+    store.ensure_analytics_schema()
+    since_ts = None if since is None else pd.Timestamp(since)
+    if since_ts is not None and since_ts.tzinfo is None:
+        since_ts = since_ts.tz_localize("UTC")
+    if update or since_ts is not None:
+        previous = store.score_runs()
+        if len(previous) and str(previous["source"].iloc[0]) != source.name:
+            raise LookupError(
+                f"stored vectors come from {previous['source'].iloc[0]!r}, not {source.name!r}: "
+                "run a full `interestgeo score` instead of an update"
+            )
+        if store.analytics_topics() is not None and len(previous):
+            return _score_update(store, config, source, text_vectors, since_ts, started, progress)
+    events = store.events(datasets)
+    if events.empty:
+        raise LookupError("no events to score: ingest a CSV first (`interestgeo ingest FILE`)")
+    vectors = _vectors_by_user_chunks(source, events, progress)
+    with store.transaction():
+        topics = _topics(store, config, text_vectors, events, refresh_topics)
+        event_topics = _event_topics(topics, text_vectors, events)
+        store.delete_event_vectors(datasets)
+        store.write_event_vectors(
+            events["dataset_id"].to_numpy(), events["event_id"].to_numpy(), event_topics, vectors
+        )
+        scored = ScoredEvents(events.assign(topic=event_topics), vectors, topics, config)
+        _write_aggregates(store, config, scored, sorted(events["dataset_id"].unique().tolist()), None)
+        elapsed = time.perf_counter() - started
+        store.record_score_run(source.name, None, len(events), scored.user_codes.max() + 1, elapsed)
+    return ScoreReport(
+        source.name, "full", len(events), int(scored.user_codes.max()) + 1, len(events), elapsed,
+        len(topics), topics.source, None,
+    )
+
+
+def _score_update(
+    store: Store,
+    config: Config,
+    source: VectorSource,
+    text_vectors: Callable[[list[str]], np.ndarray],
+    since: pd.Timestamp | None,
+    started: float,
+    progress: Callable[[float, str], None] | None,
+) -> ScoreReport:
+    affected = store.unscored_events()
+    if since is not None:
+        affected = pd.concat([affected, store.users_with_events_since(since.to_pydatetime())])
+    affected = affected.groupby(["dataset_id", "user_id"], as_index=False)["ts"].min()
+    since_text = None if since is None else since.isoformat()
+    if affected.empty:
+        return ScoreReport(source.name, "update", 0, 0, 0, time.perf_counter() - started, 0, "", since_text)
+    histories = store.user_histories(affected)
+    vectors = _vectors_by_user_chunks(source, histories, progress)
+    first = histories[["dataset_id", "user_id"]].merge(
+        affected.astype({"dataset_id": "int32"}), on=["dataset_id", "user_id"], how="left"
+    )["ts"]
+    keep = (histories["ts"] >= first.to_numpy()).to_numpy()
+    new = histories.loc[keep].reset_index(drop=True)
+    topics = store.analytics_topics()
+    event_topics = _event_topics(topics, text_vectors, new)
+    from_day = new.groupby("dataset_id")["local_ts"].min().to_numpy("datetime64[D]")
+    datasets = sorted(new["dataset_id"].unique().tolist())
+    with store.transaction():
+        store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors[keep])
+        starts = dict(zip(datasets, from_day))
+        earliest = min(_window_floor(d, w) for d in from_day for w in config.analytics.stored_windows)
+        events, stored_vectors = store.scored_events(datasets, pd.Timestamp(earliest).to_pydatetime())
+        scored = ScoredEvents(events, stored_vectors, topics, config)
+        _write_aggregates(store, config, scored, datasets, starts)
+        elapsed = time.perf_counter() - started
+        store.record_score_run(source.name, since.to_pydatetime() if since is not None else None, len(new), len(affected), elapsed)
+    return ScoreReport(
+        source.name, "update", len(new), len(affected), len(histories), elapsed, len(topics), topics.source, since_text
+    )

@@ -1,0 +1,67 @@
+"""Small hand-built event tables for the analytics tests (shared by test_analytics and test_explain).
+
+Events are built the way the store builds them (H3 cell from lat/lon at the base resolution,
+local time from the UTC time and offset), so analytics sees exactly the store's format.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+import pandas as pd
+
+from interestgeo.analytics import ScoredEvents
+from interestgeo.cells import latlng_to_cell
+from interestgeo.config import Config, PrivacyConfig
+from interestgeo.topics import Topics
+
+DIM = 16
+
+
+def unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=-1, keepdims=True)).astype(np.float32)
+
+
+def make_events(rows: Sequence[tuple]) -> pd.DataFrame:
+    """rows: (dataset_id, user_id, utc time str, lat, lon, text, topic); events in store.events() format."""
+    frame = pd.DataFrame(rows, columns=["dataset_id", "user_id", "ts", "lat", "lon", "text", "topic"])
+    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
+    frame = frame.sort_values(["dataset_id", "user_id", "ts"], kind="stable").reset_index(drop=True)
+    frame["event_id"] = np.arange(1, len(frame) + 1, dtype=np.int64)
+    frame["tz_offset_min"] = pd.array([-240] * len(frame), dtype="Int16")
+    frame["local_ts"] = (frame["ts"] + pd.Timedelta(minutes=-240)).dt.tz_localize(None)
+    frame["cell"] = latlng_to_cell(frame["lat"].to_numpy(), frame["lon"].to_numpy(), 10)
+    frame["local_hour"] = frame["local_ts"].dt.hour.astype("int8")
+    frame["dow"] = frame["local_ts"].dt.day_of_week.astype("int8")
+    frame["item_id"] = frame["text"]
+    frame["category"] = frame["text"]
+    frame["category_path"] = None
+    frame["dataset_id"] = frame["dataset_id"].astype("int32")
+    frame["topic"] = frame["topic"].astype("int16")
+    return frame
+
+
+def make_topics(n: int = 4, seed: int = 0) -> Topics:
+    rng = np.random.default_rng(seed)
+    return Topics(tuple(f"topic {i}" for i in range(n)), unit(rng.normal(size=(n, DIM))), "phrases")
+
+
+def scored_from(events: pd.DataFrame, vectors: np.ndarray, k: int = 1, topics: Topics | None = None) -> ScoredEvents:
+    config = Config(privacy=PrivacyConfig(k_min_users=k))
+    return ScoredEvents(events, unit(vectors), topics or make_topics(), config)
+
+
+def random_city(n_users: int = 12, events_per_user: int = 30, seed: int = 0) -> tuple[pd.DataFrame, np.ndarray]:
+    """Users moving among a few Manhattan spots over six weeks, with random interest vectors."""
+    rng = np.random.default_rng(seed)
+    spots = [(40.7580, -73.9855), (40.7527, -73.9772), (40.7061, -74.0087), (40.7794, -73.9632), (40.7484, -73.9857)]
+    rows = []
+    start = pd.Timestamp("2012-04-02 12:00", tz="UTC")
+    for u in range(n_users):
+        for _ in range(events_per_user):
+            lat, lon = spots[rng.integers(len(spots))]
+            ts = start + pd.Timedelta(hours=float(rng.uniform(0, 24 * 42)))
+            rows.append((1 + (u % 2), f"u{u}", ts.isoformat(), lat, lon, f"text {rng.integers(6)}", int(rng.integers(4))))
+    events = make_events(rows)
+    return events, rng.normal(size=(len(events), DIM))

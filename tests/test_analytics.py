@@ -1,0 +1,213 @@
+"""Analytics on hand-built events: regional vectors, shares, drift, queries, filters, the k threshold."""
+
+from __future__ import annotations
+
+import json
+
+import h3
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics_data import DIM, make_events, make_topics, random_city, scored_from, unit
+from interestgeo import analytics as an
+from interestgeo.analytics import Filters
+from interestgeo.cells import cell_to_parent
+
+
+def direct_region_vectors(events: pd.DataFrame, vectors: np.ndarray, resolution: int) -> dict[int, np.ndarray]:
+    """The regional vector by its definition, with plain loops: mean per user, mean of users, normalise."""
+    out = {}
+    parents = cell_to_parent(events["cell"].to_numpy(), resolution)
+    for cell in np.unique(parents):
+        in_cell = parents == cell
+        per_user = [
+            vectors[in_cell & (events["user_id"] == u).to_numpy() & (events["dataset_id"] == d).to_numpy()].mean(axis=0)
+            for d, u in events.loc[in_cell, ["dataset_id", "user_id"]].drop_duplicates().itertuples(index=False)
+        ]
+        mean = np.mean(per_user, axis=0)
+        out[int(cell)] = mean / np.linalg.norm(mean)
+    return out
+
+
+def test_region_vectors_equal_a_direct_per_user_then_per_cell_mean() -> None:
+    events, raw = random_city()
+    scored = scored_from(events, raw)
+    for resolution in (8, 10):
+        result = an.region_vectors(scored, Filters(), resolution)
+        expected = direct_region_vectors(events, scored.vectors, resolution)
+        assert sorted(result.cells["cell"].tolist()) == sorted(expected)
+        for cell, vector in zip(result.cells["cell"], result.vectors):
+            np.testing.assert_allclose(vector, expected[int(cell)], atol=1e-5)
+
+
+def test_one_heavy_user_does_not_dominate_the_regional_vector() -> None:
+    a, b = unit(np.eye(DIM)[0]), unit(np.eye(DIM)[1])
+    rows = [(1, "heavy", f"2012-04-02T1{i % 10}:00:00Z", 40.758, -73.9855, "x", 0) for i in range(50)]
+    rows.append((1, "light", "2012-04-02T12:30:00Z", 40.758, -73.9855, "y", 0))
+    events = make_events(rows)
+    vectors = np.stack([a if u == "heavy" else b for u in events["user_id"]])
+    result = an.region_vectors(scored_from(events, vectors), Filters(), 9)
+    np.testing.assert_allclose(result.vectors[0], unit(a + b), atol=1e-6)
+    assert result.cells["users"].tolist() == [2] and result.cells["events"].tolist() == [51]
+
+
+def test_topic_shares_sum_to_one_everywhere() -> None:
+    events, raw = random_city()
+    scored = scored_from(events, raw)
+    region = an.region_map(scored, Filters(), 9, window="week")
+    np.testing.assert_allclose(region.shares.sum(axis=1), 1.0, atol=1e-6)
+    assert (region.cells["share"] == region.shares.max(axis=1)).all()
+    profile = an.interest_profile(scored, Filters(hours=tuple(range(12))))
+    assert profile.shares["share"].sum() == pytest.approx(1.0)
+    drift = an.region_drift(scored, Filters(), "week")
+    np.testing.assert_allclose(drift.shares.groupby("window_start")["share"].sum(), 1.0, atol=1e-6)
+
+
+def weekly_events(week_vectors: list[np.ndarray], users: int = 5) -> tuple[pd.DataFrame, np.ndarray]:
+    """The same users at the same places every week; week w's events all carry week_vectors[w]."""
+    rows, vectors = [], []
+    for w, vector in enumerate(week_vectors):
+        for u in range(users):
+            ts = pd.Timestamp("2012-04-03 16:00", tz="UTC") + pd.Timedelta(weeks=w, hours=u)
+            rows.append((1, f"u{u}", ts.isoformat(), 40.758, -73.9855, "x", 0))
+            vectors.append(vector)
+    events = make_events(rows)
+    order = np.lexsort((pd.to_datetime([r[2] for r in rows]).asi8, [r[1] for r in rows]))
+    return events, np.stack(vectors)[order]
+
+
+def test_drift_is_zero_for_identical_windows() -> None:
+    v = unit(np.random.default_rng(1).normal(size=DIM))
+    events, vectors = weekly_events([v] * 8)
+    drift = an.region_drift(scored_from(events, vectors), Filters(), "week")
+    assert len(drift.timeline) == 8
+    np.testing.assert_allclose(drift.timeline["distance"], 0.0, atol=1e-6)
+    assert not drift.timeline["change_point"].any()
+
+
+def test_drift_grows_with_a_planted_change_and_marks_it() -> None:
+    rng = np.random.default_rng(2)
+    topics = make_topics()
+    base = topics.vectors[0]
+    distances = []
+    for strength in (0.5, 1.0, 3.0):
+        target = unit(base + strength * topics.vectors[3])
+        weeks = [unit(base + 0.02 * rng.normal(size=DIM)) for _ in range(6)]
+        weeks += [unit(target + 0.02 * rng.normal(size=DIM)) for _ in range(6)]
+        events, vectors = weekly_events(weeks)
+        drift = an.region_drift(scored_from(events, vectors, topics=topics), Filters(), "week")
+        d = drift.timeline["distance"].to_numpy()
+        assert int(np.argmax(d)) == 6
+        assert drift.timeline["change_point"].to_numpy()[6]
+        assert drift.topics["topic"].iloc[0] == "topic 3"  # the planted topic rose most
+        distances.append(d[6])
+    assert distances[0] < distances[1] < distances[2]
+
+
+def test_user_drift_is_per_user_and_analyst_only() -> None:
+    events, raw = random_city()
+    scored = scored_from(events, raw, k=100)
+    drift = an.user_drift(scored, 1, "u0", "week")
+    assert len(drift.timeline) > 1 and drift.hidden == 0  # no k threshold for one identified user
+    assert getattr(an.user_drift, "analyst_only", False)
+
+
+def test_every_region_level_result_hides_groups_below_k_and_counts_them() -> None:
+    events, raw = random_city(n_users=12)
+    for k in (1, 5, 8):
+        scored = scored_from(events, raw, k=k)
+        full = an.region_map(scored_from(events, raw, k=1), Filters(), 10, window="day")
+        expected_hidden = int((full.cells["users"] < k).sum())
+        region = an.region_map(scored, Filters(), 10, window="day")
+        assert region.hidden == expected_hidden and (region.cells["users"] >= k).all()
+        vectors = an.region_vectors(scored, Filters(), 10, window="day")
+        assert vectors.hidden == expected_hidden and (vectors.cells["users"] >= k).all()
+        query = an.query_interest(scored, "x", scored.topics.vectors[0], Filters(), 10)
+        assert (query.cells["users"] >= k).all() and (query.time_profile["users"] >= k).all()
+        assert query.hidden + len(query.cells) == len(an.region_map(scored_from(events, raw), Filters(), 10).cells)
+        drift = an.region_drift(scored, Filters(), "day")
+        assert (drift.timeline["users"] >= k).all()
+        assert drift.hidden + len(drift.timeline) == len(an.region_drift(scored_from(events, raw), Filters(), "day").timeline)
+    assert expected_hidden > 0 and query.hidden_times > 0 and drift.hidden > 0
+    small = scored_from(events, raw, k=13)  # more than the 12 users there are
+    assert an.interest_profile(small, Filters()).hidden
+    assert an.compare_periods(small, Filters(), Filters()).empty
+
+
+def test_filters_combine_with_and_and_match_a_direct_selection() -> None:
+    events, raw = random_city(n_users=12, events_per_user=40)
+    topics = make_topics()
+    scored = scored_from(events, raw, topics=topics)
+    parent = int(cell_to_parent(events["cell"].to_numpy()[:1], 8)[0])
+    lat, lon = 40.7580, -73.9855
+    square = {
+        "type": "Polygon",
+        "coordinates": [[[lon - 0.001, lat - 0.001], [lon + 0.001, lat - 0.001], [lon + 0.001, lat + 0.001],
+                         [lon - 0.001, lat + 0.001], [lon - 0.001, lat - 0.001]]],
+    }
+    parts = {
+        "datasets": (Filters(datasets=[2]), events["dataset_id"] == 2),
+        "dates": (
+            Filters(date_from="2012-04-10", date_to="2012-04-30"),
+            (events["local_ts"].dt.date >= pd.Timestamp("2012-04-10").date())
+            & (events["local_ts"].dt.date <= pd.Timestamp("2012-04-30").date()),
+        ),
+        "hours": (Filters(hours=range(8, 20)), events["local_hour"].between(8, 19)),
+        "days": (Filters(days_of_week=[0, 1, 2, 3, 4]), events["dow"] < 5),
+        "cells": (
+            Filters(cells=[parent]),
+            pd.Series([h3.cell_to_parent(h3.int_to_str(int(c)), 8) == h3.int_to_str(parent) for c in events["cell"]]),
+        ),
+        "geojson": (Filters(geojson=json.dumps(square)), (events["lat"] == lat) & (events["lon"] == lon)),
+        "topic": (Filters(topic="topic 2"), events["topic"] == 2),
+    }
+    combined_mask = np.ones(len(events), dtype=bool)
+    combined = {}
+    for name, (flt, expected) in parts.items():
+        mask = an.filter_mask(scored, flt)
+        np.testing.assert_array_equal(mask, expected.to_numpy(), err_msg=name)
+        assert 0 < mask.sum() < len(events), name  # every filter really selects something, not everything
+        combined_mask &= mask
+        combined.update({k: v for k, v in flt.to_dict().items()})
+    together = Filters(**combined) if "geojson" not in combined else Filters(**{**combined, "geojson": json.dumps(square)})
+    np.testing.assert_array_equal(an.filter_mask(scored, together), combined_mask)
+    pair = Filters(hours=range(8, 20), days_of_week=[0, 1, 2, 3, 4])
+    direct = events["local_hour"].between(8, 19) & (events["dow"] < 5)
+    assert an.region_map(scored, pair, 10).cells["events"].sum() == direct.sum()
+
+
+def test_filters_are_hashable_and_reject_bad_geojson() -> None:
+    assert hash(Filters(hours=[1, 2])) == hash(Filters(hours=(1, 2)))
+    events, raw = random_city()
+    with pytest.raises(ValueError, match="GeoJSON"):
+        an.filter_mask(scored_from(events, raw), Filters(geojson="{not json"))
+    with pytest.raises(ValueError, match="unknown topic"):
+        an.filter_mask(scored_from(events, raw), Filters(topic="no such topic"))
+
+
+def test_query_ranks_the_cells_whose_people_lean_to_the_phrase_first() -> None:
+    events, raw = random_city(n_users=12)
+    scored = scored_from(events, raw)
+    phrase = scored.topics.vectors[1]
+    at_spot = (events["lat"] == 40.7061).to_numpy()
+    boosted = scored.vectors.copy()
+    boosted[at_spot] = unit(boosted[at_spot] + 3 * phrase)
+    result = an.query_interest(scored_from(events, boosted), "topic 1", phrase, Filters(), 10)
+    assert int(result.cells["cell"].iloc[0]) == int(events.loc[at_spot, "cell"].iloc[0])
+    assert result.cells["strong_users"].iloc[0] > 0 and result.cells["rank"].tolist() == list(range(1, len(result.cells) + 1))
+    assert set(result.time_profile.columns) == {"dow", "hour", "events", "users", "score"}
+    assert "user_id" not in result.cells.columns
+
+
+def test_user_functions_are_marked_analyst_only_and_region_functions_are_not() -> None:
+    assert {"list_users", "interested_users", "user_profile", "user_drift", "next_interests"} <= an.ANALYST_ONLY
+    for name in ("region_map", "region_vectors", "region_drift", "query_interest", "interest_profile", "compare_periods"):
+        assert name not in an.ANALYST_ONLY
+    events, raw = random_city()
+    scored = scored_from(events, raw)
+    users = an.interested_users(scored, scored.topics.vectors[0], Filters(), top=3)
+    assert len(users) == 3 and users["affinity"].is_monotonic_decreasing
+    profile = an.user_profile(scored, 1, "u0", at="2012-04-20")
+    assert profile.events["ts"].max() <= pd.Timestamp("2012-04-20", tz="UTC")
+    assert profile.shares["share"].sum() == pytest.approx(1.0)
