@@ -63,8 +63,51 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # Filled in by the interest model (issue 3): Transformer sizes, training and evaluation knobs.
+    # --- interest model (issue 3; owner: model helper) ---
+    # Seed for torch, numpy and batch order: same seed, same checkpoint, same numbers.
     seed: int = 0
+    # Events of history the Transformer reads; 128 covers the whole history of most NYC users (~105 events).
+    max_len: int = 128
+    # Transformer width: small enough to train in minutes on 2 CPU cores, wide enough for ~5k venues.
+    n_embd: int = 128
+    # Self-attention layers; a third layer did not pay for its time on NYC.
+    n_layer: int = 2
+    # Attention heads per layer (head size 32).
+    n_head: int = 4
+    # Dropout in embeddings, attention and MLP: the data is small (~90k training events).
+    dropout: float = 0.2
+    # H3 resolutions with learned cell embeddings, summed: base res 10 plus parents so rare cells borrow.
+    cell_resolutions: tuple[int, ...] = (10, 9, 8, 7)
+    # Fourier frequencies per coordinate for lat/lon (smooth location beside the cell lookup).
+    fourier_freqs: int = 8
+    # Feed the event's text embedding (projected) into the Transformer and represent venues by it.
+    use_text: bool = True
+    # Feed H3 cells, coordinates, local time, gaps and distances; also the distance-to-candidate logit.
+    use_spacetime: bool = True
+    # Learned per-venue id embedding (input) and id offset in the text space (output).
+    use_item_id: bool = True
+    # Repeat/explore: pointer over the user's own past venues + history-count and transition logits.
+    use_copy: bool = True
+    # Give the model the next event's local time (hour, weekday, gap) at the query position.
+    use_target_time: bool = True
+    # During training, hide the next event's time this often, so one model serves both variants.
+    target_time_dropout: float = 0.25
+    # Weight of the next-category cross-entropy beside the next-venue loss.
+    category_loss_weight: float = 0.2
+    # AdamW learning rate; warm-free constant rate with early stopping worked best in short runs.
+    learning_rate: float = 2e-3
+    # AdamW weight decay on matrices (not on biases, norms or embeddings of rare ids).
+    weight_decay: float = 0.01
+    # Training windows per optimizer step (x max_len positions).
+    batch_size: int = 32
+    # Upper bound on epochs; early stopping usually ends training earlier.
+    epochs: int = 12
+    # Stop after this many epochs without a better validation MRR (the best epoch is kept).
+    patience: int = 2
+    # Scoring batch size for evaluation and interest vectors.
+    eval_batch_size: int = 256
+    # Where checkpoints (safetensors + JSON) are written; registered in the store's `checkpoints` table.
+    checkpoint_dir: Path = Path("data/models")
 
 
 @dataclass(frozen=True)

@@ -941,10 +941,10 @@ class Store:
     )
 
     def _model_table_exists(self, table: str) -> bool:
-        row = self.con.execute(
+        rows = self.con.execute(
             "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary", [table]
-        ).fetchone()
-        return bool(row and row[0])
+        ).fetchall()
+        return bool(rows and rows[0][0])
 
     def ensure_model_schema(self) -> None:
         """Create the embedding cache and checkpoint tables when missing (no-op on read-only stores)."""
@@ -961,11 +961,11 @@ class Store:
         wanted = pa.table({"text_hash": pa.array(list(text_hashes), pa.string())})
         self.con.register("_wanted_hashes", wanted)
         try:
-            table = self.con.execute(
+            table = self.con.sql(
                 "SELECT e.text_hash, e.vector FROM text_embeddings e "
                 "JOIN _wanted_hashes w USING (text_hash) WHERE e.model_id = ?",
-                [model_id],
-            ).fetch_arrow_table()
+                params=[model_id],
+            ).to_arrow_table()
         finally:
             self.con.unregister("_wanted_hashes")
         vectors = self._vectors_from_arrow(table.column("vector"), table.num_rows)
@@ -995,12 +995,13 @@ class Store:
         """How many texts `model_id` has embedded in this store."""
         if not self._model_table_exists("text_embeddings"):
             return 0
-        return int(self.con.execute("SELECT count(*) FROM text_embeddings WHERE model_id = ?", [model_id]).fetchone()[0])
+        rows = self.con.execute("SELECT count(*) FROM text_embeddings WHERE model_id = ?", [model_id]).fetchall()
+        return int(rows[0][0])
 
     def add_checkpoint(self, name: str, path: str, config_json: str, metrics_json: str) -> int:
         """Register a checkpoint folder; returns its id."""
         self.ensure_model_schema()
-        new_id = int(self.con.execute("SELECT coalesce(max(id), 0) + 1 FROM checkpoints").fetchone()[0])
+        new_id = int(self.con.execute("SELECT coalesce(max(id), 0) + 1 FROM checkpoints").fetchall()[0][0])
         self.con.execute(
             "INSERT INTO checkpoints VALUES (?, ?, now(), ?, ?, ?)", [new_id, name, path, config_json, metrics_json]
         )
