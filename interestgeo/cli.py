@@ -16,6 +16,7 @@ import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
 import duckdb
 
@@ -151,11 +152,165 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- analytics (owner: analytics)
+
+
+def _analytics_run(args: argparse.Namespace, command: Callable[[Store, Config], tuple[dict, str]]) -> int:
+    """Open the store, run an analytics command, print JSON or text; expected failures -> CliError."""
+    from interestgeo.text import TextModelError
+
+    config = _config(args)
+    try:
+        with _open_store(config) as store:
+            payload, text = command(store, config)
+    except (LookupError, TextModelError) as exc:
+        raise CliError(str(exc).strip("'\"")) from None
+    print(json.dumps(payload, ensure_ascii=False, default=str) if args.json else text)
+    return EXIT_OK
+
+
+def _add_filter_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--dataset", action="append", default=None, metavar="NAME", help="dataset (repeatable; default all)")
+    parser.add_argument("--from", dest="date_from", default=None, metavar="DATE", help="first local date (YYYY-MM-DD)")
+    parser.add_argument("--to", dest="date_to", default=None, metavar="DATE", help="last local date, inclusive")
+    parser.add_argument("--hours", default=None, help="local hours, e.g. 18-23 or 22-2,12")
+    parser.add_argument("--days", default=None, help="days of week, 0=Monday, e.g. 0-4 or 5,6")
+    parser.add_argument("--region", default=None, help="a GeoJSON file of polygons, or H3 cells (hex, comma-separated)")
+    parser.add_argument("--topic", default=None, help="only events of this topic")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+
+
+def _filters(args: argparse.Namespace, store: Store) -> Any:
+    from interestgeo.analytics import filters_from_options
+
+    return filters_from_options(
+        store, datasets=args.dataset, date_from=args.date_from, date_to=args.date_to,
+        hours=args.hours, days=args.days, region=args.region, topic=args.topic,
+    )
+
+
+def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "score", help="compute interest vectors with the trained model",
+        description="Run the trained model over every user's history; store per-event, user x window and "
+        "cell x window interest vectors and the interest topics.",
+    )
+    _add_common(parser)
+    parser.add_argument("--dataset", action="append", default=None, metavar="NAME", help="only this dataset (repeatable)")
+    parser.add_argument(
+        "--since", default=None, metavar="TIME|new",
+        help="dynamic update without retraining: only users with unscored events (new) or events at/after TIME (UTC)",
+    )
+    parser.add_argument("--refresh-topics", action="store_true", help="re-derive the interest topics")
+    parser.add_argument(
+        "--source", choices=("model", "recency"), default="model",
+        help="model: the trained checkpoint (default); recency: decayed mean of text embeddings, no training needed",
+    )
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_run_score)
+
+
+def _run_score(args: argparse.Namespace) -> int:
+    from interestgeo.score import score_command
+
+    return _analytics_run(
+        args,
+        lambda store, config: score_command(
+            store, config, datasets=args.dataset, since=args.since, refresh_topics=args.refresh_topics,
+            source_name=args.source, show_progress=not args.json,
+        ),
+    )
+
+
+def _add_query_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "query", help="where and when people are interested in a phrase",
+        description="Rank H3 cells and hours of the week by interest in a free-text phrase (k threshold applied).",
+    )
+    parser.add_argument("phrase", help='e.g. "late-night food" or "jazz"')
+    _add_common(parser)
+    _add_filter_options(parser)
+    parser.add_argument("--resolution", type=int, default=8, help="H3 resolution of the ranked cells (default 8)")
+    parser.add_argument("--top", type=int, default=10, help="cells to show (default 10)")
+    parser.set_defaults(handler=_run_query)
+
+
+def _run_query(args: argparse.Namespace) -> int:
+    from interestgeo.analytics import query_command
+    from interestgeo.text import TextEncoder
+
+    return _analytics_run(
+        args,
+        lambda store, config: query_command(
+            store, config, TextEncoder(config.text), args.phrase, _filters(args, store), args.resolution, args.top
+        ),
+    )
+
+
+def _add_explain_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "explain", help="why the model sees a user's interests as it does (analyst-only)",
+        description="Attention roll-up and leave-one-out occlusion of a user's past events, and the effect of time and place.",
+    )
+    parser.add_argument("user", help="user id")
+    _add_common(parser)
+    parser.add_argument("--dataset", default=None, metavar="NAME", help="the user's dataset (needed when ambiguous)")
+    parser.add_argument("--at", default=None, metavar="TIME", help="explain the interest at this time (UTC; default: latest)")
+    parser.add_argument("--top", type=int, default=10, help="past events to show (default 10)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.set_defaults(handler=_run_explain)
+
+
+def _run_explain(args: argparse.Namespace) -> int:
+    from interestgeo.explain import explain_command
+
+    return _analytics_run(
+        args,
+        lambda store, config: explain_command(store, config, args.user, dataset=args.dataset, at=args.at, top=args.top),
+    )
+
+
+def _add_drift_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "drift", help="how interests changed over time in a region or for a user",
+        description="Distance between consecutive windows' interest vectors, change points, rising and falling topics.",
+    )
+    _add_common(parser)
+    _add_filter_options(parser)
+    parser.add_argument("--user", default=None, help="one user's drift instead of a region's (analyst-only)")
+    parser.add_argument("--window", choices=("day", "week", "month"), default="week", help="window size (default week)")
+    parser.set_defaults(handler=_run_drift)
+
+
+def _run_drift(args: argparse.Namespace) -> int:
+    from interestgeo.analytics import drift_command
+
+    def command(store: Store, config: Config) -> tuple[dict, str]:
+        filters = _filters(args, store)
+        user = None
+        if args.user is not None:
+            user = (filters.datasets[0] if filters.datasets else _only_dataset(store), args.user)
+        return drift_command(store, config, filters, args.window, user)
+
+    return _analytics_run(args, command)
+
+
+def _only_dataset(store: Store) -> int:
+    ids = store.datasets()["dataset_id"].tolist()
+    if len(ids) != 1:
+        raise CliError(f"the store holds {len(ids)} datasets: name the user's with --dataset")
+    return int(ids[0])
+
+
 # ---------------------------------------------------------------------------- registry
 
 SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]] = [
     ("ingest", _add_ingest_parser),
     ("demo", _add_demo_parser),
+    ("score", _add_score_parser),
+    ("query", _add_query_parser),
+    ("explain", _add_explain_parser),
+    ("drift", _add_drift_parser),
 ]
 
 

@@ -19,7 +19,6 @@ it (a UI's cancel button, Ctrl-C) rolls the whole file back.
 
 from __future__ import annotations
 
-import codecs
 import csv
 import gzip
 import hashlib
@@ -28,10 +27,11 @@ import json
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
 
+import duckdb
 import numpy as np
 import pandas as pd
 
@@ -100,14 +100,6 @@ class CsvFormat:
     columns: list[str]
 
 
-@dataclass
-class _FileScan:
-    content_hash: str
-    lines: int
-    utf8: bool
-    compression: str
-
-
 def detect_format(path: Path | str, *, max_bytes: int | None = None) -> CsvFormat:
     """Compression, delimiter, encoding and header of a CSV, from its first 64 KiB.
 
@@ -159,42 +151,36 @@ def ingest_file(
     fmt = detect_format(path, max_bytes=config.store.max_file_bytes)
     mapping = mapping or detect_mapping(fmt.columns)
     _check_mapping(mapping, fmt.columns, path)
-    report_progress(0.05, "reading file")
-    scan = _scan_file(path, fmt.compression)
-    if not scan.utf8:
-        fmt = CsvFormat(fmt.delimiter, "latin-1", fmt.compression, fmt.columns)
-    existing = store.dataset_by_hash(scan.content_hash)
+    report_progress(0.02, "hashing file")
+    content_hash = _content_hash(path)
+    existing = store.dataset_by_hash(content_hash)
     if existing is not None:
-        elapsed = time.perf_counter() - started
-        return IngestReport(existing[0], existing[1], 0, 0, 0, 0, [], elapsed, 0.0, True,
+        return IngestReport(existing[0], existing[1], 0, 0, 0, 0, [], time.perf_counter() - started, 0.0, True,
                             str(path), fmt.encoding, fmt.delimiter)
     name = _dataset_name(store, dataset, path)
     now = datetime.now(timezone.utc)
     with store.transaction():
         dataset_id = store.next_dataset_id()
-        report_progress(0.1, "parsing CSV")
-        try:
-            store.stage_csv(path, len(fmt.columns), delimiter=fmt.delimiter, encoding=fmt.encoding,
-                            compression=fmt.compression)
-        except Exception as exc:  # duckdb raises several error classes for unreadable input
-            raise IngestError(f"{path.name}: cannot be read as CSV ({_first_line(exc)})") from exc
-        csv_errors = store.staged_csv_errors()
-        report_progress(0.35, "validating rows")
-        kept, invalid = store.check_staged(mapping, fmt.columns, now)
+        report_progress(0.1, "parsing and validating CSV")
+        kept, invalid, csv_errors = _read_checked(store, path, fmt, mapping, now)
+        if (csv_errors["error_type"] == "INVALID ENCODING").any():
+            # Not UTF-8: read the whole file again as Latin-1 (every byte is valid there).
+            fmt = replace(fmt, encoding="latin-1")
+            kept, invalid, csv_errors = _read_checked(store, path, fmt, mapping, now)
         rows_read = kept + len(csv_errors)
         if rows_read == 0:
             raise IngestError(f"{path.name}: no data rows after the header")
-        rejects = _locate_rejects(path, fmt, scan, store.checked_rejects(), csv_errors, kept)
-        report_progress(0.5, "storing events")
+        rejects = _locate_rejects(path, fmt, store.checked_rejects(), csv_errors, kept)
+        report_progress(0.45, "storing events")
         stored, duplicates = store.load_checked(dataset_id, store.base_resolution)
         store.insert_rejects(dataset_id, rejects)
-        report_progress(0.75, "aggregating cells and windows")
+        report_progress(0.7, "aggregating cells and windows")
         store.build_cell_windows(dataset_id)
         store.insert_dataset(
             dataset_id,
             name=name,
             source=str(path),
-            content_hash=scan.content_hash,
+            content_hash=content_hash,
             rows_read=rows_read,
             rows_stored=stored,
             rows_rejected=len(rejects),
@@ -255,41 +241,34 @@ def _read_head(path: Path, max_bytes: int | None) -> tuple[bytes, str]:
     return raw, compression
 
 
-def _scan_file(path: Path, compression: str) -> _FileScan:
-    """One streaming pass: sha256 of the file's bytes, UTF-8 validity, physical line count."""
+def _content_hash(path: Path) -> str:
+    """sha256 of the file's bytes (as stored, compressed or not): the re-ingest key."""
     digest = hashlib.sha256()
-    decoder = codecs.getincrementaldecoder("utf-8")()
-    utf8 = True
-    newlines = 0
-    last = b""
-    inflate = zlib.decompressobj(wbits=31) if compression == "gzip" else None
+    with open(path, "rb") as f:
+        while chunk := f.read(_CHUNK_BYTES):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def _count_lines(path: Path, fmt: CsvFormat) -> int:
+    """Physical lines of the (decompressed) file; a last line without a newline counts."""
+    lines, last = 0, b""
+    opener = gzip.open if fmt.compression == "gzip" else open
+    with opener(path, "rb") as f:
+        while chunk := f.read(_CHUNK_BYTES):
+            lines += chunk.count(b"\n")
+            last = chunk[-1:]
+    return lines + (1 if last and last != b"\n" else 0)
+
+
+def _read_checked(
+    store: Store, path: Path, fmt: CsvFormat, mapping: ColumnMapping, now: datetime
+) -> tuple[int, int, pd.DataFrame]:
     try:
-        with open(path, "rb") as f:
-            while chunk := f.read(_CHUNK_BYTES):
-                digest.update(chunk)
-                data = inflate.decompress(chunk) if inflate else chunk
-                if data:
-                    newlines += data.count(b"\n")
-                    last = data[-1:]
-                    if utf8:
-                        try:
-                            decoder.decode(data)
-                        except UnicodeDecodeError:
-                            utf8 = False
-            if inflate is not None:
-                tail = inflate.flush()
-                if tail:
-                    newlines += tail.count(b"\n")
-                    last = tail[-1:]
-    except (OSError, zlib.error) as exc:
-        raise IngestError(f"{path.name}: cannot be read ({exc})") from exc
-    if utf8:
-        try:
-            decoder.decode(b"", final=True)
-        except UnicodeDecodeError:
-            utf8 = False
-    lines = newlines + (1 if last and last != b"\n" else 0)
-    return _FileScan(digest.hexdigest(), lines, utf8, compression)
+        return store.read_csv_checked(path, mapping, fmt.columns, delimiter=fmt.delimiter, encoding=fmt.encoding,
+                                      compression=fmt.compression, now=now)
+    except duckdb.Error as exc:
+        raise IngestError(f"{path.name}: cannot be read as CSV ({_first_line(exc)})") from exc
 
 
 def _check_mapping(mapping: ColumnMapping, columns: list[str], path: Path) -> None:
@@ -330,7 +309,6 @@ def _first_line(exc: BaseException) -> str:
 def _locate_rejects(
     path: Path,
     fmt: CsvFormat,
-    scan: _FileScan,
     checked: pd.DataFrame,
     csv_errors: pd.DataFrame,
     kept: int,
@@ -343,7 +321,7 @@ def _locate_rejects(
     if checked.empty and csv_errors.empty:
         return pd.DataFrame({"line": np.empty(0, np.int64), "raw": [], "reason": []})
     ncols = len(fmt.columns)
-    if scan.lines == 1 + kept + len(csv_errors):
+    if _count_lines(path, fmt) == 1 + kept + len(csv_errors):
         # Every record is exactly one line: kept record r sits on line r + 2 plus the bad
         # lines before it. DuckDB's own line numbers are physical here (no multi-line records).
         bad_lines = csv_errors["line"].to_numpy(np.int64)

@@ -331,9 +331,11 @@ class Store:
         DuckDB reads every field as text (so validation can say exactly what is wrong with each
         value; source columns get generated names c0, c1, ... so header text never reaches SQL),
         then typed columns and a `reason` (the first failing rule in schema.Reason order, NULL
-        when the row is valid) are computed in the same statement. The table's rowid is the
-        record's position among the records DuckDB kept (insertion order is preserved), which
-        ingest maps back to physical line numbers. Structurally broken records (wrong column
+        when the row is valid) are computed in the same statement. The table's rowids follow the
+        records' order in the file (insertion order is preserved); rowid - min(rowid) is the
+        record's position among the records DuckDB kept (rowids of a table created inside a
+        transaction start at a large transaction-local offset), which ingest maps back to
+        physical line numbers. Structurally broken records (wrong column
         count, unterminated quote, bad encoding) do not abort the read: they are returned, one
         row per record in file order (line, error_type).
         Returns (records kept, rows failing validation, structural errors).
@@ -343,6 +345,10 @@ class Store:
         def ref(field_name: str) -> str:
             source = getattr(mapping, field_name)
             return col[source] if source else "NULL::VARCHAR"
+
+        def number(expr: str) -> str:
+            # In a semicolon-separated file a comma can only be a decimal comma (40,7128).
+            return f"replace(trim({expr}), ',', '.')" if delimiter == ";" else f"trim({expr})"
 
         if len(mapping.text) == 1:
             # One source column: the text is kept exactly as written.
@@ -372,8 +378,8 @@ class Store:
                     max_line_size = 10000000)
             ), parsed AS (
                 SELECT {ref('user_id')} AS user_id, {text_expr} AS text, {ts_expr} AS ts,
-                       try_cast(trim({ref('lat')}) AS DOUBLE) AS lat,
-                       try_cast(trim({ref('lon')}) AS DOUBLE) AS lon,
+                       try_cast({number(ref('lat'))} AS DOUBLE) AS lat,
+                       try_cast({number(ref('lon'))} AS DOUBLE) AS lon,
                        nullif(trim({tz_raw}), '') AS tz_raw,
                        try_cast(nullif(trim({tz_raw}), '') AS DOUBLE) AS tz,
                        {ref('item_id')} AS item_id, {ref('category')} AS category,
@@ -430,7 +436,8 @@ class Store:
     def checked_rejects(self) -> pd.DataFrame:
         """(ordinal, reason) of the rows that failed validation, in file order."""
         return self.con.execute(
-            "SELECT rowid AS ordinal, reason FROM ingest_checked WHERE reason IS NOT NULL ORDER BY rowid"
+            f"""SELECT rowid - ({_FIRST_ROWID}) AS ordinal, reason FROM ingest_checked
+                WHERE reason IS NOT NULL ORDER BY rowid"""
         ).df()
 
     def load_checked(self, dataset_id: int, base_resolution: int) -> tuple[int, int]:
@@ -467,14 +474,14 @@ class Store:
         try:
             first_id = self._first_row("SELECT coalesce(max(event_id), -1) + 1 FROM events")[0]
             self.con.execute(
-                """INSERT INTO events
+                f"""INSERT INTO events
                    SELECT ?, ? + ord, user_id, ts, local_ts, tz_offset_min, lat, lon, text,
                           item_id, category, category_path, event_type, cell,
                           hour(local_ts), isodow(local_ts) - 1,
                           date_trunc('hour', local_ts), date_trunc('day', local_ts),
                           date_trunc('week', local_ts)
                    FROM (
-                       SELECT u.rowid AS ord, u.*, c.cell,
+                       SELECT u.rowid - ({_FIRST_ROWID}) AS ord, u.*, c.cell,
                               timezone('UTC', u.ts) + to_minutes(coalesce(u.tz_offset_min, 0)::BIGINT) AS local_ts
                        FROM ingest_checked u
                        JOIN ingest_coord_cells c ON c.lat = u.lat AND c.lon = u.lon
@@ -517,7 +524,7 @@ class Store:
             self.con.execute(
                 """INSERT INTO cell_windows
                    SELECT dataset_id, resolution, window_size, window_start, cell, events, users
-                   FROM ingest_cell_windows ORDER BY resolution, window_size, window_start, cell"""
+                   FROM ingest_cell_windows"""
             )
         finally:
             self.con.unregister("ingest_cell_windows")
@@ -1025,6 +1032,8 @@ class Store:
             row = self.con.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1").df()
         return None if row.empty else row.iloc[0].to_dict()
 
+# The ordinal of an ingest_checked row is rowid minus this (see read_csv_checked).
+_FIRST_ROWID = "SELECT min(rowid) FROM ingest_checked"
 # Tables with a dataset_id column, children first (a whitelist for delete_dataset).
 _DATASET_TABLES = ("cell_windows", "rejects", "events", "datasets")
 
@@ -1045,49 +1054,59 @@ def cell_window_counts(
 
     users: dense int user numbers; cells: H3 cells at a resolution >= max(resolutions);
     hours: local hours since 1970-01-01 00:00 (naive local time). Returns columns
-    resolution, window_size, window_start (datetime64), cell, events, users.
+    resolution, window_size, window_start (datetime64[us]), cell, events, users; within one
+    (resolution, window_size) block rows are ordered by window_start.
 
     Per window size the events are sorted once by (window, user, cell). H3 parents preserve
     integer order (the digits run from coarse to fine), so within one (window, user) run the
     parents at every coarser resolution are sorted too, and a (window, user, parent) triple is
-    new exactly where it differs from the previous row: one sort serves all resolutions.
+    new exactly where it differs from the previous row: one sort serves all resolutions. Cells
+    and parents are handled as dense ranks so group keys are small integers (factorize +
+    bincount instead of a multi-column group-by).
     """
-    parts: list[pd.DataFrame] = []
+    empty = pd.DataFrame(
+        {"resolution": np.empty(0, np.int8),
+         "window_size": pd.Categorical.from_codes(np.empty(0, np.int64), categories=list(_WINDOW_HOURS)),
+         "window_start": np.empty(0, "datetime64[us]"), "cell": np.empty(0, np.int64),
+         "events": np.empty(0, np.int32), "users": np.empty(0, np.int32)}
+    )
     if len(users) == 0:
-        return pd.DataFrame(
-            {"resolution": np.empty(0, np.int8), "window_size": np.empty(0, object),
-             "window_start": np.empty(0, "datetime64[us]"), "cell": np.empty(0, np.int64),
-             "events": np.empty(0, np.int32), "users": np.empty(0, np.int32)}
-        )
-    cell_rank = np.unique(cells, return_inverse=True)[1].astype(np.int64)
+        return empty
+    unique_cells, cell_rank = np.unique(cells, return_inverse=True)
+    cell_rank = cell_rank.astype(np.int64)
+    parents: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+    for resolution in resolutions:
+        parent_of_unique = cell_to_parent(unique_cells, resolution)  # sorted, as unique_cells is
+        changed = np.concatenate([[False], parent_of_unique[1:] != parent_of_unique[:-1]])
+        parents[resolution] = (np.cumsum(changed), parent_of_unique[~np.concatenate([[False], changed[1:]])])
+    parts = [empty]
     for window, width in _WINDOW_HOURS.items():
         offset = _MONDAY_OFFSET_H if window == "week" else 0
         index = (hours - offset) // width
-        rel = index - index.min()
+        first = int(index.min())
+        rel = index - first
         order = _sort_order(rel, users, cell_rank)
-        w_sorted, u_sorted, c_sorted = rel[order], users[order], cells[order]
+        w_sorted, u_sorted, rank_sorted = rel[order], users[order], cell_rank[order]
         same_run = np.zeros(len(order), dtype=bool)
         same_run[1:] = (w_sorted[1:] == w_sorted[:-1]) & (u_sorted[1:] == u_sorted[:-1])
-        starts = ((index.min() + w_sorted) * width + offset).astype("datetime64[h]").astype("datetime64[us]")
         for resolution in resolutions:
-            parent = cell_to_parent(c_sorted, resolution)
+            parent_rank_of_cell, parent_cells = parents[resolution]
+            prank = parent_rank_of_cell[rank_sorted]
             new_user = np.ones(len(order), dtype=bool)
-            new_user[1:] = ~(same_run[1:] & (parent[1:] == parent[:-1]))
-            grouped = (
-                pd.DataFrame({"window_start": starts, "cell": parent, "new": new_user})
-                .groupby(["window_start", "cell"], sort=False)["new"]
-                .agg(["size", "sum"])
-                .reset_index()
-            )
+            new_user[1:] = ~(same_run[1:] & (prank[1:] == prank[:-1]))
+            codes, keys = pd.factorize(w_sorted * len(parent_cells) + prank)
+            starts = (keys // len(parent_cells) + first) * width + offset
             parts.append(
                 pd.DataFrame(
                     {
                         "resolution": np.int8(resolution),
-                        "window_size": window,
-                        "window_start": grouped["window_start"].to_numpy(),
-                        "cell": grouped["cell"].to_numpy(np.int64),
-                        "events": grouped["size"].to_numpy(np.int32),
-                        "users": grouped["sum"].to_numpy(np.int32),
+                        "window_size": pd.Categorical.from_codes(
+                            np.full(len(keys), list(_WINDOW_HOURS).index(window)), categories=list(_WINDOW_HOURS)
+                        ),
+                        "window_start": starts.astype("datetime64[h]").astype("datetime64[us]"),
+                        "cell": parent_cells[keys % len(parent_cells)],
+                        "events": np.bincount(codes).astype(np.int32),
+                        "users": np.bincount(codes, weights=new_user).astype(np.int32),
                     }
                 )
             )
