@@ -85,6 +85,11 @@ __all__ = [
     "user_drift",
     "next_interests",
     "window_starts",
+    "user_event_positions",
+    "to_utc",
+    "parse_ranges",
+    "region_from_text",
+    "to_records",
     "drift_series",
 ]
 
@@ -817,13 +822,14 @@ def interested_users(
     return out.sort_values("affinity", ascending=False, kind="stable").head(top).reset_index(drop=True)
 
 
-def _utc(at: datetime | str | pd.Timestamp) -> pd.Timestamp:
+def to_utc(at: datetime | str | pd.Timestamp) -> pd.Timestamp:
     """A time as a UTC timestamp; naive times are taken as UTC."""
     stamp = pd.Timestamp(at)
     return stamp.tz_localize("UTC") if stamp.tzinfo is None else stamp.tz_convert("UTC")
 
 
-def _user_positions(scored: ScoredEvents, dataset_id: int, user_id: str, at: datetime | None = None) -> np.ndarray:
+@analyst_only
+def user_event_positions(scored: ScoredEvents, dataset_id: int, user_id: str, at: datetime | None = None) -> np.ndarray:
     """Positions of one user's events (time order), up to `at` (UTC) when given; LookupError if none."""
     key = f"{int(dataset_id)}:{user_id}"
     code = scored.user_keys.get_indexer([key])[0]
@@ -832,7 +838,7 @@ def _user_positions(scored: ScoredEvents, dataset_id: int, user_id: str, at: dat
     idx = np.flatnonzero(scored.user_codes == code)
     if at is not None:
         ts = scored.events["ts"].iloc[idx]
-        idx = idx[(ts <= _utc(at)).to_numpy()]
+        idx = idx[(ts <= to_utc(at)).to_numpy()]
         if len(idx) == 0:
             raise LookupError(f"user {user_id!r} has no events before {at}")
     return idx
@@ -853,7 +859,7 @@ class UserProfile:
 @analyst_only
 def user_profile(scored: ScoredEvents, dataset_id: int, user_id: str, at: datetime | None = None) -> UserProfile:
     """A user's interest vector and topic shares right after their last event at or before `at`."""
-    idx = _user_positions(scored, dataset_id, user_id, at)
+    idx = user_event_positions(scored, dataset_id, user_id, at)
     last = idx[-1]
     shares = pd.DataFrame({"topic": list(scored.topics.labels), "share": scored.topic_probs[last]})
     shares = shares.sort_values("share", ascending=False, kind="stable").reset_index(drop=True)
@@ -865,7 +871,7 @@ def user_profile(scored: ScoredEvents, dataset_id: int, user_id: str, at: dateti
 @analyst_only
 def user_drift(scored: ScoredEvents, dataset_id: int, user_id: str, window: str = "week") -> Drift:
     """Drift of one user's interests across `window`s (no k threshold: one identified user)."""
-    return _drift(scored, _user_positions(scored, dataset_id, user_id), window, 1)
+    return _drift(scored, user_event_positions(scored, dataset_id, user_id), window, 1)
 
 
 @dataclass
@@ -910,3 +916,170 @@ def next_interests(
         frame = frame[frame["distance_km"] <= scored.config.analytics.next_radius_km]
     venues = frame.sort_values("score", ascending=False, kind="stable").head(k).reset_index(drop=True)
     return NextInterests(topics.reset_index(drop=True), venues, profile.at)
+
+
+# --------------------------------------------------------------------------------------------
+# Edges: the CLI's and URLs' text forms of filters, and JSON-ready records
+
+
+def parse_ranges(text: str, low: int, high: int) -> tuple[int, ...]:
+    """'18-23,0-2' -> (0, 1, 2, 18, ..., 23); a range may wrap ('22-2' = 22, 23, 0, 1, 2)."""
+    values: set[int] = set()
+    for part in text.split(","):
+        part = part.strip()
+        if not part:
+            continue
+        try:
+            a, _, b = part.partition("-")
+            start, end = int(a), int(b) if b else int(a)
+        except ValueError:
+            raise ValueError(f"not a number or range: {part!r} (use e.g. 18-23,0-2)") from None
+        if not (low <= start <= high and low <= end <= high):
+            raise ValueError(f"{part!r} is outside {low}..{high}")
+        span = range(start, end + 1) if start <= end else [*range(start, high + 1), *range(low, end + 1)]
+        values.update(span)
+    return tuple(sorted(values))
+
+
+def region_from_text(text: str) -> dict[str, Any]:
+    """A region argument as Filters fields: a GeoJSON file path, or comma-separated H3 cells (hex)."""
+    import h3
+
+    from pathlib import Path
+
+    path = Path(text)
+    if path.suffix.lower() in (".geojson", ".json") or path.exists():
+        if not path.exists():
+            raise ValueError(f"no GeoJSON file at {path}")
+        return {"geojson": path.read_text(encoding="utf-8")}
+    cells = []
+    for item in text.split(","):
+        item = item.strip()
+        if item and not h3.is_valid_cell(item):
+            raise ValueError(f"not an H3 cell or a GeoJSON file: {item!r}")
+        if item:
+            cells.append(h3.str_to_int(item))
+    return {"cells": tuple(cells)}
+
+
+def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
+    """JSON-ready rows: H3 cells as hex strings, timestamps as ISO text, numpy scalars as Python."""
+    import h3
+
+    out = frame.copy()
+    if "cell" in out:
+        out["cell"] = [h3.int_to_str(int(c)) for c in out["cell"]]
+    for column in out.columns:
+        if pd.api.types.is_datetime64_any_dtype(out[column]):
+            out[column] = out[column].map(lambda t: None if pd.isna(t) else t.isoformat())
+    return json.loads(out.to_json(orient="records", date_format="iso"))
+
+
+def filters_from_options(
+    store: Store,
+    *,
+    datasets: list[str] | None = None,
+    date_from: str | None = None,
+    date_to: str | None = None,
+    hours: str | None = None,
+    days: str | None = None,
+    region: str | None = None,
+    topic: str | None = None,
+) -> Filters:
+    """Filters from text options (CLI): dataset names, ISO dates, '18-23' hours, '0-4' days, region, topic."""
+    ids = None
+    if datasets:
+        ids = []
+        for name in datasets:
+            dataset_id = store.dataset_id(name)
+            if dataset_id is None:
+                known = ", ".join(store.datasets()["name"].tolist()) or "none"
+                raise ValueError(f"no dataset named {name!r} (datasets: {known})")
+            ids.append(dataset_id)
+    return Filters(
+        datasets=ids,
+        date_from=date_from,
+        date_to=date_to,
+        hours=parse_ranges(hours, 0, 23) if hours else None,
+        days_of_week=parse_ranges(days, 0, 6) if days else None,
+        topic=topic,
+        **(region_from_text(region) if region else {}),
+    )
+
+
+def _table(frame: pd.DataFrame, columns: list[str], rows: int) -> str:
+    shown = frame[columns].head(rows).copy()
+    if "cell" in shown:
+        shown["cell"] = [h3_str(c) for c in shown["cell"]]
+    return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(shown) else "  (nothing to show)"
+
+
+def h3_str(cell: int) -> str:
+    """One H3 int cell as the hex string shown to people."""
+    import h3
+
+    return h3.int_to_str(int(cell))
+
+
+def query_command(
+    store: Store, config: Config, encoder: Any, phrase: str, filters: Filters, resolution: int = 8, top: int = 10
+) -> tuple[dict[str, Any], str]:
+    """`interestgeo query`: (JSON-ready payload, text for people)."""
+    scored = load_scored(store, config)
+    result = query_interest(scored, phrase, embed_phrase(encoder, phrase), filters, resolution)
+    payload = {
+        "phrase": phrase,
+        "resolution": resolution,
+        "filters": filters.to_dict(),
+        "cells": to_records(result.cells.head(top)),
+        "cells_total": len(result.cells),
+        "hidden_cells": result.hidden,
+        "time_profile": to_records(result.time_profile),
+        "hidden_times": result.hidden_times,
+        "strong_interest_threshold": result.threshold,
+    }
+    best_times = result.time_profile.sort_values("score", ascending=False).head(5)
+    day_names = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
+    text = "\n".join(
+        [
+            f"where people are into {phrase!r} (H3 resolution {resolution}; "
+            f"{result.hidden} cells hidden: fewer than {scored.k} users)",
+            _table(result.cells, ["rank", "cell", "score", "strong_users", "users", "events"], top),
+            "when (best hours of the week): "
+            + ", ".join(f"{day_names[int(r.dow)]} {int(r.hour):02d}h ({r.score:.3f})" for r in best_times.itertuples()),
+        ]
+    )
+    return payload, text
+
+
+def drift_command(
+    store: Store,
+    config: Config,
+    filters: Filters,
+    window: str = "week",
+    user: tuple[int, str] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """`interestgeo drift`: drift of a region (the filters) or of one user (analyst-only)."""
+    scored = load_scored(store, config)
+    drift = user_drift(scored, user[0], user[1], window) if user else region_drift(scored, filters, window)
+    subject = f"user {user[1]!r}" if user else "the selected region"
+    payload = {
+        "subject": "user" if user else "region",
+        "window": window,
+        "filters": filters.to_dict(),
+        "timeline": to_records(drift.timeline),
+        "topics": to_records(drift.topics),
+        "hidden_windows": drift.hidden,
+    }
+    changes = drift.timeline[drift.timeline["change_point"]]
+    text = "\n".join(
+        [
+            f"interest drift of {subject} per {window} ({len(drift.timeline)} windows, {drift.hidden} hidden: "
+            f"fewer than {scored.k} users)",
+            _table(drift.timeline, ["window_start", "users", "events", "distance", "change_point"], 200),
+            "change points: " + (", ".join(str(t.date()) for t in changes["window_start"]) or "none"),
+            "rising: " + ", ".join(f"{r.topic} ({r.change:+.3f})" for r in drift.topics.head(3).itertuples()),
+            "falling: " + ", ".join(f"{r.topic} ({r.change:+.3f})" for r in drift.topics.tail(3)[::-1].itertuples()),
+        ]
+    )
+    return payload, text

@@ -359,3 +359,55 @@ def _score_update(
     return ScoreReport(
         source.name, "update", len(new), len(affected), len(histories), elapsed, len(topics), topics.source, since_text
     )
+
+
+def score_command(
+    store: Store,
+    config: Config,
+    *,
+    datasets: list[str] | None = None,
+    since: str | None = None,
+    refresh_topics: bool = False,
+    source_name: str = "model",
+    show_progress: bool = True,
+) -> tuple[dict[str, Any], str]:
+    """`interestgeo score`: (JSON-ready payload, text for people). `since` is a time or "new"."""
+    from tqdm.auto import tqdm
+
+    from interestgeo.text import TextEncoder
+
+    ids = None
+    if datasets:
+        ids = [store.dataset_id(name) for name in datasets]
+        if None in ids:
+            raise ValueError(f"unknown dataset among {', '.join(datasets)}")
+    encoder = TextEncoder(config.text)
+    if source_name == "recency":
+        source: VectorSource = RecencySource(_text_vectors_fn(store, encoder))
+    else:
+        try:
+            source = load_source(store, config)
+        except (LookupError, FileNotFoundError) as exc:
+            raise LookupError(f"no trained model ({exc}): run `interestgeo train` first") from None
+    bar = tqdm(total=100, desc="scoring", unit="%", disable=not show_progress)
+
+    def progress(fraction: float, message: str) -> None:
+        bar.n = round(100 * fraction)
+        bar.set_postfix_str(message)
+        bar.refresh()
+
+    update = since is not None
+    since_time = None if since in (None, "new") else since
+    try:
+        report = score_store(
+            store, config, source=source, encoder=encoder, datasets=ids, since=since_time,
+            update=update, refresh_topics=refresh_topics, progress=progress,
+        )
+    finally:
+        bar.close()
+    text = (
+        f"scored {report.events:,} events of {report.users:,} users with {report.source!r} ({report.mode}): "
+        f"{report.elapsed_s:.1f} s, {report.events_per_s:,.0f} events/s through the model, "
+        f"{report.seconds_per_1000:.3f} s per 1,000 events; {report.topics} topics from {report.topics_source}"
+    )
+    return report.to_dict(), text

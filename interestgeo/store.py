@@ -643,6 +643,15 @@ class Store:
             for statement in self._ANALYTICS_SCHEMA:
                 self.con.execute(statement)
 
+    def _arrow_query(self, sql: str, params: list[Any] | None = None) -> Any:
+        """Run a query through the relation API (Arrow without an extra copy).
+
+        `complete()` first: a DB-API result left half-read (a `fetchone()` anywhere) otherwise
+        blocks the relation API on this connection.
+        """
+        self.con.complete()
+        return self.con.sql(sql, params=params)
+
     @staticmethod
     def _vectors_frame(columns: dict[str, Any], vectors: np.ndarray) -> Any:
         """An Arrow table of `columns` plus a FLOAT[] `vector` column from a (N, D) array."""
@@ -706,7 +715,7 @@ class Store:
         if not self._analytics_tables_exist():
             return np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros((0, 0), np.float32), ""
         ids = _id_list(datasets)
-        table = self.con.sql(
+        table = self._arrow_query(
             """SELECT event_id, topic, vector FROM event_vectors
                WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)
                ORDER BY event_id""",
@@ -733,7 +742,7 @@ class Store:
         ids = _id_list(datasets)
         start = None if local_from is None else pd.Timestamp(local_from).to_pydatetime()
         columns = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
-        table = self.con.sql(
+        table = self._arrow_query(
             f"""SELECT {columns}, v.topic, v.vector FROM events e JOIN event_vectors v USING (event_id)
                 WHERE (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], e.dataset_id))
                   AND (?::TIMESTAMP IS NULL OR e.local_ts >= ?::TIMESTAMP)
@@ -805,7 +814,7 @@ class Store:
 
         if not self._analytics_tables_exist():
             return None
-        table = self.con.sql("SELECT label, source, vector FROM analytics_topics ORDER BY topic_id").to_arrow_table()
+        table = self._arrow_query("SELECT label, source, vector FROM analytics_topics ORDER BY topic_id").to_arrow_table()
         if table.num_rows == 0:
             return None
         labels = tuple(table.column("label").to_pylist())
@@ -880,7 +889,7 @@ class Store:
         ids = _id_list(datasets)
         if table == "cell_window_vectors":
             k = self.config.privacy.k_min_users if k is None else int(k)
-            result = self.con.sql(
+            result = self._arrow_query(
                 """SELECT dataset_id, resolution, window_size, window_start, cell, events, users, coherence, vector
                    FROM cell_window_vectors
                    WHERE window_size = ? AND (?::TINYINT IS NULL OR resolution = ?::TINYINT)
@@ -892,7 +901,7 @@ class Store:
             k = 0
             uid = None if user is None else user[1]
             did = None if user is None else int(user[0])
-            result = self.con.sql(
+            result = self._arrow_query(
                 """SELECT dataset_id, user_id, window_size, window_start, events, vector
                    FROM user_window_vectors
                    WHERE window_size = ? AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
@@ -1078,7 +1087,10 @@ def cell_window_counts(
     for resolution in resolutions:
         parent_of_unique = cell_to_parent(unique_cells, resolution)  # sorted, as unique_cells is
         changed = np.concatenate([[False], parent_of_unique[1:] != parent_of_unique[:-1]])
-        parents[resolution] = (np.cumsum(changed), parent_of_unique[~np.concatenate([[False], changed[1:]])])
+        run_starts = changed.copy()
+        run_starts[0] = True
+        # (parent rank of each unique cell, the distinct parents in rank order)
+        parents[resolution] = (np.cumsum(changed), parent_of_unique[run_starts])
     parts = [empty]
     for window, width in _WINDOW_HOURS.items():
         offset = _MONDAY_OFFSET_H if window == "week" else 0

@@ -65,3 +65,45 @@ def random_city(n_users: int = 12, events_per_user: int = 30, seed: int = 0) -> 
             rows.append((1 + (u % 2), f"u{u}", ts.isoformat(), lat, lon, f"text {rng.integers(6)}", int(rng.integers(4))))
     events = make_events(rows)
     return events, rng.normal(size=(len(events), DIM))
+
+
+VENUES = [
+    # venue_id, name, category, category_path, lat, lon
+    ("v1", "Blue Note", "Jazz Club", "Arts and Entertainment > Music Venue > Jazz Club", 40.7309, -74.0006),
+    ("v2", "Joe's Pizza", "Pizza Place", "Dining and Drinking > Restaurant > Pizza Place", 40.7306, -73.9891),
+    ("v3", "Central Park", "Park", "Landmarks and Outdoors > Park", 40.7812, -73.9665),
+    ("v4", "JFK Terminal 4", "Airport", "Travel and Transportation > Airport", 40.6441, -73.7822),
+    ("v5", "Blink Fitness", "Gym", "Sports and Recreation > Gym", 40.7527, -73.9772),
+    ("v6", "Stumptown", "Coffee Shop", "Dining and Drinking > Cafe > Coffee Shop", 40.7457, -73.9880),
+]
+
+
+def write_checkins(path, users: list[str], start: str, days: int, per_user: int, seed: int) -> None:
+    """A small NYC-format check-in CSV: each user favours two venues, visited at random times."""
+    import csv
+    import gzip
+
+    rng = np.random.default_rng(seed)
+    t0 = pd.Timestamp(start, tz="UTC")
+    with gzip.open(path, "wt", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(["user_id", "venue_id", "venue_name", "venue_category", "category_path",
+                         "latitude", "longitude", "utc_time", "tz_offset_min"])
+        for user in users:
+            favourites = rng.choice(len(VENUES), size=2, replace=False)
+            for _ in range(per_user):
+                v = VENUES[favourites[0] if rng.random() < 0.45 else favourites[1] if rng.random() < 0.6 else rng.integers(len(VENUES))]
+                ts = t0 + pd.Timedelta(minutes=int(rng.integers(0, days * 24 * 60)))
+                writer.writerow([user, v[0], v[1], v[2], v[3], v[4], v[5], ts.strftime("%Y-%m-%dT%H:%M:%SZ"), -240])
+
+
+def ingest(store, path, config, dataset: str) -> int:
+    """Ingest a file written by write_checkins with the demo's explicit column mapping."""
+    from interestgeo.ingest import detect_columns, ingest_file
+
+    mapping = detect_columns(path).with_overrides(
+        {"user_id": "user_id", "ts": "utc_time", "lat": "latitude", "lon": "longitude",
+         "text": "venue_name+venue_category", "item_id": "venue_id", "category": "venue_category",
+         "category_path": "category_path", "tz_offset_min": "tz_offset_min"}
+    )
+    return ingest_file(store, path, config=config, mapping=mapping, dataset=dataset).dataset_id

@@ -1,0 +1,133 @@
+"""Scoring a real (tiny) store: stored vectors and aggregates, dynamic update == full re-score, the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from analytics_data import ingest, write_checkins
+from interestgeo import analytics as an
+from interestgeo.cli import main
+from interestgeo.config import Config, PrivacyConfig
+from interestgeo.score import RecencySource, score_store
+from interestgeo.store import Store
+from interestgeo.text import TextEncoder, embed_texts
+
+USERS_A = [f"u{i}" for i in range(12)]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return TextEncoder(Config().text)
+
+
+@pytest.fixture(scope="module")
+def files(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    folder = tmp_path_factory.mktemp("checkins")
+    first, second = folder / "april.csv.gz", folder / "may.csv.gz"
+    write_checkins(first, USERS_A, "2012-04-02", days=28, per_user=25, seed=1)
+    write_checkins(second, ["n1", "n2", "n3"], "2012-04-20", days=20, per_user=15, seed=2)
+    return first, second
+
+
+def config_for(db: Path, k: int = 2) -> Config:
+    config = Config(privacy=PrivacyConfig(k_min_users=k)).with_db(db)
+    return dataclasses.replace(config, analytics=dataclasses.replace(config.analytics, stored_resolutions=(8, 9)))
+
+
+def recency(store: Store, encoder: TextEncoder) -> RecencySource:
+    return RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None))
+
+
+def snapshot(store: Store) -> dict[str, object]:
+    events, vectors = store.scored_events()
+    cells, cell_vectors, _ = store.window_vectors("cell_window_vectors", "week", k=0)
+    users, user_vectors, _ = store.window_vectors("user_window_vectors", "week")
+    return {
+        "events": events[["event_id", "topic"]],
+        "vectors": vectors,
+        "cells": cells.drop(columns=["coherence"]),
+        "coherence": cells["coherence"].to_numpy(),
+        "cell_vectors": cell_vectors,
+        "users": users,
+        "user_vectors": user_vectors,
+    }
+
+
+def assert_same(a: dict[str, object], b: dict[str, object]) -> None:
+    for key in a:
+        if isinstance(a[key], pd.DataFrame):
+            pd.testing.assert_frame_equal(a[key].reset_index(drop=True), b[key].reset_index(drop=True), obj=key)
+        else:
+            np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
+
+
+def test_full_score_stores_unit_vectors_topics_and_the_same_aggregates_analytics_computes(
+    tmp_path: Path, files: tuple[Path, Path], encoder: TextEncoder
+) -> None:
+    config = config_for(tmp_path / "s.duckdb")
+    with Store.open(config.store.path, config=config) as store:
+        ingest(store, files[0], config, "april")
+        report = score_store(store, config, source=recency(store, encoder), encoder=encoder)
+        n_events = len(store.events())
+        assert report.events == n_events and report.mode == "full" and report.events_per_s > 0
+        scored = an.load_scored(store, config)
+        assert len(scored) == n_events and scored.unscored == 0
+        np.testing.assert_allclose(np.linalg.norm(scored.vectors, axis=1), 1.0, atol=1e-5)
+        assert set(scored.topics.labels) == {
+            "Arts and Entertainment", "Dining and Drinking", "Landmarks and Outdoors",
+            "Travel and Transportation", "Sports and Recreation",
+        }
+        jazz = scored.events["text"] == "Blue Note, Jazz Club"
+        assert (scored.events.loc[jazz, "topic"] == scored.topics.index("Arts and Entertainment")).all()
+        for resolution in (8, 9):
+            stored, vectors, hidden = store.window_vectors("cell_window_vectors", "week", resolution=resolution)
+            fresh = an.region_vectors(scored, an.Filters(), resolution, window="week")
+            assert hidden == fresh.hidden and (stored["users"] >= config.privacy.k_min_users).all()
+            expected = fresh.cells.sort_values(["window_start", "cell"]).index
+            np.testing.assert_array_equal(stored["cell"].to_numpy(), fresh.cells.loc[expected, "cell"].to_numpy())
+            np.testing.assert_allclose(vectors, fresh.vectors[expected], atol=1e-5)
+
+
+def test_dynamic_update_equals_a_full_rescore(tmp_path: Path, files: tuple[Path, Path], encoder: TextEncoder) -> None:
+    config = config_for(tmp_path / "d.duckdb")
+    with Store.open(config.store.path, config=config) as store:
+        source = recency(store, encoder)
+        ingest(store, files[0], config, "april")
+        score_store(store, config, source=source, encoder=encoder)
+        ingest(store, files[1], config, "may")  # new events: a new dataset's users
+        update = score_store(store, config, source=source, encoder=encoder, update=True)
+        assert update.mode == "update" and update.events == len(store.events([2]))
+        after_update = snapshot(store)
+        # events from a time on are re-scored too (e.g. after a correction), still the same result
+        again = score_store(store, config, source=source, encoder=encoder, since="2012-04-25T00:00:00Z")
+        assert 0 < again.events < len(store.events())
+        assert_same(after_update, snapshot(store))
+        score_store(store, config, source=source, encoder=encoder)  # full re-score, same topics
+        assert_same(after_update, snapshot(store))
+
+
+def test_cli_scores_queries_and_reports_drift_as_json(
+    tmp_path: Path, files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
+) -> None:
+    db = tmp_path / "c.duckdb"
+    config = config_for(db)
+    with Store.open(db, config=config) as store:
+        ingest(store, files[0], config, "april")
+    assert main(["score", "--db", str(db), "--source", "recency", "--json"]) == 0
+    scored = json.loads(capsys.readouterr().out)
+    assert scored["events"] == 300 and scored["mode"] == "full"
+    assert main(["query", "jazz club", "--db", str(db), "--json", "--resolution", "9", "--hours", "0-23"]) == 0
+    query = json.loads(capsys.readouterr().out)
+    assert {"cells", "hidden_cells", "time_profile", "hidden_times"} <= set(query)
+    assert all(cell["users"] >= Config().privacy.k_min_users for cell in query["cells"])
+    assert main(["drift", "--db", str(db), "--user", "u1", "--json"]) == 0
+    drift = json.loads(capsys.readouterr().out)
+    assert drift["subject"] == "user" and len(drift["timeline"]) >= 3
+    assert main(["query", "jazz", "--db", str(tmp_path / "empty.duckdb")]) == 2
+    assert "run `interestgeo score`" in capsys.readouterr().err
