@@ -164,7 +164,8 @@ class ColumnMapping:
         return out
 
     def to_dict(self) -> dict[str, object]:
-        return {**{k: list(v) if k == "text" else v[0] for k, v in self.used_columns().items()}}
+        """The mapped fields only, JSON-ready (text as a list); stored with each dataset."""
+        return {k: list(v) if k == "text" else v[0] for k, v in self.used_columns().items()}
 
 
 def _split_override(item: str) -> tuple[str, str]:

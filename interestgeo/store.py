@@ -279,14 +279,17 @@ class Store:
             raise ValueError(f"resolution must be 0..{self.base_resolution} (the base resolution)")
         and_mask, or_mask = parent_masks(resolution)
         return self.con.execute(
-            f"""SELECT (cell & ?) | ? AS cell, date_trunc('{WINDOWS[window]}', local_ts) AS window_start,
-                       count(*)::BIGINT AS events,
+            f"""SELECT parent AS cell, ws AS window_start, count(*)::BIGINT AS events,
                        count(DISTINCT (dataset_id, user_id))::BIGINT AS users
-                FROM events
-                WHERE (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
-                GROUP BY ALL
-                HAVING ?::TIMESTAMP IS NULL OR window_start = ?::TIMESTAMP
-                ORDER BY window_start, cell""",
+                FROM (
+                    SELECT (cell & ?) | ? AS parent, date_trunc('{WINDOWS[window]}', local_ts) AS ws,
+                           dataset_id, user_id
+                    FROM events
+                    WHERE (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
+                )
+                WHERE ?::TIMESTAMP IS NULL OR ws = ?::TIMESTAMP
+                GROUP BY parent, ws
+                ORDER BY ws, parent""",
             [and_mask, or_mask, ids, ids, start, start],
         ).df()
 

@@ -1,0 +1,165 @@
+"""The store: events() format, cell x window aggregates against pandas, the k threshold, deletes."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import h3
+import numpy as np
+import pandas as pd
+import pytest
+
+from interestgeo.config import Config
+from interestgeo.ingest import ingest_file
+from interestgeo.store import Store, cell_window_counts
+
+EVENT_DTYPES = {
+    "dataset_id": "int32", "event_id": "int64", "user_id": "str", "ts": "datetime64[us, UTC]",
+    "local_ts": "datetime64[us]", "tz_offset_min": "Int16", "lat": "float64", "lon": "float64", "text": "str",
+    "cell": "int64", "local_hour": "int8", "dow": "int8",
+}
+OPTIONAL_TEXT = ("item_id", "category", "category_path", "event_type")
+
+
+def _expected_aggregates(events: pd.DataFrame, resolution: int, window: str) -> pd.DataFrame:
+    """The same aggregation computed independently: h3-py parents, pandas windows, nunique users."""
+    frame = events.copy()
+    frame["cell"] = [h3.str_to_int(h3.cell_to_parent(h3.int_to_str(int(c)), resolution)) for c in frame["cell"]]
+    if window == "week":
+        day = frame["local_ts"].dt.floor("D")
+        frame["window_start"] = day - pd.to_timedelta(day.dt.day_of_week, unit="D")
+    else:
+        frame["window_start"] = frame["local_ts"].dt.floor({"hour": "h", "day": "D"}[window])
+    frame["user_key"] = frame["dataset_id"].astype(str) + ":" + frame["user_id"]
+    out = frame.groupby(["cell", "window_start"]).agg(events=("event_id", "size"), users=("user_key", "nunique"))
+    return out.reset_index().sort_values(["window_start", "cell"]).reset_index(drop=True)
+
+
+def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
+    frame = frame.sort_values(["window_start", "cell"]).reset_index(drop=True)
+    return frame.astype({"window_start": "datetime64[us]", "events": "int64", "users": "int64"})
+
+
+def test_events_columns_dtypes_and_order(sample_store: Store) -> None:
+    events = sample_store.events()
+    assert list(events.columns) == list(EVENT_DTYPES)[:9] + list(OPTIONAL_TEXT) + ["cell", "local_hour", "dow"]
+    for column, dtype in EVENT_DTYPES.items():
+        assert str(events[column].dtype) == dtype, column
+    for column in OPTIONAL_TEXT:
+        assert all(v is None or isinstance(v, str) for v in events[column]), column
+    assert events["event_id"].is_unique
+    key = events[["dataset_id", "user_id", "ts", "event_id"]]
+    pd.testing.assert_frame_equal(key, key.sort_values(list(key.columns)).reset_index(drop=True))
+    assert len(events) == 300
+    expected_cells = [h3.str_to_int(h3.latlng_to_cell(a, b, 10)) for a, b in zip(events["lat"], events["lon"], strict=True)]
+    assert events["cell"].tolist() == expected_cells
+
+
+def test_events_filter_by_dataset(sample_store: Store, tmp_config: Config, fixtures_dir: Path) -> None:
+    other = ingest_file(sample_store, fixtures_dir / "unicode.csv", config=tmp_config)
+    assert set(sample_store.events()["dataset_id"]) == {1, other.dataset_id}
+    assert set(sample_store.events([other.dataset_id])["user_id"]) == {"u1", "u2", "u3", "u4", "u5"}
+    assert sample_store.events([]).empty
+
+
+@pytest.mark.parametrize("window", ["hour", "day", "week"])
+@pytest.mark.parametrize("resolution", [6, 7, 8, 9, 5, 10])
+def test_cell_aggregates_match_pandas(sample_store: Store, resolution: int, window: str) -> None:
+    # 6-9 come from the precomputed table, 5 and 10 are derived from events on the fly.
+    got, hidden = sample_store.cell_aggregates(resolution, window, k=1)
+    assert hidden == 0
+    assert got["cell"].dtype == np.int64
+    pd.testing.assert_frame_equal(_sorted(got), _expected_aggregates(sample_store.events(), resolution, window))
+
+
+def test_k_threshold_hides_small_groups_and_counts_them(sample_store: Store) -> None:
+    everything, _ = sample_store.cell_aggregates(6, "week", k=1)
+    for k in (2, 3, 5):
+        shown, hidden = sample_store.cell_aggregates(6, "week", k=k)
+        assert (shown["users"] >= k).all()
+        assert hidden == int((everything["users"] < k).sum())
+        assert len(shown) + hidden == len(everything)
+    assert hidden > 0 and len(shown) > 0  # the sample exercises both sides at k=5
+
+
+def test_k_defaults_to_the_privacy_config(tmp_path: Path, demo_sample_csv: Path) -> None:
+    config = Config().with_db(tmp_path / "k.duckdb")
+    with Store.open(config.store.path, config=config) as store:
+        ingest_file(store, demo_sample_csv, config=config)
+        everything, _ = store.cell_aggregates(6, "week", k=1)
+        shown, hidden = store.cell_aggregates(6, "week")
+    assert config.privacy.k_min_users == 10
+    assert hidden == int((everything["users"] < 10).sum())
+    assert len(shown) == int((everything["users"] >= 10).sum())
+
+
+def test_one_window_start_and_several_datasets(
+    sample_store: Store, tmp_config: Config, demo_sample_csv: Path, tmp_path: Path
+) -> None:
+    # A second dataset with the same user ids: users are (dataset, user), so they add up.
+    copy = tmp_path / "again.csv"
+    lines = demo_sample_csv.read_text(encoding="utf-8").splitlines(keepends=True)
+    copy.write_text("".join(lines[:1] + lines[1:150] + ["\n"]), encoding="utf-8")
+    ingest_file(sample_store, copy, config=tmp_config)
+    expected = _expected_aggregates(sample_store.events(), 7, "day")
+    both, _ = sample_store.cell_aggregates(7, "day", k=1)
+    pd.testing.assert_frame_equal(_sorted(both), expected)
+    busiest = expected.groupby("window_start")["events"].sum().idxmax()
+    one, _ = sample_store.cell_aggregates(7, "day", window_start=busiest, datasets=[1, 2], k=1)
+    pd.testing.assert_frame_equal(_sorted(one), expected[expected["window_start"] == busiest].reset_index(drop=True))
+    only_first, _ = sample_store.cell_aggregates(7, "day", datasets=[1], k=1)
+    pd.testing.assert_frame_equal(
+        _sorted(only_first), _expected_aggregates(sample_store.events([1]), 7, "day")
+    )
+    assert list(sample_store.window_starts("day")) == sorted(expected["window_start"].unique())
+
+
+def test_cell_window_counts_matches_pandas_on_random_data() -> None:
+    rng = np.random.default_rng(3)
+    n = 5_000
+    lat, lon = rng.normal(40.73, 0.05, n), rng.normal(-73.95, 0.05, n)
+    cells = np.array([h3.str_to_int(h3.latlng_to_cell(a, b, 10)) for a, b in zip(lat, lon, strict=True)])
+    users = rng.integers(0, 40, n)
+    hours = rng.integers(372_000, 372_000 + 24 * 60, n)
+    local_ts = pd.to_datetime(hours * 3600, unit="s").astype("datetime64[us]")
+    events = pd.DataFrame({"dataset_id": 1, "event_id": np.arange(n), "user_id": users.astype(str),
+                           "cell": cells, "local_ts": local_ts})
+    got = cell_window_counts(users, cells, hours, (6, 8))
+    for (resolution, window), part in got.groupby(["resolution", "window_size"], observed=True):
+        expected = _expected_aggregates(events, int(resolution), str(window))
+        pd.testing.assert_frame_equal(_sorted(part[["cell", "window_start", "events", "users"]]), expected)
+
+
+def test_unknown_window_and_resolution_raise(sample_store: Store) -> None:
+    with pytest.raises(ValueError, match="window"):
+        sample_store.cell_aggregates(8, "month")
+    with pytest.raises(ValueError, match="resolution"):
+        sample_store.cell_aggregates(11, "day")
+
+
+def test_delete_dataset_removes_everything_derived(sample_store: Store) -> None:
+    assert sample_store.delete_dataset(1) is True
+    for table in ("events", "datasets", "rejects", "cell_windows"):
+        assert sample_store.con.execute(f"SELECT count(*) FROM {table}").fetchall() == [(0,)]
+    assert sample_store.delete_dataset(1) is False
+
+
+def test_datasets_row(sample_store: Store, demo_sample_csv: Path) -> None:
+    row = sample_store.datasets().iloc[0]
+    assert list(sample_store.datasets().columns) == [
+        "dataset_id", "name", "source", "content_hash", "rows_read", "rows_stored", "rows_rejected",
+        "duplicates_skipped", "ts_min", "ts_max", "loaded_at",
+    ]
+    events = sample_store.events()
+    assert (row["name"], row["rows_read"], row["rows_stored"]) == ("nyc-sample", 300, 300)
+    assert (row["ts_min"], row["ts_max"]) == (events["ts"].min(), events["ts"].max())
+    assert row["source"] == str(demo_sample_csv)
+
+
+def test_read_only_open(tmp_path: Path, sample_store: Store) -> None:
+    with pytest.raises(FileNotFoundError):
+        Store.open(tmp_path / "nope.duckdb", read_only=True)
+    sample_store.close()
+    with Store.open(sample_store.path, read_only=True) as store:
+        assert len(store.events()) == 300
+        assert store.base_resolution == 10
