@@ -1,0 +1,101 @@
+"""The `interestgeo` command line: ingest and demo (exit codes, JSON, no tracebacks)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from interestgeo.cli import DEMO_DATASET, main
+from interestgeo.store import Store
+
+
+def _run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    code = main(list(argv))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def test_ingest_json_reports_counts_and_rejects(capsys, tmp_path: Path, fixtures_dir: Path) -> None:
+    db = tmp_path / "cli.duckdb"
+    code, out, err = _run(capsys, "ingest", str(fixtures_dir / "bad" / "bad_rows.csv"), "--db", str(db), "--json")
+    assert (code, err) == (0, "")
+    payload = json.loads(out)
+    assert (payload["rows_read"], payload["rows_stored"], payload["rows_rejected"], payload["duplicates_skipped"]) == (
+        20, 3, 16, 1)
+    assert payload["rejects"][0] == {"line": 3, "reason": "empty user_id",
+                                     "raw": ",v1,Joe's Coffee,Coffee Shop,40.7359,-73.9911,2012-04-03T18:00:09Z,-240"}
+    assert payload["already_loaded"] is False and payload["events_per_s"] > 0
+    code, out, _ = _run(capsys, "ingest", str(fixtures_dir / "bad" / "bad_rows.csv"), "--db", str(db), "--json")
+    assert code == 0 and json.loads(out)["already_loaded"] is True
+
+
+def test_ingest_text_summary(capsys, tmp_path: Path, fixtures_dir: Path) -> None:
+    code, out, _ = _run(capsys, "ingest", str(fixtures_dir / "bad" / "bad_rows.csv"), "--db", str(tmp_path / "c.duckdb"))
+    assert code == 0
+    assert "rows read 20, stored 3, rejected 16, duplicates skipped 1" in out
+    assert "line 3: empty user_id" in out
+
+
+def test_ingest_several_files_and_map(capsys, tmp_path: Path, fixtures_dir: Path, demo_sample_csv: Path) -> None:
+    db = tmp_path / "m.duckdb"
+    code, out, _ = _run(capsys, "ingest", str(demo_sample_csv), str(fixtures_dir / "unicode.csv"), "--db", str(db),
+                        "--json")
+    assert code == 0
+    assert [f["rows_stored"] for f in json.loads(out)["files"]] == [300, 5]
+    code, out, _ = _run(capsys, "ingest", str(fixtures_dir / "latin1.csv"), "--db", str(db), "--dataset", "cats",
+                        "--map", "text=venue_category", "--json")
+    assert code == 0 and json.loads(out)["dataset"] == "cats"
+    with Store.open(db, read_only=True) as store:
+        cats = store.events([store.dataset_id("cats")])
+    assert cats["text"].tolist() == ["Café", "Bakery"]
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["tests/fixtures/unusable/no_location.csv"], "no usable lat/lon column"),
+        (["tests/fixtures/unusable/empty.csv"], "the file is empty"),
+        (["tests/fixtures/nyc_sample.csv", "--map", "text=nope"], "no column 'nope'"),
+        (["tests/fixtures/nyc_sample.csv", "--map", "colour=venue_name"], "unknown field"),
+        (["tests/fixtures/missing.csv"], "no such file"),
+    ],
+)
+def test_unusable_input_is_one_line_and_exit_2(capsys, tmp_path: Path, args: list[str], message: str) -> None:
+    root = Path(__file__).parent.parent
+    args = [str(root / a) if a.startswith("tests/") else a for a in args]
+    code, out, err = _run(capsys, "ingest", *args, "--db", str(tmp_path / "x.duckdb"))
+    assert code == 2 and out == ""
+    assert err.startswith("interestgeo ingest: ") and message in err
+    assert err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_console_script_never_shows_a_traceback(tmp_path: Path, fixtures_dir: Path) -> None:
+    result = subprocess.run(
+        [sys.executable, "-m", "interestgeo.cli", "ingest", str(fixtures_dir / "unusable" / "binary.csv"),
+         "--db", str(tmp_path / "s.duckdb")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert result.returncode == 2
+    assert result.stderr.strip() == "interestgeo ingest: binary.csv: not a CSV (binary data)"
+
+
+def test_demo_loads_once(capsys, tmp_path: Path) -> None:
+    db = tmp_path / "demo.duckdb"
+    code, out, _ = _run(capsys, "demo", "--db", str(db))
+    assert code == 0 and "rows read 113,344" in out
+    code, out, _ = _run(capsys, "demo", "--db", str(db))
+    assert code == 0 and "already loaded" in out
+    with Store.open(db, read_only=True) as store:
+        datasets = store.datasets()
+        assert datasets["name"].tolist() == [DEMO_DATASET]
+        events = store.events()
+    assert len(events) == datasets["rows_stored"].iloc[0]
+    assert events["item_id"].notna().all() and events["category"].notna().all()
+    assert events["category_path"].notna().mean() > 0.99  # a few venues have no current path
+    # text = venue name + ", " + category, or the category alone when the name is empty.
+    assert (events["text"] == events["category"]).any()
+    assert (events["text"].str.endswith(", " + events["category"])).any()
