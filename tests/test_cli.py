@@ -98,4 +98,6 @@ def test_demo_loads_once(capsys, tmp_path: Path) -> None:
     assert events["category_path"].notna().mean() > 0.99  # a few venues have no current path
     # text = venue name + ", " + category, or the category alone when the name is empty.
     assert (events["text"] == events["category"]).any()
-    assert (events["text"].str.endswith(", " + events["category"])).any()
+    composed = [t == f"{t.rsplit(', ', 1)[0]}, {c}" for t, c in zip(events["text"], events["category"], strict=True)]
+    assert any(composed)
+    assert all(ok or t == c for ok, t, c in zip(composed, events["text"], events["category"], strict=True))
