@@ -12,20 +12,20 @@ import streamlit as st
 
 from pages._common import app_config, filter_bar, role, run_guarded
 
-# Emoji icons only: Streamlit fetches Material-icon favicons from fonts.gstatic.com, which fails offline;
-# emoji favicons are inline SVG.
+# An emoji favicon is inline SVG. Without page_icon, Streamlit uses the page's Material icon as the
+# favicon and fetches it from fonts.gstatic.com, which fails offline (a console error).
 st.set_page_config(page_title="interestgeo", page_icon="🧭", layout="wide")
 
 config = app_config()
 viewer = role(config)
 
 pages = [
-    st.Page("pages/overview.py", title="Overview", icon="📊", default=True),
-    st.Page("pages/map.py", title="Map", icon="🗺️"),
-    st.Page("pages/drift.py", title="Drift", icon="📈"),
-    st.Page("pages/user.py", title="User", icon="👤"),
-    st.Page("pages/upload.py", title="Upload", icon="📤"),
-    st.Page("pages/model.py", title="Model", icon="🧠"),
+    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    st.Page("pages/map.py", title="Map", icon=":material/map:"),
+    st.Page("pages/drift.py", title="Drift", icon=":material/timeline:"),
+    st.Page("pages/user.py", title="User", icon=":material/person:"),
+    st.Page("pages/upload.py", title="Upload", icon=":material/upload_file:"),
+    st.Page("pages/model.py", title="Model", icon=":material/model_training:"),
 ]
 navigation = st.navigation(pages)
 

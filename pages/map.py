@@ -21,6 +21,8 @@ from pages import _common as ui
 MODES = ("Dominant topic", "Free-text query")
 WINDOWS = ("whole period", "month", "week", "day")
 AUTO = "auto"
+# Tall enough to read a city, short enough to sit beside its controls in a 1280 x 800 window.
+MAP_HEIGHT = 460
 # Seconds per frame of the time playback: long enough to read the map.
 FRAME_S = 0.8
 # Playback stops after this many frames so a long daily series cannot hold the server.
@@ -80,8 +82,10 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
     chosen = frames[-1][0] if frames else None
     if window is not None and len(frames) > 1:
         labels = [label for label, _ in frames]
+        busiest = labels[int(np.argmax([result.cells.loc[idx, "events"].sum() for _, idx in frames]))]
         slider, play = st.columns([5, 1], vertical_alignment="bottom")
-        chosen = slider.select_slider("Window", options=labels, value=labels[-1], key="map_at")
+        chosen = slider.select_slider("Window", options=labels, value=busiest, key="map_at",
+                                      help="Starts at the busiest window.")
         playing = play.button("Play", icon=":material/play_arrow:", key="map_play",
                               help="Step through the windows on the map.")
     else:
@@ -98,12 +102,12 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
             for label, idx in frames[-MAX_FRAMES:]:
                 deck = charts.topic_map(_with_tooltips(result.cells.loc[idx], result.shares.loc[idx], label), colors,
                                         map_style=config.app.map_style, view=view)  # type: ignore[attr-defined]
-                spot.pydeck_chart(deck, height=520)
+                spot.pydeck_chart(deck, height=MAP_HEIGHT)
                 time.sleep(FRAME_S)
         deck = charts.topic_map(_with_tooltips(cells, shares, chosen), colors,
                                 map_style=config.app.map_style, view=view)  # type: ignore[attr-defined]
         with spot.container():
-            selection = st.pydeck_chart(deck, height=520, on_select="rerun", selection_mode="multi-object",
+            selection = st.pydeck_chart(deck, height=MAP_HEIGHT, on_select="rerun", selection_mode="multi-object",
                                         key=f"map_pick_{resolution}")
     with legend_col:
         st.markdown("**Dominant topic**")
@@ -187,7 +191,7 @@ def _query_map(config: object, filters: ui.FilterState, resolution: int) -> None
                                  result.cells["users"], result.cells["strong_users"], strict=True)
     ]
     st.pydeck_chart(charts.score_map(result.cells.assign(tooltip=tips), map_style=config.app.map_style),  # type: ignore[attr-defined]
-                    height=520, key="query_map")
+                    height=MAP_HEIGHT, key="query_map")
     st.caption(f"Dark = the people there care most about “{phrase}” (user-weighted mean affinity). "
                f"{result.hidden:,} cells hidden: fewer than {k} people.")
     left, right = st.columns([1, 1])
@@ -224,12 +228,19 @@ def _count_map(config: object, filters: ui.FilterState, resolutions: tuple[int, 
         return
     fmt = {"hour": "%Y-%m-%d %H:00", "day": "%a %d %b %Y", "week": "week of %d %b %Y"}[str(window)]
     labels = [f"{s:{fmt}}" for s in stamps]
+    per_window = frame.groupby(pd.to_datetime(frame["window_start"]))["events"].sum()
+    busiest = labels[int(np.argmax([per_window.get(s, 0) for s in stamps]))]
     with controls[2]:
-        chosen = st.select_slider("Window", options=labels, value=labels[-1], key="count_at")
+        if len(labels) > 1:
+            chosen = st.select_slider("Window", options=labels, value=busiest, key="count_at",
+                                      help="Starts at the busiest window.")
+        else:
+            chosen = labels[0]
+            st.markdown(f"**Window**  \n{chosen}")
     current = frame[pd.to_datetime(frame["window_start"]) == stamps[labels.index(chosen)]].reset_index(drop=True)
     view = charts.view_for_cells(frame["cell"].unique().tolist())
     st.pydeck_chart(charts.count_map(current, map_style=config.app.map_style, view=view),  # type: ignore[attr-defined]
-                    height=520, key="count_map")
+                    height=MAP_HEIGHT, key="count_map")
     st.caption(f"{len(current):,} cells · {int(current['events'].sum()):,} events in this {window}. "
                f"{hidden:,} cell × {window} groups hidden: fewer than {k} people. "
                "Light = few events, dark = many (log scale). Hour, day and region filters apply once scored.")

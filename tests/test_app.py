@@ -109,22 +109,23 @@ def test_map_draws_hexagons_and_the_date_range_changes_them(app_env: Path) -> No
     layer = spec["layers"][0]
     assert layer["@@type"] == "H3HexagonLayer" and layer["data"]
     assert spec["mapStyle"] == "__MAP_STYLE__"  # no basemap: renders offline
-    assert at.select_slider(key="count_at").value.endswith("09 Apr 2012")  # the last day by default
-    last_day = {d["hex"] for d in layer["data"]}
-    at = open_with_params("pages/map.py", {"count_window": "day", "dates": ["2012-04-04", "2012-04-04"]})
+    slider = at.select_slider(key="count_at")
+    busiest_cells = {d["hex"] for d in layer["data"]}
+    other = next(o for o in slider.options if o != slider.value)  # e.g. "Tue 03 Apr 2012"
+    day = dt.datetime.strptime(other, "%a %d %b %Y").date().isoformat()
+    at = open_with_params("pages/map.py", {"count_window": "day", "dates": [day, day]})
     assert_clean(at)
     (spec,) = deck_specs(at)
     one_day = {d["hex"] for d in spec["layers"][0]["data"]}
-    assert one_day and one_day != last_day
-    assert at.select_slider(key="count_at").value.endswith("04 Apr 2012")
-    assert at.select_slider(key="count_at").options == [at.select_slider(key="count_at").value]
+    assert one_day and one_day != busiest_cells
+    assert any(other in m.value for m in at.markdown)  # the only window left: no slider
 
 
 def test_map_window_slider_moves_through_time(app_env: Path) -> None:
     at = open_with_params("pages/map.py", {"count_window": "day"})
     first = deck_specs(at)[0]["layers"][0]["data"]
     slider = at.select_slider(key="count_at")
-    slider.set_value(slider.options[0]).run()
+    slider.set_value(next(o for o in slider.options if o != slider.value)).run()
     assert_clean(at)
     assert deck_specs(at)[0]["layers"][0]["data"] != first
 
