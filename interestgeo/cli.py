@@ -331,10 +331,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return int(args.handler(args))
     except (CliError, IngestError, ValueError, FileNotFoundError) as exc:
         print(f"interestgeo {args.command}: {exc}", file=sys.stderr)
+    except (KeyboardInterrupt, duckdb.InterruptException):
+        print(f"interestgeo {args.command}: interrupted; nothing from the unfinished file was kept", file=sys.stderr)
     except duckdb.Error as exc:
         print(f"interestgeo {args.command}: database error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
-    except KeyboardInterrupt:
-        print(f"interestgeo {args.command}: interrupted; nothing from the unfinished file was kept", file=sys.stderr)
     return EXIT_FAILED
 
 

@@ -1,16 +1,18 @@
 """Load a CSV of events into the store: detect its format and columns, validate, de-duplicate.
 
 The same `ingest_file` serves the CLI (`interestgeo ingest`) and the dashboard's Upload page.
-DuckDB's CSV reader does the parsing (fast, parallel, handles gzip, quoting and CRLF); Python only
-looks at the first kilobytes (delimiter, header) and makes one streaming pass over the bytes for
-what DuckDB cannot tell us: the content hash (re-ingesting a file adds nothing), whether the file
-is valid UTF-8 (otherwise it is read as Latin-1) and its physical line count.
+DuckDB's CSV reader does the parsing (fast, parallel, handles gzip, quoting, CRLF and the BOM);
+Python only looks at the first 64 KiB (compression, delimiter, header, binary junk) and hashes
+the file's bytes (re-ingesting the same content adds nothing). Encoding: the file is read as
+UTF-8; if DuckDB meets invalid UTF-8 anywhere, the whole file is read again as Latin-1 (in which
+every byte is valid), because a file is one encoding, not a mix.
 
 Line numbers in rejects are the file's physical line numbers as an editor shows them: 1-based,
 the header is line 1, blank lines count, and a record spanning several lines (a quoted field with
-newlines) is reported at its first line. When every record is one line (the common case) they
-follow from the record position directly; otherwise a Python csv pass maps records to lines, and
-only then (files with rejects and multi-line records or blank lines).
+newlines) is reported at its first line. This costs nothing for clean files. With rejects, one
+newline count tells whether every record is one line (the common case: line numbers follow from
+record positions and DuckDB's own error lines); otherwise a Python csv pass maps records to their
+first lines. Either way the raw text of each rejected record is read back from the file.
 
 Each file is loaded in one transaction: rows, rejects, aggregates and the datasets row appear
 together or not at all. `progress` is called inside that transaction, so an exception raised by
