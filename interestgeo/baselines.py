@@ -152,32 +152,63 @@ def _with_categories(split: Split, probs: np.ndarray) -> tuple[np.ndarray, np.nd
 # --- scorers --------------------------------------------------------------------------------------
 
 
+class FeatureCache:
+    """The features of the latest (split, samples) pair, computed once and shared by every
+    baseline of a run (`make_baselines`): evaluating five baselines then costs one distance
+    matrix, not five. Holds one pair only, so memory stays a few (n, V) arrays."""
+
+    def __init__(self) -> None:
+        self._key: tuple[Split, Samples] | None = None
+        self._values: dict[str, np.ndarray] = {}
+
+    def get(self, name: str, split: Split, samples: Samples) -> np.ndarray:
+        if self._key is None or self._key[0] is not split or self._key[1] is not samples:
+            self._key, self._values = (split, samples), {}
+        if name not in self._values:
+            self._values[name] = _FEATURES[name](split, samples)
+        return self._values[name]
+
+
+_FEATURES = {
+    "visits": visit_counts,
+    "user_transitions": user_transition_counts,
+    "global_transitions": global_transition_counts,
+    "distances": distances_km,
+}
+
+
+@dataclass
 class PopularityScorer:
     """The same ranking for everyone: venues by training-period check-ins."""
 
-    name = "popularity"
+    name: str = "popularity"
 
     def score(self, split: Split, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
         probs = np.broadcast_to(popularity(split), (len(samples), len(split.venues)))
         return _with_categories(split, probs)
 
 
+@dataclass
 class UserFrequencyScorer:
     """The user's own most visited venues, backing off to popularity."""
 
-    name = "user_most_frequent"
+    name: str = "user_most_frequent"
+    features: FeatureCache = field(default_factory=FeatureCache, repr=False)
 
     def score(self, split: Split, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
-        return _with_categories(split, _backoff(visit_counts(split, samples), popularity(split)))
+        return _with_categories(split, _backoff(self.features.get("visits", split, samples), popularity(split)))
 
 
+@dataclass
 class MarkovScorer:
     """First-order venue -> venue transitions of all users, backing off to popularity."""
 
-    name = "markov"
+    name: str = "markov"
+    features: FeatureCache = field(default_factory=FeatureCache, repr=False)
 
     def score(self, split: Split, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
-        return _with_categories(split, _backoff(global_transition_counts(split, samples), popularity(split)))
+        counts = self.features.get("global_transitions", split, samples)
+        return _with_categories(split, _backoff(counts, popularity(split)))
 
 
 @dataclass
@@ -187,9 +218,10 @@ class NearestPopularScorer:
 
     decay_km: float | None = None
     name: str = "nearest_popular"
+    features: FeatureCache = field(default_factory=FeatureCache, repr=False)
 
     def fit(self, split: Split) -> NearestPopularScorer:
-        pop, distance = popularity(split), distances_km(split, split.val)
+        pop, distance = popularity(split), self.features.get("distances", split, split.val)
         mrr = [rank_metrics(_decayed_popularity(pop, distance, d), split.val.venue)["mrr"] for d in DECAY_KM_GRID]
         self.decay_km = DECAY_KM_GRID[int(np.argmax(mrr))]
         return self
@@ -198,7 +230,8 @@ class NearestPopularScorer:
         if self.decay_km is None:
             self.fit(split)
         assert self.decay_km is not None
-        return _with_categories(split, _decayed_popularity(popularity(split), distances_km(split, samples), self.decay_km))
+        distance = self.features.get("distances", split, samples)
+        return _with_categories(split, _decayed_popularity(popularity(split), distance, self.decay_km))
 
 
 BLEND_COMPONENTS = ("user_markov", "global_markov", "user_frequency", "nearby")
@@ -212,32 +245,35 @@ class BlendScorer:
     decay length are tuned on validation MRR by coordinate search over fixed grids, so the
     tuning is deterministic. The search starts from the strongest single component (user Markov
     alone) and adds the others where they help; starting from equal weights ends in a worse
-    local optimum on NYC (validation MRR 0.366 vs 0.367, test Acc@1 0.271 vs 0.280)."""
+    local optimum on NYC (validation MRR 0.366 vs 0.367, test Acc@1 0.271 vs 0.279)."""
 
     weights: dict[str, float] | None = None
     decay_km: float | None = None
     name: str = "blend"
     max_rounds: int = 4
-    _validation_mrr: float | None = field(default=None, repr=False)
+    features: FeatureCache = field(default_factory=FeatureCache, repr=False)
+    validation_mrr: float | None = None
 
-    def components(self, split: Split, samples: Samples, decay_km: float) -> dict[str, np.ndarray]:
-        """The four (n, V) distributions (rows of zeros where a component has no evidence)."""
-        pop = popularity(split)
-        return {
-            "user_markov": _row_normalise(user_transition_counts(split, samples)),
-            "global_markov": _row_normalise(global_transition_counts(split, samples)),
-            "user_frequency": _row_normalise(visit_counts(split, samples)),
-            "nearby": _decayed_popularity(pop, distances_km(split, samples), decay_km).astype(np.float32),
-        }
+    def components(self, split: Split, samples: Samples) -> np.ndarray:
+        """(3, n, V) user Markov, global Markov and user frequency distributions (rows of zeros
+        where a component has no evidence); the nearby component depends on the decay."""
+        get = self.features.get
+        return np.stack(
+            [
+                _row_normalise(get("user_transitions", split, samples)),
+                _row_normalise(get("global_transitions", split, samples)),
+                _row_normalise(get("visits", split, samples)),
+            ]
+        )
 
     def fit(self, split: Split) -> BlendScorer:
         samples, pop = split.val, popularity(split)
-        fixed = {name: comp for name, comp in self.components(split, samples, DECAY_KM_GRID[0]).items() if name != "nearby"}
-        distance = distances_km(split, samples)
+        counts = self.components(split, samples)  # (3, n, V)
+        distance = self.features.get("distances", split, samples)
         nearby = {d: _decayed_popularity(pop, distance, d).astype(np.float32) for d in DECAY_KM_GRID}
 
         def mrr(weights: dict[str, float], decay: float) -> float:
-            blended = self._blend({**fixed, "nearby": nearby[decay]}, weights, pop, normalise=False)
+            blended = _blend(counts, nearby[decay], weights, pop, normalise=False)
             return rank_metrics(blended, samples.venue)["mrr"]
 
         weights = {name: float(name == "user_markov") for name in BLEND_COMPONENTS}
@@ -255,40 +291,41 @@ class BlendScorer:
                     best, weights, decay, improved = result, trial_weights, trial_decay, True
             if not improved:
                 break
-        self.weights, self.decay_km, self._validation_mrr = weights, decay, best
+        self.weights, self.decay_km, self.validation_mrr = weights, decay, best
         return self
-
-    @staticmethod
-    def _blend(
-        components: dict[str, np.ndarray], weights: dict[str, float], pop: np.ndarray, normalise: bool = True
-    ) -> np.ndarray:
-        """(n, V) sum of weighted components plus the popularity tie-break; rows sum to 1 when
-        `normalise` (ranking alone, as in tuning, does not need it)."""
-        shape = next(iter(components.values())).shape
-        blended = np.empty(shape, dtype=np.float32)
-        blended[:] = POPULARITY_TIEBREAK * pop
-        scratch = np.empty(shape, dtype=np.float32)
-        for name in BLEND_COMPONENTS:
-            if weights[name]:
-                blended += np.multiply(components[name], np.float32(weights[name]), out=scratch)
-        if normalise:
-            blended /= blended.sum(axis=1, keepdims=True)
-        return blended
 
     def score(self, split: Split, samples: Samples) -> tuple[np.ndarray, np.ndarray]:
         if self.weights is None or self.decay_km is None:
             self.fit(split)
         assert self.weights is not None and self.decay_km is not None
-        components = self.components(split, samples, self.decay_km)
-        return _with_categories(split, self._blend(components, self.weights, popularity(split)))
+        pop = popularity(split)
+        nearby = _decayed_popularity(pop, self.features.get("distances", split, samples), self.decay_km)
+        blended = _blend(self.components(split, samples), nearby.astype(np.float32), self.weights, pop)
+        return _with_categories(split, blended)
+
+
+def _blend(
+    counts: np.ndarray, nearby: np.ndarray, weights: dict[str, float], pop: np.ndarray, normalise: bool = True
+) -> np.ndarray:
+    """(n, V) weighted sum of the (3, n, V) count distributions and the nearby one, plus the
+    popularity tie-break; rows sum to 1 when `normalise` (tuning only ranks, so skips it)."""
+    w = np.array([weights[name] for name in BLEND_COMPONENTS[:3]], dtype=np.float32)
+    blended = np.tensordot(w, counts, axes=1)  # (n, V): one pass over the stack (BLAS gemv)
+    if weights["nearby"]:
+        blended += np.float32(weights["nearby"]) * nearby
+    blended += np.float32(POPULARITY_TIEBREAK) * pop[None, :]
+    if normalise:
+        blended /= blended.sum(axis=1, keepdims=True)
+    return blended
 
 
 def make_baselines(split: Split) -> list[Scorer]:
-    """Every baseline of issue 3, the tuned ones fitted on `split.val`."""
+    """Every baseline of issue 3, the tuned ones fitted on `split.val`, sharing one feature cache."""
+    features = FeatureCache()
     return [
         PopularityScorer(),
-        UserFrequencyScorer(),
-        MarkovScorer(),
-        NearestPopularScorer().fit(split),
-        BlendScorer().fit(split),
+        UserFrequencyScorer(features=features),
+        MarkovScorer(features=features),
+        NearestPopularScorer(features=features).fit(split),
+        BlendScorer(features=features).fit(split),
     ]

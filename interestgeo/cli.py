@@ -302,6 +302,41 @@ def _only_dataset(store: Store) -> int:
     return int(ids[0])
 
 
+# ---------------------------------------------------------------------------- evaluate (owner: eval)
+
+
+def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "evaluate", help="next-venue / next-category metrics of the model, its ablations and the baselines",
+        description="Split the stored events (issue 3 protocol: 24 h trajectories, 80/10/10 by time), then "
+        "rank every training venue for each test trajectory's last check-in with the trained model, each "
+        "ablation and each baseline; prints Acc@1/5/10, MRR and NDCG@10.",
+    )
+    _add_common(parser)
+    parser.add_argument("--json", action="store_true", help="print one JSON object {task: {scorer: metrics}}")
+    parser.add_argument("--checkpoint", type=int, default=None, metavar="ID", help="model checkpoint (default: newest)")
+    parser.add_argument("--part", choices=("test", "val"), default="test", help="samples to evaluate (default: test)")
+    parser.set_defaults(handler=_run_evaluate)
+
+
+def _run_evaluate(args: argparse.Namespace) -> int:
+    from interestgeo.evaluate import EvaluationError, results_to_json, run_evaluation
+
+    config = _config(args)
+    try:
+        with _open_store(config) as store:
+            run = run_evaluation(store, config, checkpoint_id=args.checkpoint, part=args.part)
+    except EvaluationError as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(results_to_json(run.results))
+        for note in run.notes:
+            print(f"note: {note}", file=sys.stderr)
+    else:
+        print(run.to_text(), end="")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------- registry
 
 SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]] = [
@@ -311,6 +346,7 @@ SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]] = [
     ("query", _add_query_parser),
     ("explain", _add_explain_parser),
     ("drift", _add_drift_parser),
+    ("evaluate", _add_evaluate_parser),
 ]
 
 

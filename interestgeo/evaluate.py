@@ -14,11 +14,17 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 from typing import Protocol as TypingProtocol
 
 import numpy as np
 
-from interestgeo.split import Samples, Split
+from interestgeo.config import Config
+from interestgeo.split import Samples, Split, make_split
+
+if TYPE_CHECKING:
+    from interestgeo.store import Store
 
 __all__ = [
     "METRICS",
@@ -29,6 +35,9 @@ __all__ = [
     "evaluate_scorers",
     "format_table",
     "results_to_json",
+    "EvaluationError",
+    "EvaluationRun",
+    "run_evaluation",
 ]
 
 METRICS = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg@10")
@@ -78,9 +87,9 @@ def rank_metrics(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
 def venue_to_category_scores(split: Split, venue_probs: np.ndarray) -> np.ndarray:
     """(n, C) category scores as the sum of the venue probabilities of each category."""
     venue_probs = np.asarray(venue_probs, dtype=np.float32)
-    out = np.zeros((venue_probs.shape[0], len(split.categories)), dtype=np.float32)
-    np.add.at(out.T, split.venues["category_idx"].to_numpy(), venue_probs.T)
-    return out
+    one_hot = np.zeros((len(split.venues), len(split.categories)), dtype=np.float32)  # (V, C)
+    one_hot[np.arange(len(split.venues)), split.venues["category_idx"].to_numpy()] = 1.0
+    return venue_probs @ one_hot  # (n, C): a matmul is ~5x faster than np.add.at here
 
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
@@ -128,3 +137,90 @@ def results_to_json(results: dict[str, dict[str, dict[str, float]]]) -> str:
         for task, by_name in results.items()
     }
     return json.dumps(rounded, indent=2)
+
+
+# ---------------------------------------------------------------------------- the `evaluate` command
+
+
+class EvaluationError(Exception):
+    """The evaluation cannot run (no data, no samples, an unusable checkpoint): one line for users."""
+
+
+@dataclass
+class EvaluationRun:
+    """What `interestgeo evaluate` shows: the results table plus the facts needed to read it."""
+
+    results: dict[str, dict[str, dict[str, float]]]
+    part: str
+    n_samples: int
+    n_venues: int
+    n_categories: int
+    notes: list[str] = field(default_factory=list)
+
+    def to_text(self) -> str:
+        title = (
+            f"{self.part} split: {self.n_samples:,} samples, ranked among {self.n_venues:,} venues "
+            f"and {self.n_categories:,} categories (ties count against the target)"
+        )
+        return format_table(self.results, title=title + "\n") + "".join(f"note: {n}\n" for n in self.notes)
+
+
+def run_evaluation(store: Store, config: Config, *, checkpoint_id: int | None = None, part: str = "test") -> EvaluationRun:
+    """Evaluate the trained model (newest "model" checkpoint, or `checkpoint_id`), its ablations
+    and every baseline on the same split and samples. Without a checkpoint the baselines alone
+    are evaluated and a note says so."""
+    from interestgeo.baselines import BlendScorer, NearestPopularScorer, make_baselines
+
+    events = store.events()
+    if events.empty:
+        raise EvaluationError("the store has no events: run `interestgeo demo` or `interestgeo ingest` first")
+    split = make_split(events, config)
+    if len(split.val) == 0 or len(split.samples(part)) == 0:
+        raise EvaluationError(
+            f"no {'validation' if len(split.val) == 0 else part} samples: the data is too small or too short "
+            "to evaluate (it needs trajectories ending after the 80% time cut by users and venues seen before it)"
+        )
+    model_scorers, notes = _model_scorers(store, checkpoint_id)
+    results = _evaluate_model(split, model_scorers, part)
+    baselines = make_baselines(split)
+    for task, by_name in evaluate_scorers(split, baselines, part=part).items():
+        results[task].update(by_name)
+    for scorer in baselines:
+        if isinstance(scorer, BlendScorer) and scorer.weights is not None:
+            tuned = ", ".join(f"{k} {v:g}" for k, v in scorer.weights.items())
+            notes.append(f"blend weights tuned on validation: {tuned}; decay {scorer.decay_km:g} km")
+        elif isinstance(scorer, NearestPopularScorer) and scorer.decay_km is not None:
+            notes.append(f"nearest_popular decay tuned on validation: {scorer.decay_km:g} km")
+    samples = split.samples(part)
+    return EvaluationRun(results, part, len(samples), len(split.venues), len(split.categories), notes)
+
+
+def _evaluate_model(split: Split, scorers: list[Any], part: str) -> dict[str, dict[str, dict[str, float]]]:
+    from interestgeo.text import TextModelError
+
+    try:
+        return evaluate_scorers(split, scorers, part=part)
+    except TextModelError as exc:
+        raise EvaluationError(f"the model cannot be scored: {exc}") from None
+
+
+def _model_scorers(store: Store, checkpoint_id: int | None) -> tuple[list[Any], list[str]]:
+    """The model's scorers (the checkpoint and each trained ablation) and notes about them."""
+    from interestgeo.text import TextModelError
+    from interestgeo.train import CheckpointError, InterestScorer, model_scorers
+
+    try:
+        scorers = model_scorers(store)
+        if checkpoint_id is not None:
+            chosen = InterestScorer.from_checkpoint(store, checkpoint_id, scorer_name="model")
+            scorers = [chosen, *(s for s in scorers if not s.name.startswith("model"))]
+    except CheckpointError as exc:
+        raise EvaluationError(str(exc)) from None
+    except TextModelError as exc:
+        raise EvaluationError(f"the model cannot be scored: {exc}") from None
+    except (RuntimeError, KeyError, OSError) as exc:
+        # A checkpoint written by an incompatible version (missing tensors, changed shapes).
+        raise EvaluationError(f"a checkpoint cannot be loaded ({type(exc).__name__}: {exc}); retrain with `interestgeo train`") from None
+    if not any(s.name.startswith("model") for s in scorers):
+        return scorers, ["the model is not trained yet: run `interestgeo train` (baselines only)"]
+    return scorers, []

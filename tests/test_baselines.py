@@ -138,7 +138,7 @@ def test_blend_is_tuned_on_validation_deterministically_and_beats_its_parts():
     np.testing.assert_allclose(categories.sum(axis=1), 1.0, rtol=1e-4)
     user_markov_only = BlendScorer(weights={n: float(n == "user_markov") for n in blend.weights}, decay_km=0.1, name="user_markov_only")
     results = evaluate_scorers(split, [blend, user_markov_only], part="val")["next_venue"]
-    assert results["blend"]["mrr"] == pytest.approx(blend._validation_mrr, abs=1e-6)
+    assert results["blend"]["mrr"] == pytest.approx(blend.validation_mrr, abs=1e-6)
     assert results["blend"]["mrr"] >= results["user_markov_only"]["mrr"] - 1e-9
 
 

@@ -7,8 +7,11 @@ import json
 import math
 
 import numpy as np
+import pandas as pd
 import pytest
 from eval_data import random_events
+
+from interestgeo.cli import main
 
 from interestgeo.evaluate import (
     METRICS,
@@ -131,3 +134,44 @@ def test_table_and_json_show_every_scorer():
     parsed = json.loads(results_to_json(results))
     assert parsed["next_venue"]["oracle"]["acc@1"] == 1.0
     assert set(parsed["next_category"]["constant"]) == set(METRICS)
+
+
+def _write_checkins_csv(path, events) -> None:
+    """The demo file's columns, so the CLI's own ingest maps it like the demo."""
+    pd.DataFrame(
+        {
+            "user_id": events["user_id"],
+            "venue_id": events["item_id"],
+            "venue_name": "Place " + events["item_id"],
+            "venue_category": events["category"],
+            "category_path": "Test > " + events["category"],
+            "latitude": events["lat"],
+            "longitude": events["lon"],
+            "utc_time": events["ts"].dt.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "tz_offset_min": -240,
+        }
+    ).to_csv(path, index=False)
+
+
+def test_cli_evaluate_prints_baselines_and_says_the_model_is_untrained(tmp_path, capsys):
+    db = str(tmp_path / "eval.duckdb")
+    csv = tmp_path / "checkins.csv"
+    _write_checkins_csv(csv, random_events(seed=7))
+    assert main(["ingest", str(csv), "--db", db]) == 0
+    capsys.readouterr()
+    assert main(["evaluate", "--db", db, "--json"]) == 0
+    first = capsys.readouterr()
+    results = json.loads(first.out)
+    assert set(results["next_venue"]) == {"popularity", "user_most_frequent", "markov", "nearest_popular", "blend"}
+    assert "not trained" in first.err
+    assert main(["evaluate", "--db", db, "--json"]) == 0
+    assert capsys.readouterr().out == first.out  # same data, same numbers
+    assert main(["evaluate", "--db", db]) == 0
+    table = capsys.readouterr().out
+    assert "next_category" in table and "blend weights tuned on validation" in table
+
+
+def test_cli_evaluate_on_an_empty_store_is_one_clear_line(tmp_path, capsys):
+    assert main(["evaluate", "--db", str(tmp_path / "empty.duckdb")]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "no events" in err and "Traceback" not in err
