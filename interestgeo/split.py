@@ -139,14 +139,14 @@ def make_split(events: pd.DataFrame, config: Config | None = None, protocol: Pro
     ev["venue_idx"] = venue_idx
     ev["category_idx"] = np.where(venue_idx >= 0, venues["category_idx"].to_numpy()[venue_idx], -1)
 
-    user_first = np.flatnonzero(new_user)
-    user_start = user_first[np.cumsum(new_user) - 1]
-    trained_users = np.zeros(len(user_first), dtype=bool)
-    trained_users[np.unique(np.cumsum(new_user)[part == 0] - 1)] = True
+    user_index = np.cumsum(new_user) - 1  # (N,) 0..U-1 in row order
+    user_start = np.flatnonzero(new_user)[user_index]  # (N,) first row of the event's user
+    trained_user = np.bincount(user_index[part == 0], minlength=user_index[-1] + 1) > 0  # (U,)
     # History ends at the user's first event with the target's timestamp (strictly earlier only).
     first_same_ts = _first_row_of_run(user_code, ts_ns)
-    is_last = np.r_[ev["traj_id"].to_numpy()[1:] != ev["traj_id"].to_numpy()[:-1], True]
-    ok = is_last & (venue_idx >= 0) & trained_users[np.cumsum(new_user) - 1]
+    traj = ev["traj_id"].to_numpy()
+    is_last = np.r_[traj[1:] != traj[:-1], True]
+    ok = is_last & (venue_idx >= 0) & trained_user[user_index]
 
     def samples_of(p: int) -> Samples:
         rows = np.flatnonzero(ok & (part == p)).astype(np.int64)
