@@ -15,8 +15,7 @@ import json
 import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
-from typing import Protocol as TypingProtocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 
@@ -44,7 +43,7 @@ METRICS = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg@10")
 TASKS = ("next_venue", "next_category")
 
 
-class Scorer(TypingProtocol):
+class Scorer(Protocol):
     """Anything that scores candidates for samples; higher means more likely."""
 
     name: str

@@ -33,7 +33,7 @@ from interestgeo.config import Config
 
 __all__ = [
     "PARTS",
-    "Protocol",
+    "SplitProtocol",
     "Samples",
     "Split",
     "make_split",
@@ -47,7 +47,7 @@ NO_CATEGORY = "(no category)"
 
 
 @dataclass(frozen=True)
-class Protocol:
+class SplitProtocol:
     """The protocol's constants. Fixed by issue 3 so numbers stay comparable across runs and
     with the published figures; tests use the same values on tiny frames."""
 
@@ -96,7 +96,7 @@ class Split:
     test: Samples
     val_start: pd.Timestamp
     test_start: pd.Timestamp
-    protocol: Protocol
+    protocol: SplitProtocol
 
     def samples(self, part: str) -> Samples:
         """The samples of "val" or "test"."""
@@ -112,14 +112,14 @@ class Split:
         return (self.events["part"] == "train").to_numpy()
 
 
-def make_split(events: pd.DataFrame, config: Config | None = None, protocol: Protocol | None = None) -> Split:
+def make_split(events: pd.DataFrame, config: Config | None = None, protocol: SplitProtocol | None = None) -> Split:
     """Build the issue-3 split from events in the store.events() format.
 
     `config` is the run's Config, accepted so every pipeline step has the same signature; the
     split depends only on `protocol` (see the module docstring), never on model settings.
     """
     del config  # the protocol is fixed; see the docstring
-    protocol = protocol or Protocol()
+    protocol = protocol or SplitProtocol()
     if len(events) == 0:
         raise ValueError("no events to split")
     ev = events.sort_values(["dataset_id", "user_id", "ts", "event_id"], kind="stable").reset_index(drop=True)
@@ -184,7 +184,7 @@ def previous_rows(samples: Samples) -> np.ndarray:
     return np.where(samples.history_end > samples.history_start, samples.history_end - 1, -1)
 
 
-def _period_starts(ts_ns: np.ndarray, event_id: np.ndarray, protocol: Protocol) -> tuple[int, int]:
+def _period_starts(ts_ns: np.ndarray, event_id: np.ndarray, protocol: SplitProtocol) -> tuple[int, int]:
     order = np.lexsort((event_id, ts_ns))
     n = len(order)
     sorted_ts = ts_ns[order]

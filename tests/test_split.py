@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 from eval_data import START, make_events, random_events
 
-from interestgeo.split import Protocol, history_rows, make_split, previous_rows
+from interestgeo.split import SplitProtocol, history_rows, make_split, previous_rows
 
 # 21 events; with 80/10/10, val starts at the 17th event in time order (50 h), test at the 19th (60 h).
 # u1: a train trajectory (0-2 h), then after 30 h a trajectory straddling train/val ending in val.
@@ -121,7 +121,7 @@ def test_split_does_not_depend_on_input_row_order():
 
 def test_protocol_shares_move_the_cut():
     events = random_events(seed=2)
-    later = make_split(events, protocol=Protocol(train_share=0.85, train_val_share=0.95))
+    later = make_split(events, protocol=SplitProtocol(train_share=0.85, train_val_share=0.95))
     default = make_split(events)
     assert later.val_start > default.val_start and later.test_start > default.test_start
 
