@@ -98,6 +98,7 @@ def release_store() -> None:
     """Drop the read-only handle and every cached result (after an upload changed the database)."""
     _open_store.clear()
     scored_events.clear()
+    interest_model.clear()
     st.cache_data.clear()
 
 
@@ -212,6 +213,42 @@ def user_profile(path: str, config_json: str, dataset_id: int, user_id: str) -> 
 @st.cache_data(show_spinner=False, max_entries=64)
 def user_drift(path: str, config_json: str, dataset_id: int, user_id: str, window: str) -> analytics.Drift:
     return analytics.user_drift(_scored(path, config_json), dataset_id, user_id, window)
+
+
+@st.cache_resource(show_spinner="Loading the interest model...", max_entries=2)
+def interest_model(path: str, config_json: str) -> Any | None:
+    """The trained model (latest checkpoint), or None when none is trained yet."""
+    from interestgeo.score import load_source
+
+    config = _config_from(config_json)
+    with store_for(config) as store:
+        try:
+            return load_source(store, config)
+        except (LookupError, FileNotFoundError):
+            return None
+
+
+@st.cache_data(show_spinner="Explaining: re-running the model without each past event...", max_entries=32)
+def explain_user(path: str, config_json: str, dataset_id: int, user_id: str) -> Any | None:
+    """The explanation of a user's current interests, or None without a trained model."""
+    from interestgeo.explain import explain_scored_user
+
+    model = interest_model(path, config_json)
+    if model is None:
+        return None
+    return explain_scored_user(model, _scored(path, config_json), dataset_id, user_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def checkpoints(path: str, config_json: str) -> pd.DataFrame:
+    with store_for(_config_from(config_json)) as store:
+        return store.checkpoints()
+
+
+@st.cache_data(show_spinner=False, max_entries=8)
+def score_runs(path: str, config_json: str) -> pd.DataFrame:
+    with store_for(_config_from(config_json)) as store:
+        return store.score_runs()
 
 
 @st.cache_data(show_spinner="Predicting...", max_entries=64)

@@ -49,7 +49,7 @@ def _region(config: object, name: str, region: object, window: str, slot: int) -
     k = config.privacy.k_min_users  # type: ignore[attr-defined]
     if len(drift.timeline) < 2:
         st.info(f"Fewer than two {window}s have at least {k} people here ({drift.hidden} hidden): "
-                "nothing to compare. Try a longer window or a wider region.")
+                "nothing to compare. Try a shorter window, wider dates or a wider region.")
         return
     order = drift.shares.groupby("topic")["share"].mean().sort_values(ascending=False).index.tolist()
     colors = charts.topic_colors(order)

@@ -95,7 +95,7 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
     shares = result.shares.loc[rows].reset_index(drop=True)
     colors = charts.topic_colors(list(result.topics))
     view = charts.view_for_cells(result.cells["cell"].unique().tolist())
-    map_col, legend_col = st.columns([3, 1])
+    map_col, legend_col = st.columns([2.3, 1])
     with map_col:
         spot = st.empty()
         if playing:
@@ -111,12 +111,7 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
                                         key=f"map_pick_{resolution}")
     with legend_col:
         st.markdown("**Dominant topic**")
-        dominant = cells.groupby("topic").size().rename("cells").reset_index()
-        dominant["share"] = dominant["cells"] / dominant["cells"].sum()
-        st.plotly_chart(charts.share_bar_figure(dominant[["topic", "share"]], colors,
-                                                height=max(160, 34 * len(dominant))),
-                        width="stretch", key="map_legend")
-        st.caption("Bar: share of the cells where the topic leads. Paler cells: a weaker lead.")
+        _legend(cells, colors)
         _pick_region(selection, resolution)
     period = chosen or "the selected period"
     st.caption(f"{len(cells):,} cells at resolution {resolution} in {period} · "
@@ -124,6 +119,19 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
     export = ui.with_hex(pd.concat([cells.drop(columns=["topic_id"], errors="ignore"), shares.add_prefix("share: ")],
                                    axis=1))
     ui.csv_download(export, f"map-topics-r{resolution}")
+
+
+def _legend(cells: pd.DataFrame, colors: dict[str, tuple[int, int, int]]) -> None:
+    """The topics leading somewhere on the map: a colour swatch, the topic (plain text), its share of cells."""
+    legend = cells.groupby("topic").size().rename("cells").reset_index()
+    legend["cells"] = legend["cells"] / legend["cells"].sum()
+    legend = legend.sort_values("cells", ascending=False).reset_index(drop=True)
+    legend.insert(0, " ", "")
+    swatches = [f"background-color: {charts.rgb_hex(colors.get(str(t), charts.OTHER_COLOR))}" for t in legend["topic"]]
+    styled = legend.style.apply(lambda _: swatches, subset=[" "]).format({"cells": "{:.0%}"})
+    st.dataframe(styled, hide_index=True, width="stretch", height=min(36 * (len(legend) + 1) + 2, 320),
+                 column_config={" ": st.column_config.TextColumn(width=8), "cells": "share of cells"})
+    st.caption("Paler cells: a weaker lead.")
 
 
 def _frames(cells: pd.DataFrame, window: str | None) -> list[tuple[str, np.ndarray]]:

@@ -1,24 +1,77 @@
-"""Model: which interest model is in use, how it scores against the baselines, how to train it.
+"""Model: which interest model produces the vectors, how it was trained, how it compares.
 
-Widgets -> the checkpoint registry in the store -> a table. Training is a CLI command (it takes
-minutes on CPU); the page says which.
+Widgets -> the store's checkpoint registry and score runs (`store.checkpoints()`,
+`store.score_runs()`) -> tables. Training and the full evaluation against the baselines take
+minutes of CPU, so they run from the CLI; the page names the commands.
 """
 
 from __future__ import annotations
 
+import json
+
+import pandas as pd
 import streamlit as st
 
-from pages._common import app_config, require_database, run_guarded
+from pages import _common as ui
+
+METRIC_ORDER = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg@10")
 
 
 def page() -> None:
-    config = app_config()
+    config = ui.app_config()
     st.title("Model")
-    require_database(config)
-    st.info(
-        "No trained model is registered in this database yet. Train one with "
-        "`interestgeo train` (CPU, a few minutes on the demo data), then reload this page."
+    ui.require_database(config)
+    path, key = ui.db_path(config), ui.config_key(config)
+    runs = ui.score_runs(path, key)
+    if runs.empty:
+        st.info(f"Nothing is scored yet: {ui.SCORE_HINT}.")
+    else:
+        last = runs.iloc[0]
+        tiles = st.columns(4)
+        tiles[0].metric("Vectors from", str(last["source"]),
+                        help="`recency`: decayed mean of past text embeddings (no training); otherwise the "
+                             "trained Transformer checkpoint.")
+        tiles[1].metric("Events scored", f"{int(last['events']):,}")
+        tiles[2].metric("People", f"{int(last['users']):,}")
+        tiles[3].metric("Scoring speed", f"{float(last['events_per_s']):,.0f} events/s")
+    st.subheader("Checkpoints")
+    table = ui.checkpoints(path, key)
+    if table.empty:
+        st.info("No trained model yet. Train one with `interestgeo train` (CPU, minutes on the demo data), then "
+                "`interestgeo score` to use it; until then the vectors come from the recency baseline.")
+    else:
+        st.dataframe(table[["id", "name", "created_at", "path"]], hide_index=True, width="stretch")
+        newest = table.iloc[0]
+        metrics = json.loads(newest["metrics"]) if isinstance(newest["metrics"], str) else {}
+        results = _test_results(metrics)
+        if results.empty:
+            st.caption("The newest checkpoint stored no test metrics.")
+        else:
+            st.markdown(f"**Test metrics of checkpoint {int(newest['id'])} ({newest['name']})**")
+            st.dataframe(results, hide_index=True, width="stretch")
+            ui.csv_download(results, f"checkpoint-{int(newest['id'])}-metrics")
+        if "val_mrr" in metrics:
+            st.caption(f"Best epoch {metrics.get('best_epoch')} · validation MRR {float(metrics['val_mrr']):.4f} · "
+                       f"trained in {float(metrics.get('train_seconds', 0)):,.0f} s.")
+    st.subheader("Against the baselines")
+    st.markdown(
+        "`interestgeo evaluate` scores the model, its ablations and every baseline (popularity, "
+        "nearest-popular, Markov, blend) on the same test samples and prints the table. "
+        "`interestgeo train` trains a new checkpoint; `interestgeo score` rescoring makes it the source."
     )
 
 
-run_guarded(page)
+def _test_results(metrics: dict[str, object]) -> pd.DataFrame:
+    """Rows: variant x task; columns: the rank metrics."""
+    rows = []
+    for variant, tasks in metrics.items():
+        if not variant.startswith("test_") or not isinstance(tasks, dict):
+            continue
+        for task, values in tasks.items():
+            if isinstance(values, dict):
+                rows.append({"variant": variant.removeprefix("test_"), "task": task,
+                             **{m: values.get(m) for m in METRIC_ORDER}})
+    return pd.DataFrame(rows)
+
+
+ui.run_guarded(page)

@@ -1,21 +1,27 @@
 """Upload: bring a CSV, check how its columns were understood, load it, analyse it.
 
 Widgets -> `ingest.detect_columns` (preview) -> `ingest.ingest_file` (validation, storage, the
-report) -> the new dataset shows up in the sidebar's dataset filter. The page closes the app's
-read-only store handle for the load and writes through its own connection.
+report) -> the new dataset shows up in the sidebar's dataset filter. Then the new events are scored
+with the source of the last score run (`score.score_store(update=True)`: the model runs forward
+over the affected users' histories, no retraining). The page closes the app's read-only store
+handle for the load and writes through its own connection.
 """
 
 from __future__ import annotations
 
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from interestgeo.config import Config
 from interestgeo.ingest import IngestError, detect_columns, ingest_file
+from interestgeo.score import RecencySource, load_source, score_store
 from interestgeo.store import Store
-from pages._common import app_config, csv_download, release_store, run_guarded
+from interestgeo.text import embed_texts
+from pages._common import SCORE_HINT, app_config, config_key, csv_download, release_store, run_guarded, text_encoder
 
 NOT_MAPPED = "— not mapped —"
 # Canonical fields in the order a person checks them; `text` is a multiselect (columns are joined).
@@ -78,24 +84,50 @@ def page() -> None:
     st.subheader("2. Loading")
     bar = st.progress(0.0, text="Reading...")
 
-    def progress(share: float, message: str) -> None:
-        bar.progress(min(max(float(share), 0.0), 1.0), text=message)
+    def progress(start: float, span: float) -> Callable[[float, str], None]:
+        def report(share: float, message: str) -> None:
+            bar.progress(min(max(start + span * float(share), 0.0), 1.0), text=message)
+
+        return report
 
     release_store()
     try:
-        with Store.open(Path(config.store.path)) as store:
+        with Store.open(Path(config.store.path), config=config) as store:
             report = ingest_file(store, source, config=config, mapping=mapping, dataset=dataset or None,
-                                 progress=progress)
+                                 progress=progress(0.0, 0.6))
             rejects = store.rejects(report.dataset_id) if report.rows_rejected else pd.DataFrame()
+            scoring = _score_new_events(store, config, report.rows_stored, progress(0.6, 0.4))
     except IngestError as exc:
         bar.empty()
         st.error(f"This file cannot be used: {exc}")
         return
-    bar.progress(1.0, text="Loaded.")
+    bar.progress(1.0, text="Done.")
     release_store()
-    st.session_state["upload_report"] = {"file_id": upload.file_id, "report": report.to_dict(), "rejects": rejects}
+    st.session_state["upload_report"] = {"file_id": upload.file_id, "report": report.to_dict(), "rejects": rejects,
+                                         "scoring": scoring}
     # Rerun so the sidebar's dataset filter lists the new dataset.
     st.rerun()
+
+
+def _score_new_events(store: Store, config: Config, stored: int, progress: Callable[[float, str], None]) -> str:
+    """Give the new events interest vectors with the source of the last score run (no retraining)."""
+    runs = store.score_runs()
+    if stored == 0:
+        return ""
+    if runs.empty:
+        return f"Nothing was scored before, so the new events have no interest vectors yet: {SCORE_HINT}."
+    encoder = text_encoder(config_key(config))
+    previous = str(runs["source"].iloc[0])
+    try:
+        if previous == RecencySource.name:
+            source = RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None))
+        else:
+            source = load_source(store, config)
+        result = score_store(store, config, source=source, encoder=encoder, update=True, progress=progress)
+    except (LookupError, FileNotFoundError) as exc:
+        return f"The new events could not be scored ({exc}); run `interestgeo score --since new`."
+    return (f"Scored {result.events:,} events of {result.users:,} people with `{result.source}` in "
+            f"{result.elapsed_s:.1f} s (no retraining).")
 
 
 def _mapping_editor(detected: object) -> dict[str, str]:
@@ -139,6 +171,8 @@ def _show_report(last: dict[str, object]) -> None:
         f"Dataset **{report['dataset']}** · {float(report['elapsed_s']):.1f} s · "
         f"{float(report['events_per_s']):,.0f} events/s. It is now in the sidebar's dataset filter."
     )
+    if last.get("scoring"):
+        st.caption(str(last["scoring"]))
     rejects = last.get("rejects")
     if isinstance(rejects, pd.DataFrame) and not rejects.empty:
         st.markdown("**Rejected rows** (line number in the file, reason, the raw line)")

@@ -7,6 +7,7 @@ page refuses them before reading any per-user data.
 
 from __future__ import annotations
 
+import pandas as pd
 import streamlit as st
 
 from interestgeo import charts
@@ -61,6 +62,7 @@ def page() -> None:
     st.plotly_chart(charts.user_timeline_figure(events, colors), width="stretch", key="user_timeline")
     ui.csv_download(ui.with_hex(events), f"user-{dataset_id}-{user_id}-events", label="Download events CSV")
     _next(path, key, dataset_id, user_id)
+    _explain(path, key, dataset_id, user_id)
 
 
 def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
@@ -79,6 +81,36 @@ def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
         venues = nxt.venues[[c for c in ("text", "category", "visits", "score") if c in nxt.venues]]
         st.dataframe(venues, hide_index=True, width="stretch")
         ui.csv_download(nxt.venues, f"user-{dataset_id}-{user_id}-next", label="Download predictions CSV")
+
+
+def _explain(path: str, key: str, dataset_id: int, user_id: str) -> None:
+    st.subheader("Why: the past events behind these interests")
+    explanation = ui.explain_user(path, key, dataset_id, user_id)
+    if explanation is None:
+        st.info("Explanations read the trained model's attention and re-run it without each event: train one with "
+                "`interestgeo train`, then `interestgeo score`.")
+        return
+    events = explanation.events
+    tiles = st.columns(3)
+    tiles[0].metric("Events explained", f"{len(events):,}")
+    tiles[1].metric("Effect of time and place", f"{explanation.spacetime_effect:.3f}",
+                    help="1 − cosine between the interest vector and the same with the space-time inputs "
+                         "neutralised: 0 = where and when did not matter.")
+    agreement = "n/a" if explanation.agreement != explanation.agreement else f"{explanation.agreement:+.2f}"
+    tiles[2].metric("Attention vs occlusion agreement", agreement, help="Spearman rank correlation.")
+    top = events.sort_values("occlusion", ascending=False).head(12)
+    weights = pd.DataFrame({
+        "label": [f"{t:%d %b %H:%M} · {text}" for t, text in zip(top["local_ts"], top["text"], strict=True)],
+        "attention": top["attention"].to_numpy(),
+        "occlusion": top["occlusion"].to_numpy(),
+    })
+    st.plotly_chart(charts.weights_figure(weights, height=max(260, 28 * len(weights))), width="stretch",
+                    key="user_weights")
+    st.caption("Attention: the model's internal routing to each event. Occlusion: how far the interest vector "
+               "moves when the event is removed. Shown side by side; where they disagree is informative.")
+    st.markdown("**Topic shares with and without time and place**")
+    st.dataframe(explanation.topics.head(8), hide_index=True, width="stretch")
+    ui.csv_download(events, f"user-{dataset_id}-{user_id}-explanation", label="Download explanation CSV")
 
 
 ui.run_guarded(page)

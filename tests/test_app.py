@@ -17,12 +17,16 @@ from streamlit.testing.v1 import AppTest
 
 from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
+from interestgeo.score import RecencySource, score_store
 from interestgeo.store import Store
+from interestgeo.text import TextEncoder, embed_texts
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
 PAGES = ["pages/overview.py", "pages/map.py", "pages/drift.py", "pages/user.py", "pages/upload.py", "pages/model.py"]
 SAMPLE_ROWS = 3000
+# Scoring embeds every distinct text with the real model (~30 texts/s on 2 cores): fewer rows.
+SCORED_ROWS = 1200
 TIMEOUT = 60
 
 
@@ -34,33 +38,56 @@ def write_sample_csv(path: Path, rows: int = SAMPLE_ROWS, skip: int = 0) -> Path
     return path
 
 
-def build_test_database(folder: Path, *, k: int = 2, role: str = "analyst") -> tuple[Path, Path]:
-    """(database, config file): the sample CSV ingested for real; k lowered so hexagons show."""
+def build_test_database(folder: Path, *, rows: int = SAMPLE_ROWS, scored: bool = False) -> tuple[Path, Path]:
+    """(database, config file): the sample CSV ingested for real; k lowered to 2 so hexagons show.
+
+    `scored` also runs the real scoring (`score_store`) with the untrained recency source (decayed
+    means of the real text model's embeddings), so the analytics pages have interest vectors
+    without a training run.
+    """
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "interestgeo.toml"
-    config_file.write_text(f'[privacy]\nk_min_users = {k}\n\n[app]\nrole = "{role}"\n', encoding="utf-8")
+    config_file.write_text('[privacy]\nk_min_users = 2\n\n[app]\nrole = "analyst"\n', encoding="utf-8")
     db = folder / "test.duckdb"
     config = load_config(config_file).with_db(db)
     with Store.open(db, config=config) as store:
-        ingest_file(store, write_sample_csv(folder / "sample.csv"), config=config, dataset="nyc-sample")
+        ingest_file(store, write_sample_csv(folder / "sample.csv", rows=rows), config=config, dataset="nyc-sample")
+        if scored:
+            encoder = TextEncoder(config.text)
+            source = RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None))
+            score_store(store, config, source=source, encoder=encoder)
     return db, config_file
 
 
-@pytest.fixture(scope="session")
-def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return build_test_database(tmp_path_factory.mktemp("app"))
+def shared_database(factory: pytest.TempPathFactory, *, scored: bool) -> tuple[Path, Path]:
+    """One database per kind per test session (the browser tests reuse the one built here)."""
+    folder = factory.getbasetemp() / ("db-scored" if scored else "db-plain")
+    if not (folder / "test.duckdb").exists():
+        build_test_database(folder, rows=SCORED_ROWS if scored else SAMPLE_ROWS, scored=scored)
+    return folder / "test.duckdb", folder / "interestgeo.toml"
 
 
-@pytest.fixture
-def app_env(built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    """A private copy of the test database (pages may write to it) wired in through the environment."""
-    db = tmp_path / "app.duckdb"
+def use_copy(built: tuple[Path, Path], folder: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A private copy of a test database (pages may write to it), wired in through the environment."""
+    db = folder / "app.duckdb"
     shutil.copy(built[0], db)
-    config_file = tmp_path / "interestgeo.toml"
+    config_file = folder / "interestgeo.toml"
     shutil.copy(built[1], config_file)
     monkeypatch.setenv("INTERESTGEO_DB", str(db))
     monkeypatch.setenv("INTERESTGEO_CONFIG", str(config_file))
     return config_file
+
+
+@pytest.fixture
+def app_env(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Events stored, nothing scored yet: what a fresh upload looks like."""
+    return use_copy(shared_database(tmp_path_factory, scored=False), tmp_path, monkeypatch)
+
+
+@pytest.fixture
+def scored_env(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """Events stored and scored: every analytics page has data."""
+    return use_copy(shared_database(tmp_path_factory, scored=True), tmp_path, monkeypatch)
 
 
 def open_app(page: str | None = None) -> AppTest:
@@ -141,12 +168,13 @@ def test_filters_come_from_the_url(app_env: Path) -> None:
     assert "06:00–20:59" in caption and "Mon Tue" in caption
 
 
-def test_user_page_is_refused_to_marketers(app_env: Path) -> None:
-    app_env.write_text('[privacy]\nk_min_users = 2\n\n[app]\nrole = "marketer"\n', encoding="utf-8")
+def test_user_page_is_refused_to_marketers(scored_env: Path) -> None:
+    scored_env.write_text('[privacy]\nk_min_users = 2\n\n[app]\nrole = "marketer"\n', encoding="utf-8")
     at = open_app("pages/user.py")
     assert_clean(at)
     assert any("analysts only" in w.value for w in at.warning)
-    assert not at.selectbox(key="user_pick") if "user_pick" in [s.key for s in at.selectbox] else True
+    assert "user_pick" not in [s.key for s in at.selectbox]
+    assert not at.dataframe and not deck_specs(at)
 
 
 def test_secrets_role_overrides_the_config(app_env: Path) -> None:
@@ -209,3 +237,98 @@ def test_upload_of_an_unusable_file_is_one_clear_message(app_env: Path) -> None:
     at.file_uploader(key="upload_file").set_value(("empty.csv", b"", "text/csv")).run()
     assert not at.exception
     assert any("cannot be used" in e.value for e in at.error)
+
+
+# --- with interest vectors (the real scoring, recency source) --------------------------------
+
+
+def sample_people(rows: int) -> int:
+    with gzip.open(ROOT / "data" / "nyc_checkins.csv.gz", "rt", encoding="utf-8") as f:
+        next(f)
+        return len({next(f).split(",", 1)[0] for _ in range(rows)})
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_page_renders_with_interest_vectors(scored_env: Path, page: str) -> None:
+    at = open_with_params(page, {"drift_window": "day"})
+    assert_clean(at)
+
+
+def test_overview_kpis_count_events_and_people(scored_env: Path) -> None:
+    at = open_app()
+    assert_clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Events"] == f"{SCORED_ROWS:,}"
+    assert metrics["People"] == f"{sample_people(SCORED_ROWS):,}"
+    assert at.get("plotly_chart")  # top interests and the trend
+
+
+def test_overview_compares_with_the_previous_period(scored_env: Path) -> None:
+    at = open_with_params("pages/overview.py", {"dates": ["2012-04-04", "2012-04-04"], "cmp": "previous period"})
+    assert_clean(at)
+    events = next(m for m in at.metric if m.label == "Events")
+    assert events.delta and events.delta.endswith("%")
+
+
+def test_named_area_narrows_everything(scored_env: Path) -> None:
+    at = open_with_params("pages/overview.py", {"area": "Manhattan"})
+    assert_clean(at)
+    events = int(next(m for m in at.metric if m.label == "Events").value.replace(",", ""))
+    assert 0 < events < SCORED_ROWS
+
+
+def test_topic_map_colours_cells_by_topic_with_plain_text_tooltips(scored_env: Path) -> None:
+    at = open_with_params("pages/map.py", {"map_res": "8"})
+    assert_clean(at)
+    data = deck_specs(at)[0]["layers"][0]["data"]
+    assert len({tuple(d["fill"][:3]) for d in data}) >= 2  # more than one dominant topic
+    assert all("events ·" in d["tooltip"] and "%" in d["tooltip"] for d in data)
+    assert at.dataframe  # the legend
+
+
+def test_free_text_query_changes_the_colouring(scored_env: Path) -> None:
+    def colours(phrase: str) -> dict[str, list[int]]:
+        at = open_with_params("pages/map.py", {"map_mode": "Free-text query", "q": phrase, "map_res": "8"})
+        assert_clean(at)
+        return {d["hex"]: d["fill"] for d in deck_specs(at)[0]["layers"][0]["data"]}
+
+    coffee, subway = colours("coffee"), colours("subway station")
+    assert coffee.keys() == subway.keys()
+    assert coffee != subway
+
+
+def test_map_playback_windows_change_the_map(scored_env: Path) -> None:
+    at = open_with_params("pages/map.py", {"map_window": "day", "map_res": "8"})
+    assert_clean(at)
+    first = deck_specs(at)[0]["layers"][0]["data"]
+    slider = at.select_slider(key="map_at")
+    slider.set_value(next(o for o in slider.options if o != slider.value)).run()
+    assert_clean(at)
+    assert deck_specs(at)[0]["layers"][0]["data"] != first
+
+
+def test_drift_page_draws_shares_and_drift(scored_env: Path) -> None:
+    at = open_with_params("pages/drift.py", {"drift_window": "day"})
+    assert_clean(at)
+    assert len(at.get("plotly_chart")) == 2
+    assert any(d.label == "Download drift CSV" for d in at.download_button)
+
+
+def test_user_page_shows_one_users_events_and_predictions(scored_env: Path) -> None:
+    at = open_app("pages/user.py")
+    assert_clean(at)
+    pick = at.selectbox(key="user_pick")
+    assert pick.options
+    (spec,) = deck_specs(at)
+    assert spec["layers"][0]["@@type"] == "ScatterplotLayer" and spec["layers"][0]["data"]
+    assert at.dataframe  # next topics and venues
+
+
+def test_upload_scores_the_new_events_without_retraining(scored_env: Path, tmp_path: Path) -> None:
+    at = open_app("pages/upload.py")
+    at.file_uploader(key="upload_file").set_value(("nyc-extra.csv", _renamed_csv(tmp_path, rows=60), "text/csv")).run()
+    at.button(key="upload_go").click().run()
+    assert_clean(at)
+    assert any("Scored" in c.value and "no retraining" in c.value for c in at.caption)
+    overview = open_with_params("pages/overview.py", {"ds": "nyc-extra"})
+    assert next(m for m in overview.metric if m.label == "Events").value == "59"

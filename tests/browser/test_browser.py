@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import Server, coloured_pixels, full_page_screenshot, go_to, open_app, wait_rendered
+from browser_helpers import Server, coloured_pixels, full_page_screenshot, go_to, open_app, wait_rendered
 
 pytestmark = pytest.mark.browser
 
