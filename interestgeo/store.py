@@ -390,7 +390,7 @@ class Store:
                        {ref('category_path')} AS category_path, {ref('event_type')} AS event_type
                 FROM source
             )
-            SELECT user_id, text, ts, lat, lon,
+            SELECT user_id, text, ts, lat, lon, hash(user_id, ts, lat, lon, text) AS dup_key,
                    CASE WHEN tz = round(tz) AND abs(tz) <= {MAX_TZ_OFFSET_MIN} THEN tz::SMALLINT END AS tz_offset_min,
                    item_id, category, category_path, event_type,
                    CASE
@@ -456,14 +456,14 @@ class Store:
         self.con.execute(
             """CREATE OR REPLACE TEMP TABLE ingest_dups AS
                WITH candidates AS (
-                   SELECT hash(user_id, ts, lat, lon, text) AS h FROM ingest_checked
-                   WHERE reason IS NULL GROUP BY h HAVING count(*) > 1
+                   SELECT dup_key FROM ingest_checked
+                   WHERE reason IS NULL GROUP BY dup_key HAVING count(*) > 1
                )
                SELECT ord FROM (
                    SELECT rowid AS ord, row_number() OVER (
                        PARTITION BY user_id, ts, lat, lon, text ORDER BY rowid) AS k
                    FROM ingest_checked
-                   WHERE reason IS NULL AND hash(user_id, ts, lat, lon, text) IN (SELECT h FROM candidates)
+                   WHERE reason IS NULL AND dup_key IN (SELECT dup_key FROM candidates)
                ) WHERE k > 1"""
         )
         coords = self.con.execute("SELECT DISTINCT lat, lon FROM ingest_checked WHERE reason IS NULL").fetchnumpy()
@@ -504,23 +504,33 @@ class Store:
     def build_cell_windows(self, dataset_id: int) -> None:
         """Aggregate one dataset's events into `cell_windows` at every map resolution x window.
 
-        The counting happens in numpy (`cell_window_counts`): one sort per window size serves
-        all resolutions, which is several times faster than twelve COUNT(DISTINCT) queries.
-        Users are numbered densely by an exact join on user_id (no hashing, so counts are exact).
+        The counting happens in numpy (`cell_window_counts`): two sorts per window size serve
+        all resolutions, several times faster than twelve COUNT(DISTINCT) queries. Users and
+        cells are numbered densely in SQL by exact joins (no hashing, so counts are exact).
         """
+        self.con.execute(
+            """CREATE OR REPLACE TEMP TABLE agg_cells AS
+               SELECT cell, (row_number() OVER (ORDER BY cell) - 1)::BIGINT AS c
+               FROM (SELECT DISTINCT cell FROM events WHERE dataset_id = ?)""",
+            [dataset_id],
+        )
+        unique_cells = self.con.execute("SELECT cell FROM agg_cells ORDER BY c").fetchnumpy()["cell"]
         arrays = self.con.execute(
             """WITH users AS (
                    SELECT user_id, (row_number() OVER () - 1)::BIGINT AS u
                    FROM (SELECT DISTINCT user_id FROM events WHERE dataset_id = ?)
                )
-               SELECT users.u, e.cell, (epoch(e.hour_start) // 3600)::BIGINT AS h
-               FROM events e JOIN users USING (user_id)
+               SELECT users.u, agg_cells.c, (epoch(e.hour_start) // 3600)::BIGINT AS h
+               FROM events e JOIN users USING (user_id) JOIN agg_cells USING (cell)
                WHERE e.dataset_id = ?""",
             [dataset_id, dataset_id],
         ).fetchnumpy()
+        self.con.execute("DROP TABLE agg_cells")
+        ranks = np.asarray(arrays["c"], np.int64)
         frame = cell_window_counts(
-            np.asarray(arrays["u"], np.int64), np.asarray(arrays["cell"], np.int64),
+            np.asarray(arrays["u"], np.int64), np.asarray(unique_cells, np.int64)[ranks],
             np.asarray(arrays["h"], np.int64), self.map_resolutions,
+            ranked=(np.asarray(unique_cells, np.int64), ranks),
         )
         frame.insert(0, "dataset_id", np.int32(dataset_id))
         self.con.register("ingest_cell_windows", frame)
@@ -1078,68 +1088,78 @@ _WINDOW_HOURS = {"hour": 1, "day": 24, "week": 168}
 
 
 def cell_window_counts(
-    users: np.ndarray, cells: np.ndarray, hours: np.ndarray, resolutions: Sequence[int]
+    users: np.ndarray,
+    cells: np.ndarray,
+    hours: np.ndarray,
+    resolutions: Sequence[int],
+    *,
+    ranked: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Events and distinct users per (resolution, window size, window start, cell). Pure numpy.
 
     users: dense int user numbers; cells: H3 cells at a resolution >= max(resolutions);
-    hours: local hours since 1970-01-01 00:00 (naive local time). Returns columns
-    resolution, window_size, window_start (datetime64[us]), cell, events, users; within one
-    (resolution, window_size) block rows are ordered by window_start.
+    hours: local hours since 1970-01-01 00:00 (naive local time); ranked: optionally
+    (sorted unique cells, each event's index into them) when the caller has them already.
+    Returns columns resolution, window_size, window_start (datetime64[us]), cell, events,
+    users, ordered by (window_size, resolution, window_start, cell).
 
-    Per window size the events are sorted once by (window, user, cell). H3 parents preserve
-    integer order (the digits run from coarse to fine), so within one (window, user) run the
-    parents at every coarser resolution are sorted too, and a (window, user, parent) triple is
-    new exactly where it differs from the previous row: one sort serves all resolutions. Cells
-    and parents are handled as dense ranks so group keys are small integers (factorize +
-    bincount instead of a multi-column group-by).
+    Why two sorts per window size and nothing per resolution: H3 parents preserve integer order
+    (the digits run from coarse to fine), so after sorting by (window, user, cell) the parents
+    at every coarser resolution are sorted inside each (window, user) run, and a user's first
+    event in a (window, parent) group is simply where the parent changes within that run. After
+    sorting by (window, cell), every (window, parent) group is one contiguous run, so events
+    and distinct users per group are run lengths and run sums of those first-event flags.
     """
-    empty = pd.DataFrame(
-        {"resolution": np.empty(0, np.int8),
-         "window_size": pd.Categorical.from_codes(np.empty(0, np.int64), categories=list(_WINDOW_HOURS)),
-         "window_start": np.empty(0, "datetime64[us]"), "cell": np.empty(0, np.int64),
-         "events": np.empty(0, np.int32), "users": np.empty(0, np.int32)}
-    )
-    if len(users) == 0:
-        return empty
-    unique_cells, cell_rank = np.unique(cells, return_inverse=True)
-    cell_rank = cell_rank.astype(np.int64)
+    unique_cells, cell_rank = ranked if ranked is not None else np.unique(cells, return_inverse=True)
+    cell_rank = np.asarray(cell_rank, dtype=np.int64)
+    n = len(cell_rank)
     parents: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for resolution in resolutions:
         parent_of_unique = cell_to_parent(unique_cells, resolution)  # sorted, as unique_cells is
         changed = np.concatenate([[False], parent_of_unique[1:] != parent_of_unique[:-1]])
         run_starts = changed.copy()
-        run_starts[0] = True
+        run_starts[:1] = True
         # (parent rank of each unique cell, the distinct parents in rank order)
         parents[resolution] = (np.cumsum(changed), parent_of_unique[run_starts])
-    parts = [empty]
+    parts = []
     for window, width in _WINDOW_HOURS.items():
         offset = _MONDAY_OFFSET_H if window == "week" else 0
         index = (hours - offset) // width
-        first = int(index.min())
+        first = int(index.min()) if n else 0
         rel = index - first
-        order = _sort_order(rel, users, cell_rank)
-        w_sorted, u_sorted, rank_sorted = rel[order], users[order], cell_rank[order]
-        same_run = np.zeros(len(order), dtype=bool)
-        same_run[1:] = (w_sorted[1:] == w_sorted[:-1]) & (u_sorted[1:] == u_sorted[:-1])
+        by_user = _sort_order(rel, users, cell_rank)
+        w_user, u_user, c_user = rel[by_user], users[by_user], cell_rank[by_user]
+        same_run = (w_user[1:] == w_user[:-1]) & (u_user[1:] == u_user[:-1])
+        by_cell = _sort_order(rel, cell_rank)
+        w_cell, c_cell = rel[by_cell], cell_rank[by_cell]
+        # user order -> cell order: position in user order of each row of the cell order
+        user_position = np.empty(n, dtype=np.int64)
+        user_position[by_user] = np.arange(n)
+        user_to_cell = user_position[by_cell]
         for resolution in resolutions:
-            parent_rank_of_cell, parent_cells = parents[resolution]
-            prank = parent_rank_of_cell[rank_sorted]
-            new_user = np.ones(len(order), dtype=bool)
-            new_user[1:] = ~(same_run[1:] & (prank[1:] == prank[:-1]))
-            codes, keys = pd.factorize(w_sorted * len(parent_cells) + prank)
-            starts = (keys // len(parent_cells) + first) * width + offset
+            parent_rank, parent_cells = parents[resolution]
+            p_user = parent_rank[c_user]
+            first_visit = np.ones(n, dtype=bool)
+            first_visit[1:] = ~(same_run & (p_user[1:] == p_user[:-1]))
+            visits = np.concatenate([[0], np.cumsum(first_visit[user_to_cell], dtype=np.int32)])
+            p_cell = parent_rank[c_cell]
+            boundary = np.ones(n, dtype=bool)
+            boundary[1:] = (w_cell[1:] != w_cell[:-1]) | (p_cell[1:] != p_cell[:-1])
+            starts = np.flatnonzero(boundary)
+            ends = np.append(starts[1:], n)
             parts.append(
                 pd.DataFrame(
                     {
-                        "resolution": np.int8(resolution),
+                        "resolution": np.full(len(starts), resolution, dtype=np.int8),
                         "window_size": pd.Categorical.from_codes(
-                            np.full(len(keys), list(_WINDOW_HOURS).index(window)), categories=list(_WINDOW_HOURS)
+                            np.full(len(starts), list(_WINDOW_HOURS).index(window)), categories=list(_WINDOW_HOURS)
                         ),
-                        "window_start": starts.astype("datetime64[h]").astype("datetime64[us]"),
-                        "cell": parent_cells[keys % len(parent_cells)],
-                        "events": np.bincount(codes).astype(np.int32),
-                        "users": np.bincount(codes, weights=new_user).astype(np.int32),
+                        "window_start": ((w_cell[starts] + first) * width + offset)
+                        .astype("datetime64[h]")
+                        .astype("datetime64[us]"),
+                        "cell": parent_cells[p_cell[starts]],
+                        "events": (ends - starts).astype(np.int32),
+                        "users": (visits[ends] - visits[starts]).astype(np.int32),
                     }
                 )
             )
