@@ -313,16 +313,23 @@ def build_venues(store: Store, encoder: Any, events: pd.DataFrame) -> Venues:
     have = events[events["item_id"].notna()]
     if have.empty:  # no item ids: every distinct text is an item
         have = events.assign(item_id=events["text"])
+    # the most common text of each item (names can change over a data set's life)
+    texts = (
+        have.groupby(["item_id", "text"], sort=False).size().rename("n").reset_index()
+        .sort_values(["item_id", "n"], ascending=[True, False], kind="stable")
+        .drop_duplicates("item_id")
+        .set_index("item_id")["text"]
+    )
     grouped = have.groupby("item_id", sort=True)
     frame = pd.DataFrame(
         {
-            "text": grouped["text"].agg(lambda s: s.value_counts().index[0]),
-            "category": grouped["category"].first() if "category" in have else None,
+            "text": texts,
+            "category": grouped["category"].first(),
             "lat": grouped["lat"].mean(),
             "lon": grouped["lon"].mean(),
             "visits": grouped.size(),
         }
-    ).reset_index()
+    ).reset_index(names="item_id")
     vectors = embed_texts(store, encoder, frame["text"].tolist(), warn=None)
     return Venues(frame, np.asarray(vectors, dtype=np.float32))
 
@@ -722,11 +729,19 @@ class QueryResult:
     resolution: int
 
 
-def embed_phrase(encoder: Any, phrase: str) -> np.ndarray:
-    """(D,) unit embedding of a phrase with the text encoder (`.encode(list[str])`)."""
+def embed_phrase(encoder: Any, phrase: str, store: Store | None = None) -> np.ndarray:
+    """(D,) unit embedding of a phrase with the text encoder (`.encode(list[str])`).
+
+    With a writable `store` the embedding goes through the store's text-embedding cache, so a
+    phrase asked before costs a lookup instead of a forward pass of the language model.
+    """
     phrase = phrase.strip()
     if not phrase:
         raise ValueError("the query phrase is empty")
+    if store is not None and not store.read_only:
+        from interestgeo.text import embed_texts
+
+        return np.asarray(embed_texts(store, encoder, [phrase], warn=None), dtype=np.float32)[0]
     return np.asarray(encoder.encode([phrase]), dtype=np.float32)[0]
 
 
@@ -1026,7 +1041,7 @@ def query_command(
 ) -> tuple[dict[str, Any], str]:
     """`interestgeo query`: (JSON-ready payload, text for people)."""
     scored = load_scored(store, config)
-    result = query_interest(scored, phrase, embed_phrase(encoder, phrase), filters, resolution)
+    result = query_interest(scored, phrase, embed_phrase(encoder, phrase, store), filters, resolution)
     payload = {
         "phrase": phrase,
         "resolution": resolution,

@@ -22,6 +22,7 @@ __all__ = [
     "ModelConfig",
     "PrivacyConfig",
     "AppConfig",
+    "AnalyticsConfig",
     "DEFAULT_DB_PATH",
     "load_config",
 ]
@@ -106,8 +107,8 @@ class ModelConfig:
     patience: int = 2
     # Scoring batch size for evaluation and interest vectors.
     eval_batch_size: int = 256
-    # Where checkpoints (safetensors + JSON) are written; registered in the store's `checkpoints` table.
-    checkpoint_dir: Path = Path("data/models")
+    # Checkpoint folder (safetensors + JSON, registered in the store); None: `models/` beside the database.
+    checkpoint_dir: Path | None = None
 
 
 @dataclass(frozen=True)
@@ -125,12 +126,44 @@ class AppConfig:
 
 
 @dataclass(frozen=True)
+class AnalyticsConfig:
+    # --- interest analytics (issue 4; owner: analytics helper) ---
+    # Phrases that replace the data-derived topics (e.g. ["late-night food", "jazz"]); empty = derive.
+    topic_phrases: tuple[str, ...] = ()
+    # Topics come from category paths only when at least this share of events has one; else clusters.
+    category_path_min_share: float = 0.5
+    # k-means topics when there are no category paths: ~12 fit a legend and stay distinguishable.
+    topic_clusters: int = 12
+    # Softmax temperature turning cosine similarities to topics into shares (lower = sharper).
+    topic_temperature: float = 0.05
+    # Window sizes whose user and cell interest vectors `score` stores (day/hour are computed on the fly).
+    stored_windows: tuple[str, ...] = ("week",)
+    # H3 resolutions whose cell x window interest vectors `score` stores (the map's resolutions).
+    stored_resolutions: tuple[int, ...] = (6, 7, 8, 9)
+    # A user counts as strongly interested in a phrase when their affinity is in this top quantile.
+    strong_interest_quantile: float = 0.9
+    # A window is a change point when its drift exceeds the median by this many robust std devs (MAD).
+    change_point_z: float = 3.0
+    # Explanations look at this many most recent events (occlusion costs one forward pass per event).
+    explain_max_events: int = 50
+    # Next venues near a given place: candidates within this radius of it.
+    next_radius_km: float = 2.0
+    # Share of the user's recent history in the stored interest vector (0 = the model's vector alone;
+    # its text-space vector covers exploring, returns go through its pointer over the history).
+    # None: each full score picks it from 0, .25, .5, .75, 1 by how well vectors rank the next event.
+    history_weight: float | None = None
+    # Half-life of an event in that history mean (and in the no-model `--source recency` vectors).
+    history_half_life_days: float = 7.0
+
+
+@dataclass(frozen=True)
 class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     text: TextConfig = field(default_factory=TextConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     app: AppConfig = field(default_factory=AppConfig)
+    analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (paths as strings), stored beside checkpoints and run records."""

@@ -158,6 +158,7 @@ def explain_user(
         int(dataset_id),
         str(user_id),
         context["ts"].iloc[-1],
+        shown,
         vector,
         neutral.astype(np.float32),
         float(np.clip(1.0 - float(neutral @ _unit(vector.astype(np.float64))), 0.0, 2.0)),

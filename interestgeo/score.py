@@ -50,9 +50,11 @@ if TYPE_CHECKING:
 __all__ = [
     "VectorSource",
     "RecencySource",
+    "BlendedSource",
     "ScoreReport",
     "interest_vectors",
     "load_source",
+    "source_label",
     "score_store",
 ]
 
@@ -110,11 +112,108 @@ class RecencySource:
         return out
 
 
-def load_source(store: Store, config: Config, checkpoint_id: str | None = None) -> VectorSource:
-    """The trained model of the store (latest checkpoint unless one is named)."""
-    from interestgeo.model import InterestScorer
+def _unit(x: np.ndarray) -> np.ndarray:
+    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
-    return InterestScorer.from_checkpoint(store, checkpoint_id)
+
+class BlendedSource:
+    """The model's interest vector blended with the user's recent history, both in the text space.
+
+    Why: the model scores a next venue as interest . text(venue) PLUS a pointer over the user's
+    own past events (returns, about three check-ins in four) and count/transition/distance terms.
+    Its text-space vector therefore describes what a user would *explore* and can point away from
+    where they keep going (on the tiny test model the just-visited venue ranks last). Analytics asks
+    what people are into, returns included, so the stored vector is
+    normalise((1 - w) * model + w * history) with w = `analytics.history_weight` (0 = model only);
+    history = RecencySource. Explanations run through this same object, so what they explain is
+    exactly what is stored.
+    """
+
+    def __init__(
+        self, model: Any, text_vectors: Callable[[list[str]], np.ndarray], weight: float | None, half_life_days: float
+    ) -> None:
+        self.model = model
+        self.history = RecencySource(text_vectors, half_life_days)
+        self.weight = None if weight is None else float(weight)  # None: chosen by the next full score
+        self.name = model.name
+        self.checkpoint = getattr(model, "checkpoint", None)
+
+    def components(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """(model vectors, history vectors), each (N, D) L2-normalised."""
+        model = _unit(np.asarray(self.model.interest_vectors(events, neutralise_spacetime=neutralise_spacetime)))
+        return model, _unit(self.history.interest_vectors(events))
+
+    @staticmethod
+    def blend(model: np.ndarray, history: np.ndarray, weight: float) -> np.ndarray:
+        return _unit((1.0 - weight) * model + weight * history)
+
+    def interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
+        if self.weight is None:
+            raise LookupError("the history weight is not chosen yet: run a full `interestgeo score`")
+        if self.weight <= 0:
+            return _unit(np.asarray(self.model.interest_vectors(events, neutralise_spacetime=neutralise_spacetime)))
+        return self.blend(*self.components(events, neutralise_spacetime), self.weight)
+
+    def attention_rollup(self, user_events: pd.DataFrame) -> np.ndarray:
+        return self.model.attention_rollup(user_events)
+
+
+# Candidate history weights a full score chooses from (when analytics.history_weight is None).
+HISTORY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+
+
+def next_event_mrr(events: pd.DataFrame, vectors: np.ndarray, text_vectors: Callable[[list[str]], np.ndarray], limit: int = 5000) -> float:
+    """Mean reciprocal rank of each event's NEXT text among all distinct texts, by dot product.
+
+    The yardstick of a stored interest vector: a free-text query is exactly this dot product.
+    Uses up to `limit` (event, next event of the same user) pairs, evenly spread.
+    """
+    users = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
+    pairs = np.flatnonzero(users[1:] == users[:-1])
+    if len(pairs) == 0:
+        return float("nan")
+    pairs = pairs[np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).astype(int)]
+    texts = events["text"].astype(str).to_numpy()
+    distinct, inverse = np.unique(texts, return_inverse=True)
+    candidates = text_vectors(list(distinct))  # (U, D)
+    scores = vectors[pairs] @ candidates.T  # (n, U)
+    target = scores[np.arange(len(pairs)), inverse[pairs + 1]][:, None]
+    ranks = 1 + (scores > target).sum(axis=1)
+    return float(np.mean(1.0 / ranks))
+
+
+def load_source(
+    store: Store, config: Config, checkpoint_id: int | None = None, encoder: Any | None = None
+) -> BlendedSource:
+    """The trained model of the store (latest checkpoint unless one is named), blended with history.
+
+    Raises LookupError with a one-line message when no model has been trained.
+    """
+    from interestgeo.train import CheckpointError, InterestScorer
+
+    try:
+        model = InterestScorer.from_checkpoint(store, checkpoint_id)
+    except CheckpointError as exc:
+        raise LookupError(f"no trained model ({exc}): run `interestgeo train` first") from None
+    if encoder is None:
+        from interestgeo.text import TextEncoder
+
+        encoder = TextEncoder(config.text)
+    weight = config.analytics.history_weight
+    if weight is None:  # the weight the stored vectors were made with, when they came from this model
+        runs = store.score_runs()
+        if len(runs) and runs["source"].iloc[0].startswith(f"{model.name}#{model.checkpoint.id}+history"):
+            weight = float(runs["source"].iloc[0].rsplit("+history", 1)[1])
+    return BlendedSource(model, _text_vectors_fn(store, encoder), weight, config.analytics.history_half_life_days)
+
+
+def source_label(source: VectorSource) -> str:
+    """Which vectors these are: checkpoint id and history weight (names repeat across retrainings)."""
+    checkpoint = getattr(source, "checkpoint", None)
+    label = f"{source.name}#{checkpoint.id}" if checkpoint is not None else source.name
+    if not isinstance(source, BlendedSource):
+        return label
+    return f"{label}+history{source.weight:g}" if source.weight is not None else f"{label}+history?"
 
 
 @dataclass
@@ -130,6 +229,8 @@ class ScoreReport:
     topics: int
     topics_source: str
     since: str | None
+    # next-event MRR of the stored vectors per history weight, when the weight was chosen in this run
+    history_calibration: dict[float, float] | None = None
 
     @property
     def events_per_s(self) -> float:
@@ -151,8 +252,17 @@ def _vectors_by_user_chunks(
     source: VectorSource, events: pd.DataFrame, progress: Callable[[float, str], None] | None
 ) -> np.ndarray:
     """interest_vectors over chunks of whole users (vectors depend only on the same user's events)."""
+    return _by_user_chunks(lambda chunk: (interest_vectors(source, chunk),), events, progress)[0]
+
+
+def _by_user_chunks(
+    fn: Callable[[pd.DataFrame], tuple[np.ndarray, ...]],
+    events: pd.DataFrame,
+    progress: Callable[[float, str], None] | None,
+) -> tuple[np.ndarray, ...]:
+    """`fn` (returning a tuple of (n, D) arrays) over chunks of whole users, concatenated."""
     if len(events) == 0:
-        return np.zeros((0, 0), dtype=np.float32)
+        return (np.zeros((0, 0), dtype=np.float32),)
     keys = events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)
     starts = np.flatnonzero(np.r_[True, keys.to_numpy()[1:] != keys.to_numpy()[:-1]])
     bounds = [0]
@@ -162,10 +272,10 @@ def _vectors_by_user_chunks(
     bounds.append(len(events))
     parts = []
     for a, b in zip(bounds[:-1], bounds[1:]):
-        parts.append(interest_vectors(source, events.iloc[a:b].reset_index(drop=True)))
+        parts.append(fn(events.iloc[a:b].reset_index(drop=True)))
         if progress is not None:
             progress(b / len(events), f"{b:,} of {len(events):,} events")
-    return np.concatenate(parts)
+    return tuple(np.concatenate([part[i] for part in parts]) for i in range(len(parts[0])))
 
 
 def _text_vectors_fn(store: Store, encoder: Any) -> Callable[[list[str]], np.ndarray]:
@@ -284,7 +394,7 @@ def score_store(
 
         encoder = TextEncoder(config.text)
     if source is None:
-        source = load_source(store, config)
+        source = load_source(store, config, encoder=encoder)
     text_vectors = _text_vectors_fn(store, encoder)
     store.ensure_analytics_schema()
     since_ts = None if since is None else pd.Timestamp(since)
@@ -292,9 +402,9 @@ def score_store(
         since_ts = since_ts.tz_localize("UTC")
     if update or since_ts is not None:
         previous = store.score_runs()
-        if len(previous) and str(previous["source"].iloc[0]) != source.name:
+        if len(previous) and str(previous["source"].iloc[0]) != source_label(source):
             raise LookupError(
-                f"stored vectors come from {previous['source'].iloc[0]!r}, not {source.name!r}: "
+                f"stored vectors come from {previous['source'].iloc[0]!r}, not {source_label(source)!r}: "
                 "run a full `interestgeo score` instead of an update"
             )
         if store.analytics_topics() is not None and len(previous):
@@ -302,7 +412,17 @@ def score_store(
     events = store.events(datasets)
     if events.empty:
         raise LookupError("no events to score: ingest a CSV first (`interestgeo ingest FILE`)")
-    vectors = _vectors_by_user_chunks(source, events, progress)
+    calibration = None
+    if isinstance(source, BlendedSource) and config.analytics.history_weight is None:
+        model_vectors, history_vectors = _by_user_chunks(source.components, events, progress)
+        calibration = {
+            w: next_event_mrr(events, source.blend(model_vectors, history_vectors, w), text_vectors)
+            for w in HISTORY_WEIGHTS
+        }
+        source.weight = max(calibration, key=lambda w: (calibration[w], -w))
+        vectors = source.blend(model_vectors, history_vectors, source.weight)
+    else:
+        vectors = _vectors_by_user_chunks(source, events, progress)
     with store.transaction():
         topics = _topics(store, config, text_vectors, events, refresh_topics)
         event_topics = _event_topics(topics, text_vectors, events)
@@ -313,10 +433,10 @@ def score_store(
         scored = ScoredEvents(events.assign(topic=event_topics), vectors, topics, config)
         _write_aggregates(store, config, scored, sorted(events["dataset_id"].unique().tolist()), None)
         elapsed = time.perf_counter() - started
-        store.record_score_run(source.name, None, len(events), scored.user_codes.max() + 1, elapsed)
+        store.record_score_run(source_label(source), None, len(events), scored.user_codes.max() + 1, elapsed)
     return ScoreReport(
-        source.name, "full", len(events), int(scored.user_codes.max()) + 1, len(events), elapsed,
-        len(topics), topics.source, None,
+        source_label(source), "full", len(events), int(scored.user_codes.max()) + 1, len(events), elapsed,
+        len(topics), topics.source, None, calibration,
     )
 
 
@@ -335,7 +455,7 @@ def _score_update(
     affected = affected.groupby(["dataset_id", "user_id"], as_index=False)["ts"].min()
     since_text = None if since is None else since.isoformat()
     if affected.empty:
-        return ScoreReport(source.name, "update", 0, 0, 0, time.perf_counter() - started, 0, "", since_text)
+        return ScoreReport(source_label(source), "update", 0, 0, 0, time.perf_counter() - started, 0, "", since_text)
     histories = store.user_histories(affected)
     vectors = _vectors_by_user_chunks(source, histories, progress)
     first = histories[["dataset_id", "user_id"]].merge(
@@ -355,9 +475,9 @@ def _score_update(
         scored = ScoredEvents(events, stored_vectors, topics, config)
         _write_aggregates(store, config, scored, datasets, starts)
         elapsed = time.perf_counter() - started
-        store.record_score_run(source.name, since.to_pydatetime() if since is not None else None, len(new), len(affected), elapsed)
+        store.record_score_run(source_label(source), since.to_pydatetime() if since is not None else None, len(new), len(affected), elapsed)
     return ScoreReport(
-        source.name, "update", len(new), len(affected), len(histories), elapsed, len(topics), topics.source, since_text
+        source_label(source), "update", len(new), len(affected), len(histories), elapsed, len(topics), topics.source, since_text
     )
 
 
@@ -383,12 +503,9 @@ def score_command(
             raise ValueError(f"unknown dataset among {', '.join(datasets)}")
     encoder = TextEncoder(config.text)
     if source_name == "recency":
-        source: VectorSource = RecencySource(_text_vectors_fn(store, encoder))
+        source: VectorSource = RecencySource(_text_vectors_fn(store, encoder), config.analytics.history_half_life_days)
     else:
-        try:
-            source = load_source(store, config)
-        except (LookupError, FileNotFoundError) as exc:
-            raise LookupError(f"no trained model ({exc}): run `interestgeo train` first") from None
+        source = load_source(store, config, encoder=encoder)
     bar = tqdm(total=100, desc="scoring", unit="%", disable=not show_progress)
 
     def progress(fraction: float, message: str) -> None:
@@ -410,4 +527,8 @@ def score_command(
         f"{report.elapsed_s:.1f} s, {report.events_per_s:,.0f} events/s through the model, "
         f"{report.seconds_per_1000:.3f} s per 1,000 events; {report.topics} topics from {report.topics_source}"
     )
+    if report.history_calibration:
+        text += "\nhistory weight chosen by next-event MRR: " + ", ".join(
+            f"{w:g}: {mrr:.3f}" for w, mrr in report.history_calibration.items()
+        )
     return report.to_dict(), text

@@ -444,14 +444,15 @@ class Store:
                 WHERE reason IS NOT NULL ORDER BY rowid"""
         ).df()
 
-    def load_checked(self, dataset_id: int, base_resolution: int) -> tuple[int, int]:
-        """Insert the valid rows of `ingest_checked` as events of `dataset_id`, minus duplicates.
+    def prepare_checked(self, base_resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        """Find duplicates and H3 cells for the valid rows of `ingest_checked`; return the
+        aggregation input (users, cell ranks, local hours, sorted unique cells) of the rows to store.
 
         Duplicates (same user, ts, lat, lon, text within the file) keep their first row. They
-        are found by a cheap 64-bit hash grouping first; only rows sharing a hash are compared
-        exactly. H3 is computed once per distinct coordinate pair (check-ins repeat venues).
-        event_id = first free id + file position, so ids are unique across the store and
-        follow file order. Returns (rows_stored, duplicates_skipped).
+        are found by grouping a 64-bit hash first; only rows sharing a hash are compared
+        exactly. H3 is computed once per distinct coordinate pair (check-ins repeat venues), and
+        each distinct cell gets its rank among the file's sorted cells (see cell_window_counts).
+        Users are numbered densely by an exact join on user_id, so user counts are exact.
         """
         self.con.execute(
             """CREATE OR REPLACE TEMP TABLE ingest_dups AS
@@ -467,72 +468,52 @@ class Store:
                ) WHERE k > 1"""
         )
         coords = self.con.execute("SELECT DISTINCT lat, lon FROM ingest_checked WHERE reason IS NULL").fetchnumpy()
-        coord_cells = pd.DataFrame(
-            {
-                "lat": coords["lat"],
-                "lon": coords["lon"],
-                "cell": latlng_to_cell(coords["lat"], coords["lon"], base_resolution),
-            }
+        cells = latlng_to_cell(coords["lat"], coords["lon"], base_resolution)
+        unique_cells, rank = np.unique(cells, return_inverse=True)
+        self.con.register(
+            "ingest_coord_cells",
+            pd.DataFrame({"lat": coords["lat"], "lon": coords["lon"], "cell": cells, "cell_rank": rank.astype(np.int64)}),
         )
-        self.con.register("ingest_coord_cells", coord_cells)
-        try:
-            first_id = self._first_row("SELECT coalesce(max(event_id), -1) + 1 FROM events")[0]
-            self.con.execute(
-                f"""INSERT INTO events
-                   SELECT ?, ? + ord, user_id, ts, local_ts, tz_offset_min, lat, lon, text,
-                          item_id, category, category_path, event_type, cell,
-                          hour(local_ts), isodow(local_ts) - 1,
-                          date_trunc('hour', local_ts), date_trunc('day', local_ts),
-                          date_trunc('week', local_ts)
-                   FROM (
-                       SELECT u.rowid - ({_FIRST_ROWID}) AS ord, u.*, c.cell,
-                              timezone('UTC', u.ts) + to_minutes(coalesce(u.tz_offset_min, 0)::BIGINT) AS local_ts
-                       FROM ingest_checked u
-                       JOIN ingest_coord_cells c ON c.lat = u.lat AND c.lon = u.lon
-                       WHERE u.reason IS NULL
-                         AND u.rowid NOT IN (SELECT ord FROM ingest_dups)
-                   )""",
-                [dataset_id, int(first_id)],
-            )
-        finally:
-            self.con.unregister("ingest_coord_cells")
+        arrays = self.con.execute(
+            f"""WITH kept AS (
+                   {_KEPT_ROWS}
+               ), users AS (
+                   SELECT user_id, (row_number() OVER () - 1)::BIGINT AS uid FROM (SELECT DISTINCT user_id FROM kept)
+               )
+               SELECT users.uid, kept.cell_rank,
+                      floor((epoch(kept.ts) + coalesce(kept.tz_offset_min, 0)::BIGINT * 60) / 3600)::BIGINT AS h
+               FROM kept JOIN users USING (user_id)"""
+        ).fetchnumpy()
+        return (np.asarray(arrays["uid"], np.int64), np.asarray(arrays["cell_rank"], np.int64),
+                np.asarray(arrays["h"], np.int64), unique_cells.astype(np.int64))
+
+    def insert_events(self, dataset_id: int) -> tuple[int, int]:
+        """Insert the rows `prepare_checked` kept as events of `dataset_id`.
+
+        event_id = first free id + file position, so ids are unique across the store and follow
+        file order. Returns (rows_stored, duplicates_skipped).
+        """
+        first_id = self._first_row("SELECT coalesce(max(event_id), -1) + 1 FROM events")[0]
+        self.con.execute(
+            f"""INSERT INTO events
+               SELECT ?, ? + ord, user_id, ts, local_ts, tz_offset_min, lat, lon, text,
+                      item_id, category, category_path, event_type, cell,
+                      hour(local_ts), isodow(local_ts) - 1,
+                      date_trunc('hour', local_ts), date_trunc('day', local_ts), date_trunc('week', local_ts)
+               FROM (
+                   SELECT *, timezone('UTC', ts) + to_minutes(coalesce(tz_offset_min, 0)::BIGINT) AS local_ts
+                   FROM ({_KEPT_ROWS})
+               )""",
+            [dataset_id, int(first_id)],
+        )
         valid, duplicates = self._first_row(
             "SELECT (SELECT count(*) FROM ingest_checked WHERE reason IS NULL), (SELECT count(*) FROM ingest_dups)"
         )
         return int(valid) - int(duplicates), int(duplicates)
 
-    def build_cell_windows(self, dataset_id: int) -> None:
-        """Aggregate one dataset's events into `cell_windows` at every map resolution x window.
-
-        The counting happens in numpy (`cell_window_counts`): two sorts per window size serve
-        all resolutions, several times faster than twelve COUNT(DISTINCT) queries. Users and
-        cells are numbered densely in SQL by exact joins (no hashing, so counts are exact).
-        """
-        self.con.execute(
-            """CREATE OR REPLACE TEMP TABLE agg_cells AS
-               SELECT cell, (row_number() OVER (ORDER BY cell) - 1)::BIGINT AS c
-               FROM (SELECT DISTINCT cell FROM events WHERE dataset_id = ?)""",
-            [dataset_id],
-        )
-        unique_cells = self.con.execute("SELECT cell FROM agg_cells ORDER BY c").fetchnumpy()["cell"]
-        arrays = self.con.execute(
-            """WITH users AS (
-                   SELECT user_id, (row_number() OVER () - 1)::BIGINT AS u
-                   FROM (SELECT DISTINCT user_id FROM events WHERE dataset_id = ?)
-               )
-               SELECT users.u, agg_cells.c, (epoch(e.hour_start) // 3600)::BIGINT AS h
-               FROM events e JOIN users USING (user_id) JOIN agg_cells USING (cell)
-               WHERE e.dataset_id = ?""",
-            [dataset_id, dataset_id],
-        ).fetchnumpy()
-        self.con.execute("DROP TABLE agg_cells")
-        ranks = np.asarray(arrays["c"], np.int64)
-        frame = cell_window_counts(
-            np.asarray(arrays["u"], np.int64), np.asarray(unique_cells, np.int64)[ranks],
-            np.asarray(arrays["h"], np.int64), self.map_resolutions,
-            ranked=(np.asarray(unique_cells, np.int64), ranks),
-        )
-        frame.insert(0, "dataset_id", np.int32(dataset_id))
+    def insert_cell_windows(self, dataset_id: int, frame: pd.DataFrame) -> None:
+        """Append one dataset's `cell_window_counts` result to `cell_windows`."""
+        frame = frame.assign(dataset_id=np.int32(dataset_id))
         self.con.register("ingest_cell_windows", frame)
         try:
             self.con.execute(
@@ -587,8 +568,11 @@ class Store:
         return int(self._first_row("SELECT coalesce(max(dataset_id), 0) + 1 FROM datasets")[0])
 
     def drop_ingest_temps(self) -> None:
+        """Free the ingest's temporary tables and registered frames (also after a failure)."""
         for table in ("ingest_checked", "ingest_dups", "ingest_csv_errors", "ingest_csv_scans"):
             self.con.execute(f"DROP TABLE IF EXISTS {table}")
+        for view in ("ingest_coord_cells", "ingest_cell_windows", "ingest_reject_rows"):
+            self.con.unregister(view)
 
     # --- analytics (owner: analytics) ---
     # Per-event interest vectors (the source of every analytics result), the topics, and the
@@ -1074,6 +1058,11 @@ class Store:
 
 # The ordinal of an ingest_checked row is rowid minus this (see read_csv_checked).
 _FIRST_ROWID = "SELECT min(rowid) FROM ingest_checked"
+# The rows an ingest stores: valid, not a duplicate, with their cell (see prepare_checked).
+_KEPT_ROWS = f"""
+    SELECT u.rowid - ({_FIRST_ROWID}) AS ord, u.*, c.cell, c.cell_rank
+    FROM ingest_checked u JOIN ingest_coord_cells c ON c.lat = u.lat AND c.lon = u.lon
+    WHERE u.reason IS NULL AND u.rowid NOT IN (SELECT ord FROM ingest_dups)"""
 # Tables with a dataset_id column, children first (a whitelist for delete_dataset).
 _DATASET_TABLES = ("cell_windows", "rejects", "events", "datasets")
 

@@ -6,7 +6,12 @@ local time from the UTC time and offset), so analytics sees exactly the store's 
 
 from __future__ import annotations
 
+import atexit
+import dataclasses
+import shutil
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -107,3 +112,39 @@ def ingest(store, path, config, dataset: str) -> int:
          "category_path": "category_path", "tz_offset_min": "tz_offset_min"}
     )
     return ingest_file(store, path, config=config, mapping=mapping, dataset=dataset).dataset_id
+
+
+_TRAINED: dict[str, Path] = {}
+
+
+def tiny_model_config(db: Path, models: Path) -> Config:
+    """A tiny model (trains in seconds), k = 2 and two stored resolutions, for write_checkins data."""
+    config = Config(privacy=PrivacyConfig(k_min_users=2)).with_db(db)
+    return dataclasses.replace(
+        config,
+        model=dataclasses.replace(
+            config.model, n_embd=32, n_layer=1, n_head=2, max_len=32, epochs=2, batch_size=16, checkpoint_dir=models
+        ),
+        analytics=dataclasses.replace(config.analytics, stored_resolutions=(8, 9)),
+    )
+
+
+def trained_store(tmp_path: Path) -> tuple[Path, Config]:
+    """A copy (in tmp_path) of a store with 12 users' April check-ins and a TINY model trained on
+    them through the real training API. Trained once per test session; each caller gets a copy."""
+    from interestgeo.store import Store
+    from interestgeo.train import train_model
+
+    if "db" not in _TRAINED:
+        folder = Path(tempfile.mkdtemp(prefix="interestgeo-tiny-model-"))
+        atexit.register(shutil.rmtree, folder, True)
+        write_checkins(folder / "april.csv.gz", [f"u{i}" for i in range(12)], "2012-04-02", days=28, per_user=40, seed=1)
+        config = tiny_model_config(folder / "trained.duckdb", folder / "models")
+        with Store.open(config.store.path, config=config) as store:
+            ingest(store, folder / "april.csv.gz", config, "april")
+            train_model(store, config, epochs=2, seed=0)
+        _TRAINED["db"] = config.store.path
+        _TRAINED["models"] = folder / "models"
+    db = Path(tmp_path) / "trained.duckdb"
+    shutil.copy(_TRAINED["db"], db)
+    return db, tiny_model_config(db, _TRAINED["models"])
