@@ -29,6 +29,7 @@ import json
 import time
 import zlib
 from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -39,7 +40,7 @@ import pandas as pd
 
 from interestgeo.config import Config
 from interestgeo.schema import ColumnMapping, Reason, detect_mapping
-from interestgeo.store import Store
+from interestgeo.store import Store, cell_window_counts
 
 __all__ = [
     "ColumnMapping",
@@ -161,40 +162,66 @@ def ingest_file(
                             str(path), fmt.encoding, fmt.delimiter)
     name = _dataset_name(store, dataset, path)
     now = datetime.now(timezone.utc)
-    with store.transaction():
-        dataset_id = store.next_dataset_id()
-        report_progress(0.1, "parsing and validating CSV")
-        kept, invalid, csv_errors = _read_checked(store, path, fmt, mapping, now)
-        if (csv_errors["error_type"] == "INVALID ENCODING").any():
-            # Not UTF-8: read the whole file again as Latin-1 (every byte is valid there).
-            fmt = replace(fmt, encoding="latin-1")
-            kept, invalid, csv_errors = _read_checked(store, path, fmt, mapping, now)
-        rows_read = kept + len(csv_errors)
-        if rows_read == 0:
-            raise IngestError(f"{path.name}: no data rows after the header")
-        rejects = _locate_rejects(path, fmt, store.checked_rejects(), csv_errors, kept)
-        report_progress(0.45, "storing events")
-        stored, duplicates = store.load_checked(dataset_id, store.base_resolution)
-        store.insert_rejects(dataset_id, rejects)
-        report_progress(0.7, "aggregating cells and windows")
-        store.build_cell_windows(dataset_id)
-        store.insert_dataset(
-            dataset_id,
-            name=name,
-            source=str(path),
-            content_hash=content_hash,
-            rows_read=rows_read,
-            rows_stored=stored,
-            rows_rejected=len(rejects),
-            duplicates_skipped=duplicates,
-            loaded_at=now,
-            mapping_json=json.dumps({"columns": mapping.to_dict(), "delimiter": fmt.delimiter,
-                                     "encoding": fmt.encoding, "compression": fmt.compression}),
-        )
+    try:
+        with store.transaction(), ThreadPoolExecutor(max_workers=1) as pool:
+            report = _load(store, path, fmt, mapping, name, content_hash, now, pool, report_progress)
+    finally:
         store.drop_ingest_temps()
-        report_progress(1.0, "done")
     elapsed = time.perf_counter() - started
-    first = [Reject(int(r.line), str(r.reason), str(r.raw)) for r in rejects.head(REPORT_REJECTS).itertuples()]
+    return replace(report, elapsed_s=elapsed, events_per_s=report.rows_read / elapsed if elapsed > 0 else 0.0)
+
+
+def _load(
+    store: Store,
+    path: Path,
+    fmt: CsvFormat,
+    mapping: ColumnMapping,
+    name: str,
+    content_hash: str,
+    now: datetime,
+    pool: ThreadPoolExecutor,
+    report_progress: Progress,
+) -> IngestReport:
+    """The steps of one file's load, inside the caller's transaction (timings left to it).
+
+    The cell x window counting (numpy, one core) runs in `pool` while DuckDB writes the events
+    (both release the GIL), so the two overlap on a multi-core machine.
+    """
+    dataset_id = store.next_dataset_id()
+    report_progress(0.1, "parsing and validating CSV")
+    kept, _, csv_errors = _read_checked(store, path, fmt, mapping, now)
+    if (csv_errors["error_type"] == "INVALID ENCODING").any():
+        # Not UTF-8: read the whole file again as Latin-1 (every byte is valid there).
+        fmt = replace(fmt, encoding="latin-1")
+        kept, _, csv_errors = _read_checked(store, path, fmt, mapping, now)
+    rows_read = kept + len(csv_errors)
+    if rows_read == 0:
+        raise IngestError(f"{path.name}: no data rows after the header")
+    rejects = _locate_rejects(path, fmt, store.checked_rejects(), csv_errors, kept)
+    users, cell_ranks, hours, unique_cells = store.prepare_checked(store.base_resolution)
+    counting = pool.submit(
+        cell_window_counts, users, unique_cells[cell_ranks], hours, store.map_resolutions,
+        ranked=(unique_cells, cell_ranks),
+    )
+    report_progress(0.45, "storing events")
+    stored, duplicates = store.insert_events(dataset_id)
+    store.insert_rejects(dataset_id, rejects)
+    report_progress(0.7, "aggregating cells and windows")
+    store.insert_cell_windows(dataset_id, counting.result())
+    store.insert_dataset(
+        dataset_id,
+        name=name,
+        source=str(path),
+        content_hash=content_hash,
+        rows_read=rows_read,
+        rows_stored=stored,
+        rows_rejected=len(rejects),
+        duplicates_skipped=duplicates,
+        loaded_at=now,
+        mapping_json=json.dumps({"columns": mapping.to_dict(), "delimiter": fmt.delimiter,
+                                 "encoding": fmt.encoding, "compression": fmt.compression}),
+    )
+    report_progress(1.0, "done")
     return IngestReport(
         dataset_id=dataset_id,
         dataset=name,
@@ -202,9 +229,9 @@ def ingest_file(
         rows_stored=stored,
         rows_rejected=len(rejects),
         duplicates_skipped=duplicates,
-        rejects=first,
-        elapsed_s=elapsed,
-        events_per_s=rows_read / elapsed if elapsed > 0 else 0.0,
+        rejects=[Reject(int(r.line), str(r.reason), str(r.raw)) for r in rejects.head(REPORT_REJECTS).itertuples()],
+        elapsed_s=0.0,
+        events_per_s=0.0,
         already_loaded=False,
         source=str(path),
         encoding=fmt.encoding,

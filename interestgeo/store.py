@@ -704,30 +704,12 @@ class Store:
             [ids, ids],
         )
 
-    def event_vectors(
-        self, datasets: Sequence[int] | None = None
-    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, str]:
-        """(event_ids int64 (N,), topics int16 (N,), vectors float32 (N, D), source) sorted by event id.
-
-        `source` names the model of the latest score run ("" when none); empty arrays when nothing is scored.
-        """
+    def delete_dataset_vectors(self, dataset_id: int) -> None:
+        """Drop a dataset's interest vectors and window vectors (for delete_dataset to call)."""
         if not self._analytics_tables_exist():
-            return np.zeros(0, np.int64), np.zeros(0, np.int16), np.zeros((0, 0), np.float32), ""
-        ids = _id_list(datasets)
-        table = self._arrow_query(
-            """SELECT event_id, topic, vector FROM event_vectors
-               WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)
-               ORDER BY event_id""",
-            params=[ids, ids],
-        ).to_arrow_table()
-        n = table.num_rows
-        runs = self.con.execute("SELECT source FROM score_runs ORDER BY run_id DESC LIMIT 1").fetchone()
-        return (
-            table.column("event_id").to_numpy().astype(np.int64),
-            table.column("topic").to_numpy().astype(np.int16),
-            self._vectors_from_arrow(table.column("vector"), n),
-            str(runs[0]) if runs else "",
-        )
+            return
+        for table in ("event_vectors", *self._WINDOW_VECTOR_TABLES):
+            self.con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [int(dataset_id)])
 
     def scored_events(
         self, datasets: Sequence[int] | None = None, local_from: datetime | pd.Timestamp | None = None

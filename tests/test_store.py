@@ -163,3 +163,18 @@ def test_read_only_open(tmp_path: Path, sample_store: Store) -> None:
     with Store.open(sample_store.path, read_only=True) as store:
         assert len(store.events()) == 300
         assert store.base_resolution == 10
+
+
+def test_windows_use_local_time_with_odd_offsets(tmp_store: Store, tmp_config: Config, tmp_path: Path) -> None:
+    # Half-hour and large offsets: local hour windows start at local :00, e.g. 23:40 UTC at +330.
+    path = tmp_path / "offsets.csv"
+    rows = [("a", "2012-04-03T23:40:00Z", 330), ("b", "2012-04-03T23:40:00Z", 660), ("c", "2012-04-04T02:10:00Z", -570),
+            ("d", "2012-04-08T22:30:00Z", 90), ("a", "2012-04-03T23:59:00Z", 330)]
+    path.write_text("user,lat,lon,time,tz_offset_min,text\n"
+                    + "".join(f"{u},40.7,-73.9,{t},{o},x\n" for u, t, o in rows))
+    ingest_file(tmp_store, path, config=tmp_config)
+    events = tmp_store.events()
+    assert events["local_ts"].dt.strftime("%H:%M").tolist() == ["05:10", "05:29", "10:40", "16:40", "00:00"]
+    for window in ("hour", "day", "week"):
+        got, _ = tmp_store.cell_aggregates(9, window, k=1)
+        pd.testing.assert_frame_equal(_sorted(got), _expected_aggregates(events, 9, window))
