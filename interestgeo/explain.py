@@ -138,7 +138,8 @@ def explain_user(
         user = user[user["ts"] <= to_utc(at)]
         if user.empty:
             raise LookupError(f"user {user_id!r} has no events before {at}")
-    context = user.tail(config.model.max_len).reset_index(drop=True)
+    # the events the Transformer reads: its own window (the checkpoint's max_len, not the caller's config)
+    context = user.tail(int(getattr(model, "max_len", config.model.max_len))).reset_index(drop=True)
     explained = min(config.analytics.explain_max_events, len(context))
     vector, occlusion = occlusion_effects(model, context, explained)
     attention_all = np.asarray(model.attention_rollup(context), dtype=np.float64)  # (T,)

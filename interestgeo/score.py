@@ -137,6 +137,7 @@ class BlendedSource:
         self.weight = None if weight is None else float(weight)  # None: chosen by the next full score
         self.name = model.name
         self.checkpoint = getattr(model, "checkpoint", None)
+        self.max_len = getattr(model, "max_len", None)  # the events of history the model reads
 
     def components(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """(model vectors, history vectors), each (N, D) L2-normalised."""

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +13,7 @@ import pytest
 from analytics_data import VENUES, ingest, trained_store, write_checkins
 from interestgeo import analytics as an
 from interestgeo.cells import cell_to_parent, latlng_to_cell
+from interestgeo.cli import main
 from interestgeo.explain import explain_scored_user, explain_user
 from interestgeo.score import load_source, score_store
 from interestgeo.store import Store
@@ -115,3 +117,13 @@ def test_model_dynamic_update_equals_a_full_rescore(tmp_path: Path) -> None:
         after_update = snapshot(store)
         score_store(store, config, source=model, encoder=encoder)
         assert_same(after_update, snapshot(store))
+
+
+def test_cli_explain_prints_both_views_as_json(scored_store, capsys: pytest.CaptureFixture[str]) -> None:
+    store, config, model, scored, _ = scored_store
+    assert main(["explain", "u3", "--db", str(config.store.path), "--json"]) == 0
+    out = json.loads(capsys.readouterr().out)
+    assert out["user_id"] == "u3" and len(out["events"]) == min(config.analytics.explain_max_events, model.max_len)
+    assert {"attention", "occlusion", "attention_rank", "occlusion_rank"} <= set(out["events"][0])
+    assert main(["explain", "nobody", "--db", str(config.store.path)]) == 2
+    assert "no scored user" in capsys.readouterr().err
