@@ -68,13 +68,22 @@ class IngestError(Exception):
 
 @dataclass(frozen=True)
 class Reject:
+    """One rejected record: its first physical line, why, and its raw text (line breaks kept)."""
+
     line: int
     reason: str
     raw: str
 
 
-@dataclass
+@dataclass(frozen=True)
 class IngestReport:
+    """What one file's load did. rows_read = rows_stored + rows_rejected + duplicates_skipped.
+
+    `rejects` holds the first REPORT_REJECTS (store.rejects(dataset_id) has them all). For a file
+    whose content was loaded before, `already_loaded` is True, the ids name the existing dataset
+    and every count is 0.
+    """
+
     dataset_id: int
     dataset: str
     rows_read: int
@@ -90,6 +99,7 @@ class IngestReport:
     delimiter: str = ""
 
     def to_dict(self) -> dict[str, object]:
+        """JSON-ready (what `interestgeo ingest --json` prints)."""
         return asdict(self)
 
 

@@ -312,6 +312,8 @@ class Store:
         """Remove a dataset and everything derived from it (atomic). False when it did not exist."""
         with self.transaction():
             existed = self._first_row("SELECT count(*) FROM datasets WHERE dataset_id = ?", [dataset_id])
+            # Derived tables owned by other areas first (interest vectors; see their section).
+            self.delete_dataset_vectors(dataset_id)
             for table in _DATASET_TABLES:
                 self.con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [dataset_id])
         return bool(existed and existed[0])
