@@ -94,7 +94,8 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
     cells = result.cells.loc[rows].reset_index(drop=True)
     shares = result.shares.loc[rows].reset_index(drop=True)
     colors = charts.topic_colors(list(result.topics))
-    view = charts.view_for_cells(result.cells["cell"].unique().tolist())
+    # The map column is ~640 px wide at 1280 px: fit the view to that, not to the full width.
+    view = charts.view_for_cells(result.cells["cell"].unique().tolist(), width_px=640, height_px=MAP_HEIGHT)
     map_col, legend_col = st.columns([2.3, 1])
     with map_col:
         spot = st.empty()
@@ -124,13 +125,15 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
 def _legend(cells: pd.DataFrame, colors: dict[str, tuple[int, int, int]]) -> None:
     """The topics leading somewhere on the map: a colour swatch, the topic (plain text), its share of cells."""
     legend = cells.groupby("topic").size().rename("cells").reset_index()
-    legend["cells"] = legend["cells"] / legend["cells"].sum()
+    legend["cells"] = 100 * legend["cells"] / legend["cells"].sum()
     legend = legend.sort_values("cells", ascending=False).reset_index(drop=True)
     legend.insert(0, " ", "")
     swatches = [f"background-color: {charts.rgb_hex(colors.get(str(t), charts.OTHER_COLOR))}" for t in legend["topic"]]
-    styled = legend.style.apply(lambda _: swatches, subset=[" "]).format({"cells": "{:.0%}"})
+    styled = legend.style.apply(lambda _: swatches, subset=[" "])
     st.dataframe(styled, hide_index=True, width="stretch", height=min(36 * (len(legend) + 1) + 2, 320),
-                 column_config={" ": st.column_config.TextColumn(width=8), "cells": "share of cells"})
+                 column_config={" ": st.column_config.TextColumn(width=8),
+                                "topic": st.column_config.TextColumn(width=170),
+                                "cells": st.column_config.NumberColumn("cells", format="%.0f%%", width=50)})
     st.caption("Paler cells: a weaker lead.")
 
 
