@@ -11,9 +11,10 @@ Tables
     meta(key, value)           the base resolution and map resolutions the file was built with, so
                                a store opened with another config still reads consistently
     datasets                   one row per loaded file (name, content hash, counts, time range)
-    events                     one row per accepted event, stored sorted by (dataset, user, ts)
-                               so per-user histories are contiguous; H3 cell (BIGINT, base
-                               resolution), local time, hour of day, day of week, window keys
+    events                     one row per accepted event in file order (event_id follows it;
+                               `events()` returns them per user and time): H3 cell (BIGINT, base
+                               resolution), local time, hour of day, day of week and the local
+                               hour / day / week window keys
     rejects                    (dataset, physical line, raw line, reason) for every rejected row
     cell_windows               per dataset x resolution x window x window start x cell: events and
                                distinct users. Users are (dataset_id, user_id), so distinct users of
