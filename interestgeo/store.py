@@ -374,6 +374,8 @@ class Store:
         tz_raw = ref("tz_offset_min")
         self.con.execute("DROP TABLE IF EXISTS ingest_csv_errors")
         self.con.execute("DROP TABLE IF EXISTS ingest_csv_scans")
+        # Line numbers depend on rows keeping file order (DuckDB's default, stated explicitly).
+        self.con.execute("SET preserve_insertion_order = true")
         self.con.execute(
             f"""CREATE OR REPLACE TEMP TABLE ingest_checked AS
             WITH source AS (
