@@ -2,7 +2,8 @@
 
 They are the bar the interest model has to clear: on check-in data most visits return to a place
 the user already knows, so counting (the user's own visits, venue-to-venue transitions, nearby
-popular places) is strong, and a tuned blend of those counts beats published deep models on NYC.
+popular places) is strong, and on NYC a tuned blend of those counts scores above the published
+deep models (whose protocols differ in detail; see README).
 
 Every baseline fits its parameters (popularity, global transitions) on training-period events
 only, and reads a sample's own history (every earlier event of the user, see `split.py`) as
@@ -28,6 +29,7 @@ __all__ = [
     "NearestPopularScorer",
     "BlendScorer",
     "make_baselines",
+    "FeatureCache",
     "popularity",
     "visit_counts",
     "user_transition_counts",
