@@ -111,7 +111,10 @@ def main() -> int:
                 results["full_score_s"] = report.elapsed_s
                 results["full_score_events_per_s"] = report.events / report.elapsed_s
                 print(f"full score: {report.events:,} events in {report.elapsed_s:.1f} s "
-                      f"({report.events / report.elapsed_s:,.0f} events/s for the whole run)")
+                      f"({report.events / report.elapsed_s:,.0f} events/s for the whole run), vectors {report.source}")
+                if report.history_calibration:
+                    results["history_weight_mrr"] = report.history_calibration
+                    print("next-event MRR by history weight:", report.history_calibration)
             events = store.events()
             sample = events.iloc[: min(len(events), 20_000)]
             sample = sample[sample["user_id"].isin(sample["user_id"].unique()[:-1])]  # whole users only
