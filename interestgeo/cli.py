@@ -6,13 +6,15 @@ args returning the exit code) with `set_defaults`. Adding a subcommand is one fu
 list entry, so several people can extend the CLI without touching each other's code.
 
 Users never see a traceback: expected failures (IngestError, bad arguments, a locked or missing
-database) become one line on stderr and exit code 2.
+database) become one line on stderr and exit code 2; an unexpected error (a bug) is one line too,
+exit code 1, with its traceback only when INTERESTGEO_TRACEBACK is set.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -27,6 +29,7 @@ from interestgeo.store import Store
 __all__ = ["main", "SUBCOMMANDS", "CliError", "DEMO_DATASET", "DEMO_FILE"]
 
 EXIT_OK = 0
+EXIT_BUG = 1
 EXIT_FAILED = 2
 
 DEMO_DATASET = "nyc-demo"
@@ -370,8 +373,19 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (KeyboardInterrupt, duckdb.InterruptException):
         print(f"interestgeo {args.command}: interrupted; nothing from the unfinished file was kept", file=sys.stderr)
     except duckdb.Error as exc:
-        print(f"interestgeo {args.command}: database error: {str(exc).strip().splitlines()[0]}", file=sys.stderr)
+        print(f"interestgeo {args.command}: database error: {_one_line(exc)}", file=sys.stderr)
+    except Exception as exc:  # a bug: still one line for the user, the traceback on request
+        if os.environ.get("INTERESTGEO_TRACEBACK"):
+            raise
+        print(f"interestgeo {args.command}: internal error ({type(exc).__name__}: {_one_line(exc)}); "
+              "run with INTERESTGEO_TRACEBACK=1 for details", file=sys.stderr)
+        return EXIT_BUG
     return EXIT_FAILED
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 if __name__ == "__main__":

@@ -101,3 +101,16 @@ def test_demo_loads_once(capsys, tmp_path: Path) -> None:
     composed = [t == f"{t.rsplit(', ', 1)[0]}, {c}" for t, c in zip(events["text"], events["category"], strict=True)]
     assert any(composed)
     assert all(ok or t == c for ok, t, c in zip(composed, events["text"], events["category"], strict=True))
+
+
+def test_a_bug_is_one_line_with_exit_1(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
+    import interestgeo.cli as cli
+
+    def add_broken(subparsers) -> None:
+        subparsers.add_parser("broken").set_defaults(handler=lambda args: 1 / 0)
+
+    monkeypatch.setattr(cli, "SUBCOMMANDS", [*cli.SUBCOMMANDS, ("broken", add_broken)])
+    monkeypatch.delenv("INTERESTGEO_TRACEBACK", raising=False)
+    code, out, err = _run(capsys, "broken")
+    assert code == 1 and out == ""
+    assert err.startswith("interestgeo broken: internal error (ZeroDivisionError") and err.count("\n") == 1
