@@ -62,8 +62,10 @@ MAX_TZ_OFFSET_MIN = 840
 class Reason:
     """The exact reject reasons (shown to users and asserted by the tests).
 
-    A row with several problems gets the first one in this order: structure, user, text,
-    timestamp, latitude, longitude, (0, 0), tz offset.
+    A row with several problems gets the first one in this order: structure (column count,
+    quoting), empty user, empty text, timestamp (unparseable, implausible), unparseable latitude,
+    unparseable longitude, latitude range, longitude range, (0, 0), tz offset. NaN and infinite
+    coordinates count as out of range.
     """
 
     EMPTY_USER = "empty user_id"
