@@ -15,14 +15,16 @@ Column detection works on normalised header names (lower case, only letters and 
 plain alias table: predictable, explainable on the Upload page, and overridable with an
 explicit mapping (`--map text=venue_name+venue_category`).
 
-Timestamps (parsed in SQL by store.py, in this order):
+Timestamps (parsed in SQL by store.py, tried in this order):
+    ISO 8601                       `2012-04-03T18:00:09Z`, `2012-04-03 18:00:09+02:00`, fractional
+                                   seconds, a bare date; without an offset the time is taken as UTC
     epoch seconds / milliseconds   a plain number; >= 1e11 means milliseconds (1e11 s is the
                                    year 5138, 1e11 ms is 1973, so the two ranges cannot be confused
                                    for plausible dates)
-    ISO 8601                       `2012-04-03T18:00:09Z`, `2012-04-03 18:00:09+02:00`, fractional
-                                   seconds, a bare date; without an offset the time is taken as UTC
     Foursquare dump                `Tue Apr 03 18:00:09 +0000 2012`
 A timestamp is plausible from 1990-01-01 UTC to one day after the ingest time.
+Coordinates are decimal degrees; in a semicolon-separated file a decimal comma (40,7128) is read
+as the decimal point it is there.
 """
 
 from __future__ import annotations
