@@ -94,9 +94,11 @@ def occlusion_effects(model: Explainer, context: pd.DataFrame, explained: int) -
             keep[first + j] = False
         variants.append(context.loc[keep].assign(user_id=f"{context['user_id'].iloc[0]}#{j:05d}"))
     batch = pd.concat(variants, ignore_index=True)
-    vectors = np.asarray(model.interest_vectors(batch), dtype=np.float64)  # (rows, D)
-    ends = np.cumsum([len(v) for v in variants]) - 1
-    last = _unit(vectors[ends])  # (explained + 1, D)
+    if hasattr(model, "last_interest_vectors"):  # only each variant's last vector is needed
+        last = _unit(np.asarray(model.last_interest_vectors(batch), dtype=np.float64))  # (explained + 1, D)
+    else:
+        vectors = np.asarray(model.interest_vectors(batch), dtype=np.float64)  # (rows, D)
+        last = _unit(vectors[np.cumsum([len(v) for v in variants]) - 1])
     full = last[-1]
     return full.astype(np.float32), np.clip(1.0 - last[:-1] @ full, 0.0, 2.0)
 
@@ -144,7 +146,10 @@ def explain_user(
     vector, occlusion = occlusion_effects(model, context, explained)
     attention_all = np.asarray(model.attention_rollup(context), dtype=np.float64)  # (T,)
     attention = attention_all[-explained:]
-    neutral = _unit(np.asarray(model.interest_vectors(context, neutralise_spacetime=True), dtype=np.float64)[-1])
+    if hasattr(model, "last_interest_vectors"):
+        neutral = _unit(np.asarray(model.last_interest_vectors(context, neutralise_spacetime=True), dtype=np.float64)[-1])
+    else:
+        neutral = _unit(np.asarray(model.interest_vectors(context, neutralise_spacetime=True), dtype=np.float64)[-1])
     shown = context.iloc[-explained:][["event_id", "ts", "local_ts", "text", "lat", "lon", "cell"]].reset_index(drop=True)
     shown["attention"] = attention
     shown["occlusion"] = occlusion

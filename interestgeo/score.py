@@ -51,6 +51,7 @@ __all__ = [
     "VectorSource",
     "RecencySource",
     "BlendedSource",
+    "ExpectedVenueSource",
     "ScoreReport",
     "interest_vectors",
     "load_source",
@@ -155,8 +156,103 @@ class BlendedSource:
             return _unit(np.asarray(self.model.interest_vectors(events, neutralise_spacetime=neutralise_spacetime)))
         return self.blend(*self.components(events, neutralise_spacetime), self.weight)
 
+    def last_interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
+        """(users, D): each user's vector after their last event (the model part computed for it only)."""
+        if self.weight is None:
+            raise LookupError("the history weight is not chosen yet: run a full `interestgeo score`")
+        keys = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
+        last = np.append(np.flatnonzero(keys[1:] != keys[:-1]), len(keys) - 1)
+        if hasattr(self.model, "last_interest_vectors"):
+            model = _unit(np.asarray(self.model.last_interest_vectors(events, neutralise_spacetime)))
+        else:
+            model = _unit(np.asarray(self.model.interest_vectors(events, neutralise_spacetime=neutralise_spacetime)))[last]
+        if self.weight <= 0:
+            return model
+        return self.blend(model, _unit(self.history.interest_vectors(events))[last], self.weight)
+
     def attention_rollup(self, user_events: pd.DataFrame) -> np.ndarray:
         return self.model.attention_rollup(user_events)
+
+
+class ExpectedVenueSource:
+    """The model's whole next-event prediction as one text-space vector.
+
+    v_i = sum_venues p(venue | events <= i) * text(venue): the expected text embedding of the next
+    venue under the model's full output distribution (the interest . text scores AND its pointer
+    over the user's own past venues, counts, transitions and distances). A phrase's dot product
+    with it is the expected similarity of the user's next venue to the phrase, returns included,
+    which the model's bare interest vector cannot say (returns bypass it). Runs the Transformer once
+    per covering window like InterestScorer.interest_vectors, then the prediction head for every
+    owned position, in slices so the (positions x venues) probabilities stay small.
+    """
+
+    # positions per prediction-head call: 2,048 x 5k venues x 4 bytes = 40 MB of probabilities
+    _HEAD_ROWS = 2048
+
+    def __init__(self, scorer: Any) -> None:
+        self.scorer = scorer
+        self.name = scorer.name
+        self.checkpoint = getattr(scorer, "checkpoint", None)
+        self.max_len = scorer.max_len
+
+    def interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
+        import torch
+
+        from interestgeo.train import cover_windows
+
+        scorer, model = self.scorer, self.scorer.model
+        venue_text = model.venue_text  # (V, E)
+        out = np.zeros((len(events), venue_text.shape[1]), dtype=np.float32)
+        if len(events) == 0:
+            return out
+        events = events.reset_index(drop=True)
+        table = scorer.table(events)
+        starts = np.unique(table.user_start)
+        ends = np.append(starts[1:], len(events))
+        jobs = [w for a, b in zip(starts, ends) for w in cover_windows(int(a), int(b), self.max_len)]
+        size = scorer.config.model.eval_batch_size
+        with torch.no_grad():
+            for i in range(0, len(jobs), size):
+                chunk = jobs[i : i + size]
+                batch = table.batch([(a, b) for a, b, _ in chunk], self.max_len, False)
+                h = model.hidden(batch, neutralise_spacetime=neutralise_spacetime)  # (B, T, C)
+                qb = np.concatenate([np.full(b - owned, j) for j, (a, b, owned) in enumerate(chunk)])
+                qt = np.concatenate([np.arange(owned - a, b - a) for a, b, owned in chunk])
+                rows = np.concatenate([np.arange(owned, b) for a, b, owned in chunk])
+                for k in range(0, len(rows), self._HEAD_ROWS):
+                    sl = slice(k, k + self._HEAD_ROWS)
+                    log_p, _ = model.head(h, batch, torch.from_numpy(qb[sl]), torch.from_numpy(qt[sl]))  # (n, V)
+                    out[rows[sl]] = (log_p.exp() @ venue_text).numpy()  # (n, E)
+        return _unit(out)
+
+    def last_interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
+        """(users, D): each user's vector after their LAST event only (explanations need no more).
+
+        The last row's window is the user's last max_len events, exactly as in interest_vectors.
+        """
+        import torch
+
+        scorer, model = self.scorer, self.scorer.model
+        events = events.reset_index(drop=True)
+        table = scorer.table(events)
+        starts = np.unique(table.user_start)
+        ends = np.append(starts[1:], len(events))
+        windows = [(int(max(a, b - self.max_len)), int(b)) for a, b in zip(starts, ends)]
+        out = np.zeros((len(windows), model.venue_text.shape[1]), dtype=np.float32)
+        size = scorer.config.model.eval_batch_size
+        with torch.no_grad():
+            for i in range(0, len(windows), size):
+                chunk = windows[i : i + size]
+                batch = table.batch(chunk, self.max_len, False)
+                h = model.hidden(batch, neutralise_spacetime=neutralise_spacetime)  # (B, T, C)
+                qb = torch.arange(len(chunk))
+                qt = torch.tensor([b - a - 1 for a, b in chunk])
+                log_p, _ = model.head(h, batch, qb, qt)  # (B, V)
+                out[i : i + len(chunk)] = (log_p.exp() @ model.venue_text).numpy()
+        return _unit(out)
+
+    def attention_rollup(self, user_events: pd.DataFrame) -> np.ndarray:
+        return self.scorer.attention_rollup(user_events)
 
 
 # Candidate history weights a full score chooses from (when analytics.history_weight is None).
@@ -205,7 +301,9 @@ def load_source(
         runs = store.score_runs()
         if len(runs) and runs["source"].iloc[0].startswith(f"{model.name}#{model.checkpoint.id}+history"):
             weight = float(runs["source"].iloc[0].rsplit("+history", 1)[1])
-    return BlendedSource(model, _text_vectors_fn(store, encoder), weight, config.analytics.history_half_life_days)
+    return BlendedSource(
+        ExpectedVenueSource(model), _text_vectors_fn(store, encoder), weight, config.analytics.history_half_life_days
+    )
 
 
 def source_label(source: VectorSource) -> str:
