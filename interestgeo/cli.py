@@ -77,26 +77,37 @@ def _add_ingest_parser(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_ingest(args: argparse.Namespace) -> int:
+    """Each file loads on its own (atomically); one unusable file does not stop the others.
+
+    With one file a failure is the usual one line + exit 2. With several, every file gets its
+    summary (or its one-line error on stderr; in --json an {"source", "error"} entry) and the
+    exit code is 2 if any file could not be used.
+    """
     if args.dataset and len(args.files) > 1:
         raise CliError("--dataset names one file's dataset; give one file per --dataset")
     config = _config(args)
-    reports: list[IngestReport] = []
+    results: list[IngestReport | tuple[Path, str]] = []
     with _open_store(config) as store:
         for path in args.files:
-            mapping = None
-            if args.map:
-                try:
-                    mapping = detect_columns(path).with_overrides(args.map)
-                except ValueError as exc:
-                    raise CliError(str(exc)) from exc
-            reports.append(ingest_file(store, path, config=config, mapping=mapping, dataset=args.dataset))
+            try:
+                mapping = detect_columns(path).with_overrides(args.map) if args.map else None
+                results.append(ingest_file(store, path, config=config, mapping=mapping, dataset=args.dataset))
+            except (IngestError, ValueError) as exc:
+                if len(args.files) == 1:
+                    raise
+                results.append((path, str(exc)))
+    failed = [r for r in results if isinstance(r, tuple)]
     if args.json:
-        payload = reports[0].to_dict() if len(reports) == 1 else {"files": [r.to_dict() for r in reports]}
-        print(json.dumps(payload, ensure_ascii=False, default=str))
+        entries = [r.to_dict() if isinstance(r, IngestReport) else {"source": str(r[0]), "error": r[1]}
+                   for r in results]
+        print(json.dumps(entries[0] if len(entries) == 1 else {"files": entries}, ensure_ascii=False, default=str))
     else:
-        for report in reports:
-            print(format_report(report))
-    return EXIT_OK
+        for result in results:
+            if isinstance(result, IngestReport):
+                print(format_report(result))
+    for path, message in failed:
+        print(f"interestgeo ingest: {message}", file=sys.stderr)
+    return EXIT_FAILED if failed else EXIT_OK
 
 
 def format_report(report: IngestReport) -> str:
@@ -340,6 +351,31 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+# ---------------------------------------------------------------------------- train (owner: model)
+
+
+def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "train", help="train the interest model on the stored events and save a checkpoint",
+        description="Split the stored events (issue 3 protocol), train the Transformer on the training "
+        "period with early stopping on validation MRR, and register a safetensors checkpoint in the store.",
+    )
+    _add_common(parser)
+    parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: config model.epochs)")
+    parser.add_argument("--seed", type=int, default=None, help="random seed (default: config model.seed)")
+    parser.add_argument(
+        "--ablations", action="store_true",
+        help="instead, train the ablations (ID-only SASRec, no text, no space-time, no copy) for `evaluate`",
+    )
+    parser.set_defaults(handler=_run_train)
+
+
+def _run_train(args: argparse.Namespace) -> int:
+    from interestgeo.train import run_train_command
+
+    return run_train_command(_config(args), epochs=args.epochs, seed=args.seed, ablations=args.ablations, error=CliError)
+
+
 # ---------------------------------------------------------------------------- registry
 
 SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]] = [
@@ -350,6 +386,7 @@ SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]] = [
     ("explain", _add_explain_parser),
     ("drift", _add_drift_parser),
     ("evaluate", _add_evaluate_parser),
+    ("train", _add_train_parser),
 ]
 
 

@@ -114,3 +114,16 @@ def test_a_bug_is_one_line_with_exit_1(capsys, monkeypatch: pytest.MonkeyPatch) 
     code, out, err = _run(capsys, "broken")
     assert code == 1 and out == ""
     assert err.startswith("interestgeo broken: internal error (ZeroDivisionError") and err.count("\n") == 1
+
+
+def test_one_bad_file_does_not_stop_the_others(capsys, tmp_path: Path, fixtures_dir: Path) -> None:
+    db = tmp_path / "many.duckdb"
+    files = [fixtures_dir / "unicode.csv", fixtures_dir / "unusable" / "empty.csv", fixtures_dir / "latin1.csv"]
+    code, out, err = _run(capsys, "ingest", *map(str, files), "--db", str(db), "--json")
+    assert code == 2
+    entries = json.loads(out)["files"]
+    assert [e.get("rows_stored") for e in entries] == [5, None, 2]
+    assert entries[1] == {"source": str(files[1]), "error": "empty.csv: the file is empty"}
+    assert err == "interestgeo ingest: empty.csv: the file is empty\n"
+    with Store.open(db, read_only=True) as store:
+        assert store.datasets()["name"].tolist() == ["unicode", "latin1"]
