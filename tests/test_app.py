@@ -17,9 +17,10 @@ from streamlit.testing.v1 import AppTest
 
 from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
-from interestgeo.score import RecencySource, score_store
+from interestgeo.score import score_store
 from interestgeo.store import Store
-from interestgeo.text import TextEncoder, embed_texts
+from interestgeo.text import TextEncoder
+from interestgeo.train import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"
@@ -41,9 +42,9 @@ def write_sample_csv(path: Path, rows: int = SAMPLE_ROWS, skip: int = 0) -> Path
 def build_test_database(folder: Path, *, rows: int = SAMPLE_ROWS, scored: bool = False) -> tuple[Path, Path]:
     """(database, config file): the sample CSV ingested for real; k lowered to 2 so hexagons show.
 
-    `scored` also runs the real scoring (`score_store`) with the untrained recency source (decayed
-    means of the real text model's embeddings), so the analytics pages have interest vectors
-    without a training run.
+    `scored` also trains the real model for one epoch (seconds on this sample; quality is not the
+    point here) and scores the events with it (`score_store`), so every analytics page, the
+    explanations and the Model page have real inputs.
     """
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "interestgeo.toml"
@@ -53,9 +54,8 @@ def build_test_database(folder: Path, *, rows: int = SAMPLE_ROWS, scored: bool =
     with Store.open(db, config=config) as store:
         ingest_file(store, write_sample_csv(folder / "sample.csv", rows=rows), config=config, dataset="nyc-sample")
         if scored:
-            encoder = TextEncoder(config.text)
-            source = RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None))
-            score_store(store, config, source=source, encoder=encoder)
+            train_model(store, config, epochs=1, seed=0)
+            score_store(store, config, encoder=TextEncoder(config.text))
     return db, config_file
 
 
@@ -239,7 +239,7 @@ def test_upload_of_an_unusable_file_is_one_clear_message(app_env: Path) -> None:
     assert any("cannot be used" in e.value for e in at.error)
 
 
-# --- with interest vectors (the real scoring, recency source) --------------------------------
+# --- with a trained model and interest vectors ---------------------------------------------
 
 
 def sample_people(rows: int) -> int:
@@ -322,6 +322,18 @@ def test_user_page_shows_one_users_events_and_predictions(scored_env: Path) -> N
     (spec,) = deck_specs(at)
     assert spec["layers"][0]["@@type"] == "ScatterplotLayer" and spec["layers"][0]["data"]
     assert at.dataframe  # next topics and venues
+    metrics = {m.label for m in at.metric}
+    assert {"Effect of time and place", "Attention vs occlusion agreement"} <= metrics
+    assert len(at.get("plotly_chart")) == 3  # current interests, the timeline, the event weights
+
+
+def test_model_page_shows_the_checkpoint_and_its_test_metrics(scored_env: Path) -> None:
+    at = open_app("pages/model.py")
+    assert_clean(at)
+    metrics = {m.label: m.value for m in at.metric}
+    assert metrics["Vectors from"] != "recency"
+    tables = [t.value for t in at.dataframe]
+    assert any("mrr" in t.columns for t in tables)
 
 
 def test_upload_scores_the_new_events_without_retraining(scored_env: Path, tmp_path: Path) -> None:
