@@ -211,8 +211,14 @@ def _model_scorers(store: Store, checkpoint_id: int | None) -> tuple[list[Any], 
     try:
         scorers = model_scorers(store)
         if checkpoint_id is not None:
-            chosen = InterestScorer.from_checkpoint(store, checkpoint_id, scorer_name="model")
-            scorers = [chosen, *(s for s in scorers if not s.name.startswith("model"))]
+            chosen = [InterestScorer.from_checkpoint(store, checkpoint_id, scorer_name="model")]
+            if chosen[0].time_given:  # also show it without the next check-in's time, as for the newest
+                chosen.append(
+                    InterestScorer.from_checkpoint(
+                        store, checkpoint_id, time_given=False, scorer_name="model (next time not given)"
+                    )
+                )
+            scorers = [*chosen, *(s for s in scorers if not s.name.startswith("model"))]
     except CheckpointError as exc:
         raise EvaluationError(str(exc)) from None
     except TextModelError as exc:
