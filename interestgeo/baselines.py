@@ -288,6 +288,8 @@ class BlendScorer:
             ):
                 trial_weights = weights if name == "decay" else {**weights, name: value}
                 trial_decay = value if name == "decay" else decay
+                if (trial_weights == weights and trial_decay == decay) or (name == "decay" and not weights["nearby"]):
+                    continue  # the current point, or a decay that nothing uses: no change possible
                 result = mrr(trial_weights, trial_decay)
                 if result > best + 1e-9:
                     best, weights, decay, improved = result, trial_weights, trial_decay, True
