@@ -329,13 +329,14 @@ def drift_figure(drift: pd.DataFrame, *, height: int = 280) -> go.Figure:
 
 
 def weights_figure(weights: pd.DataFrame, *, height: int = 320) -> go.Figure:
-    """Side-by-side bars of event weights; columns label plus one numeric column per method."""
+    """Side-by-side bars of event weights (shares, 0-1); columns label plus one numeric column per method."""
     methods = [c for c in weights.columns if c != "label"]
     fig = go.Figure()
     for i, m in enumerate(methods):
         fig.add_trace(go.Bar(y=[plot_label(v) for v in weights["label"]], x=weights[m], name=m, orientation="h",
                              marker={"color": rgb_hex(TOPIC_PALETTE[i % len(TOPIC_PALETTE)])}))
     fig.update_layout(barmode="group", hovermode="closest")
+    fig.update_xaxes(tickformat=".0%")
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, height=height)
 

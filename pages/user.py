@@ -98,7 +98,11 @@ def _explain(path: str, key: str, dataset_id: int, user_id: str) -> None:
                          "neutralised: 0 = where and when did not matter.")
     agreement = "n/a" if explanation.agreement != explanation.agreement else f"{explanation.agreement:+.2f}"
     tiles[2].metric("Attention vs occlusion agreement", agreement, help="Spearman rank correlation.")
-    top = events.sort_values("occlusion", ascending=False).head(12)
+    # The two methods have different units (attention mass vs 1 - cosine): show each as a share of
+    # its total over the explained events so the bars compare.
+    shares = events.assign(attention=events["attention"] / max(float(events["attention"].sum()), 1e-12),
+                           occlusion=events["occlusion"] / max(float(events["occlusion"].sum()), 1e-12))
+    top = shares.sort_values("occlusion", ascending=False).head(12)
     weights = pd.DataFrame({
         "label": [f"{t:%d %b %H:%M} · {text}" for t, text in zip(top["local_ts"], top["text"], strict=True)],
         "attention": top["attention"].to_numpy(),
@@ -106,10 +110,13 @@ def _explain(path: str, key: str, dataset_id: int, user_id: str) -> None:
     })
     st.plotly_chart(charts.weights_figure(weights, height=max(260, 28 * len(weights))), width="stretch",
                     key="user_weights")
-    st.caption("Attention: the model's internal routing to each event. Occlusion: how far the interest vector "
-               "moves when the event is removed. Shown side by side; where they disagree is informative.")
+    st.caption("Share of each method's total weight, top 12 events by occlusion. Attention: the model's internal "
+               "routing to each event. Occlusion: how far the interest vector moves when the event is removed. "
+               "Where they disagree is informative.")
     st.markdown("**Topic shares with and without time and place**")
-    st.dataframe(explanation.topics.head(8), hide_index=True, width="stretch")
+    st.dataframe(explanation.topics.head(8), hide_index=True, width="stretch",
+                 column_config={c: st.column_config.NumberColumn(format="percent")
+                                for c in ("share", "share_without_spacetime", "change")})
     ui.csv_download(events, f"user-{dataset_id}-{user_id}-explanation", label="Download explanation CSV")
 
 
