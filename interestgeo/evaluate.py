@@ -225,7 +225,8 @@ def _model_scorers(store: Store, checkpoint_id: int | None) -> tuple[list[Any], 
         raise EvaluationError(f"the model cannot be scored: {exc}") from None
     except (RuntimeError, KeyError, OSError) as exc:
         # A checkpoint written by an incompatible version (missing tensors, changed shapes).
-        raise EvaluationError(f"a checkpoint cannot be loaded ({type(exc).__name__}: {exc}); retrain with `interestgeo train`") from None
+        reason = f"{type(exc).__name__}: {exc}"
+        raise EvaluationError(f"a checkpoint cannot be loaded ({reason}); retrain with `interestgeo train`") from None
     if not any(s.name.startswith("model") for s in scorers):
         return scorers, ["the model is not trained yet: run `interestgeo train` (baselines only)"]
     return scorers, []

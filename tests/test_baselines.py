@@ -90,7 +90,8 @@ def test_features_match_plain_loops():
     samples = split.test
     ev = split.events
     venue_idx = ev["venue_idx"].to_numpy()
-    visits, user_moves, all_moves = (f(split, samples) for f in (visit_counts, user_transition_counts, global_transition_counts))
+    features = (visit_counts, user_transition_counts, global_transition_counts)
+    visits, user_moves, all_moves = (f(split, samples) for f in features)
     train = ev[split.train_mask]
     for i in range(len(samples)):
         history = venue_idx[samples.history_start[i] : samples.history_end[i]]
@@ -136,7 +137,8 @@ def test_blend_is_tuned_on_validation_deterministically_and_beats_its_parts():
     venues, categories = blend.score(split, split.val)
     np.testing.assert_allclose(venues.sum(axis=1), 1.0, rtol=1e-4)
     np.testing.assert_allclose(categories.sum(axis=1), 1.0, rtol=1e-4)
-    user_markov_only = BlendScorer(weights={n: float(n == "user_markov") for n in blend.weights}, decay_km=0.1, name="user_markov_only")
+    alone = {n: float(n == "user_markov") for n in blend.weights}
+    user_markov_only = BlendScorer(weights=alone, decay_km=0.1, name="user_markov_only")
     results = evaluate_scorers(split, [blend, user_markov_only], part="val")["next_venue"]
     assert results["blend"]["mrr"] == pytest.approx(blend.validation_mrr, abs=1e-6)
     assert results["blend"]["mrr"] >= results["user_markov_only"]["mrr"] - 1e-9
