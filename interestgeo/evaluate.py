@@ -204,10 +204,17 @@ def _evaluate_model(split: Split, scorers: list[Any], part: str) -> dict[str, di
 
 
 def _model_scorers(store: Store, checkpoint_id: int | None) -> tuple[list[Any], list[str]]:
-    """The model's scorers (the checkpoint and each trained ablation) and notes about them."""
-    from interestgeo.text import TextModelError
-    from interestgeo.train import CheckpointError, InterestScorer, model_scorers
+    """The model's scorers (the checkpoint and each trained ablation) and notes about them.
 
+    The model code (torch) is imported only here: the baselines need none of it, so an
+    installation without it still evaluates them and says why the model is missing."""
+    try:
+        from interestgeo.text import TextModelError
+        from interestgeo.train import CheckpointError, InterestScorer, model_scorers
+    except ImportError as exc:
+        if checkpoint_id is not None:
+            raise EvaluationError(f"the model code cannot be imported ({exc})") from None
+        return [], [f"the model code cannot be imported ({exc}): baselines only"]
     try:
         scorers = model_scorers(store)
         if checkpoint_id is not None:
