@@ -18,6 +18,7 @@ from interestgeo.baselines import (
     distances_km,
     global_transition_counts,
     make_baselines,
+    popularity,
     user_transition_counts,
     visit_counts,
 )
@@ -156,3 +157,16 @@ def test_make_baselines_gives_every_issue_3_baseline_with_distinct_names():
     venues, _ = scorers[-1].score(split, split.test)
     walkers = [i for i, key in enumerate(split.test.user_key) if key.startswith("1:walker")]
     assert [_top(venues, split, i) for i in walkers] == ["B", "B"]
+
+
+def test_fitting_never_reads_test_period_events():
+    events = random_events(n_users=40, seed=8)
+    split = make_split(events)
+    test_period = (split.events["part"] == "test").to_numpy()
+    changed = split.events.drop(columns=["user_key", "traj_id", "part", "venue_idx", "category_idx"])
+    changed.loc[test_period, ["item_id", "text", "category"]] = ["v0", "v0", "c0"]  # every test check-in at v0
+    other = make_split(changed)
+    assert np.array_equal(popularity(split), popularity(other))
+    a, b = make_baselines(split), make_baselines(other)
+    assert (a[-1].weights, a[-1].decay_km, a[3].decay_km) == (b[-1].weights, b[-1].decay_km, b[3].decay_km)
+    np.testing.assert_array_equal(a[2].score(split, split.val)[0], b[2].score(other, other.val)[0])
