@@ -514,6 +514,26 @@ def with_hex(frame: pd.DataFrame) -> pd.DataFrame:
     return frame.assign(cell=[h3.int_to_str(int(c)) for c in frame["cell"]])
 
 
+def start_page(title: str, *, needs_scores: str | None = None) -> tuple[Config, FilterState] | None:
+    """The page title and its inputs, or None after an empty state told the user what to do.
+
+    `needs_scores` is the sentence that explains why the page needs interest vectors; without
+    it the page also runs on events that are not scored yet.
+    """
+    config = app_config()
+    st.title(title)
+    require_database(config)
+    filters = current_filters()
+    if filters is None:
+        st.info("No events yet: run `make run` (the NYC demo) or load a CSV on the **Upload** page.")
+        return None
+    if needs_scores and load_scored(config) is None:
+        st.info(f"{needs_scores}: {SCORE_HINT}.")
+        return None
+    st.caption(filters.describe())
+    return config, filters
+
+
 def run_guarded(page: Callable[[], None]) -> None:
     """Run a page; an unexpected error becomes one message (the traceback goes to the server log)."""
     try:

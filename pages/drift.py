@@ -17,17 +17,10 @@ SIDEBAR_REGION = "the sidebar's region"
 
 
 def page() -> None:
-    config = ui.app_config()
-    st.title("Drift")
-    ui.require_database(config)
-    filters = ui.current_filters()
-    if filters is None:
-        st.info("No events yet: load the demo data or upload a CSV on the **Upload** page.")
+    started = ui.start_page("Drift", needs_scores="Drift is measured on interest vectors, and none are stored yet")
+    if started is None:
         return
-    if ui.load_scored(config) is None:
-        st.info(f"Drift is measured on interest vectors, and none are stored yet: {ui.SCORE_HINT}.")
-        return
-    st.caption(filters.describe())
+    config, filters = started
     controls = st.columns([1, 2])
     window = controls[0].selectbox("Window", WINDOWS, key="drift_window", bind="query-params")
     other = controls[1].selectbox(

@@ -30,14 +30,10 @@ MAX_FRAMES = 60
 
 
 def page() -> None:
-    config = ui.app_config()
-    st.title("Map")
-    ui.require_database(config)
-    filters = ui.current_filters()
-    if filters is None:
-        st.info("No events yet: load the demo data or upload a CSV on the **Upload** page.")
+    started = ui.start_page("Map")
+    if started is None:
         return
-    st.caption(filters.describe())
+    config, filters = started
     resolutions = tuple(sorted(config.store.map_resolutions))
     scored = ui.load_scored(config)
     if scored is None:

@@ -18,14 +18,10 @@ KPI_RESOLUTION = 8
 
 
 def page() -> None:
-    config = ui.app_config()
-    st.title("Overview")
-    ui.require_database(config)
-    filters = ui.current_filters()
-    if filters is None:
-        st.info("The database is empty: run `interestgeo demo` or load a CSV on the **Upload** page.")
+    started = ui.start_page("Overview")
+    if started is None:
         return
-    st.caption(filters.describe())
+    config, filters = started
     path, key = ui.db_path(config), ui.config_key(config)
     if ui.load_scored(config) is None:
         _store_only(config, filters)

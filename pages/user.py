@@ -18,20 +18,16 @@ MAX_USERS = 500
 
 
 def page() -> None:
-    config = ui.app_config()
-    st.title("User")
-    if ui.role(config) != "analyst":
+    if ui.role(ui.app_config()) != "analyst":
+        st.title("User")
         st.warning("Per-user views are for analysts only. Your role sees aggregates: the Overview, Map and Drift "
                    "pages.", icon=":material/lock:")
         return
-    ui.require_database(config)
-    filters = ui.current_filters()
-    if filters is None:
-        st.info("No events yet: load the demo data or upload a CSV on the **Upload** page.")
+    started = ui.start_page("User", needs_scores="Per-user interests come from the interest model, and nothing "
+                                                 "is scored yet")
+    if started is None:
         return
-    if ui.load_scored(config) is None:
-        st.info(f"Per-user interests come from the interest model, and nothing is scored yet: {ui.SCORE_HINT}.")
-        return
+    config, filters = started
     path, key = ui.db_path(config), ui.config_key(config)
     users = ui.list_users(path, key, filters.to_filters())
     if users.empty:
