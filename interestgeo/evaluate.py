@@ -107,6 +107,8 @@ def evaluate_scorers(split: Split, scorers: Iterable[Scorer], part: str = "test"
     samples = split.samples(part)
     results: dict[str, dict[str, dict[str, float]]] = {task: {} for task in TASKS}
     for scorer in scorers:
+        if scorer.name in results["next_venue"]:
+            raise ValueError(f"two scorers are named {scorer.name!r}: names label the rows, so they must differ")
         venue_scores, category_scores = scorer.score(split, samples)
         if venue_scores.shape != (len(samples), len(split.venues)):
             raise ValueError(f"{scorer.name}: venue scores {venue_scores.shape}, want {(len(samples), len(split.venues))}")

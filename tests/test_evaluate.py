@@ -126,6 +126,11 @@ def test_wrong_score_shape_names_the_scorer():
         evaluate_scorers(make_split(random_events(seed=0)), [Bad()])
 
 
+def test_two_scorers_with_one_name_are_an_error():
+    with pytest.raises(ValueError, match="constant"):
+        evaluate_scorers(make_split(random_events(seed=0)), [_Constant(), _Constant()])
+
+
 def test_table_and_json_show_every_scorer():
     split = make_split(random_events(seed=0))
     results = evaluate_scorers(split, [_Oracle(), _Constant()])
