@@ -276,10 +276,11 @@ def trend_figure(
 ) -> go.Figure:
     """A daily trend line; `comparison` (shifted onto the current dates by the caller) dashed."""
     fig = go.Figure()
-    fig.add_trace(go.Scatter(x=current["date"], y=current[y], name="selected period", mode="lines",
+    mode = "lines+markers" if len(current) < 40 else "lines"  # a few days: show the points themselves
+    fig.add_trace(go.Scatter(x=current["date"], y=current[y], name="selected period", mode=mode,
                              line={"color": rgb_hex(TOPIC_PALETTE[0]), "width": 2}))
     if comparison is not None and len(comparison):
-        fig.add_trace(go.Scatter(x=comparison["date"], y=comparison[y], name="comparison period", mode="lines",
+        fig.add_trace(go.Scatter(x=comparison["date"], y=comparison[y], name="comparison period", mode=mode,
                                  line={"color": rgb_hex(OTHER_COLOR), "width": 2, "dash": "dash"}))
     fig.update_yaxes(title=y, rangemode="tozero")
     return _layout(fig, height=height)

@@ -545,6 +545,16 @@ def run_guarded(page: Callable[[], None]) -> None:
                  "the server log has the details.")
 
 
+def run_page(page: Callable[[], None]) -> None:
+    """A page's entry point: `run_guarded`, after making sure the app's frame ran first."""
+    if "_filters" not in st.session_state:
+        # app.py did not run first: Streamlit's legacy `pages/` mode served this file directly (a
+        # deep link as the very first request after the server started). Start from the app, whose
+        # st.navigation switches Streamlit to its page list for good.
+        st.switch_page("app.py")
+    run_guarded(page)
+
+
 def kpi_delta(current: float, previous: float | None) -> str | None:
     """`+12.5%` style change for st.metric; None when there is nothing to compare with."""
     if previous is None or previous == 0:

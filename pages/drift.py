@@ -64,4 +64,4 @@ def _region(config: object, name: str, region: object, window: str, slot: int) -
     ui.csv_download(drift.shares, f"drift-{slot}-shares", label="Download shares CSV")
 
 
-ui.run_guarded(page)
+ui.run_page(page)

@@ -254,4 +254,4 @@ def _count_map(config: object, filters: ui.FilterState, resolutions: tuple[int, 
     ui.csv_download(ui.with_hex(current), f"map-counts-{window}")
 
 
-ui.run_guarded(page)
+ui.run_page(page)

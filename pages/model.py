@@ -74,4 +74,4 @@ def _test_results(metrics: dict[str, object]) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-ui.run_guarded(page)
+ui.run_page(page)

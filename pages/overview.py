@@ -98,4 +98,4 @@ def _store_only(config: object, filters: ui.FilterState) -> None:
     ui.csv_download(shown, "datasets")
 
 
-ui.run_guarded(page)
+ui.run_page(page)

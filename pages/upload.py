@@ -21,7 +21,7 @@ from interestgeo.ingest import IngestError, detect_columns, ingest_file
 from interestgeo.score import RecencySource, load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import embed_texts
-from pages._common import SCORE_HINT, app_config, config_key, csv_download, release_store, run_guarded, text_encoder
+from pages._common import SCORE_HINT, app_config, config_key, csv_download, release_store, run_page, text_encoder
 
 NOT_MAPPED = "— not mapped —"
 # Canonical fields in the order a person checks them; `text` is a multiselect (columns are joined).
@@ -182,4 +182,4 @@ def _show_report(last: dict[str, object]) -> None:
         csv_download(rejects, f"rejects-{report['dataset']}", label="Download all rejected rows")
 
 
-run_guarded(page)
+run_page(page)

@@ -116,4 +116,4 @@ def _explain(path: str, key: str, dataset_id: int, user_id: str) -> None:
     ui.csv_download(events, f"user-{dataset_id}-{user_id}-explanation", label="Download explanation CSV")
 
 
-ui.run_guarded(page)
+ui.run_page(page)
