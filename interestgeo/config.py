@@ -107,6 +107,9 @@ class ModelConfig:
     patience: int = 2
     # Scoring batch size for evaluation and interest vectors.
     eval_batch_size: int = 256
+    # Torch CPU threads for training; on 2 shared cores one thread avoided OpenMP oversubscription
+    # stalls (1.5 s vs 3-4 s per step under load). None leaves torch's default.
+    threads: int | None = 1
     # Checkpoint folder (safetensors + JSON, registered in the store); None: `models/` beside the database.
     checkpoint_dir: Path | None = None
 

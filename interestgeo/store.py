@@ -1036,12 +1036,13 @@ class Store:
         if not self._model_table_exists("checkpoints"):
             return None
         if checkpoint_id is not None:
-            row = self.con.execute("SELECT * FROM checkpoints WHERE id = ?", [int(checkpoint_id)]).df()
+            cur = self.con.execute("SELECT * FROM checkpoints WHERE id = ?", [int(checkpoint_id)])
         elif name is not None:
-            row = self.con.execute("SELECT * FROM checkpoints WHERE name = ? ORDER BY id DESC LIMIT 1", [name]).df()
+            cur = self.con.execute("SELECT * FROM checkpoints WHERE name = ? ORDER BY id DESC LIMIT 1", [name])
         else:
-            row = self.con.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1").df()
-        return None if row.empty else row.iloc[0].to_dict()
+            cur = self.con.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1")
+        rows = cur.fetchall()
+        return dict(zip([d[0] for d in cur.description], rows[0])) if rows else None
 
 # The ordinal of an ingest_checked row is rowid minus this (see read_csv_checked).
 _FIRST_ROWID = "SELECT min(rowid) FROM ingest_checked"

@@ -1,0 +1,411 @@
+"""The interest model: a causal Transformer over a user's events whose output lives in text space.
+
+Each event enters as the sum of its text embedding (projected), its space-time encoding
+(spacetime.py) and optionally a learned venue-id embedding. Causal self-attention turns the
+sequence into one hidden state per event; a linear map takes it to an *interest vector* in the
+text-embedding space (384-d for MiniLM), so any venue, category or free phrase is scored by a
+dot product with its text embedding.
+
+Why the extra head around the Transformer: about three in four NYC check-ins return to a venue
+the user has visited before, and plain sequence models lose to simple counting baselines there.
+So the next-venue distribution is a gated mixture (a pointer-generator):
+    p(v) = g * p_copy(v) + (1 - g) * softmax(gen)(v)
+where p_copy is attention from the current state over the user's own history, scattered onto
+venue ids, and `gen` is the dot-product score plus additive logits of the features a hand-tuned
+blend uses (the user's visit counts, the user's and everyone's transitions from the current venue,
+distance from the current location), each weighted by a learned function of the state.
+
+nanoGPT conventions: small modules built from one `ModelConfig`, shape comments, and
+`forward(batch, targets=None) -> (output, loss)`.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, fields
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+from interestgeo.config import ModelConfig
+from interestgeo.spacetime import N_CONT_FEATURES, N_TIME_FEATURES, SpaceTimeEncoder
+
+__all__ = ["Batch", "InterestModel", "ModelData"]
+
+# Next-event time features at the query position: cyclic time of the next event (6) + log1p gap (1).
+N_NEXT_TIME = N_TIME_FEATURES + 1
+# Relative-distance buckets for the pointer's recency bias (exact up to 8 events back, then log-spaced).
+N_REL_BUCKETS = 24
+# Feature logits besides the dot product: user count, user transitions, global transitions, log dist, log dist^2.
+N_FEATURES = 5
+
+
+@dataclass
+class Batch:
+    """One padded batch of event windows (right-padded: events at 0..len-1, padding after).
+
+    `venue` uses V for "unknown venue or padding" so it can index a (V+1)-column scatter.
+    """
+
+    venue: torch.Tensor  # (B, T) int64 in [0, V]
+    text: torch.Tensor  # (B, T, E) float32 event text embeddings
+    cells: torch.Tensor  # (B, T, R) int64 cell vocabulary indices
+    lat: torch.Tensor  # (B, T) float32
+    lon: torch.Tensor  # (B, T) float32
+    cont: torch.Tensor  # (B, T, N_CONT_FEATURES) float32
+    next_time: torch.Tensor  # (B, T, N_NEXT_TIME) float32 time features of the following event
+    next_time_given: torch.Tensor  # (B, T) bool: whether next_time may be used at this position
+    length: torch.Tensor  # (B,) int64 number of real events per row
+    # The user's history before the window, summarised (so counts see the whole history, not just
+    # the last max_len events): distinct venues with visit counts, and venue->venue transitions.
+    pre_venue: torch.Tensor  # (B, P) int64 in [0, V], V = padding
+    pre_count: torch.Tensor  # (B, P) float32
+    pre_src: torch.Tensor  # (B, Q) int64 in [0, V], V = padding
+    pre_dst: torch.Tensor  # (B, Q) int64 in [0, V]
+    pre_tr_count: torch.Tensor  # (B, Q) float32
+
+    def to_dict(self) -> dict[str, torch.Tensor]:
+        return {f.name: getattr(self, f.name) for f in fields(self)}
+
+
+@dataclass
+class ModelData:
+    """What the model knows about the world, fixed at training time and saved in the checkpoint."""
+
+    venue_text: torch.Tensor  # (V, E) text embedding of each venue
+    venue_lat: torch.Tensor  # (V,) float32
+    venue_lon: torch.Tensor  # (V,) float32
+    venue_category: torch.Tensor  # (V,) int64 index into categories
+    category_text: torch.Tensor  # (C, E) text embedding of each category name
+    markov_src: torch.Tensor  # (M,) int64 global venue->venue transitions in training (sparse counts)
+    markov_dst: torch.Tensor  # (M,) int64
+    markov_count: torch.Tensor  # (M,) float32
+    cell_sizes: list[int]
+    centre: tuple[float, float]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        assert config.n_embd % config.n_head == 0
+        self.c_attn = nn.Linear(config.n_embd, 3 * config.n_embd)
+        self.c_proj = nn.Linear(config.n_embd, config.n_embd)
+        self.n_head = config.n_head
+        self.dropout = config.dropout
+        self.resid_dropout = nn.Dropout(config.dropout)
+
+    def weights(self, x: torch.Tensor) -> torch.Tensor:
+        """(B, nh, T, T) attention probabilities (explicit, for explanations; forward uses SDPA)."""
+        B, T, C = x.size()
+        q, k, _ = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        att = (q @ k.transpose(-2, -1)) / math.sqrt(k.size(-1))  # (B, nh, T, T)
+        causal = torch.ones(T, T, dtype=torch.bool, device=x.device).tril()
+        return F.softmax(att.masked_fill(~causal, float("-inf")), dim=-1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        B, T, C = x.size()
+        q, k, v = self.c_attn(x).split(C, dim=2)
+        q = q.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        k = k.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        v = v.view(B, T, self.n_head, C // self.n_head).transpose(1, 2)  # (B, nh, T, hs)
+        y = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.dropout if self.training else 0.0, is_causal=True
+        )  # (B, nh, T, hs)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.c_proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.c_fc = nn.Linear(config.n_embd, 4 * config.n_embd)
+        self.c_proj = nn.Linear(4 * config.n_embd, config.n_embd)
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.c_proj(F.gelu(self.c_fc(x))))
+
+
+class Block(nn.Module):
+    def __init__(self, config: ModelConfig) -> None:
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(config.n_embd)
+        self.attn = CausalSelfAttention(config)
+        self.ln_2 = nn.LayerNorm(config.n_embd)
+        self.mlp = MLP(config)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x))
+        return x + self.mlp(self.ln_2(x))
+
+
+def relative_buckets(d: torch.Tensor) -> torch.Tensor:
+    """Bucket of a non-negative event distance: exact below 8, then 4 buckets per doubling."""
+    d = d.clamp(min=0)
+    far = 8 + (torch.log2(d.clamp(min=8).float() / 8) * 4).long()
+    return torch.where(d < 8, d, far).clamp(max=N_REL_BUCKETS - 1)
+
+
+class InterestModel(nn.Module):
+    """Events -> interest vectors in text space -> next-venue log-probabilities (and category scores)."""
+
+    def __init__(self, config: ModelConfig, data: ModelData) -> None:
+        super().__init__()
+        self.config = config
+        C = config.n_embd
+        V, E = data.venue_text.shape
+        self.n_venues, self.text_dim = V, E
+        self.n_categories = data.category_text.shape[0]
+        # World knowledge as buffers: saved with the weights, never trained.
+        self.register_buffer("venue_text", data.venue_text.float())
+        self.register_buffer("venue_lat", data.venue_lat.float())
+        self.register_buffer("venue_lon", data.venue_lon.float())
+        self.register_buffer("venue_category", data.venue_category.long())
+        self.register_buffer("category_text", data.category_text.float())
+        self.register_buffer("markov_src", data.markov_src.long())
+        self.register_buffer("markov_dst", data.markov_dst.long())
+        self.register_buffer("markov_count", data.markov_count.float())
+        self.register_buffer("centre", torch.tensor(data.centre, dtype=torch.float64))
+        self._markov_dense: torch.Tensor | None = None  # derived tables, see _tables()
+        self._logd_dense: torch.Tensor | None = None
+
+        # --- input fusion ---
+        self.wpe = nn.Embedding(config.max_len, C)
+        if config.use_text:
+            self.text_in = nn.Linear(E, C)
+        if config.use_item_id:
+            self.id_in = nn.Embedding(V + 1, C)  # row V: unknown venue / padding
+        if config.use_spacetime:
+            self.spacetime = SpaceTimeEncoder(config, data.cell_sizes, data.centre)
+            if config.use_target_time:
+                self.next_time_in = nn.Linear(N_NEXT_TIME, C)
+                self.next_time_missing = nn.Parameter(torch.zeros(C))
+        self.drop = nn.Dropout(config.dropout)
+        self.blocks = nn.ModuleList([Block(config) for _ in range(config.n_layer)])
+        self.ln_f = nn.LayerNorm(C)
+
+        # --- output in text space ---
+        self.to_text = nn.Linear(C, E)  # hidden -> interest vector
+        if config.use_item_id or not config.use_text:
+            # Per-venue offset in text space; it is the whole venue representation when text is off.
+            init = 0.0 if config.use_text else 0.05
+            self.id_out = nn.Parameter(torch.randn(V, E) * init)
+        if not config.use_text:
+            self.category_out = nn.Parameter(torch.randn(self.n_categories, E) * 0.05)
+        self.venue_bias = nn.Parameter(torch.zeros(V))
+        self.category_bias = nn.Parameter(torch.zeros(self.n_categories))
+        if config.use_copy:
+            self.feature_weights = nn.Linear(C, N_FEATURES)  # per-state weights of the feature logits
+            self.ptr_q = nn.Linear(C, C)
+            self.ptr_k = nn.Linear(C, C)
+            self.ptr_rel = nn.Embedding(N_REL_BUCKETS, 1)
+            self.gate = nn.Linear(C, 1)
+        elif config.use_spacetime:
+            # Without the copy head, distance still enters with two global weights (a*log d + b*log^2 d).
+            self.distance_weights = nn.Parameter(torch.tensor([[-0.5, 0.0]]))
+        self.apply(self._init_weights)
+        if config.use_copy:
+            nn.init.zeros_(self.feature_weights.weight)
+            with torch.no_grad():
+                self.feature_weights.bias.copy_(torch.tensor([1.0, 1.0, 0.5, -0.5, 0.0]))
+            nn.init.zeros_(self.ptr_rel.weight)
+
+    @staticmethod
+    def _init_weights(module: nn.Module) -> None:
+        if isinstance(module, nn.Linear):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+            if module.bias is not None:
+                nn.init.zeros_(module.bias)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    # ------------------------------------------------------------------ trunk
+    def hidden(
+        self, batch: Batch, neutralise_spacetime: bool = False, attentions: list[torch.Tensor] | None = None
+    ) -> torch.Tensor:
+        """(B, T, C) causal hidden states.
+
+        `neutralise_spacetime` drops the space-time input (what the interest would be from text
+        and ids alone); `attentions`, when a list, receives each layer's (B, nh, T, T) weights.
+        """
+        cfg = self.config
+        B, T = batch.venue.shape
+        x = self.wpe(torch.arange(T, device=batch.venue.device))[None]  # (1, T, C)
+        if cfg.use_text:
+            x = x + self.text_in(batch.text)  # (B, T, C)
+        if cfg.use_item_id:
+            x = x + self.id_in(batch.venue)  # (B, T, C)
+        if cfg.use_spacetime and not neutralise_spacetime:
+            x = x + self.spacetime(batch.cells, batch.lat, batch.lon, batch.cont)  # (B, T, C)
+            if cfg.use_target_time:
+                given = batch.next_time_given.unsqueeze(-1).to(x.dtype)  # (B, T, 1)
+                x = x + given * self.next_time_in(batch.next_time) + (1 - given) * self.next_time_missing
+        x = self.drop(x)
+        for block in self.blocks:
+            if attentions is not None:
+                attentions.append(block.attn.weights(block.ln_1(x)))  # (B, nh, T, T)
+            x = block(x)
+        return self.ln_f(x)  # (B, T, C)
+
+    def interest(self, h: torch.Tensor) -> torch.Tensor:
+        """Interest vectors in text space (unnormalised: the norm is the model's confidence)."""
+        return self.to_text(h)  # (..., E)
+
+    def venue_repr(self) -> torch.Tensor:
+        """(V, E) venue representations in text space: text embedding plus learned id offset."""
+        rep = torch.zeros_like(self.venue_text)
+        if self.config.use_text:
+            rep = rep + self.venue_text
+        if hasattr(self, "id_out"):
+            rep = rep + self.id_out
+        return rep
+
+    # ------------------------------------------------------------------ head
+    def _tables(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(V + 1, V) log1p global transition counts and log distances between venues.
+
+        Derived from the buffers once per process (not saved: the checkpoint keeps the sparse counts
+        and coordinates). Row V stands for an unknown current venue: no transitions, and distances
+        computed on the fly from the event's own coordinates.
+        """
+        if self._markov_dense is None or self._markov_dense.device != self.markov_count.device:
+            V, dev = self.n_venues, self.markov_count.device
+            counts = torch.zeros(V + 1, V, device=dev)
+            counts.index_put_((self.markov_src, self.markov_dst), self.markov_count, accumulate=True)
+            logd = torch.zeros(V + 1, V, device=dev)
+            logd[:V] = self._log_distance(self.venue_lat[:, None], self.venue_lon[:, None])
+            self._markov_dense = counts
+            self._logd_dense = logd
+        return self._markov_dense, self._logd_dense
+
+    def _log_distance(self, lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
+        """(N, V) log(km + 0.1) from points (N, 1) to every venue (equirectangular: city scale)."""
+        coslat = math.cos(math.radians(float(self.centre[0])))
+        dy = (lat - self.venue_lat[None]) * 110.57
+        dx = (lon - self.venue_lon[None]) * 111.32 * coslat
+        return torch.log(torch.sqrt(dx * dx + dy * dy) + 0.1)
+
+    def _distances(self, batch: Batch, qb: torch.Tensor, qt: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
+        """(N, V) log distance from each query event to every venue (table lookup for known venues)."""
+        logd = self._tables()[1][cur]  # (N, V)
+        unknown = (cur >= self.n_venues).nonzero().squeeze(1)
+        if len(unknown):
+            lat = batch.lat[qb[unknown], qt[unknown]][:, None]
+            lon = batch.lon[qb[unknown], qt[unknown]][:, None]
+            logd[unknown] = self._log_distance(lat, lon)
+        return logd
+
+    def head(
+        self, h: torch.Tensor, batch: Batch, qb: torch.Tensor, qt: torch.Tensor, targets: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Scores at query positions (qb[n], qt[n]): (N, V) venue log-probs and (N, K) category logits.
+
+        With `targets` (training), the transition being predicted is left out of the global
+        transition counts, so the model learns to weigh them as they behave on unseen data.
+        """
+        V = self.n_venues
+        T = h.shape[1]
+        N = len(qb)
+        hq = h[qb, qt]  # (N, C)
+        # gen = interest . venue_repr, computed as hq . (W^T venue_repr): the same numbers with the
+        # (N, V) product done in C dimensions instead of E (3x fewer flops on the biggest matmul).
+        rep = self.venue_repr()  # (V, E)
+        rep_c = rep @ self.to_text.weight  # (V, C)
+        gen = torch.addmm(self.venue_bias + rep @ self.to_text.bias, hq, rep_c.T)  # (N, V)
+        cat_rep = self.category_text if self.config.use_text else self.category_out
+        cat_logits = self.interest(hq) @ cat_rep.T + self.category_bias  # (N, K)
+        hist = batch.venue[qb]  # (N, T) venue ids of the query row's events
+        cur = hist.gather(1, qt[:, None]).squeeze(1)  # (N,) current venue (V if unknown)
+        if not self.config.use_copy:
+            if self.config.use_spacetime:
+                logd = self._distances(batch, qb, qt, cur)
+                gen = gen + self.distance_weights[:, 0:1] * logd + self.distance_weights[:, 1:2] * 0.1 * logd * logd
+            return F.log_softmax(gen, dim=-1), cat_logits
+
+        w = self.feature_weights(hq)  # (N, F)
+        pos = torch.arange(T, device=h.device)
+        seen = (pos[None, :] <= qt[:, None]) & (hist < V)  # (N, T) history up to and including the query
+        # the user's own visit counts per venue
+        count = torch.zeros(N, V + 1, device=h.device).scatter_add_(1, hist, seen.float())
+        count = count.scatter_add_(1, batch.pre_venue[qb], batch.pre_count[qb])[:, :V]  # (N, V)
+        gen = torch.addcmul(gen, w[:, 0:1], torch.log1p(count))
+        # the user's own transitions out of the current venue: s where event s-1 was at `cur`
+        prev = torch.cat([torch.full_like(hist[:, :1], V), hist[:, :-1]], dim=1)  # (N, T)
+        from_cur = seen & (prev == cur[:, None]) & (cur[:, None] < V)
+        user_tr = torch.zeros(N, V + 1, device=h.device).scatter_add_(1, hist, from_cur.float())
+        pre_from_cur = (batch.pre_src[qb] == cur[:, None]) & (cur[:, None] < V)  # (N, Q)
+        user_tr = user_tr.scatter_add_(1, batch.pre_dst[qb], batch.pre_tr_count[qb] * pre_from_cur)[:, :V]
+        gen = torch.addcmul(gen, w[:, 1:2], torch.log1p(user_tr))
+        # everyone's transitions out of the current venue (training data), leave-one-out in training
+        counts = self._tables()[0]
+        glob_tr = counts[cur]  # (N, V)
+        if targets is not None:
+            rows = ((cur < V) & (targets >= 0)).nonzero().squeeze(1)
+            glob_tr[rows, targets[rows]] = (glob_tr[rows, targets[rows]] - 1).clamp(min=0)
+        gen = torch.addcmul(gen, w[:, 2:3], torch.log1p(glob_tr))
+        if self.config.use_spacetime:
+            logd = self._distances(batch, qb, qt, cur)
+            gen = torch.addcmul(gen, w[:, 3:4], logd)
+            gen = torch.addcmul(gen, 0.1 * w[:, 4:5], logd * logd)
+        # pointer over the user's own past events, with a learned recency bias
+        q = self.ptr_q(h)  # (B, T, C)
+        k = self.ptr_k(h)  # (B, T, C)
+        att = (q @ k.transpose(1, 2))[qb, qt] / math.sqrt(q.shape[-1])  # (B, T, T) -> (N, T)
+        att = att + self.ptr_rel(relative_buckets(qt[:, None] - pos[None, :])).squeeze(-1)
+        att = att.masked_fill(~seen, float("-inf"))
+        any_seen = seen.any(1, keepdim=True)  # (N, 1): rows with no known past venue cannot copy
+        att = torch.where(any_seen, att, torch.zeros_like(att))
+        p_att = F.softmax(att, dim=-1) * seen.float()  # (N, T)
+        p_copy = torch.zeros(N, V + 1, device=h.device).scatter_add_(1, hist, p_att)[:, :V]  # (N, V)
+        g = torch.sigmoid(self.gate(hq)) * any_seen.float()  # (N, 1)
+        p = torch.lerp(F.softmax(gen, dim=-1), p_copy, g)  # (N, V) = g * p_copy + (1 - g) * softmax
+        return torch.log(p + 1e-12), cat_logits
+
+    # ------------------------------------------------------------------ API
+    def forward(
+        self, batch: Batch, targets: torch.Tensor | None = None, target_categories: torch.Tensor | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(venue log-probs at the query positions, loss or None).
+
+        With targets (B, T) (-1 = no target), every position with a target is a query and the loss
+        is next-venue NLL + category_loss_weight * next-category cross-entropy. Without, the query
+        is the last real event of each row (scoring).
+        """
+        h = self.hidden(batch)  # (B, T, C)
+        if targets is None:
+            qb = torch.arange(h.shape[0], device=h.device)
+            qt = batch.length - 1
+            logp, _ = self.head(h, batch, qb, qt)
+            return logp, None
+        qb, qt = (targets >= 0).nonzero(as_tuple=True)
+        y = targets[qb, qt]
+        logp, cat_logits = self.head(h, batch, qb, qt, targets=y)
+        loss = F.nll_loss(logp, y)
+        if target_categories is not None and self.config.category_loss_weight > 0:
+            yc = target_categories[qb, qt]
+            loss = loss + self.config.category_loss_weight * F.cross_entropy(cat_logits, yc, ignore_index=-1)
+        return logp, loss
+
+    def score_last(self, batch: Batch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(B, V) venue log-probs and (B, K) category scores after the last real event of each row."""
+        h = self.hidden(batch)
+        qb = torch.arange(h.shape[0], device=h.device)
+        qt = batch.length - 1
+        logp, cat_logits = self.head(h, batch, qb, qt)
+        # Category: probability mass of its venues, plus the category head as a tie-breaker.
+        mass = torch.zeros(len(qb), self.n_categories, device=h.device)
+        mass.index_add_(1, self.venue_category, logp.exp())
+        return logp, torch.log(mass + 1e-12) + 1e-3 * F.log_softmax(cat_logits, dim=-1)
+
+
+def __getattr__(name: str) -> object:
+    # InterestScorer lives in train.py (it shares the event windowing with training); importable
+    # from here too because it is the model's public face (interestgeo.score uses this path).
+    if name == "InterestScorer":
+        from interestgeo.train import InterestScorer
+
+        return InterestScorer
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

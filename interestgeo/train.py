@@ -1,0 +1,778 @@
+"""Training, checkpoints and scoring for the interest model.
+
+Why this module holds both training and the `InterestScorer`: both turn an events frame into the
+same padded windows (`EventTable` -> `Batch`), and keeping that in one place is what guarantees
+that the model is scored on exactly the inputs it was trained on.
+
+Data flow: split (split.py) -> text vectors (text.py, cached in the store) -> `EventTable`
+(per-event arrays) -> training windows of the user's training-period events -> AdamW with early
+stopping on validation MRR -> checkpoint (safetensors weights + config/metrics/meta JSON),
+registered in the store's `checkpoints` table. `InterestScorer.from_checkpoint` loads it back.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+from dataclasses import dataclass, replace
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Callable
+
+import numpy as np
+import pandas as pd
+import torch
+from safetensors.torch import load_file, save_file
+
+from interestgeo.config import Config, ModelConfig
+from interestgeo.model import N_NEXT_TIME, Batch, InterestModel, ModelData
+from interestgeo.spacetime import CellVocab, cyclic_time, event_features
+
+if TYPE_CHECKING:
+    from interestgeo.store import Store
+    from interestgeo.text import TextEncoder
+
+__all__ = [
+    "ABLATIONS",
+    "CheckpointError",
+    "EventTable",
+    "InterestScorer",
+    "TrainResult",
+    "build_model_data",
+    "checkpoint_dir",
+    "load_checkpoint",
+    "model_scorers",
+    "run_train_command",
+    "save_checkpoint",
+    "train_ablations",
+    "train_model",
+    "train_on_split",
+]
+
+# Ablations of the full model: same code, switches in ModelConfig (see the issue's table).
+ABLATIONS: dict[str, dict[str, Any]] = {
+    "sasrec-id-only": dict(use_text=False, use_spacetime=False, use_copy=False, use_item_id=True),
+    "no-text": dict(use_text=False),
+    "no-spacetime": dict(use_spacetime=False),
+    "no-copy": dict(use_copy=False),
+}
+
+
+# ---------------------------------------------------------------------------- data
+@dataclass
+class EventTable:
+    """Per-event model inputs for one events frame (rows in frame order), plus per-user row ranges."""
+
+    venue: np.ndarray  # (N,) int64 in [0, V]; V = unknown venue
+    category: np.ndarray  # (N,) int64, -1 = unknown category
+    text: np.ndarray  # (N, E) float32
+    cells: np.ndarray  # (N, R) int64
+    lat: np.ndarray  # (N,) float32
+    lon: np.ndarray  # (N,) float32
+    cont: np.ndarray  # (N, 8) float32
+    next_time: np.ndarray  # (N, 7) float32 time features of the same user's next event (zeros if none)
+    user_start: np.ndarray  # (N,) int64 first row of this event's user
+    n_venues: int  # V: the venue id used for unknown venues and padding
+
+    @classmethod
+    def build(
+        cls,
+        events: pd.DataFrame,
+        venue_index: pd.Series | dict[str, int],
+        category_index: dict[str, int],
+        text_vectors: np.ndarray,
+        vocab: CellVocab,
+        n_venues: int,
+    ) -> EventTable:
+        """`venue_index` maps item_id -> venue idx; `text_vectors` is one row per event."""
+        n = len(events)
+        keys = venue_keys(events)
+        venue = np.array([venue_index.get(k, n_venues) for k in keys], dtype=np.int64)
+        if "category_idx" in events:
+            category = events["category_idx"].to_numpy(dtype=np.int64)
+        else:
+            cats = events["category"].astype(object)
+            category = np.array([category_index.get(c, -1) for c in cats], dtype=np.int64)
+        feats = event_features(events)
+        user = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
+        new_user = np.ones(n, dtype=bool)
+        if n > 1:
+            new_user[1:] = user[1:] != user[:-1]
+        starts = np.flatnonzero(new_user)
+        user_start = np.repeat(starts, np.diff(np.append(starts, n)))
+        next_time = np.zeros((n, N_NEXT_TIME), dtype=np.float32)
+        if n > 1:
+            has_next = ~new_user[1:]  # row i has a next event of the same user
+            nt = np.concatenate([feats.cont[1:, :6], np.log1p(feats.gap_hours[1:])[:, None]], axis=1)
+            next_time[:-1][has_next] = nt[has_next]
+        return cls(
+            venue=venue,
+            category=category,
+            text=np.asarray(text_vectors, dtype=np.float32),
+            cells=vocab.lookup(events["cell"].to_numpy(dtype=np.int64)),
+            lat=feats.lat.astype(np.float32),
+            lon=feats.lon.astype(np.float32),
+            cont=feats.cont,
+            next_time=next_time,
+            user_start=user_start,
+            n_venues=n_venues,
+        )
+
+    def _before_windows(self, windows: list[tuple[int, int]]) -> list[np.ndarray]:
+        """Visit counts and transition counts of each window's user before the window starts."""
+        V = self.n_venues
+        visits, transitions = [], []
+        for s, e in windows:
+            u = int(self.user_start[s]) if s < len(self.user_start) else s
+            before = self.venue[u:s]
+            before = before[before < V]
+            ids, counts = np.unique(before, return_counts=True)
+            visits.append((ids, counts.astype(np.float32)))
+            # transitions (i-1 -> i) for i in (u, s]: the one into the window's first event included
+            src, dst = self.venue[u:s], self.venue[u + 1 : s + 1]
+            ok = (src < V) & (dst < V)
+            keys, tr_counts = np.unique(src[ok] * (V + 1) + dst[ok], return_counts=True)
+            transitions.append((keys // (V + 1), keys % (V + 1), tr_counts.astype(np.float32)))
+        pre_v, pre_c = _padded(visits, (V, 0.0), (np.int64, np.float32))
+        pre_s, pre_d, pre_t = _padded(transitions, (V, V, 0.0), (np.int64, np.int64, np.float32))
+        return [pre_v, pre_c, pre_s, pre_d, pre_t]
+
+    def batch(self, windows: list[tuple[int, int]], max_len: int, time_given: np.ndarray | bool) -> Batch:
+        """Right-padded Batch of row ranges [start, end); `time_given` per window or for all."""
+        B = len(windows)
+        T = max(1, max(e - s for s, e in windows))
+        T = min(T, max_len)
+        idx = np.zeros((B, T), dtype=np.int64)
+        valid = np.zeros((B, T), dtype=bool)
+        for b, (s, e) in enumerate(windows):
+            L = e - s
+            idx[b, :L] = np.arange(s, e)
+            valid[b, :L] = True
+        venue = np.where(valid, self.venue[idx], self.n_venues)
+        given_rows = np.broadcast_to(np.asarray(time_given, dtype=bool), (B,))
+        given = given_rows[:, None] & valid  # (B, T)
+        pre_v, pre_c, pre_s, pre_d, pre_t = self._before_windows(windows)
+        return Batch(
+            pre_venue=torch.from_numpy(pre_v),
+            pre_count=torch.from_numpy(pre_c),
+            pre_src=torch.from_numpy(pre_s),
+            pre_dst=torch.from_numpy(pre_d),
+            pre_tr_count=torch.from_numpy(pre_t),
+            venue=torch.from_numpy(venue),
+            text=torch.from_numpy(self.text[idx] * valid[..., None]),
+            cells=torch.from_numpy(self.cells[idx] * valid[..., None]),
+            lat=torch.from_numpy(self.lat[idx]),
+            lon=torch.from_numpy(self.lon[idx]),
+            cont=torch.from_numpy(self.cont[idx] * valid[..., None]),
+            next_time=torch.from_numpy(self.next_time[idx] * valid[..., None]),
+            next_time_given=torch.from_numpy(np.ascontiguousarray(given)),
+            length=torch.tensor([e - s for s, e in windows], dtype=torch.int64),
+        )
+
+
+def _padded(groups: list[tuple[np.ndarray, ...]], pads: tuple[float, ...], dtypes: tuple[Any, ...]) -> list[np.ndarray]:
+    """Stack per-row arrays of different lengths into (B, max_len) arrays padded with `pads`."""
+    width = max([len(g[0]) for g in groups] + [1])
+    out = [np.full((len(groups), width), pad, dtype=dt) for pad, dt in zip(pads, dtypes)]
+    for b, group in enumerate(groups):
+        for arr, values in zip(out, group):
+            arr[b, : len(values)] = values
+    return out
+
+
+def venue_keys(frame: pd.DataFrame) -> list[str]:
+    """"dataset_id:item_id" per row: item ids are scoped to their dataset, like user ids."""
+    items = frame["item_id"].astype(object).where(frame["item_id"].notna(), None)
+    return [f"{d}:{i}" if i is not None else "" for d, i in zip(frame["dataset_id"].astype(str), items)]
+
+
+def history_windows(starts: np.ndarray, ends: np.ndarray, max_len: int) -> list[tuple[int, int]]:
+    """Row ranges [max(start, end - max_len), end) — the last max_len events before each end."""
+    return [(int(max(s, e - max_len)), int(e)) for s, e in zip(starts, ends)]
+
+
+def cover_windows(start: int, end: int, max_len: int) -> list[tuple[int, int, int]]:
+    """Windows (s, e, first_owned) covering rows [start, end): each row is owned by exactly one
+    window, in which it has at least max_len/2 rows of context (or every row before it).
+
+    The windows sit on a fixed grid from the user's first row (every max_len/2 rows), so a row's
+    output never depends on how many rows come after it: appending events changes nothing earlier.
+    """
+    half = max(1, max_len // 2)
+    out = [(start, min(start + max_len, end), start)]
+    s = start + half
+    while s + half < end:
+        out.append((s, min(s + max_len, end), s + half))
+        s += half
+    return out
+
+
+# ---------------------------------------------------------------------------- model data
+def build_model_data(
+    split: Any, venue_vectors: np.ndarray, category_vectors: np.ndarray, vocab: CellVocab
+) -> ModelData:
+    """Venue/category embeddings, coordinates and training transition counts from a split."""
+    ev = split.events
+    venues = split.venues
+    cat_index = {c: i for i, c in enumerate(split.categories)}
+    V = len(venues)
+    train = (ev["part"] == "train").to_numpy()
+    vidx = ev["venue_idx"].to_numpy()
+    user = (ev["dataset_id"].astype(str) + ":" + ev["user_id"].astype(str)).to_numpy()
+    same = np.zeros(len(ev), dtype=bool)
+    same[1:] = user[1:] == user[:-1]
+    pair = same[1:] & train[1:] & train[:-1] & (vidx[1:] >= 0) & (vidx[:-1] >= 0)
+    src, dst = vidx[:-1][pair], vidx[1:][pair]
+    key, counts = np.unique(src * V + dst, return_counts=True)
+    return ModelData(
+        venue_text=torch.from_numpy(np.asarray(venue_vectors, dtype=np.float32)),
+        venue_lat=torch.tensor(venues["lat"].to_numpy(), dtype=torch.float32),
+        venue_lon=torch.tensor(venues["lon"].to_numpy(), dtype=torch.float32),
+        venue_category=torch.tensor(
+            venues["category_idx"].to_numpy() if "category_idx" in venues else [cat_index.get(c, 0) for c in venues["category"]],
+            dtype=torch.int64,
+        ),
+        category_text=torch.from_numpy(np.asarray(category_vectors, dtype=np.float32)),
+        markov_src=torch.from_numpy(key // V),
+        markov_dst=torch.from_numpy(key % V),
+        markov_count=torch.from_numpy(counts.astype(np.float32)),
+        cell_sizes=vocab.sizes(),
+        centre=(float(ev.loc[train, "lat"].mean()), float(ev.loc[train, "lon"].mean())),
+    )
+
+
+@dataclass
+class Prepared:
+    """Everything training and scoring need for one split."""
+
+    split: Any
+    table: EventTable
+    data: ModelData
+    vocab: CellVocab
+    item_ids: list[str]  # "dataset_id:item_id" of each model venue
+    categories: list[str]
+
+
+def prepare(split: Any, config: ModelConfig, text_of: Callable[[list[str]], np.ndarray]) -> Prepared:
+    """`text_of(texts) -> (N, E)` embeds texts (through the store cache in production)."""
+    ev = split.events
+    train = (ev["part"] == "train").to_numpy()
+    vocab = CellVocab.build(ev.loc[train, "cell"].to_numpy(dtype=np.int64), tuple(config.cell_resolutions))
+    texts = ev["text"].fillna("").astype(str).tolist()
+    uniq, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
+    vecs = text_of(list(uniq))
+    venue_vectors = text_of(split.venues["text"].fillna("").astype(str).tolist())
+    category_vectors = text_of([str(c) for c in split.categories])
+    data = build_model_data(split, venue_vectors, category_vectors, vocab)
+    item_ids = venue_keys(split.venues)
+    venue_index = {v: i for i, v in enumerate(item_ids)}
+    cat_index = {c: i for i, c in enumerate(split.categories)}
+    table = EventTable.build(ev, venue_index, cat_index, vecs[inverse], vocab, len(item_ids))
+    return Prepared(split, table, data, vocab, item_ids, list(split.categories))
+
+
+def training_windows(prep: Prepared, max_len: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
+    """Windows over each user's training-period events with (B, T) next-venue/category targets."""
+    ev = prep.split.events
+    t = prep.table
+    train = (ev["part"] == "train").to_numpy()
+    n = len(ev)
+    target_v = np.full(n, -1, dtype=np.int64)
+    target_c = np.full(n, -1, dtype=np.int64)
+    nxt_same = np.zeros(n, dtype=bool)
+    nxt_same[:-1] = t.user_start[1:] == t.user_start[:-1]
+    ok = np.zeros(n, dtype=bool)
+    ok[:-1] = nxt_same[:-1] & train[1:] & train[:-1] & (t.venue[1:] < len(prep.item_ids))
+    target_v[:-1] = np.where(ok[:-1], t.venue[1:], -1)
+    target_c[:-1] = np.where(ok[:-1], t.category[1:], -1)
+    windows: list[tuple[int, int]] = []
+    tv, tc = [], []
+    starts = np.unique(t.user_start)
+    ends = np.append(starts[1:], n)
+    for s, e in zip(starts, ends):
+        rows = np.flatnonzero(train[s:e])
+        if len(rows) < 2:
+            continue
+        e_train = s + rows[-1] + 1  # training events are a time prefix of the user's events
+        for ws, we, owned in cover_windows(int(s), int(e_train), max_len):
+            windows.append((ws, we))
+            v = target_v[ws:we].copy()
+            c = target_c[ws:we].copy()
+            v[: owned - ws] = -1
+            c[: owned - ws] = -1
+            tv.append(v)
+            tc.append(c)
+    T = max_len
+    V = np.full((len(windows), T), -1, dtype=np.int64)
+    C = np.full((len(windows), T), -1, dtype=np.int64)
+    for i, (v, c) in enumerate(zip(tv, tc)):
+        V[i, : len(v)] = v
+        C[i, : len(c)] = c
+    return windows, V, C
+
+
+# ---------------------------------------------------------------------------- scoring
+@torch.no_grad()
+def score_histories(
+    model: InterestModel,
+    table: EventTable,
+    history_start: np.ndarray,
+    history_end: np.ndarray,
+    time_given: bool,
+    batch_size: int,
+) -> tuple[np.ndarray, np.ndarray]:
+    """(n, V) venue log-probs and (n, K) category scores for the event after rows [start, end).
+
+    The model reads the last max_len rows of each history; with `time_given` it also sees the
+    time of the predicted event (the time features of row `end`, the next row of that user).
+    """
+    model.eval()
+    wins = history_windows(np.asarray(history_start), np.asarray(history_end), model.config.max_len)
+    out_v = np.full((len(wins), model.n_venues), -np.inf, dtype=np.float32)
+    out_c = np.full((len(wins), model.n_categories), -np.inf, dtype=np.float32)
+    for i in range(0, len(wins), batch_size):
+        w = wins[i : i + batch_size]
+        keep = [j for j, (s, e) in enumerate(w) if e > s]  # an empty history cannot be scored
+        if not keep:
+            continue
+        batch = table.batch([w[j] for j in keep], model.config.max_len, time_given)
+        v, c = model.score_last(batch)
+        out_v[i + np.array(keep)] = v.numpy()
+        out_c[i + np.array(keep)] = c.numpy()
+    return out_v, out_c
+
+
+def score_rows(
+    model: InterestModel, table: EventTable, samples: Any, time_given: bool, batch_size: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """Scores for split Samples (their history ranges)."""
+    return score_histories(model, table, samples.history_start, samples.history_end, time_given, batch_size)
+
+
+# ---------------------------------------------------------------------------- training
+@dataclass
+class TrainResult:
+    model: InterestModel
+    prep: Prepared
+    metrics: dict[str, Any]
+
+
+def seed_everything(seed: int) -> None:
+    torch.manual_seed(seed)
+    np.random.seed(seed)
+    torch.use_deterministic_algorithms(True, warn_only=True)
+
+
+def train_on_split(
+    split: Any,
+    config: ModelConfig,
+    text_of: Callable[[list[str]], np.ndarray],
+    *,
+    prep: Prepared | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+    rank: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
+) -> TrainResult:
+    """Train on the split's training events, early-stopping on validation MRR; returns the best model."""
+    from tqdm.auto import tqdm
+
+    if rank is None:
+        from interestgeo.evaluate import rank_metrics as rank
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+    seed_everything(config.seed)
+    prep = prep or prepare(split, config, text_of)
+    model = InterestModel(config, prep.data)
+    windows, tv, tc = training_windows(prep, config.max_len)
+    decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "wpe" not in n and not n.startswith(("id_", "spacetime.cells"))]
+    other = [p for n, p in model.named_parameters() if not any(p is q for q in decay)]
+    opt = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": other, "weight_decay": 0.0}],
+        lr=config.learning_rate,
+    )
+    rng = np.random.default_rng(config.seed)
+    best: dict[str, Any] = {"mrr": -1.0, "epoch": 0, "state": None}
+    history = []
+    t0 = time.perf_counter()
+    bad = 0
+    for epoch in range(1, config.epochs + 1):
+        model.train()
+        order = rng.permutation(len(windows))
+        losses = []
+        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", unit="batch", disable=not progress)
+        for i in bar:
+            idx = order[i : i + config.batch_size]
+            given = rng.random(len(idx)) >= config.target_time_dropout
+            batch = prep.table.batch([windows[j] for j in idx], config.max_len, given)
+            T = batch.venue.shape[1]
+            _, loss = model(batch, torch.from_numpy(tv[idx, :T]), torch.from_numpy(tc[idx, :T]))
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            losses.append(loss.item())
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+        v, _ = score_rows(model, prep.table, split.val, config.use_target_time, config.eval_batch_size)
+        val = rank(v, split.val.venue)
+        history.append({"epoch": epoch, "loss": float(np.mean(losses)), **{f"val_{k}": x for k, x in val.items()}})
+        msg = f"epoch {epoch}: loss {np.mean(losses):.4f}  val acc@1 {val['acc@1']:.4f}  val mrr {val['mrr']:.4f}  ({time.perf_counter() - t0:.0f}s)"
+        if log:
+            log(msg)
+        if val["mrr"] > best["mrr"]:
+            best = {"mrr": val["mrr"], "epoch": epoch, "state": {k: x.detach().clone() for k, x in model.state_dict().items()}}
+            bad = 0
+        else:
+            bad += 1
+            if bad >= config.patience:
+                break
+    if best["state"] is not None:
+        model.load_state_dict(best["state"])
+    model.eval()
+    metrics = {
+        "best_epoch": best["epoch"],
+        "val_mrr": best["mrr"],
+        "train_seconds": time.perf_counter() - t0,
+        "history": history,
+        "train_windows": len(windows),
+    }
+    return TrainResult(model, prep, metrics)
+
+
+# ---------------------------------------------------------------------------- checkpoints
+def checkpoint_dir(config: Config) -> Path:
+    """Where checkpoints go: config.model.checkpoint_dir, else `models/` beside the database."""
+    if config.model.checkpoint_dir is not None:
+        return Path(config.model.checkpoint_dir)
+    return Path(config.store.path).resolve().parent / "models"
+
+
+def save_checkpoint(
+    store: Store, config: Config, name: str, model: InterestModel, prep: Prepared, metrics: dict[str, Any]
+) -> int:
+    """Write weights (safetensors) + config/metrics/meta JSON to a new folder and register it."""
+    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+    folder = checkpoint_dir(config) / f"{name.replace(':', '-').replace('/', '-')}-{stamp}"
+    folder.mkdir(parents=True, exist_ok=False)
+    tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    for res, cells in zip(prep.vocab.resolutions, prep.vocab.cells):
+        tensors[f"vocab.cells.{res}"] = torch.from_numpy(np.ascontiguousarray(cells))
+    save_file(tensors, str(folder / "model.safetensors"))
+    config_json = json.dumps(config.to_dict(), indent=2)
+    metrics_json = json.dumps(metrics, indent=2)
+    meta = {
+        "name": name,
+        "venues": prep.item_ids,
+        "categories": prep.categories,
+        "cell_resolutions": list(prep.vocab.resolutions),
+        "centre": list(prep.data.centre),
+        "text_model_id": metrics.get("text_model_id"),
+    }
+    (folder / "config.json").write_text(config_json)
+    (folder / "metrics.json").write_text(metrics_json)
+    (folder / "meta.json").write_text(json.dumps(meta))
+    return store.add_checkpoint(name, str(folder), config_json, metrics_json)
+
+
+@dataclass
+class LoadedCheckpoint:
+    id: int
+    name: str
+    config: Config
+    model: InterestModel
+    vocab: CellVocab
+    item_ids: list[str]
+    categories: list[str]
+    metrics: dict[str, Any]
+
+
+class CheckpointError(Exception):
+    """No usable checkpoint (one-line message for users)."""
+
+
+def load_checkpoint(store: Store, checkpoint_id: int | str | None = None, name: str | None = None) -> LoadedCheckpoint:
+    """Load a registered checkpoint: by id, else the newest with `name`, else the newest "model"."""
+    if checkpoint_id is not None:
+        row = store.checkpoint(int(checkpoint_id))
+    else:
+        row = store.checkpoint(name=name or "model")
+    if row is None:
+        what = f"checkpoint {checkpoint_id}" if checkpoint_id is not None else f"checkpoint named {name or 'model'!r}"
+        raise CheckpointError(f"no {what} in the store: run `interestgeo train` first")
+    folder = Path(row["path"])
+    if not (folder / "model.safetensors").exists():
+        raise CheckpointError(f"checkpoint {row['id']} files are missing at {folder}")
+    config = Config.from_dict(json.loads((folder / "config.json").read_text()))
+    meta = json.loads((folder / "meta.json").read_text())
+    tensors = load_file(str(folder / "model.safetensors"))
+    resolutions = tuple(meta["cell_resolutions"])
+    vocab = CellVocab(resolutions, [tensors.pop(f"vocab.cells.{r}").numpy() for r in resolutions])
+    data = ModelData(
+        venue_text=tensors["venue_text"],
+        venue_lat=tensors["venue_lat"],
+        venue_lon=tensors["venue_lon"],
+        venue_category=tensors["venue_category"],
+        category_text=tensors["category_text"],
+        markov_src=tensors["markov_src"],
+        markov_dst=tensors["markov_dst"],
+        markov_count=tensors["markov_count"],
+        cell_sizes=vocab.sizes(),
+        centre=(float(meta["centre"][0]), float(meta["centre"][1])),
+    )
+    model = InterestModel(config.model, data)
+    model.load_state_dict(tensors, strict=True)
+    model.eval()
+    metrics = json.loads((folder / "metrics.json").read_text())
+    return LoadedCheckpoint(int(row["id"]), str(row["name"]), config, model, vocab, meta["venues"], meta["categories"], metrics)
+
+
+# ---------------------------------------------------------------------------- the scorer
+class InterestScorer:
+    """A trained model behind the Scorer protocol and the analytics API (stateful: model + text cache).
+
+    `.score(split, samples)`: next-venue log-probs (n, V) over the split's venues and category scores.
+    `.interest_vectors(events)`: (N, E) L2-normalised interest right after each event, in text space.
+    `.attention_rollup(user_events)`: how much each of the user's events feeds the last vector.
+    """
+
+    def __init__(self, store: Store, checkpoint: LoadedCheckpoint, *, time_given: bool | None = None, name: str | None = None) -> None:
+        self.store = store
+        self.checkpoint = checkpoint
+        self.model = checkpoint.model
+        self.config = checkpoint.config
+        self.max_len = self.config.model.max_len
+        self.time_given = self.config.model.use_target_time if time_given is None else time_given
+        self.name = name or checkpoint.name
+        self._encoder: TextEncoder | None = None
+        self._venue_index = {k: i for i, k in enumerate(checkpoint.item_ids)}
+        self._category_index = {c: i for i, c in enumerate(checkpoint.categories)}
+        self._tables: dict[int, EventTable] = {}
+
+    @classmethod
+    def from_checkpoint(
+        cls, store: Store, checkpoint_id: int | str | None = None, *, name: str | None = None,
+        time_given: bool | None = None, scorer_name: str | None = None,
+    ) -> InterestScorer:
+        """The newest "model" checkpoint (or one by id / name) as a scorer."""
+        return cls(store, load_checkpoint(store, checkpoint_id, name), time_given=time_given, name=scorer_name)
+
+    # -- inputs
+    def text_vectors(self, texts: list[str]) -> np.ndarray:
+        from interestgeo.text import TextEncoder, embed_texts
+
+        if self._encoder is None:
+            self._encoder = TextEncoder(self.config.text)
+        return embed_texts(self.store, self._encoder, texts)
+
+    def table(self, events: pd.DataFrame) -> EventTable:
+        texts = events["text"].fillna("").astype(str).tolist()
+        uniq, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True) if texts else ([], np.zeros(0, int))
+        vecs = self.text_vectors(list(uniq)) if len(uniq) else np.zeros((0, self.model.text_dim), np.float32)
+        return EventTable.build(
+            events, self._venue_index, self._category_index,
+            vecs[inverse] if len(uniq) else np.zeros((0, self.model.text_dim), np.float32),
+            self.checkpoint.vocab, len(self._venue_index),
+        )
+
+    # -- Scorer protocol
+    def score(self, split: Any, samples: Any) -> tuple[np.ndarray, np.ndarray]:
+        key = id(split.events)
+        if key not in self._tables:
+            self._tables = {key: self.table(split.events)}
+        v, c = score_histories(
+            self.model, self._tables[key], samples.history_start, samples.history_end,
+            self.time_given, self.config.model.eval_batch_size,
+        )
+        # Reorder columns to the split's venues and categories (identical order on the same data).
+        split_venues = venue_keys(split.venues)
+        cols = np.array([self._venue_index.get(k, -1) for k in split_venues])
+        venue_scores = np.where(cols >= 0, v[:, np.maximum(cols, 0)], -np.inf).astype(np.float32)
+        ccols = np.array([self._category_index.get(c_, -1) for c_ in split.categories])
+        category_scores = np.where(ccols >= 0, c[:, np.maximum(ccols, 0)], -np.inf).astype(np.float32)
+        return venue_scores, category_scores
+
+    # -- analytics API
+    @torch.no_grad()
+    def interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
+        """(N, E) float32 L2-normalised; row i uses only the same user's events up to i (causal)."""
+        out = np.zeros((len(events), self.model.text_dim), dtype=np.float32)
+        if len(events) == 0:
+            return out
+        events = events.reset_index(drop=True)
+        table = self.table(events)
+        starts = np.unique(table.user_start)
+        ends = np.append(starts[1:], len(events))
+        jobs = [w for s, e in zip(starts, ends) for w in cover_windows(int(s), int(e), self.max_len)]
+        bs = self.config.model.eval_batch_size
+        for i in range(0, len(jobs), bs):
+            chunk = jobs[i : i + bs]
+            batch = table.batch([(s, e) for s, e, _ in chunk], self.max_len, False)
+            h = self.model.hidden(batch, neutralise_spacetime=neutralise_spacetime)  # (B, T, C)
+            z = self.model.interest(h)  # (B, T, E)
+            for b, (s, e, owned) in enumerate(chunk):
+                out[owned:e] = z[b, owned - s : e - s].numpy()
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    @torch.no_grad()
+    def attention_rollup(self, user_events: pd.DataFrame) -> np.ndarray:
+        """(T,) attention roll-up (Abnar & Zuidema 2020) from the last event back over the user's events.
+
+        Per layer: heads averaged, the residual added as 0.5 * identity, rows renormalised; the
+        layers' matrices multiplied. Events older than the model's window get 0. Sums to 1.
+        """
+        n = len(user_events)
+        out = np.zeros(n, dtype=np.float64)
+        if n == 0:
+            return out
+        events = user_events.reset_index(drop=True)
+        table = self.table(events)
+        start = max(0, n - self.max_len)
+        batch = table.batch([(start, n)], self.max_len, False)
+        atts: list[torch.Tensor] = []
+        self.model.hidden(batch, attentions=atts)
+        T = n - start
+        roll = torch.eye(T, dtype=torch.float64)
+        for a in atts:
+            a = a[0].mean(0).double()  # (T, T)
+            a = 0.5 * a + 0.5 * torch.eye(T, dtype=torch.float64)
+            a = a / a.sum(-1, keepdim=True)
+            roll = a @ roll
+        out[start:] = roll[-1].numpy()
+        return out
+
+
+# ---------------------------------------------------------------------------- entry points
+def _split_and_text(store: Store, config: Config, progress: bool) -> tuple[Any, Callable[[list[str]], np.ndarray], str]:
+    from interestgeo.split import make_split
+    from interestgeo.text import TextEncoder, embed_texts
+
+    events = store.events()
+    if events.empty:
+        raise CheckpointError("the store has no events: run `interestgeo demo` or `interestgeo ingest` first")
+    split = make_split(events, config)
+    if len(split.val) == 0:
+        raise CheckpointError("no validation samples: the data is too small or too short to train on")
+    encoder = TextEncoder(config.text)
+    return split, (lambda texts: embed_texts(store, encoder, texts, progress=progress)), encoder.model_id
+
+
+def _test_metrics(model: InterestModel, prep: Prepared, split: Any) -> dict[str, Any]:
+    from interestgeo.evaluate import rank_metrics
+
+    out: dict[str, Any] = {}
+    variants = [("time_given", True), ("no_time", False)] if model.config.use_target_time and model.config.use_spacetime else [("no_time", False)]
+    for label, given in variants:
+        v, c = score_rows(model, prep.table, split.test, given, model.config.eval_batch_size)
+        out[f"test_{label}"] = {"next_venue": rank_metrics(v, split.test.venue), "next_category": rank_metrics(c, split.test.category)}
+    return out
+
+
+def train_model(
+    store: Store,
+    config: Config,
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    name: str = "model",
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> int:
+    """Train on the store's events (split.py protocol), save and register a checkpoint; returns its id."""
+    config = _with_overrides(config, epochs=epochs, seed=seed)
+    split, text_of, model_id = _split_and_text(store, config, progress)
+    result = train_on_split(split, config.model, text_of, progress=progress, log=log)
+    metrics = {**result.metrics, **_test_metrics(result.model, result.prep, split), "text_model_id": model_id}
+    return save_checkpoint(store, config, name, result.model, result.prep, metrics)
+
+
+def train_ablations(
+    store: Store,
+    config: Config,
+    *,
+    epochs: int | None = None,
+    seed: int | None = None,
+    names: list[str] | None = None,
+    progress: bool = False,
+    log: Callable[[str], None] | None = None,
+) -> dict[str, int]:
+    """Train each ablation (ABLATIONS, same code with switches off) and register it as
+    "ablation:<name>"; returns {name: checkpoint id}. The split and text vectors are shared."""
+    config = _with_overrides(config, epochs=epochs, seed=seed)
+    split, text_of, model_id = _split_and_text(store, config, progress)
+    prep = prepare(split, config.model, text_of)
+    ids = {}
+    for ablation in names or list(ABLATIONS):
+        cfg = replace(config, model=replace(config.model, **ABLATIONS[ablation]))
+        if log:
+            log(f"ablation {ablation}")
+        result = train_on_split(split, cfg.model, text_of, prep=prep, progress=progress, log=log)
+        metrics = {**result.metrics, **_test_metrics(result.model, prep, split), "text_model_id": model_id}
+        ids[ablation] = save_checkpoint(store, cfg, f"ablation:{ablation}", result.model, prep, metrics)
+    return ids
+
+
+def model_scorers(store: Store) -> list[InterestScorer]:
+    """Every scorer the evaluation table shows for the model: the newest "model" checkpoint with and
+    without the next event's time, and the newest checkpoint of each ablation that exists."""
+    scorers: list[InterestScorer] = []
+    try:
+        main = load_checkpoint(store, name="model")
+    except CheckpointError:
+        main = None
+    if main is not None:
+        spec = main.config.model
+        if spec.use_target_time and spec.use_spacetime:
+            scorers.append(InterestScorer(store, main, time_given=True, name="model"))
+            scorers.append(InterestScorer(store, main, time_given=False, name="model (next time not given)"))
+        else:
+            scorers.append(InterestScorer(store, main, name="model"))
+    for ablation in ABLATIONS:
+        try:
+            ck = load_checkpoint(store, name=f"ablation:{ablation}")
+        except CheckpointError:
+            continue
+        scorers.append(InterestScorer(store, ck, name=f"ablation: {ablation}"))
+    return scorers
+
+
+def _with_overrides(config: Config, *, epochs: int | None, seed: int | None) -> Config:
+    model = config.model
+    if epochs is not None:
+        model = replace(model, epochs=int(epochs))
+    if seed is not None:
+        model = replace(model, seed=int(seed))
+    return replace(config, model=model)
+
+
+def run_train_command(
+    config: Config, *, epochs: int | None, seed: int | None, ablations: bool, error: type[Exception]
+) -> int:
+    """The `interestgeo train` command: progress bars on stderr, one summary line per epoch and a
+    final line naming the checkpoint; expected failures are raised as `error` (one line)."""
+    from interestgeo.store import Store
+    from interestgeo.text import TextModelError
+
+    def log(message: str) -> None:
+        print(message, flush=True)
+
+    if not Path(config.store.path).exists():
+        raise error(f"no database at {config.store.path}: run `interestgeo demo` or `interestgeo ingest` first")
+    try:
+        with Store.open(config.store.path, config=config) as store:
+            if ablations:
+                ids = train_ablations(store, config, epochs=epochs, seed=seed, progress=True, log=log)
+                log("ablation checkpoints: " + ", ".join(f"{k} #{v}" for k, v in ids.items()))
+                return 0
+            checkpoint_id = train_model(store, config, epochs=epochs, seed=seed, progress=True, log=log)
+            row = store.checkpoint(checkpoint_id)
+    except (CheckpointError, TextModelError) as exc:
+        raise error(str(exc)) from None
+    metrics = json.loads(row["metrics"])
+    test = metrics.get("test_time_given") or metrics.get("test_no_time") or {}
+    venue = test.get("next_venue", {})
+    log(
+        f"checkpoint #{checkpoint_id} saved to {row['path']} (best epoch {metrics['best_epoch']}, "
+        f"{metrics['train_seconds']:.0f} s); test acc@1 {venue.get('acc@1', float('nan')):.4f}, "
+        f"mrr {venue.get('mrr', float('nan')):.4f}"
+    )
+    return 0

@@ -1,0 +1,145 @@
+"""The interest model's shapes, causality and capacity (it can overfit one small batch)."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+
+from interestgeo.config import ModelConfig
+from interestgeo.model import N_NEXT_TIME, Batch, InterestModel, ModelData
+from interestgeo.spacetime import N_CONT_FEATURES
+
+V, K, E, B, T = 30, 5, 16, 3, 10
+
+
+def model_data(seed: int = 0) -> ModelData:
+    g = torch.Generator().manual_seed(seed)
+    text = torch.nn.functional.normalize(torch.randn(V, E, generator=g), dim=1)
+    return ModelData(
+        venue_text=text,
+        venue_lat=40.7 + 0.05 * torch.rand(V, generator=g),
+        venue_lon=-74.0 + 0.05 * torch.rand(V, generator=g),
+        venue_category=torch.arange(V) % K,
+        category_text=torch.nn.functional.normalize(torch.randn(K, E, generator=g), dim=1),
+        markov_src=torch.tensor([0, 1, 2]),
+        markov_dst=torch.tensor([1, 2, 0]),
+        markov_count=torch.tensor([3.0, 2.0, 1.0]),
+        cell_sizes=[7, 4],
+        centre=(40.72, -73.98),
+    )
+
+
+def random_batch(seed: int = 0, lengths: tuple[int, ...] = (T, 7, 4)) -> Batch:
+    g = torch.Generator().manual_seed(seed)
+    venue = torch.randint(0, V, (B, T), generator=g)
+    data = model_data()
+    for b, n in enumerate(lengths):
+        venue[b, n:] = V  # padding
+    return Batch(
+        venue=venue,
+        text=data.venue_text[venue.clamp(max=V - 1)],
+        cells=torch.randint(0, 4, (B, T, 2), generator=g),
+        lat=data.venue_lat[venue.clamp(max=V - 1)],
+        lon=data.venue_lon[venue.clamp(max=V - 1)],
+        cont=torch.randn(B, T, N_CONT_FEATURES, generator=g),
+        next_time=torch.randn(B, T, N_NEXT_TIME, generator=g),
+        next_time_given=torch.ones(B, T, dtype=torch.bool),
+        length=torch.tensor(lengths),
+        pre_venue=torch.tensor([[1, 2], [V, V], [3, V]]),
+        pre_count=torch.tensor([[2.0, 1.0], [0.0, 0.0], [5.0, 0.0]]),
+        pre_src=torch.tensor([[1], [V], [3]]),
+        pre_dst=torch.tensor([[2], [V], [4]]),
+        pre_tr_count=torch.tensor([[1.0], [0.0], [2.0]]),
+    )
+
+
+def small_config(**changes: object) -> ModelConfig:
+    base = ModelConfig(n_embd=16, n_head=2, n_layer=2, max_len=T, dropout=0.0, cell_resolutions=(10, 9))
+    return dataclasses.replace(base, **changes)
+
+
+VARIANTS = {
+    "full": {},
+    "sasrec": dict(use_text=False, use_spacetime=False, use_copy=False),
+    "no-text": dict(use_text=False),
+    "no-spacetime": dict(use_spacetime=False),
+    "no-copy": dict(use_copy=False),
+}
+
+
+@pytest.mark.parametrize("variant", list(VARIANTS))
+def test_shapes_and_log_probabilities(variant: str) -> None:
+    torch.manual_seed(0)
+    model = InterestModel(small_config(**VARIANTS[variant]), model_data()).eval()
+    batch = random_batch()
+    logp, loss = model(batch)
+    assert logp.shape == (B, V) and loss is None
+    assert torch.allclose(logp.exp().sum(-1), torch.ones(B), atol=1e-4)
+    venue_scores, category_scores = model.score_last(batch)
+    assert venue_scores.shape == (B, V) and category_scores.shape == (B, K)
+    h = model.hidden(batch)
+    assert h.shape == (B, T, 16)
+    assert model.interest(h).shape == (B, T, E)  # interest vectors live in the text space
+    targets = torch.where(batch.venue < V, batch.venue.roll(-1, 1), -1)
+    targets[:, -1] = -1
+    out, loss = model(batch, targets.clamp(max=V - 1).masked_fill(targets < 0, -1), targets % K)
+    assert out.shape == (int((targets >= 0).sum()), V) and loss is not None and loss.ndim == 0
+
+
+@pytest.mark.parametrize("variant", ["full", "sasrec"])
+def test_changing_future_events_leaves_earlier_outputs_unchanged(variant: str) -> None:
+    torch.manual_seed(0)
+    model = InterestModel(small_config(**VARIANTS[variant]), model_data()).eval()
+    batch = random_batch(lengths=(T, T, T))
+    changed = dataclasses.replace(
+        batch,
+        venue=batch.venue.clone(),
+        text=batch.text.clone(),
+        cont=batch.cont.clone(),
+        lat=batch.lat.clone(),
+    )
+    cut = 6
+    changed.venue[:, cut:] = (changed.venue[:, cut:] + 7) % V
+    changed.text[:, cut:] = torch.randn_like(changed.text[:, cut:])
+    changed.cont[:, cut:] += 1.0
+    changed.lat[:, cut:] += 0.01
+    h1, h2 = model.hidden(batch), model.hidden(changed)
+    assert torch.allclose(h1[:, :cut], h2[:, :cut], atol=1e-6)
+    assert not torch.allclose(h1[:, cut:], h2[:, cut:])
+    qb = torch.arange(B).repeat_interleave(cut)
+    qt = torch.arange(cut).repeat(B)
+    p1, _ = model.head(h1, batch, qb, qt)
+    p2, _ = model.head(h2, changed, qb, qt)
+    assert torch.allclose(p1, p2, atol=1e-5)  # next-venue scores up to each position: past only
+
+
+def test_model_overfits_one_small_batch() -> None:
+    torch.manual_seed(0)
+    model = InterestModel(small_config(), model_data())
+    batch = random_batch()
+    targets = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(1))
+    targets[batch.venue == V] = -1
+    opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
+    first = None
+    for _ in range(150):
+        _, loss = model(batch, targets, targets % K)
+        first = first if first is not None else loss.item()
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    model.eval()
+    logp, loss = model(batch, targets, targets % K)
+    mask = targets >= 0
+    accuracy = (logp.argmax(-1) == targets[mask]).float().mean()
+    assert float(loss) < 0.2 * first and accuracy > 0.9
+
+
+def test_unknown_venues_and_empty_pre_history_are_safe() -> None:
+    model = InterestModel(small_config(), model_data()).eval()
+    batch = random_batch()
+    batch.venue[:, :] = V  # every event at a venue the model never saw
+    logp, _ = model(batch)
+    assert torch.isfinite(logp).all() and np.allclose(logp.detach().exp().sum(-1).numpy(), 1.0, atol=1e-4)

@@ -1,0 +1,145 @@
+"""Training end to end on a small real store: checkpoints, determinism, the scorer and the CLI."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from safetensors.torch import load_file
+
+from interestgeo.config import Config
+from interestgeo.evaluate import evaluate_scorers
+from interestgeo.split import make_split
+from interestgeo.store import Store
+from interestgeo.train import (
+    ABLATIONS,
+    CheckpointError,
+    InterestScorer,
+    load_checkpoint,
+    model_scorers,
+    train_ablations,
+    train_model,
+)
+from model_data import small_store
+
+
+@pytest.fixture(autouse=True, scope="module")
+def one_thread() -> Iterator[None]:
+    # Tiny models on a shared 2-core machine: one thread avoids OpenMP oversubscription stalls.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Store, Config, int]]:
+    store, config = small_store(tmp_path_factory.mktemp("train"))
+    checkpoint_id = train_model(store, config)
+    yield store, config, checkpoint_id
+    store.close()
+
+
+def test_checkpoint_is_safetensors_and_json_registered_in_the_store(trained: tuple[Store, Config, int]) -> None:
+    store, config, checkpoint_id = trained
+    row = store.checkpoint(checkpoint_id)
+    assert row is not None and row["name"] == "model"
+    folder = Path(row["path"])
+    assert sorted(p.name for p in folder.iterdir()) == ["config.json", "meta.json", "metrics.json", "model.safetensors"]
+    assert folder.parent == config.store.path.resolve().parent / "models"
+    assert Config.from_dict(json.loads((folder / "config.json").read_text())) == config
+    metrics = json.loads(row["metrics"])
+    assert set(metrics["test_time_given"]["next_venue"]) == {"acc@1", "acc@5", "acc@10", "mrr", "ndcg@10"}
+    assert metrics["best_epoch"] >= 1 and len(metrics["history"]) >= 1
+
+
+def test_checkpoint_round_trip_gives_identical_weights_and_scores(trained: tuple[Store, Config, int]) -> None:
+    store, config, checkpoint_id = trained
+    loaded = load_checkpoint(store, checkpoint_id)
+    saved = load_file(str(Path(store.checkpoint(checkpoint_id)["path"]) / "model.safetensors"))
+    for key, value in loaded.model.state_dict().items():
+        assert torch.equal(value, saved[key]), key
+    split = make_split(store.events(), config)
+    first = InterestScorer.from_checkpoint(store, checkpoint_id).score(split, split.test)
+    again = InterestScorer.from_checkpoint(store).score(split, split.test)
+    assert first[0].shape == (len(split.test), len(split.venues))
+    assert first[1].shape == (len(split.test), len(split.categories))
+    np.testing.assert_array_equal(first[0], again[0])
+
+
+def test_same_seed_same_metrics(trained: tuple[Store, Config, int]) -> None:
+    store, config, checkpoint_id = trained
+    again = train_model(store, config, name="model-again")
+    a = json.loads(store.checkpoint(checkpoint_id)["metrics"])
+    b = json.loads(store.checkpoint(again)["metrics"])
+    assert a["test_time_given"] == b["test_time_given"] and a["val_mrr"] == b["val_mrr"]
+
+
+def test_interest_vectors_are_causal_unit_vectors_in_text_space(trained: tuple[Store, Config, int]) -> None:
+    store, config, _ = trained
+    scorer = InterestScorer.from_checkpoint(store)
+    events = store.events()
+    user = events[events["user_id"] == events["user_id"].iloc[0]].reset_index(drop=True)
+    n = len(user)
+    assert n > config.model.max_len  # so windows beyond the first are exercised too
+    full = scorer.interest_vectors(user)
+    assert full.shape == (n, 384)
+    np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1.0, atol=1e-5)
+    cut = config.model.max_len + 5
+    prefix = scorer.interest_vectors(user.iloc[:cut])
+    np.testing.assert_allclose(prefix, full[:cut], atol=1e-5)
+    neutral = scorer.interest_vectors(user.iloc[:cut], neutralise_spacetime=True)
+    assert neutral.shape == prefix.shape and not np.allclose(neutral, prefix)
+    rollup = scorer.attention_rollup(user)
+    assert rollup.shape == (n,) and abs(rollup.sum() - 1) < 1e-6
+    assert (rollup[: n - config.model.max_len] == 0).all() and (rollup >= 0).all()
+
+
+def test_ablations_are_registered_and_scored_beside_the_model(trained: tuple[Store, Config, int]) -> None:
+    store, config, _ = trained
+    ids = train_ablations(store, config, epochs=1, names=["sasrec-id-only", "no-copy"])
+    assert set(ids) == {"sasrec-id-only", "no-copy"}
+    sasrec = load_checkpoint(store, ids["sasrec-id-only"]).config.model
+    assert not sasrec.use_text and not sasrec.use_spacetime and not sasrec.use_copy
+    names = [s.name for s in model_scorers(store)]
+    assert names[:2] == ["model", "model (next time not given)"]
+    assert {"ablation: sasrec-id-only", "ablation: no-copy"} <= set(names)
+    split = make_split(store.events(), config)
+    results = evaluate_scorers(split, model_scorers(store), "test")
+    assert set(results["next_venue"]) == set(names)
+    assert set(ABLATIONS) >= {"sasrec-id-only", "no-text", "no-spacetime", "no-copy"}
+
+
+def test_missing_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
+    with Store.open(tmp_path / "empty.duckdb") as store:
+        with pytest.raises(CheckpointError, match="interestgeo train"):
+            InterestScorer.from_checkpoint(store)
+
+
+def test_cli_train_prints_progress_and_registers_a_checkpoint(trained: tuple[Store, Config, int], tmp_path: Path) -> None:
+    store, config, _ = trained
+    store.close()  # the CLI process needs the database file (last test of the module using it)
+    toml = tmp_path / "c.toml"
+    toml.write_text("[model]\nn_embd = 16\nn_head = 2\nn_layer = 1\nmax_len = 32\n")
+    run = subprocess.run(
+        [sys.executable, "-m", "interestgeo.cli", "train", "--db", str(config.store.path), "--config", str(toml),
+         "--epochs", "1", "--seed", "3"],
+        capture_output=True, text=True, timeout=300,
+    )
+    assert run.returncode == 0, run.stderr
+    assert "epoch 1" in run.stdout + run.stderr and "val mrr" in run.stdout + run.stderr
+    with Store.open(config.store.path) as again:
+        row = again.checkpoint()
+        assert row is not None and json.loads(row["config"])["model"]["seed"] == 3
+    bad = subprocess.run(
+        [sys.executable, "-m", "interestgeo.cli", "train", "--db", str(tmp_path / "none.duckdb")],
+        capture_output=True, text=True, timeout=120,
+    )
+    assert bad.returncode != 0 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
