@@ -91,6 +91,10 @@ __all__ = [
     "region_from_text",
     "to_records",
     "drift_series",
+    "filters_from_options",
+    "query_command",
+    "drift_command",
+    "h3_str",
 ]
 
 WINDOWS = ("hour", "day", "week", "month")
@@ -414,6 +418,10 @@ class _Groups:
         import torch
 
         order = np.argsort(self.group, kind="stable")
+        if len(order) < 20_000:  # small selections: gathering is cheaper than building a sparse matrix
+            rows = matrix[self.idx[order]] * self.weights[order, None].astype(np.float32)  # (n, D)
+            starts = np.searchsorted(self.group[order], np.arange(self.size))
+            return np.add.reduceat(rows, starts, axis=0) if len(rows) else np.zeros((0, matrix.shape[1]), np.float32)
         crow = np.zeros(self.size + 1, dtype=np.int64)
         np.cumsum(self.events, out=crow[1:])
         with warnings.catch_warnings():

@@ -33,7 +33,7 @@ from interestgeo.analytics import ScoredEvents, analyst_only, to_utc, user_event
 from interestgeo.config import Config
 from interestgeo.topics import Topics, topic_probabilities
 
-__all__ = ["Explainer", "Explanation", "explain_user", "explain_scored_user", "occlusion_effects", "rank_agreement"]
+__all__ = ["Explainer", "Explanation", "explain_user", "explain_scored_user", "occlusion_effects", "rank_agreement", "explain_command"]
 
 
 class Explainer(Protocol):

@@ -63,6 +63,9 @@ __all__ = [
     "load_source",
     "source_label",
     "score_store",
+    "score_command",
+    "next_event_mrr",
+    "HISTORY_WEIGHTS",
 ]
 
 # Users are scored in chunks of about this many events, so the progress bar moves and memory stays flat.
