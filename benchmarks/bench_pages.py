@@ -111,6 +111,7 @@ def run_round(browser: object, url: str) -> dict[str, dict[str, float]]:
         change = timed(tab, lambda: thumb.press("ArrowRight"))
         back = timed(tab, lambda: thumb.press("ArrowLeft"))
         out[title] = {"first": first, "filter": change, "back": back}
+        print(f"  {title}: first {first:.2f} s, filter {change:.2f} s, back {back:.2f} s", flush=True)
     context.close()
     return out
 

@@ -307,6 +307,13 @@ def test_map_playback_windows_change_the_map(scored_env: Path) -> None:
     assert deck_specs(at)[0]["layers"][0]["data"] != first
 
 
+def test_map_playback_steps_through_the_windows(scored_env: Path) -> None:
+    at = open_with_params("pages/map.py", {"map_window": "day", "map_res": "8"})
+    at.button(key="map_play").click().run(timeout=TIMEOUT)
+    assert_clean(at)
+    assert deck_specs(at)  # the last frame stays on screen, the selectable map
+
+
 def test_drift_page_draws_shares_and_drift(scored_env: Path) -> None:
     at = open_with_params("pages/drift.py", {"drift_window": "day"})
     assert_clean(at)

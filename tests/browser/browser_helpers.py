@@ -159,3 +159,30 @@ def coloured_pixels(tab: object, png: bytes) -> tuple[int, int]:
         }""",
         data,
     ))
+
+
+def coloured_point(tab: object, png: bytes) -> tuple[int, int] | None:
+    """(x, y) of the saturated pixel nearest the image centre (a hexagon to click), or None."""
+    data = base64.b64encode(png).decode("ascii")
+    point = tab.evaluate(  # type: ignore[attr-defined]
+        """async (data) => {
+            const img = new Image();
+            img.src = 'data:image/png;base64,' + data;
+            await img.decode();
+            const c = document.createElement('canvas');
+            c.width = img.width; c.height = img.height;
+            const g = c.getContext('2d');
+            g.drawImage(img, 0, 0);
+            const px = g.getImageData(0, 0, c.width, c.height).data;
+            let best = null, bestD = Infinity;
+            for (let y = 4; y < c.height - 4; y += 3) for (let x = 4; x < c.width - 4; x += 3) {
+                const i = 4 * (y * c.width + x);
+                const hi = Math.max(px[i], px[i + 1], px[i + 2]), lo = Math.min(px[i], px[i + 1], px[i + 2]);
+                const d = (x - c.width / 2) ** 2 + (y - c.height / 2) ** 2;
+                if (hi - lo > 60 && d < bestD) { best = [x, y]; bestD = d; }
+            }
+            return best;
+        }""",
+        data,
+    )
+    return None if point is None else (int(point[0]), int(point[1]))

@@ -3,7 +3,15 @@
 from __future__ import annotations
 
 import pytest
-from browser_helpers import Server, coloured_pixels, full_page_screenshot, go_to, open_app, wait_rendered
+from browser_helpers import (
+    Server,
+    coloured_pixels,
+    coloured_point,
+    full_page_screenshot,
+    go_to,
+    open_app,
+    wait_rendered,
+)
 
 pytestmark = pytest.mark.browser
 
@@ -28,6 +36,26 @@ def test_map_really_draws_hexagons(page: object, server: Server) -> None:
     coloured, total = coloured_pixels(page, deck.screenshot())
     # The hexagons are the only saturated colour in the chart (no basemap): at least 5% of it.
     assert coloured > 0.05 * total, f"only {coloured} of {total} pixels coloured: hexagons not drawn"
+
+
+def test_a_hexagon_clicked_on_the_map_becomes_the_region(page: object, server: Server) -> None:
+    open_app(page, server.url)
+    go_to(page, "Map")
+    deck = page.locator('[data-testid="stDeckGlJsonChart"]').first  # type: ignore[attr-defined]
+    deck.wait_for(state="visible")
+    page.wait_for_timeout(1500)  # type: ignore[attr-defined]
+    point = coloured_point(page, deck.screenshot())
+    assert point is not None, "no hexagon to click"
+    box = deck.bounding_box()
+    page.mouse.click(box["x"] + point[0], box["y"] + point[1])  # type: ignore[attr-defined]
+    use = page.get_by_role("button", name="Use 1 selected cells as the region")  # type: ignore[attr-defined]
+    use.wait_for(timeout=30_000)
+    use.click()
+    page.get_by_text("Region: 1 cells picked on the map.").wait_for(timeout=30_000)  # type: ignore[attr-defined]
+    wait_rendered(page)
+    assert "cells=" in page.url  # type: ignore[attr-defined]  # shareable as a link
+    caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()  # type: ignore[attr-defined]
+    assert "1 picked cells" in caption
 
 
 def test_filters_from_a_link_reach_the_page(page: object, server: Server) -> None:
