@@ -91,12 +91,12 @@ def view_for_cells(cells: Sequence[int], *, width_px: int = 1000, height_px: int
     latlng = np.array([h3.cell_to_latlng(h3.int_to_str(int(c))) for c in cells])
     lat_min, lon_min = latlng.min(axis=0)
     lat_max, lon_max = latlng.max(axis=0)
-    # Web Mercator: at zoom z the world is 256 * 2**z px wide; pad the extent by a cell or so.
+    # deck.gl's Web Mercator: at zoom z the world is 512 * 2**z px wide; pad the extent a little.
     lon_span = max(lon_max - lon_min, 0.005) * 1.15
     lat_span = max(lat_max - lat_min, 0.005) * 1.15
     lat_scale = math.cos(math.radians((lat_min + lat_max) / 2))
-    zoom_x = math.log2(width_px * 360 / (256 * lon_span))
-    zoom_y = math.log2(height_px * 360 * lat_scale / (256 * lat_span))
+    zoom_x = math.log2(width_px * 360 / (512 * lon_span))
+    zoom_y = math.log2(height_px * 360 * lat_scale / (512 * lat_span))
     zoom = float(np.clip(min(zoom_x, zoom_y), 2, 15))
     return pdk.ViewState(
         latitude=float((lat_min + lat_max) / 2), longitude=float((lon_min + lon_max) / 2), zoom=round(zoom, 2)
@@ -242,7 +242,7 @@ def points_map(events: pd.DataFrame, *, map_style: str | None = None, height: in
         lat_span = float(events["lat"].max() - events["lat"].min())
         lon_span = float(events["lon"].max() - events["lon"].min())
         span = max(lat_span, lon_span, 0.01) * 1.3
-        zoom = float(np.clip(math.log2(360 / span) - 0.5, 3, 15))
+        zoom = float(np.clip(math.log2(360 * 600 / (512 * span)), 3, 15))  # ~600 px across the events
         view = pdk.ViewState(
             latitude=float(events["lat"].mean()), longitude=float(events["lon"].mean()), zoom=round(zoom, 2)
         )
