@@ -1041,8 +1041,8 @@ class Store:
             cur = self.con.execute("SELECT * FROM checkpoints WHERE name = ? ORDER BY id DESC LIMIT 1", [name])
         else:
             cur = self.con.execute("SELECT * FROM checkpoints ORDER BY id DESC LIMIT 1")
-        rows = cur.fetchall()
-        return dict(zip([d[0] for d in cur.description], rows[0])) if rows else None
+        rows = cur.df()  # via pandas: fetchall() of the TIMESTAMPTZ column needs pytz, not a dependency
+        return {k: (v.item() if hasattr(v, "item") else v) for k, v in rows.iloc[0].items()} if len(rows) else None
 
 # The ordinal of an ingest_checked row is rowid minus this (see read_csv_checked).
 _FIRST_ROWID = "SELECT min(rowid) FROM ingest_checked"

@@ -23,12 +23,12 @@ from interestgeo.text import TextEncoder
 @pytest.fixture(scope="module")
 def scored_store(tmp_path_factory: pytest.TempPathFactory):
     db, config = trained_store(tmp_path_factory.mktemp("explain"))
+    # the model alone (no history blend): these tests are about what the model does
+    config = dataclasses.replace(config, analytics=dataclasses.replace(config.analytics, history_weight=0.0))
     store = Store.open(db, config=config)
     encoder = TextEncoder(config.text)
     model = load_source(store, config, encoder=encoder)
-    report = score_store(store, config, source=model, encoder=encoder)
-    assert model.weight in report.history_calibration  # the weight was chosen by next-event MRR
-    assert report.history_calibration[model.weight] == max(report.history_calibration.values())
+    score_store(store, config, source=model, encoder=encoder)
     yield store, config, model, an.load_scored(store, config, encoder=encoder), encoder
     store.close()
 
@@ -127,3 +127,17 @@ def test_cli_explain_prints_both_views_as_json(scored_store, capsys: pytest.Capt
     assert {"attention", "occlusion", "attention_rank", "occlusion_rank"} <= set(out["events"][0])
     assert main(["explain", "nobody", "--db", str(config.store.path)]) == 2
     assert "no scored user" in capsys.readouterr().err
+
+
+def test_full_score_chooses_the_history_weight_that_best_ranks_the_next_event(tmp_path: Path) -> None:
+    db, config = trained_store(tmp_path)
+    assert config.analytics.history_weight is None
+    with Store.open(db, config=config) as store:
+        encoder = TextEncoder(config.text)
+        source = load_source(store, config, encoder=encoder)
+        report = score_store(store, config, source=source, encoder=encoder)
+        mrr = report.history_calibration
+        assert set(mrr) == {0.0, 0.25, 0.5, 0.75, 1.0} and source.weight == max(mrr, key=mrr.get)
+        assert report.source.endswith(f"+history{source.weight:g}")
+        # a later load of the model reuses the weight the stored vectors were made with
+        assert load_source(store, config, encoder=encoder).weight == source.weight
