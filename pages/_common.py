@@ -14,6 +14,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
@@ -336,8 +337,8 @@ class FilterState:
         )
 
     def describe_region(self) -> str:
-        """The region in words, for headings."""
-        parts = list(self.areas)
+        """The region in words (markdown-escaped), for headings."""
+        parts = [md(a) for a in self.areas]
         if self.cells:
             parts.append(f"{len(self.cells)} picked cells")
         if self.geojson is not None and not self.areas:
@@ -346,19 +347,17 @@ class FilterState:
 
     def describe(self) -> str:
         """One line for captions: what the numbers on the page are about."""
-        parts = [", ".join(self.dataset_names) or "all datasets", f"{self.start:%d %b %Y} – {self.end:%d %b %Y}"]
+        parts = [", ".join(md(n) for n in self.dataset_names) or "all datasets",
+                 f"{self.start:%d %b %Y} – {self.end:%d %b %Y}"]
         if self.hours != (0, 23):
             parts.append(f"{self.hours[0]:02d}:00–{self.hours[1]:02d}:59")
         if len(self.days) != 7:
             parts.append(" ".join(DAY_NAMES[d] for d in self.days))
-        if self.areas:
-            parts.append(", ".join(self.areas))
-        if self.cells:
-            parts.append(f"{len(self.cells)} picked cells")
-        if self.geojson is not None and not self.areas:
-            parts.append("uploaded region")
+        region = self.describe_region()
+        if region != "Everywhere":
+            parts.append(region)
         if self.topic:
-            parts.append(f"topic: {self.topic}")
+            parts.append(f"topic: {md(self.topic)}")
         return " · ".join(parts)
 
 
@@ -488,6 +487,18 @@ def current_filters() -> FilterState | None:
 # --- page helpers -----------------------------------------------------------------------------
 
 
+_MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~$:&])")
+
+
+def md(text: object) -> str:
+    """Text from data or users, escaped for Streamlit markdown (captions, alerts, headers).
+
+    Without it a dataset called `![x](http://host/pixel)` would make every viewer's browser
+    fetch that image, and `:red[...]` or `**...**` would restyle the page.
+    """
+    return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
+
+
 def role(config: Config) -> str:
     """The viewer's role: `st.secrets["role"]` when set (per deployment), else the config's."""
     try:
@@ -541,7 +552,7 @@ def run_guarded(page: Callable[[], None]) -> None:
     except Exception as exc:
         log.exception("page failed")
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        st.error(f"This page could not be built: {first}. Try other filters or reload; "
+        st.error(f"This page could not be built: {md(first)}. Try other filters or reload; "
                  "the server log has the details.")
 
 

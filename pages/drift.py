@@ -29,7 +29,7 @@ def page() -> None:
     )
     regions = [(filters.describe_region(), filters.to_filters())]
     if other:
-        regions.append((other, filters.to_filters(region=False).replace(geojson=ui.areas_geojson((other,)))))
+        regions.append((ui.md(other), filters.to_filters(region=False).replace(geojson=ui.areas_geojson((other,)))))
     columns = st.columns(len(regions))
     for i, ((name, region), column) in enumerate(zip(regions, columns, strict=True)):
         with column:

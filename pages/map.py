@@ -199,7 +199,7 @@ def _query_map(config: object, filters: ui.FilterState, resolution: int) -> None
     ]
     st.pydeck_chart(charts.score_map(result.cells.assign(tooltip=tips), map_style=config.app.map_style),  # type: ignore[attr-defined]
                     height=MAP_HEIGHT, key="query_map")
-    st.caption(f"Dark = the people there care most about “{phrase}” (user-weighted mean affinity). "
+    st.caption(f"Dark = the people there care most about “{ui.md(phrase)}” (user-weighted mean affinity). "
                f"{result.hidden:,} cells hidden: fewer than {k} people.")
     left, right = st.columns([1, 1])
     with left:

@@ -47,7 +47,7 @@ def page() -> None:
         if results.empty:
             st.caption("The newest checkpoint stored no test metrics.")
         else:
-            st.markdown(f"**Test metrics of checkpoint {int(newest['id'])} ({newest['name']})**")
+            st.markdown(f"**Test metrics of checkpoint {int(newest['id'])} ({ui.md(newest['name'])})**")
             st.dataframe(results, hide_index=True, width="stretch")
             ui.csv_download(results, f"checkpoint-{int(newest['id'])}-metrics")
         if "val_mrr" in metrics:

@@ -21,7 +21,16 @@ from interestgeo.ingest import IngestError, detect_columns, ingest_file
 from interestgeo.score import RecencySource, load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import embed_texts
-from pages._common import SCORE_HINT, app_config, config_key, csv_download, release_store, run_page, text_encoder
+from pages._common import (
+    SCORE_HINT,
+    app_config,
+    config_key,
+    csv_download,
+    md,
+    release_store,
+    run_page,
+    text_encoder,
+)
 
 NOT_MAPPED = "— not mapped —"
 # Canonical fields in the order a person checks them; `text` is a multiselect (columns are joined).
@@ -62,7 +71,7 @@ def page() -> None:
     try:
         detected = detect_columns(source)
     except IngestError as exc:
-        st.error(f"This file cannot be used: {exc}")
+        st.error(f"This file cannot be used: {md(exc)}")
         return
     st.subheader("1. Columns")
     st.caption("Detected automatically; change any mapping before loading. Text may join several columns.")
@@ -71,7 +80,7 @@ def page() -> None:
     try:
         mapping = detected.with_overrides(overrides)
     except ValueError as exc:
-        st.error(str(exc))
+        st.error(md(exc))
         return
     missing = mapping.missing()
     if missing:
@@ -99,7 +108,7 @@ def page() -> None:
             scoring = _score_new_events(store, config, report.rows_stored, progress(0.6, 0.4))
     except IngestError as exc:
         bar.empty()
-        st.error(f"This file cannot be used: {exc}")
+        st.error(f"This file cannot be used: {md(exc)}")
         return
     bar.progress(1.0, text="Done.")
     release_store()
@@ -161,18 +170,18 @@ def _show_report(last: dict[str, object]) -> None:
     report = dict(last["report"])  # type: ignore[arg-type]
     st.subheader("Validation report")
     if report.get("already_loaded"):
-        st.info(f"This file was loaded before as dataset **{report['dataset']}**; nothing was added.")
+        st.info(f"This file was loaded before as dataset **{md(report['dataset'])}**; nothing was added.")
     cols = st.columns(4)
     cols[0].metric("Rows read", f"{report['rows_read']:,}")
     cols[1].metric("Rows stored", f"{report['rows_stored']:,}")
     cols[2].metric("Rows rejected", f"{report['rows_rejected']:,}")
     cols[3].metric("Duplicates skipped", f"{report['duplicates_skipped']:,}")
     st.caption(
-        f"Dataset **{report['dataset']}** · {float(report['elapsed_s']):.1f} s · "
+        f"Dataset **{md(report['dataset'])}** · {float(report['elapsed_s']):.1f} s · "
         f"{float(report['events_per_s']):,.0f} events/s. It is now in the sidebar's dataset filter."
     )
     if last.get("scoring"):
-        st.caption(str(last["scoring"]))
+        st.caption(md(last["scoring"]))
     rejects = last.get("rejects")
     if isinstance(rejects, pd.DataFrame) and not rejects.empty:
         st.markdown("**Rejected rows** (line number in the file, reason, the raw line)")

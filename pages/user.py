@@ -66,7 +66,7 @@ def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
     try:
         nxt = ui.next_interests(path, key, dataset_id, user_id)
     except LookupError as exc:
-        st.info(f"Next interests are not available: {exc}.")
+        st.info(f"Next interests are not available: {ui.md(exc)}.")
         return
     left, right = st.columns([1, 2])
     with left:

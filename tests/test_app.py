@@ -351,3 +351,18 @@ def test_upload_scores_the_new_events_without_retraining(scored_env: Path, tmp_p
     assert any("Scored" in c.value and "no retraining" in c.value for c in at.caption)
     overview = open_with_params("pages/overview.py", {"ds": "nyc-extra"})
     assert next(m for m in overview.metric if m.label == "Events").value == "59"
+
+
+def test_user_text_is_never_markdown_or_html(app_env: Path, tmp_path: Path) -> None:
+    name = "![x](http://example.invalid/pixel.png) :red[big] <b>bold</b>"
+    at = open_app("pages/upload.py")
+    at.file_uploader(key="upload_file").set_value(("odd.csv", _renamed_csv(tmp_path, rows=30), "text/csv")).run()
+    at.text_input(key="upload_name").set_value(name).run()
+    at.button(key="upload_go").click().run()
+    assert_clean(at)
+    shown = " ".join(c.value for c in at.caption)
+    assert "\\!\\[x\\]\\(http\\://example\\.invalid/pixel\\.png\\)" in shown and "\\:red\\[big\\]" in shown
+    assert not at.get("html") and not any(m.proto.allow_html for m in [*at.markdown, *at.caption])
+    overview = open_with_params("pages/overview.py", {"ds": name})
+    assert_clean(overview)
+    assert any("\\!\\[x\\]" in c.value for c in overview.caption)
