@@ -60,6 +60,7 @@ def _region(config: object, name: str, region: object, window: str, slot: int) -
         st.dataframe(both.sort_values("change", ascending=False), hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(format="percent")
                                     for c in ("before", "after", "change")})
+        ui.csv_download(drift.topics, f"drift-{slot}-topics", label="Download rose/fell CSV")
     ui.csv_download(drift.timeline, f"drift-{slot}-timeline", label="Download drift CSV")
     ui.csv_download(drift.shares, f"drift-{slot}-shares", label="Download shares CSV")
 

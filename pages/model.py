@@ -41,6 +41,7 @@ def page() -> None:
                 "`interestgeo score` to use it; until then the vectors come from the recency baseline.")
     else:
         st.dataframe(table[["id", "name", "created_at", "path"]], hide_index=True, width="stretch")
+        ui.csv_download(table[["id", "name", "created_at", "path", "metrics"]], "checkpoints")
         newest = table.iloc[0]
         metrics = json.loads(newest["metrics"]) if isinstance(newest["metrics"], str) else {}
         results = _test_results(metrics)
