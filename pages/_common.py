@@ -165,6 +165,14 @@ def load_scored(config: Config, *, with_venues: bool = False) -> analytics.Score
     return scored_events(db_path(config), config_key(config), with_venues)
 
 
+def topic_colors(config: Config) -> dict[str, tuple[int, int, int]]:
+    """One colour per topic, the same on every page (topics in their stored order)."""
+    from interestgeo import charts
+
+    scored = load_scored(config)
+    return charts.topic_colors(list(scored.topics.labels) if scored is not None else [])
+
+
 # Region-level analytics, cached by (database, config, filters, arguments). The scored events are
 # looked up inside (they are one shared resource per database), so only small keys are hashed.
 

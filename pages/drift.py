@@ -45,7 +45,7 @@ def _region(config: object, name: str, region: object, window: str, slot: int) -
                 "nothing to compare. Try a shorter window, wider dates or a wider region.")
         return
     order = drift.shares.groupby("topic")["share"].mean().sort_values(ascending=False).index.tolist()
-    colors = charts.topic_colors(order)
+    colors = ui.topic_colors(config)  # type: ignore[arg-type]
     top = drift.shares[drift.shares["topic"].isin(order[:8])]
     st.markdown(f"**Topic shares per {window}** (top 8 topics)")
     st.plotly_chart(charts.share_timeline_figure(top, colors), width="stretch", key=f"shares_{slot}")

@@ -89,7 +89,7 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
     rows = _rows_for(frames, chosen)
     cells = result.cells.loc[rows].reset_index(drop=True)
     shares = result.shares.loc[rows].reset_index(drop=True)
-    colors = charts.topic_colors(list(result.topics))
+    colors = ui.topic_colors(config)  # type: ignore[arg-type]
     # The map column is ~640 px wide at 1280 px: fit the view to that, not to the full width.
     view = charts.view_for_cells(result.cells["cell"].unique().tolist(), width_px=640, height_px=MAP_HEIGHT)
     map_col, legend_col = st.columns([2.3, 1])

@@ -57,7 +57,7 @@ def page() -> None:
             st.info(f"Fewer than {config.privacy.k_min_users} people match: interest shares are hidden.")
         else:
             top = profile.shares.head(10)
-            colors = charts.topic_colors(list(profile.shares["topic"]))
+            colors = ui.topic_colors(config)
             st.plotly_chart(charts.share_bar_figure(top, colors), width="stretch", key="top_interests")
             st.caption("Share of interest; index 100 = as common as in all the data, 200 = twice as common.")
             ui.csv_download(profile.shares, "top-interests")

@@ -40,7 +40,7 @@ def page() -> None:
                         range(len(labels)), format_func=lambda i: labels[i], key="user_pick")
     dataset_id, user_id = int(shown["dataset_id"].iloc[pick]), str(shown["user_id"].iloc[pick])
     profile = ui.user_profile(path, key, dataset_id, user_id)
-    colors = charts.topic_colors(list(profile.shares["topic"]))
+    colors = ui.topic_colors(config)
     events = profile.events
     st.caption(f"{len(events):,} events, interests as of {profile.at:%d %b %Y %H:%M} UTC.")
     left, right = st.columns([1, 1])
