@@ -18,13 +18,10 @@ from interestgeo.cells import cell_to_parent
 def direct_region_vectors(events: pd.DataFrame, vectors: np.ndarray, resolution: int) -> dict[int, np.ndarray]:
     """The regional vector by its definition, with plain loops: mean per user, mean of users, normalise."""
     out = {}
-    parents = cell_to_parent(events["cell"].to_numpy(), resolution)
-    for cell in np.unique(parents):
-        in_cell = parents == cell
-        per_user = [
-            vectors[in_cell & (events["user_id"] == u).to_numpy() & (events["dataset_id"] == d).to_numpy()].mean(axis=0)
-            for d, u in events.loc[in_cell, ["dataset_id", "user_id"]].drop_duplicates().itertuples(index=False)
-        ]
+    frame = events.assign(parent=cell_to_parent(events["cell"].to_numpy(), resolution)).reset_index(drop=True)
+    for cell, in_cell in frame.groupby("parent"):
+        # .indices are positions within in_cell: map them back to rows of the whole frame
+        per_user = [vectors[in_cell.index[rows]].mean(axis=0) for rows in in_cell.groupby(["dataset_id", "user_id"]).indices.values()]
         mean = np.mean(per_user, axis=0)
         out[int(cell)] = mean / np.linalg.norm(mean)
     return out
