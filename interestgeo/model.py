@@ -37,8 +37,9 @@ __all__ = ["Batch", "InterestModel", "ModelData"]
 N_NEXT_TIME = N_TIME_FEATURES + 1
 # Relative-distance buckets for the pointer's recency bias (exact up to 8 events back, then log-spaced).
 N_REL_BUCKETS = 24
-# Feature logits besides the dot product: user count, user transitions, global transitions, log dist, log dist^2.
-N_FEATURES = 5
+# Feature logits besides the dot product: user count, user transitions, global transitions, log dist,
+# log dist^2, and the user's visits at a similar hour of day to the (given) next event's time.
+N_FEATURES = 6
 
 
 @dataclass
@@ -210,7 +211,7 @@ class InterestModel(nn.Module):
         if config.use_copy:
             nn.init.zeros_(self.feature_weights.weight)
             with torch.no_grad():
-                self.feature_weights.bias.copy_(torch.tensor([1.0, 1.0, 0.5, -0.5, 0.0]))
+                self.feature_weights.bias.copy_(torch.tensor([1.0, 1.0, 0.5, -0.5, 0.0, 0.5]))
             nn.init.zeros_(self.ptr_rel.weight)
 
     @staticmethod
@@ -350,6 +351,15 @@ class InterestModel(nn.Module):
             logd = self._distances(batch, qb, qt, cur)
             gen = torch.addcmul(gen, w[:, 3:4], logd)
             gen = torch.addcmul(gen, 0.1 * w[:, 4:5], logd * logd)
+        if self.config.use_spacetime and self.config.use_target_time and self.config.hour_kernel > 0:
+            # visits at a similar hour to the next event's (given) time: home at night, work by day
+            nt = batch.next_time[qb, qt]  # (N, 7): sin/cos blocks, hour of day at 0 (sin) and 3 (cos)
+            ev = batch.cont[qb]  # (N, T, 8)
+            sim = nt[:, 0:1] * ev[..., 0] + nt[:, 3:4] * ev[..., 3]  # (N, T) cos(hour difference)
+            given = batch.next_time_given[qb, qt].float()[:, None]  # (N, 1)
+            kernel = torch.exp(self.config.hour_kernel * (sim - 1)) * seen.float() * given
+            at_hour = torch.zeros(N, V + 1, device=h.device).scatter_add_(1, hist, kernel)[:, :V]
+            gen = torch.addcmul(gen, w[:, 5:6], torch.log1p(at_hour))
         # pointer over the user's own past events, with a learned recency bias
         q = self.ptr_q(h)  # (B, T, C)
         k = self.ptr_k(h)  # (B, T, C)
