@@ -219,11 +219,6 @@ def user_profile(path: str, config_json: str, dataset_id: int, user_id: str) -> 
     return analytics.user_profile(_scored(path, config_json), dataset_id, user_id)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
-def user_drift(path: str, config_json: str, dataset_id: int, user_id: str, window: str) -> analytics.Drift:
-    return analytics.user_drift(_scored(path, config_json), dataset_id, user_id, window)
-
-
 @st.cache_resource(show_spinner="Loading the interest model...", max_entries=2)
 def interest_model(path: str, config_json: str) -> Any | None:
     """The trained model (latest checkpoint), or None when none is trained yet."""

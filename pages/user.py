@@ -1,8 +1,8 @@
 """User (analysts only): one person's events, current interests, predicted next interests and why.
 
 Widgets -> `analytics.list_users` (pick) -> `analytics.user_profile`, `analytics.next_interests`,
-`analytics.user_drift` -> a small map, a timeline and tables. Marketers see aggregates only: the
-page refuses them before reading any per-user data.
+`explain.explain_scored_user` -> a small map, a timeline, charts and tables. Marketers see
+aggregates only: the page refuses them before reading any per-user data.
 """
 
 from __future__ import annotations
