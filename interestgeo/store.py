@@ -13,8 +13,8 @@ Tables
     datasets                   one row per loaded file (name, content hash, counts, time range)
     events                     one row per accepted event in file order (event_id follows it;
                                `events()` returns them per user and time): H3 cell (BIGINT, base
-                               resolution), local time, hour of day, day of week and the local
-                               hour / day / week window keys
+                               resolution), local time, hour of day and day of week (window
+                               keys are not stored: cell_windows holds the maps' aggregates)
     rejects                    (dataset, physical line, raw line, reason) for every rejected row
     cell_windows               per dataset x resolution x window x window start x cell: events and
                                distinct users. Users are (dataset_id, user_id), so distinct users of
@@ -93,10 +93,7 @@ _SCHEMA = [
         event_type VARCHAR,
         cell BIGINT NOT NULL,
         local_hour TINYINT NOT NULL,
-        dow TINYINT NOT NULL,
-        hour_start TIMESTAMP NOT NULL,
-        day_start TIMESTAMP NOT NULL,
-        week_start TIMESTAMP NOT NULL
+        dow TINYINT NOT NULL
     )""",
     """CREATE TABLE IF NOT EXISTS rejects (
         dataset_id INTEGER NOT NULL,
@@ -163,6 +160,15 @@ class Store:
     def _create_schema(self) -> None:
         for statement in _SCHEMA:
             self.con.execute(statement)
+        # Files written before the window keys were dropped from events (nothing read them; the
+        # maps use cell_windows, and date_trunc of local_ts is cheap where a key is needed).
+        for column in _DROPPED_EVENT_COLUMNS:
+            if self._first_row(
+                "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events' AND column_name = ? "
+                "AND NOT internal AND schema_name = 'main' AND database_name = current_database()",
+                [column],
+            )[0]:
+                self.con.execute(f"ALTER TABLE events DROP COLUMN {column}")
         self.con.execute(
             "INSERT OR IGNORE INTO meta VALUES ('base_resolution', ?), ('map_resolutions', ?)",
             [str(self.config.store.base_resolution), ",".join(map(str, self.config.store.map_resolutions))],
@@ -503,8 +509,7 @@ class Store:
             f"""INSERT INTO events
                SELECT ?, ? + ord, user_id, ts, local_ts, tz_offset_min, lat, lon, text,
                       item_id, category, category_path, event_type, cell,
-                      hour(local_ts), isodow(local_ts) - 1,
-                      date_trunc('hour', local_ts), date_trunc('day', local_ts), date_trunc('week', local_ts)
+                      hour(local_ts), isodow(local_ts) - 1
                FROM (
                    SELECT *, timezone('UTC', ts) + to_minutes(coalesce(tz_offset_min, 0)::BIGINT) AS local_ts
                    FROM ({_KEPT_ROWS})
@@ -1051,6 +1056,8 @@ _KEPT_ROWS = f"""
     SELECT u.rowid - ({_FIRST_ROWID}) AS ord, u.*, c.cell, c.cell_rank
     FROM ingest_checked u JOIN ingest_coord_cells c ON c.lat = u.lat AND c.lon = u.lon
     WHERE u.reason IS NULL AND u.rowid NOT IN (SELECT ord FROM ingest_dups)"""
+# Window-key columns older files have in events (whitelisted identifiers for the migration).
+_DROPPED_EVENT_COLUMNS = ("hour_start", "day_start", "week_start")
 # Tables with a dataset_id column, children first (a whitelist for delete_dataset).
 _DATASET_TABLES = ("cell_windows", "rejects", "events", "datasets")
 
