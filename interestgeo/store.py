@@ -36,6 +36,7 @@ from typing import Any
 import duckdb
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 
 from interestgeo.cells import cell_to_parent, latlng_to_cell, parent_masks
 from interestgeo.config import Config
@@ -522,14 +523,36 @@ class Store:
         return int(valid) - int(duplicates), int(duplicates)
 
     def insert_cell_windows(self, dataset_id: int, frame: pd.DataFrame) -> None:
-        """Append one dataset's `cell_window_counts` result to `cell_windows`."""
-        frame = frame.assign(dataset_id=np.int32(dataset_id))
-        self.con.register("ingest_cell_windows", frame)
+        """Append one dataset's `cell_window_counts` result to `cell_windows`.
+
+        Handed over as an Arrow table with window_size dictionary-encoded (from the categorical's
+        codes): DuckDB reads it zero-copy, which costs about a third less CPU than scanning the
+        pandas frame (the rows often outnumber the events: most hour x cell groups hold one event).
+        """
+        window_size = frame["window_size"]
+        if isinstance(window_size.dtype, pd.CategoricalDtype):
+            window_array = pa.DictionaryArray.from_arrays(
+                pa.array(window_size.cat.codes.to_numpy()), pa.array([str(c) for c in window_size.cat.categories])
+            )
+        else:
+            window_array = pa.array(window_size.astype(str).to_numpy(object), pa.string())
+        table = pa.table(
+            {
+                "resolution": pa.array(frame["resolution"].to_numpy()),
+                "window_size": window_array,
+                "window_start": pa.array(frame["window_start"].to_numpy()),
+                "cell": pa.array(frame["cell"].to_numpy()),
+                "events": pa.array(frame["events"].to_numpy()),
+                "users": pa.array(frame["users"].to_numpy()),
+            }
+        )
+        self.con.register("ingest_cell_windows", table)
         try:
             self.con.execute(
                 """INSERT INTO cell_windows
-                   SELECT dataset_id, resolution, window_size, window_start, cell, events, users
-                   FROM ingest_cell_windows"""
+                   SELECT ?, resolution, window_size, window_start, cell, events, users
+                   FROM ingest_cell_windows""",
+                [dataset_id],
             )
         finally:
             self.con.unregister("ingest_cell_windows")
