@@ -132,8 +132,10 @@ def format_report(report: IngestReport) -> str:
 
 def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="load the NYC demo data when missing",
-        description=f"Load {DEMO_FILE.name} (Foursquare NYC check-ins, TSMC2014) as dataset {DEMO_DATASET!r}.",
+        "demo", help="prepare the NYC demo: load, train and score what is missing",
+        description=f"Load {DEMO_FILE.name} (Foursquare NYC check-ins, TSMC2014) as dataset {DEMO_DATASET!r}, "
+        "train the interest model if no checkpoint exists, and score events that have no interest vectors yet. "
+        "Each step is skipped when already done, so `make run` is fast after the first time.",
     )
     _add_common(parser)
     parser.set_defaults(handler=_run_demo)
@@ -156,13 +158,30 @@ def load_demo(store: Store, config: Config) -> IngestReport | None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from interestgeo.score import score_command
+    from interestgeo.train import run_train_command
+
     config = _config(args)
     with _open_store(config) as store:
         report = load_demo(store, config)
+        trained = store.checkpoint(name="model") is not None
     if report is None:
         print(f"demo data already loaded (dataset {DEMO_DATASET!r} in {config.store.path})")
     else:
         print(format_report(report))
+    if not trained:
+        # Once per database: the full training run (early stopping on validation), ~10-15 min on 2 cores.
+        print("training the interest model on the demo data (once; about 10-15 minutes on 2 CPU cores)", flush=True)
+        run_train_command(config, epochs=None, seed=None, ablations=False, error=CliError)
+    with _open_store(config) as store:
+        unscored_users = len(store.unscored_events())
+    if unscored_users:
+        print(f"scoring the events of {unscored_users:,} users with the trained model", flush=True)
+        with _open_store(config) as store:
+            _payload, text = score_command(store, config, since="new" if trained else None)
+        print(text)
+    else:
+        print("every event already has its interest vector")
     return EXIT_OK
 
 
