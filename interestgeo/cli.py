@@ -376,7 +376,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "train", help="train the interest model on the stored events and save a checkpoint",
-        description="Split the stored events (issue 3 protocol), train the Transformer on the training "
+        description="Split the stored events (chronological 80/10/10, see README), train the Transformer on the training "
         "period with early stopping on validation MRR, and register a safetensors checkpoint in the store.",
     )
     _add_common(parser)

@@ -137,11 +137,8 @@ def full_page_screenshot(tab: object, name: str) -> Path:
     return path
 
 
-def coloured_pixels(tab: object, png: bytes) -> tuple[int, int]:
-    """(saturated pixels, all pixels) of a PNG, decoded by the browser itself (no imaging library)."""
-    data = base64.b64encode(png).decode("ascii")
-    return tuple(tab.evaluate(  # type: ignore[attr-defined]
-        """async (data) => {
+# Decodes the base64 PNG in `data` in the page and leaves its canvas `c` and RGBA bytes `px`.
+_DECODE_PNG_JS = """
             const img = new Image();
             img.src = 'data:image/png;base64,' + data;
             await img.decode();
@@ -150,6 +147,14 @@ def coloured_pixels(tab: object, png: bytes) -> tuple[int, int]:
             const g = c.getContext('2d');
             g.drawImage(img, 0, 0);
             const px = g.getImageData(0, 0, c.width, c.height).data;
+"""
+
+
+def coloured_pixels(tab: object, png: bytes) -> tuple[int, int]:
+    """(saturated pixels, all pixels) of a PNG, decoded by the browser itself (no imaging library)."""
+    data = base64.b64encode(png).decode("ascii")
+    return tuple(tab.evaluate(  # type: ignore[attr-defined]
+        "async (data) => {" + _DECODE_PNG_JS + """
             let n = 0;
             for (let i = 0; i < px.length; i += 4) {
                 const hi = Math.max(px[i], px[i + 1], px[i + 2]), lo = Math.min(px[i], px[i + 1], px[i + 2]);
@@ -165,15 +170,7 @@ def coloured_point(tab: object, png: bytes) -> tuple[int, int] | None:
     """(x, y) of the saturated pixel nearest the image centre (a hexagon to click), or None."""
     data = base64.b64encode(png).decode("ascii")
     point = tab.evaluate(  # type: ignore[attr-defined]
-        """async (data) => {
-            const img = new Image();
-            img.src = 'data:image/png;base64,' + data;
-            await img.decode();
-            const c = document.createElement('canvas');
-            c.width = img.width; c.height = img.height;
-            const g = c.getContext('2d');
-            g.drawImage(img, 0, 0);
-            const px = g.getImageData(0, 0, c.width, c.height).data;
+        "async (data) => {" + _DECODE_PNG_JS + """
             let best = null, bestD = Infinity;
             for (let y = 4; y < c.height - 4; y += 3) for (let x = 4; x < c.width - 4; x += 3) {
                 const i = 4 * (y * c.width + x);
