@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, fields
+from typing import Any
 
 import torch
 import torch.nn as nn
@@ -172,6 +173,7 @@ class InterestModel(nn.Module):
         self.register_buffer("centre", torch.tensor(data.centre, dtype=torch.float64))
         self._markov_dense: torch.Tensor | None = None  # derived tables, see _tables()
         self._logd_dense: torch.Tensor | None = None
+        self._log1p_markov_dense: torch.Tensor | None = None
 
         # --- input fusion ---
         self.wpe = nn.Embedding(config.max_len, C)
@@ -373,6 +375,121 @@ class InterestModel(nn.Module):
         g = torch.sigmoid(self.gate(hq)) * any_seen.float()  # (N, 1)
         p = torch.lerp(F.softmax(gen, dim=-1), p_copy, g)  # (N, V) = g * p_copy + (1 - g) * softmax
         return torch.log(p + 1e-12), cat_logits
+
+    def _log1p_markov(self) -> torch.Tensor:
+        """(V + 1, V) log1p of the global transition counts, derived once (the head takes it per query)."""
+        counts = self._tables()[0]
+        if self._log1p_markov_dense is None or self._log1p_markov_dense.device != counts.device:
+            self._log1p_markov_dense = torch.log1p(counts)
+        return self._log1p_markov_dense
+
+    def _gen_table(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(V,) bias and (C, V) matrix of the dot-product logits, derived once per version of the weights."""
+        params = [self.to_text.weight, self.to_text.bias, self.venue_bias] + ([self.id_out] if hasattr(self, "id_out") else [])
+        key = tuple((id(p), p._version) for p in params)
+        if getattr(self, "_gen_key", None) != key:
+            rep = self.venue_repr()  # (V, E)
+            self._gen_cache = (self.venue_bias + rep @ self.to_text.bias, (rep @ self.to_text.weight).T.contiguous())
+            self._gen_key = key
+        return self._gen_cache
+
+    @torch.inference_mode()
+    def expected_text(
+        self, h: torch.Tensor, batch: Batch, qb: torch.Tensor, qt: torch.Tensor,
+        workspace: dict[str, Any] | None = None,
+    ) -> torch.Tensor:
+        """(N, E) expected venue text embedding sum_v p(v) * venue_text[v] at query positions (qb, qt).
+
+        The same p as `head` (tests/test_model.py checks exp(head) @ venue_text against it), computed
+        for inference with fewer and cheaper (N, V) passes:
+        * the user's own count / transition / hour features are non-zero only at the venues of the
+          user's history, so each is summed in a scratch buffer and added at those venues only
+          (gather, add, scatter back: duplicate venues of a row write identical values) instead of
+          a dense (N, V) scatter + log1p + add per feature; the global transition table is
+          log1p-ed once;
+        * (N, V) buffers come from `workspace` (pass the same dict to every call of a run): a fresh
+          40 MB tensor costs about three times its use in page faults. Its scratch buffers are
+          all zeros between calls (reset where written).
+        """
+        if not self.config.use_copy:
+            return self.head(h, batch, qb, qt)[0].exp() @ self.venue_text
+        V = self.n_venues
+        T = h.shape[1]
+        N = len(qb)
+        dev = h.device
+        ws = {} if workspace is None else workspace
+        if "gen" not in ws or ws["gen"].shape[0] < N:
+            ws.update(
+                gen=torch.empty(N, V, device=dev), tmp=torch.empty(N, V, device=dev),
+                scratch=torch.zeros(N, V + 1, device=dev), sparse=torch.zeros(N, V + 1, device=dev),
+            )
+        gen, tmp, scratch, sparse = ws["gen"][:N], ws["tmp"][:N], ws["scratch"][:N], ws["sparse"][:N]
+        try:
+            hq = h[qb, qt]  # (N, C)
+            bias, rep_c_t = self._gen_table()
+            torch.addmm(bias, hq, rep_c_t, out=gen)  # (N, V) interest . venue_repr + venue_bias, as in `head`
+            w = self.feature_weights(hq)  # (N, F)
+            hist = batch.venue[qb]  # (N, T)
+            cur = hist.gather(1, qt[:, None]).squeeze(1)  # (N,)
+            pos = torch.arange(T, device=dev)
+            seen = (pos[None, :] <= qt[:, None]) & (hist < V)  # (N, T)
+            # dense features: everyone's transitions out of `cur`, distances from the current place
+            gen.addcmul_(w[:, 2:3], torch.index_select(self._log1p_markov(), 0, cur, out=tmp))
+            if self.config.use_spacetime:
+                logd = torch.index_select(self._tables()[1], 0, cur, out=tmp)  # (N, V), as _distances
+                unknown = (cur >= V).nonzero().squeeze(1)
+                if len(unknown):
+                    logd[unknown] = self._log_distance(
+                        batch.lat[qb[unknown], qt[unknown]][:, None], batch.lon[qb[unknown], qt[unknown]][:, None]
+                    )
+                gen.addcmul_(w[:, 3:4], logd)
+                gen.addcmul_(0.1 * w[:, 4:5], logd.mul_(logd))
+            # sparse features: visits, own transitions, visits at a similar hour (history venues only)
+            pre_venue, pre_dst = batch.pre_venue[qb], batch.pre_dst[qb]  # (N, P), (N, Q)
+
+            def add_feature(parts: list[tuple[torch.Tensor, torch.Tensor]], weight: torch.Tensor) -> None:
+                idx = torch.cat([index for index, _ in parts], dim=1)  # (N, K) every venue touched
+                for index, values in parts:
+                    scratch.scatter_add_(1, index, values)
+                value = torch.log1p(scratch.gather(1, idx))  # (N, K) the feature at each touched venue
+                scratch.scatter_(1, idx, 0.0)
+                sparse.scatter_(1, idx, torch.addcmul(sparse.gather(1, idx), weight, value))
+
+            add_feature([(hist, seen.float()), (pre_venue, batch.pre_count[qb])], w[:, 0:1])
+            prev = torch.cat([torch.full_like(hist[:, :1], V), hist[:, :-1]], dim=1)  # (N, T)
+            from_cur = seen & (prev == cur[:, None]) & (cur[:, None] < V)
+            pre_from_cur = (batch.pre_src[qb] == cur[:, None]) & (cur[:, None] < V)  # (N, Q)
+            add_feature([(hist, from_cur.float()), (pre_dst, batch.pre_tr_count[qb] * pre_from_cur)], w[:, 1:2])
+            if self.config.use_spacetime and self.config.use_target_time and self.config.hour_kernel > 0:
+                nt = batch.next_time[qb, qt]  # (N, 7)
+                ev = batch.cont[qb]  # (N, T, 8)
+                sim = nt[:, 0:1] * ev[..., 0] + nt[:, 3:4] * ev[..., 3]  # (N, T)
+                given = batch.next_time_given[qb, qt].float()[:, None]  # (N, 1)
+                kernel = torch.exp(self.config.hour_kernel * (sim - 1)) * seen.float() * given
+                add_feature([(hist, kernel)], w[:, 5:6])
+            gen += sparse[:, :V]
+            sparse.scatter_(1, torch.cat([hist, pre_venue, pre_dst], dim=1), 0.0)
+            # pointer over the user's own past events, exactly as in `head`
+            if ws.get("pointer_of") is not h:  # the (B, T, T) pointer scores, once per hidden batch
+                q = self.ptr_q(h)  # (B, T, C)
+                k = self.ptr_k(h)  # (B, T, C)
+                ws["pointer"], ws["pointer_of"] = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), h
+            if ws.get("rel_of") != T:  # recency bias by distance d = qt - pos, d in [-(T-1), T-1]
+                ws["rel"], ws["rel_of"] = self.ptr_rel(relative_buckets(torch.arange(-T + 1, T, device=dev))).squeeze(-1), T
+            att = ws["pointer"][qb, qt] + ws["rel"][qt[:, None] - pos[None, :] + T - 1]  # (N, T)
+            att = att.masked_fill(~seen, float("-inf"))
+            any_seen = seen.any(1, keepdim=True)  # (N, 1)
+            att = torch.where(any_seen, att, torch.zeros_like(att))
+            p_att = F.softmax(att, dim=-1) * seen.float()  # (N, T)
+            p_copy = scratch.scatter_add_(1, hist, p_att)[:, :V]  # (N, V)
+            g = torch.sigmoid(self.gate(hq)) * any_seen.float()  # (N, 1)
+            p = torch.ops.aten._softmax.out(gen, -1, False, out=tmp).lerp_(p_copy, g)  # (N, V)
+            out = p @ self.venue_text  # (N, E)
+            scratch.scatter_(1, hist, 0.0)
+            return out
+        except BaseException:
+            ws.clear()  # its scratch buffers may not be zero any more
+            raise
 
     # ------------------------------------------------------------------ API
     def forward(

@@ -203,13 +203,9 @@ class ExpectedVenueSource:
     venue under the model's full output distribution (the interest . text scores AND its pointer
     over the user's own past venues, counts, transitions and distances). A phrase's dot product
     with it is the expected similarity of the user's next venue to the phrase, returns included,
-    which the model's bare interest vector cannot say (returns bypass it). Runs the Transformer once
-    per covering window like InterestScorer.interest_vectors, then the prediction head for every
-    owned position, in slices so the (positions x venues) probabilities stay small.
+    which the model's bare interest vector cannot say (returns bypass it). Computed by
+    InterestScorer.expected_venue_vectors (the model's windows and prediction head live there).
     """
-
-    # positions per prediction-head call: 2,048 x 5k venues x 4 bytes = 40 MB of probabilities
-    _HEAD_ROWS = 2048
 
     def __init__(self, scorer: Any) -> None:
         self.scorer = scorer
@@ -222,65 +218,11 @@ class ExpectedVenueSource:
     def interest_vectors(
         self, events: pd.DataFrame, neutralise_spacetime: bool = False, needed: np.ndarray | None = None
     ) -> np.ndarray:
-        import torch
-
-        from interestgeo.train import cover_windows
-
-        scorer, model = self.scorer, self.scorer.model
-        venue_text = model.venue_text  # (V, E)
-        out = np.zeros((len(events), venue_text.shape[1]), dtype=np.float32)
-        if len(events) == 0:
-            return out
-        events = events.reset_index(drop=True)
-        table = scorer.table(events)
-        starts = np.unique(table.user_start)
-        ends = np.append(starts[1:], len(events))
-        jobs = [w for a, b in zip(starts, ends) for w in cover_windows(int(a), int(b), self.max_len)]
-        if needed is not None:  # a window whose own rows are all unwanted is skipped (the model is causal)
-            jobs = [(a, b, owned) for a, b, owned in jobs if needed[owned:b].any()]
-        size = scorer.config.model.eval_batch_size
-        with torch.no_grad():
-            for i in range(0, len(jobs), size):
-                chunk = jobs[i : i + size]
-                batch = table.batch([(a, b) for a, b, _ in chunk], self.max_len, False)
-                h = model.hidden(batch, neutralise_spacetime=neutralise_spacetime)  # (B, T, C)
-                qb = np.concatenate([np.full(b - owned, j) for j, (a, b, owned) in enumerate(chunk)])
-                qt = np.concatenate([np.arange(owned - a, b - a) for a, b, owned in chunk])
-                rows = np.concatenate([np.arange(owned, b) for a, b, owned in chunk])
-                if needed is not None:
-                    wanted = needed[rows]
-                    qb, qt, rows = qb[wanted], qt[wanted], rows[wanted]
-                for k in range(0, len(rows), self._HEAD_ROWS):
-                    sl = slice(k, k + self._HEAD_ROWS)
-                    log_p, _ = model.head(h, batch, torch.from_numpy(qb[sl]), torch.from_numpy(qt[sl]))  # (n, V)
-                    out[rows[sl]] = (log_p.exp() @ venue_text).numpy()  # (n, E)
-        return _unit(out)
+        return _unit(self.scorer.expected_venue_vectors(events, neutralise_spacetime, needed=needed))
 
     def last_interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
-        """(users, D): each user's vector after their LAST event only (explanations need no more).
-
-        The last row's window is the user's last max_len events, exactly as in interest_vectors.
-        """
-        import torch
-
-        scorer, model = self.scorer, self.scorer.model
-        events = events.reset_index(drop=True)
-        table = scorer.table(events)
-        starts = np.unique(table.user_start)
-        ends = np.append(starts[1:], len(events))
-        windows = [(int(max(a, b - self.max_len)), int(b)) for a, b in zip(starts, ends)]
-        out = np.zeros((len(windows), model.venue_text.shape[1]), dtype=np.float32)
-        size = scorer.config.model.eval_batch_size
-        with torch.no_grad():
-            for i in range(0, len(windows), size):
-                chunk = windows[i : i + size]
-                batch = table.batch(chunk, self.max_len, False)
-                h = model.hidden(batch, neutralise_spacetime=neutralise_spacetime)  # (B, T, C)
-                qb = torch.arange(len(chunk))
-                qt = torch.tensor([b - a - 1 for a, b in chunk])
-                log_p, _ = model.head(h, batch, qb, qt)  # (B, V)
-                out[i : i + len(chunk)] = (log_p.exp() @ model.venue_text).numpy()
-        return _unit(out)
+        """(users, D): each user's vector after their LAST event only (explanations need no more)."""
+        return _unit(self.scorer.expected_venue_vectors(events, neutralise_spacetime, last_only=True))
 
     def attention_rollup(self, user_events: pd.DataFrame) -> np.ndarray:
         return self.scorer.attention_rollup(user_events)
@@ -288,24 +230,42 @@ class ExpectedVenueSource:
 
 # Candidate history weights a full score chooses from (when analytics.history_weight is None).
 HISTORY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
+# (event, next event) pairs the history weight is chosen on, evenly spread over the events.
+_MRR_PAIRS = 5000
 
 
-def next_event_mrr(events: pd.DataFrame, vectors: np.ndarray, text_vectors: Callable[[list[str]], np.ndarray], limit: int = 5000) -> float:
+def next_event_mrr(
+    events: pd.DataFrame, vectors: np.ndarray, text_vectors: Callable[[list[str]], np.ndarray], limit: int = _MRR_PAIRS
+) -> float:
     """Mean reciprocal rank of each event's NEXT text among all distinct texts, by dot product.
 
     The yardstick of a stored interest vector: a free-text query is exactly this dot product.
     Uses up to `limit` (event, next event of the same user) pairs, evenly spread.
     """
+    pairs, targets, candidates = _mrr_sample(events, text_vectors, limit)
+    return _mrr(vectors[pairs], targets, candidates)
+
+
+def _mrr_sample(
+    events: pd.DataFrame, text_vectors: Callable[[list[str]], np.ndarray], limit: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(rows of the sampled events (n,), index of each next text (n,), distinct text vectors (U, D))."""
     users = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
     pairs = np.flatnonzero(users[1:] == users[:-1])
-    if len(pairs) == 0:
-        return float("nan")
-    pairs = pairs[np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).astype(int)]
     texts = events["text"].astype(str).to_numpy()
     distinct, inverse = np.unique(texts, return_inverse=True)
-    candidates = text_vectors(list(distinct))  # (U, D)
-    scores = vectors[pairs] @ candidates.T  # (n, U)
-    target = scores[np.arange(len(pairs)), inverse[pairs + 1]][:, None]
+    if len(pairs) == 0:
+        return pairs, pairs, np.zeros((0, 0), dtype=np.float32)
+    pairs = pairs[np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).astype(int)]
+    return pairs, inverse[pairs + 1], text_vectors(list(distinct))
+
+
+def _mrr(vectors: np.ndarray, targets: np.ndarray, candidates: np.ndarray) -> float:
+    """MRR of candidate `targets[i]` among all `candidates` (U, D) scored by `vectors[i]` (n, D)."""
+    if len(targets) == 0:
+        return float("nan")
+    scores = vectors @ candidates.T  # (n, U)
+    target = scores[np.arange(len(targets)), targets][:, None]
     ranks = 1 + (scores > target).sum(axis=1)
     return float(np.mean(1.0 / ranks))
 
@@ -552,8 +512,10 @@ def score_store(
     calibration = None
     if isinstance(source, BlendedSource) and config.analytics.history_weight is None:
         model_vectors, history_vectors = _by_user_chunks(lambda chunk, _: source.components(chunk), events, progress)
+        # each weight's MRR needs the blended vectors of the sampled rows only
+        pairs, targets, candidates = _mrr_sample(events, text_vectors, _MRR_PAIRS)
         calibration = {
-            w: next_event_mrr(events, source.blend(model_vectors, history_vectors, w), text_vectors)
+            w: _mrr(source.blend(model_vectors[pairs], history_vectors[pairs], w), targets, candidates)
             for w in HISTORY_WEIGHTS
         }
         source.weight = max(calibration, key=lambda w: (calibration[w], -w))

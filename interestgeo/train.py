@@ -592,17 +592,27 @@ class InterestScorer:
         return venue_scores, category_scores
 
     # -- analytics API
-    @torch.no_grad()
+    def _cover_jobs(self, table: EventTable, needed: np.ndarray | None = None) -> list[tuple[int, int, int]]:
+        """The covering windows (start, end, first owned row) of every user, see cover_windows.
+
+        With `needed` (N,) bool, windows that own no needed row are left out (the model is causal, so
+        the rows before them are context only). Sorted by length, so a batch pads little.
+        """
+        starts = np.unique(table.user_start)
+        ends = np.append(starts[1:], len(table.user_start))
+        jobs = [w for s, e in zip(starts, ends) for w in cover_windows(int(s), int(e), self.max_len)]
+        if needed is not None:
+            jobs = [(s, e, owned) for s, e, owned in jobs if needed[owned:e].any()]
+        return sorted(jobs, key=lambda job: job[1] - job[0])
+
+    @torch.inference_mode()
     def interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
         """(N, E) float32 L2-normalised; row i uses only the same user's events up to i (causal)."""
         out = np.zeros((len(events), self.model.text_dim), dtype=np.float32)
         if len(events) == 0:
             return out
-        events = events.reset_index(drop=True)
-        table = self.table(events)
-        starts = np.unique(table.user_start)
-        ends = np.append(starts[1:], len(events))
-        jobs = [w for s, e in zip(starts, ends) for w in cover_windows(int(s), int(e), self.max_len)]
+        table = self.table(events.reset_index(drop=True))
+        jobs = self._cover_jobs(table)
         bs = self.config.model.eval_batch_size
         for i in range(0, len(jobs), bs):
             chunk = jobs[i : i + bs]
@@ -612,6 +622,60 @@ class InterestScorer:
             for b, (s, e, owned) in enumerate(chunk):
                 out[owned:e] = z[b, owned - s : e - s].numpy()
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    # query positions per model.expected_text call: 1,024 x 5k venues x 4 bytes = 20 MB per (N, V) tensor
+    _HEAD_ROWS = 1024
+
+    @torch.inference_mode()
+    def expected_venue_vectors(
+        self,
+        events: pd.DataFrame,
+        neutralise_spacetime: bool = False,
+        needed: np.ndarray | None = None,
+        last_only: bool = False,
+    ) -> np.ndarray:
+        """(N, E) float32, unnormalised: row i = the expected text embedding of the user's next venue
+        after event i under the model's full prediction (model.expected_text), from the same
+        covering windows as interest_vectors.
+
+        `needed` (N,) bool: only these rows are computed (the others are zeros), and windows owning
+        none of them are skipped. `last_only`: instead (users, E), each user's vector after their
+        last event, read from their last max_len events (explanations need no more).
+        """
+        E = self.model.text_dim
+        events = events.reset_index(drop=True)
+        if len(events) == 0:
+            return np.zeros((0, E), dtype=np.float32)
+        table = self.table(events)
+        if last_only:
+            starts = np.unique(table.user_start)
+            ends = np.append(starts[1:], len(events))
+            jobs = [(int(max(s, e - self.max_len)), int(e), int(e) - 1) for s, e in zip(starts, ends)]
+            out_rows = np.arange(len(jobs))  # job j writes output row j
+        else:
+            jobs = self._cover_jobs(table, needed)
+        out = np.zeros((len(jobs) if last_only else len(events), E), dtype=np.float32)
+        bs = self.config.model.eval_batch_size
+        workspace: dict[str, Any] = {}  # the (rows, V) buffers of model.expected_text, reused
+        for i in range(0, len(jobs), bs):
+            chunk = jobs[i : i + bs]
+            batch = table.batch([(s, e) for s, e, _ in chunk], self.max_len, False)
+            h = self.model.hidden(batch, neutralise_spacetime=neutralise_spacetime)  # (B, T, C)
+            qb = np.concatenate([np.full(e - owned, b) for b, (s, e, owned) in enumerate(chunk)])  # (n,)
+            qt = np.concatenate([np.arange(owned - s, e - s) for s, e, owned in chunk])  # (n,)
+            if last_only:
+                rows = out_rows[i : i + len(chunk)]
+            else:
+                rows = np.concatenate([np.arange(owned, e) for s, e, owned in chunk])  # (n,) event rows
+                if needed is not None:
+                    wanted = needed[rows]
+                    qb, qt, rows = qb[wanted], qt[wanted], rows[wanted]
+            for k in range(0, len(rows), self._HEAD_ROWS):
+                sl = slice(k, k + self._HEAD_ROWS)
+                qb_t, qt_t = torch.from_numpy(qb[sl]), torch.from_numpy(qt[sl])
+                expected = self.model.expected_text(h, batch, qb_t, qt_t, workspace)
+                out[rows[sl]] = expected.numpy()  # (n, E)
+        return out
 
     @torch.no_grad()
     def attention_rollup(self, user_events: pd.DataFrame) -> np.ndarray:

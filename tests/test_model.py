@@ -126,6 +126,26 @@ def test_changing_future_events_leaves_earlier_outputs_unchanged(variant: str) -
     assert torch.allclose(p1, p2, atol=1e-5)  # next-venue scores up to each position: past only
 
 
+@pytest.mark.parametrize("variant", ["full", "no-copy"])
+def test_expected_text_is_the_head_distribution_times_venue_text(variant: str) -> None:
+    torch.manual_seed(0)
+    model = InterestModel(small_config(**VARIANTS[variant]), model_data()).eval()
+    with torch.no_grad():  # every feature weight non-zero, so each feature term is exercised
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    batch = random_batch()
+    batch.venue[0, 3] = V  # an unknown venue inside a history (distances from its own coordinates)
+    qb, qt = (torch.arange(T)[None, :] < batch.length[:, None]).nonzero(as_tuple=True)  # every real event
+    h = model.hidden(batch)
+    expected = model.head(h, batch, qb, qt)[0].exp() @ model.venue_text  # (N, E)
+    workspace: dict[str, object] = {}
+    half = len(qb) // 2  # two calls sharing one workspace: its scratch buffers must come back zeroed
+    first = model.expected_text(h, batch, qb[half:], qt[half:], workspace)
+    second = model.expected_text(h, batch, qb[:half], qt[:half], workspace)
+    assert torch.allclose(torch.cat([second, first]), expected, atol=1e-5)
+    assert not torch.allclose(expected[0], expected[-1])
+
+
 def test_model_overfits_one_small_batch() -> None:
     torch.manual_seed(0)
     model = InterestModel(small_config(), model_data())
