@@ -403,13 +403,12 @@ class InterestModel(nn.Module):
         The same p as `head` (tests/test_model.py checks exp(head) @ venue_text against it), computed
         for inference with fewer and cheaper (N, V) passes:
         * the user's own count / transition / hour features are non-zero only at the venues of the
-          user's history, so each is summed in a scratch buffer and added at those venues only
-          (gather, add, scatter back: duplicate venues of a row write identical values) instead of
-          a dense (N, V) scatter + log1p + add per feature; the global transition table is
-          log1p-ed once;
+          user's history, so each is summed in a scratch buffer, read back at those venues only
+          and added to the logits once per distinct venue, instead of a dense (N, V) scatter +
+          log1p + add per feature; the global transition table is log1p-ed once;
         * (N, V) buffers come from `workspace` (pass the same dict to every call of a run): a fresh
-          40 MB tensor costs about three times its use in page faults. Its scratch buffers are
-          all zeros between calls (reset where written).
+          40 MB tensor costs about three times its use in page faults. Its scratch buffer is all
+          zeros between calls (reset where written).
         """
         if not self.config.use_copy:
             return self.head(h, batch, qb, qt)[0].exp() @ self.venue_text
@@ -421,9 +420,9 @@ class InterestModel(nn.Module):
         if "gen" not in ws or ws["gen"].shape[0] < N:
             ws.update(
                 gen=torch.empty(N, V, device=dev), tmp=torch.empty(N, V, device=dev),
-                scratch=torch.zeros(N, V + 1, device=dev), sparse=torch.zeros(N, V + 1, device=dev),
+                scratch=torch.zeros(N, V + 1, device=dev),
             )
-        gen, tmp, scratch, sparse = ws["gen"][:N], ws["tmp"][:N], ws["scratch"][:N], ws["sparse"][:N]
+        gen, tmp, scratch = ws["gen"][:N], ws["tmp"][:N], ws["scratch"][:N]
         try:
             hq = h[qb, qt]  # (N, C)
             bias, rep_c_t = self._gen_table()
@@ -446,14 +445,14 @@ class InterestModel(nn.Module):
                 gen.addcmul_(0.1 * w[:, 4:5], logd.mul_(logd))
             # sparse features: visits, own transitions, visits at a similar hour (history venues only)
             pre_venue, pre_dst = batch.pre_venue[qb], batch.pre_dst[qb]  # (N, P), (N, Q)
+            touched = torch.cat([hist, pre_venue, pre_dst], dim=1)  # (N, K) the venues they can be non-zero at
+            total = torch.zeros(touched.shape, device=dev)  # (N, K) sum_f w_f * log1p(feature_f) there
 
             def add_feature(parts: list[tuple[torch.Tensor, torch.Tensor]], weight: torch.Tensor) -> None:
-                idx = torch.cat([index for index, _ in parts], dim=1)  # (N, K) every venue touched
                 for index, values in parts:
                     scratch.scatter_add_(1, index, values)
-                value = torch.log1p(scratch.gather(1, idx))  # (N, K) the feature at each touched venue
-                scratch.scatter_(1, idx, 0.0)
-                sparse.scatter_(1, idx, torch.addcmul(sparse.gather(1, idx), weight, value))
+                total.addcmul_(weight, torch.log1p(scratch.gather(1, touched)))
+                scratch.scatter_(1, touched, 0.0)
 
             add_feature([(hist, seen.float()), (pre_venue, batch.pre_count[qb])], w[:, 0:1])
             prev = torch.cat([torch.full_like(hist[:, :1], V), hist[:, :-1]], dim=1)  # (N, T)
@@ -467,8 +466,12 @@ class InterestModel(nn.Module):
                 given = batch.next_time_given[qb, qt].float()[:, None]  # (N, 1)
                 kernel = torch.exp(self.config.hour_kernel * (sim - 1)) * seen.float() * given
                 add_feature([(hist, kernel)], w[:, 5:6])
-            gen += sparse[:, :V]
-            sparse.scatter_(1, torch.cat([hist, pre_venue, pre_dst], dim=1), 0.0)
+            # each distinct venue of a row gets its total once (at its first place in sorted order);
+            # padding (V) adds 0 to column V - 1
+            venues, order = touched.sort(dim=1)  # (N, K)
+            first = torch.ones_like(venues, dtype=torch.bool)
+            first[:, 1:] = venues[:, 1:] != venues[:, :-1]
+            gen.scatter_add_(1, venues.clamp(max=V - 1), total.gather(1, order) * (first & (venues < V)))
             # pointer over the user's own past events, exactly as in `head`
             if ws.get("pointer_of") is not h:  # the (B, T, T) pointer scores, once per hidden batch
                 q = self.ptr_q(h)  # (B, T, C)

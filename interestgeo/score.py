@@ -161,6 +161,11 @@ class BlendedSource:
 
     @staticmethod
     def blend(model: np.ndarray, history: np.ndarray, weight: float) -> np.ndarray:
+        """normalise((1 - w) * model + w * history) of unit vectors; the end weights pass one side through."""
+        if weight <= 0:
+            return model
+        if weight >= 1:
+            return history
         return _unit((1.0 - weight) * model + weight * history)
 
     accepts_needed = True
