@@ -58,7 +58,7 @@ def _open_store(config: Config) -> Store:
     return Store.open(config.store.path, config=config)
 
 
-# ---------------------------------------------------------------------------- ingest (owner: ingest)
+# ---------------------------------------------------------------------------- ingest
 
 
 def _add_ingest_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -127,7 +127,7 @@ def format_report(report: IngestReport) -> str:
     return "\n".join(lines)
 
 
-# ---------------------------------------------------------------------------- demo (owner: ingest; lead extends)
+# ---------------------------------------------------------------------------- demo
 
 
 def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -185,7 +185,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# ---------------------------------------------------------------------------- analytics (owner: analytics)
+# ---------------------------------------------------------------------------- analytics
 
 
 def _analytics_run(args: argparse.Namespace, command: Callable[[Store, Config], tuple[dict, str]]) -> int:
@@ -335,7 +335,7 @@ def _only_dataset(store: Store) -> int:
     return int(ids[0])
 
 
-# ---------------------------------------------------------------------------- evaluate (owner: eval)
+# ---------------------------------------------------------------------------- evaluate
 
 
 def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
@@ -370,7 +370,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-# ---------------------------------------------------------------------------- train (owner: model)
+# ---------------------------------------------------------------------------- train
 
 
 def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:

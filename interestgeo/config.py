@@ -64,7 +64,7 @@ class TextConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    # --- interest model (issue 3; owner: model helper) ---
+    # --- interest model ---
     # Seed for torch, numpy and batch order: same seed, same checkpoint, same numbers.
     seed: int = 0
     # Events of history the Transformer reads; 128 covers the whole history of most NYC users (~105 events).
@@ -97,7 +97,7 @@ class ModelConfig:
     target_time_dropout: float = 0.25
     # Weight of the next-category cross-entropy beside the next-venue loss.
     category_loss_weight: float = 0.2
-    # AdamW learning rate; warm-free constant rate with early stopping worked best in short runs.
+    # AdamW learning rate, constant (no warm-up): the best validation MRR on NYC comes at epoch 4-5.
     learning_rate: float = 2e-3
     # AdamW weight decay on matrices (not on biases, norms or embeddings of rare ids).
     weight_decay: float = 0.01
@@ -132,7 +132,7 @@ class AppConfig:
 
 @dataclass(frozen=True)
 class AnalyticsConfig:
-    # --- interest analytics (issue 4; owner: analytics helper) ---
+    # --- interest analytics ---
     # Phrases that replace the data-derived topics (e.g. ["late-night food", "jazz"]); empty = derive.
     topic_phrases: tuple[str, ...] = ()
     # Topics come from category paths only when at least this share of events has one; else clusters.

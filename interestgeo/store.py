@@ -326,7 +326,7 @@ class Store:
                 self.con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [dataset_id])
         return bool(existed and existed[0])
 
-    # --- ingest steps (owner: ingest). Called by interestgeo.ingest inside one transaction. ---
+    # --- ingest steps. Called by interestgeo.ingest inside one transaction. ---
 
     def read_csv_checked(
         self,
@@ -611,7 +611,7 @@ class Store:
         for view in ("ingest_coord_cells", "ingest_cell_windows", "ingest_reject_rows"):
             self.con.unregister(view)
 
-    # --- analytics (owner: analytics) ---
+    # --- analytics ---
     # Per-event interest vectors (the source of every analytics result), the topics, and the
     # user x window and cell x window interest vectors `interestgeo score` stores. Vectors are
     # FLOAT[] lists (dimension-agnostic, like text_embeddings) read back in one Arrow buffer.
@@ -968,7 +968,7 @@ class Store:
             return pd.DataFrame()
         return self.con.execute("SELECT * FROM score_runs ORDER BY run_id DESC").df()
 
-    # --- model: text embedding cache and checkpoint registry (owner: model) ---
+    # --- model: text embedding cache and checkpoint registry ---
     # Every distinct text is encoded once per model: vectors are keyed by (model_id, sha256 of the
     # text). Checkpoints live on disk (safetensors + JSON); this table only registers them.
 
