@@ -935,7 +935,10 @@ def next_interests(
     The user's interest vector right after their last event at or before `at` is dotted with
     each topic and each venue's text embedding (the model is trained so that this dot product
     ranks the next event). With a place, only venues within `analytics.next_radius_km` compete.
-    Needs `scored.venues` (load_scored with an encoder) for venues.
+    Venues are scored by their text, so the branches of a chain ("Starbucks, Coffee Shop") tie:
+    each text is listed once, at its nearest branch to `place` (else its most visited), with
+    `branches` counting the candidates that share it. Needs `scored.venues` (load_scored with an
+    encoder) for venues.
     """
     profile = user_profile(scored, dataset_id, user_id, at)
     topics = profile.shares.rename(columns={"share": "score"}).head(k)
@@ -946,7 +949,12 @@ def next_interests(
     if place is not None:
         frame["distance_km"] = _haversine_km(frame["lat"].to_numpy(), frame["lon"].to_numpy(), place[0], place[1])
         frame = frame[frame["distance_km"] <= scored.config.analytics.next_radius_km]
-    venues = frame.sort_values("score", ascending=False, kind="stable").head(k).reset_index(drop=True)
+    frame["branches"] = frame.groupby("text")["text"].transform("size")
+    # equal texts can differ in the last float bits (BLAS blocking), so ties are judged at 1e-6
+    frame["tie"] = frame["score"].round(6)
+    tie_break = ("distance_km", True) if place is not None else ("visits", False)
+    frame = frame.sort_values(["tie", tie_break[0]], ascending=[False, tie_break[1]], kind="stable")
+    venues = frame.drop_duplicates("text").drop(columns="tie").head(k).reset_index(drop=True)
     return NextInterests(topics.reset_index(drop=True), venues, profile.at)
 
 

@@ -74,7 +74,7 @@ def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
                      column_config={"score": st.column_config.ProgressColumn(format="percent", min_value=0,
                                                                              max_value=1)})
     with right:
-        venues = nxt.venues[[c for c in ("text", "category", "visits", "score") if c in nxt.venues]]
+        venues = nxt.venues[[c for c in ("text", "category", "branches", "visits", "score") if c in nxt.venues]]
         st.dataframe(venues, hide_index=True, width="stretch")
         ui.csv_download(nxt.venues, f"user-{dataset_id}-{user_id}-next", label="Download predictions CSV")
 

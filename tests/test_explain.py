@@ -100,6 +100,22 @@ def test_next_interests_rank_topics_and_venues_and_respect_the_place(scored_stor
     assert "v1" in near.venues["item_id"].tolist() and "v4" not in near.venues["item_id"].tolist()
 
 
+def test_next_interests_list_a_chain_once_at_its_nearest_branch(scored_store) -> None:
+    store, config, model, scored, _ = scored_store
+    venues = scored.venues
+    # a second branch of the first venue: same text (so the same score), 300 m north
+    branch = venues.frame.iloc[[0]].assign(item_id="v1-branch", lat=venues.frame["lat"].iloc[0] + 0.0027)
+    chain = dataclasses.replace(scored, venues=an.Venues(
+        pd.concat([venues.frame, branch], ignore_index=True), np.vstack([venues.vectors, venues.vectors[:1]])))
+    text = branch["text"].iloc[0]
+    nxt = an.next_interests(chain, 1, "u2", k=len(chain.venues.frame))
+    assert nxt.venues["text"].is_unique
+    assert nxt.venues.loc[nxt.venues["text"] == text, "branches"].tolist() == [2]
+    near_branch = (branch["lat"].iloc[0] + 0.0005, branch["lon"].iloc[0])
+    picked = an.next_interests(chain, 1, "u2", place=near_branch, k=len(chain.venues.frame)).venues
+    assert picked.loc[picked["text"] == text, "item_id"].tolist() == ["v1-branch"]
+
+
 def test_model_dynamic_update_equals_a_full_rescore(tmp_path: Path) -> None:
     from test_score import assert_same, snapshot
 
