@@ -628,20 +628,26 @@ class InterestScorer:
         if len(events) == 0:
             return out
         table = self.table(events.reset_index(drop=True))
-        jobs = self._cover_jobs(table)
+        for _, chunk, _, h in self._hidden_batches(table, self._cover_jobs(table), neutralise_spacetime):
+            z = self.model.interest(h)  # (B, T, E)
+            for b, (s, e, owned) in enumerate(chunk):
+                out[owned:e] = z[b, owned - s : e - s].numpy()
+        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+    # query positions per model.expected_text call: 1,024 x 5k venues x 4 bytes = 20 MB per (N, V) tensor
+    _HEAD_ROWS = 1024
+
+    def _hidden_batches(
+        self, table: EventTable, jobs: list[tuple[int, int, int]], neutralise_spacetime: bool
+    ) -> Iterator[tuple[int, list[tuple[int, int, int]], Batch, torch.Tensor]]:
+        """Run the trunk over `jobs` (start, end, owned) in eval batches, on `model.threads` torch
+        threads: yields (index of the chunk's first job, the chunk, its batch, hidden (B, T, C))."""
         bs = self.config.model.eval_batch_size
         with torch_threads(self.config.model.threads):
             for i in range(0, len(jobs), bs):
                 chunk = jobs[i : i + bs]
                 batch = table.batch([(s, e) for s, e, _ in chunk], self.max_len, False)
-                h = self.model.hidden(batch, neutralise_spacetime=neutralise_spacetime)  # (B, T, C)
-                z = self.model.interest(h)  # (B, T, E)
-                for b, (s, e, owned) in enumerate(chunk):
-                    out[owned:e] = z[b, owned - s : e - s].numpy()
-        return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
-
-    # query positions per model.expected_text call: 1,024 x 5k venues x 4 bytes = 20 MB per (N, V) tensor
-    _HEAD_ROWS = 1024
+                yield i, chunk, batch, self.model.hidden(batch, neutralise_spacetime=neutralise_spacetime)
 
     @torch.inference_mode()
     def expected_venue_vectors(
@@ -674,26 +680,21 @@ class InterestScorer:
         else:
             jobs = self._cover_jobs(table, needed)
         out = np.zeros((len(jobs) if last_only else len(events), E), dtype=np.float32)
-        bs = self.config.model.eval_batch_size
-        with torch_threads(self.config.model.threads):
-            for i in range(0, len(jobs), bs):
-                chunk = jobs[i : i + bs]
-                batch = table.batch([(s, e) for s, e, _ in chunk], self.max_len, False)
-                h = self.model.hidden(batch, neutralise_spacetime=neutralise_spacetime)  # (B, T, C)
-                qb = np.concatenate([np.full(e - owned, b) for b, (s, e, owned) in enumerate(chunk)])  # (n,)
-                qt = np.concatenate([np.arange(owned - s, e - s) for s, e, owned in chunk])  # (n,)
-                if last_only:
-                    rows = out_rows[i : i + len(chunk)]
-                else:
-                    rows = np.concatenate([np.arange(owned, e) for s, e, owned in chunk])  # (n,) event rows
-                    if needed is not None:
-                        wanted = needed[rows]
-                        qb, qt, rows = qb[wanted], qt[wanted], rows[wanted]
-                for k in range(0, len(rows), self._HEAD_ROWS):
-                    sl = slice(k, k + self._HEAD_ROWS)
-                    qb_t, qt_t = torch.from_numpy(qb[sl]), torch.from_numpy(qt[sl])
-                    expected = self.model.expected_text(h, batch, qb_t, qt_t, self._workspace)
-                    out[rows[sl]] = expected.numpy()  # (n, E)
+        for i, chunk, batch, h in self._hidden_batches(table, jobs, neutralise_spacetime):
+            qb = np.concatenate([np.full(e - owned, b) for b, (s, e, owned) in enumerate(chunk)])  # (n,)
+            qt = np.concatenate([np.arange(owned - s, e - s) for s, e, owned in chunk])  # (n,)
+            if last_only:
+                rows = out_rows[i : i + len(chunk)]
+            else:
+                rows = np.concatenate([np.arange(owned, e) for s, e, owned in chunk])  # (n,) event rows
+                if needed is not None:
+                    wanted = needed[rows]
+                    qb, qt, rows = qb[wanted], qt[wanted], rows[wanted]
+            for k in range(0, len(rows), self._HEAD_ROWS):
+                sl = slice(k, k + self._HEAD_ROWS)
+                qb_t, qt_t = torch.from_numpy(qb[sl]), torch.from_numpy(qt[sl])
+                expected = self.model.expected_text(h, batch, qb_t, qt_t, self._workspace)
+                out[rows[sl]] = expected.numpy()  # (n, E)
         return out
 
     @torch.no_grad()

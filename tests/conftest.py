@@ -47,3 +47,14 @@ def sample_store(tmp_store: Store, tmp_config: Config, demo_sample_csv: Path) ->
 
     ingest_file(tmp_store, demo_sample_csv, config=tmp_config, dataset="nyc-sample")
     return tmp_store
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread() -> Iterator[None]:
+    """Tiny models on a shared 2-core machine: one torch thread avoids OpenMP oversubscription stalls."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
