@@ -720,6 +720,25 @@ def region_drift(scored: ScoredEvents, filters: Filters | None = None, window: s
     return _drift(scored, idx, window, scored.k)
 
 
+def window_counts(scored: ScoredEvents, filters: Filters | None = None, window: str = "day") -> tuple[pd.DataFrame, int]:
+    """Events and people per `window` of the filtered events, k threshold applied:
+    (frame[window_start, events, users], windows hidden).
+
+    The counts of `region_drift`'s timeline without its (W, D) mean vectors, for a trend line.
+    """
+    idx = np.flatnonzero(filter_mask(scored, filters))
+    groups = _group(scored, idx, scored.window_keys(window)[idx])
+    visible = groups.users >= scored.k
+    frame = pd.DataFrame(
+        {
+            "window_start": window_starts(groups.keys[visible], window),
+            "events": groups.events[visible],
+            "users": groups.users[visible],
+        }
+    )
+    return frame, int((~visible).sum())
+
+
 # --------------------------------------------------------------------------------------------
 # Free-text query
 

@@ -1076,6 +1076,27 @@ class Store:
         rows = cur.df()  # via pandas: fetchall() of the TIMESTAMPTZ column needs pytz, not a dependency
         return {k: (v.item() if hasattr(v, "item") else v) for k, v in rows.iloc[0].items()} if len(rows) else None
 
+    # --- dashboard ---
+    # Read-only queries for the dashboard's pages that must not load every event's vector.
+
+    def user_scored_events(self, dataset_id: int, user_id: str) -> tuple[pd.DataFrame, np.ndarray]:
+        """One user's scored events, as `scored_events` (events() columns + topic, same order), and
+        their vectors (N, D): the User page reads one person, not the whole store."""
+        if not self._analytics_tables_exist():
+            return self.events([int(dataset_id)]).assign(topic=np.int16(0)).iloc[:0], np.zeros((0, 0), np.float32)
+        columns = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
+        table = self._arrow_query(
+            f"""SELECT {columns}, v.topic, v.vector FROM events e JOIN event_vectors v ON v.event_id = e.event_id
+                WHERE e.dataset_id = ? AND e.user_id = ? AND v.dataset_id = ?
+                ORDER BY e.ts, e.event_id""",
+            params=[int(dataset_id), str(user_id), int(dataset_id)],
+        ).to_arrow_table()
+        vectors = self._vectors_from_arrow(table.column("vector"), table.num_rows)
+        frame = table.drop(["vector"]).to_pandas()
+        frame = frame.astype({"dataset_id": "int32", "tz_offset_min": "Int16", "local_hour": "int8", "dow": "int8",
+                              "topic": "int16"})
+        return frame, vectors
+
 # The ordinal of an ingest_checked row is rowid minus this (see read_csv_checked).
 _FIRST_ROWID = "SELECT min(rowid) FROM ingest_checked"
 # The rows an ingest stores: valid, not a duplicate, with their cell (see prepare_checked).
