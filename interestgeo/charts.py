@@ -39,6 +39,7 @@ __all__ = [
     "topic_map",
     "score_map",
     "points_map",
+    "draw_region_figure",
     "trend_figure",
     "share_bar_figure",
     "share_timeline_figure",
@@ -249,6 +250,32 @@ def points_map(events: pd.DataFrame, *, map_style: str | None = None, height: in
     else:
         view = view_for_cells([])
     return _deck([layer], view, map_style=map_style, height=height)
+
+
+def draw_region_figure(
+    cells: pd.DataFrame, colors: dict[str, tuple[int, int, int]], *, height: int = 460
+) -> go.Figure:
+    """The cells as hexagon markers on lon/lat axes, ready for a lasso or box: a region to draw.
+
+    pydeck has no drawing tool, and plotly's map traces report no lasso path, so this is a plain
+    scatter: x = longitude, y = latitude, the y axis stretched by 1 / cos(latitude) so the city
+    keeps its shape. The lasso's path comes back in data coordinates, i.e. lon/lat. `cells` has
+    columns cell, topic, share (as `topic_map`).
+    """
+    latlng = np.array([h3.cell_to_latlng(h) for h in cells_to_hex(cells["cell"])]).reshape(-1, 2)
+    lat0 = float(latlng[:, 0].mean()) if len(latlng) else 40.73
+    hover = [f"{plot_label(t)}: {float(s):.0%}" for t, s in zip(cells["topic"], cells["share"], strict=True)]
+    fig = go.Figure(go.Scatter(
+        x=np.round(latlng[:, 1], 5), y=np.round(latlng[:, 0], 5), mode="markers",
+        marker={"symbol": "hexagon", "size": 9, "line": {"width": 0},
+                "color": [rgb_hex(colors.get(str(t), OTHER_COLOR)) for t in cells["topic"]]},
+        hovertext=hover, hoverinfo="text", showlegend=False,
+    ))
+    fig.update_xaxes(visible=False)
+    fig.update_yaxes(visible=False, scaleanchor="x", scaleratio=1 / math.cos(math.radians(lat0)))
+    fig.update_layout(height=height, margin={"l": 0, "r": 0, "t": 0, "b": 0}, dragmode="lasso",
+                      plot_bgcolor="white", hovermode="closest")
+    return fig
 
 
 def _deck(layers: list[pdk.Layer], view: pdk.ViewState, *, map_style: str | None, height: int) -> pdk.Deck:

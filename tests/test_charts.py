@@ -120,3 +120,16 @@ def test_figures_have_a_trace_per_series() -> None:
     assert len(fig.data) == 2 and len(fig.data[1].x) == 1
     profile = pd.DataFrame({"dow": [0, 6], "hour": [0, 23], "value": [1.0, 2.0]})
     assert charts.hour_dow_figure(profile).data[0].z.shape == (7, 24)
+
+
+def test_draw_region_figure_places_cells_at_their_lon_lat_for_a_lasso() -> None:
+    cells = pd.DataFrame({"cell": _cells(), "topic": ["Food", "<b>Nightlife</b>", "Travel"], "share": [0.5, 0.7, 0.9]})
+    fig = charts.draw_region_figure(cells, charts.topic_colors(["Food", "Travel"]))
+    (trace,) = fig.data
+    # x = longitude, y = latitude: the lasso's path comes back in lon/lat
+    assert np.allclose(trace.x, [lon for _, lon in PLACES], atol=0.01)
+    assert np.allclose(trace.y, [lat for lat, _ in PLACES], atol=0.01)
+    assert fig.layout.dragmode == "lasso"
+    assert fig.layout.yaxis.scaleratio == pytest.approx(1 / np.cos(np.radians(np.mean(trace.y))), rel=1e-3)
+    assert "&lt;b&gt;Nightlife" in trace.hovertext[1]  # plain text, not markup
+    assert trace.marker.color[0] != trace.marker.color[1]  # coloured by topic
