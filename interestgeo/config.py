@@ -40,6 +40,10 @@ class StoreConfig:
     # Resolutions the cell x window aggregates are kept at: 6 (~36 km2, a borough slice) to
     # 9 (~0.1 km2, a few blocks). The map picks one of these from the visible area.
     map_resolutions: tuple[int, ...] = (6, 7, 8, 9)
+    # Of those, the resolutions whose hour windows are precomputed. Finer hour windows are sparse
+    # (at res 8-9 most hour x cell groups hold one event, so they would add more rows than the
+    # file has events, half the ingest's aggregate work); their maps are counted from the events.
+    hour_resolutions: tuple[int, ...] = (6, 7)
     # Window sizes aggregated; windows are in the event's local time (see schema.py).
     windows: tuple[str, ...] = ("hour", "day", "week")
     # A file larger than this is refused before reading (uploads are also capped by Streamlit).

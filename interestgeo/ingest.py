@@ -29,7 +29,7 @@ import json
 import time
 import zlib
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -64,6 +64,14 @@ _DELIMITERS = (",", "\t", ";")
 
 class IngestError(Exception):
     """The file cannot be used at all; the message is one line meant for the user."""
+
+
+class _AlreadyLoaded(Exception):
+    """Raised inside a load's transaction (rolling it back) when the file's content is stored."""
+
+    def __init__(self, dataset_id: int, name: str) -> None:
+        super().__init__(name)
+        self.dataset_id, self.name = dataset_id, name
 
 
 @dataclass(frozen=True)
@@ -164,17 +172,17 @@ def ingest_file(
     fmt = detect_format(path, max_bytes=config.store.max_file_bytes)
     mapping = mapping or detect_mapping(fmt.columns)
     _check_mapping(mapping, fmt.columns, path)
-    report_progress(0.02, "hashing file")
-    content_hash = _content_hash(path)
-    existing = store.dataset_by_hash(content_hash)
-    if existing is not None:
-        return IngestReport(existing[0], existing[1], 0, 0, 0, 0, [], time.perf_counter() - started, 0.0, True,
-                            str(path), fmt.encoding, fmt.delimiter)
-    name = _dataset_name(store, dataset, path)
     now = datetime.now(timezone.utc)
     try:
-        with store.transaction(), ThreadPoolExecutor(max_workers=1) as pool:
-            report = _load(store, path, fmt, mapping, name, content_hash, now, pool, report_progress)
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            # The hash (the re-ingest key) is computed while DuckDB parses: on two cores this hides
+            # it. A file loaded before is found right after the parse and rolled back.
+            hashing = pool.submit(_content_hash, path)
+            with store.transaction():
+                report = _load(store, path, fmt, mapping, dataset, hashing, now, pool, report_progress)
+    except _AlreadyLoaded as loaded:
+        return IngestReport(loaded.dataset_id, loaded.name, 0, 0, 0, 0, [], time.perf_counter() - started, 0.0, True,
+                            str(path), fmt.encoding, fmt.delimiter)
     finally:
         store.drop_ingest_temps()
     elapsed = time.perf_counter() - started
@@ -186,8 +194,8 @@ def _load(
     path: Path,
     fmt: CsvFormat,
     mapping: ColumnMapping,
-    name: str,
-    content_hash: str,
+    dataset: str | None,
+    hashing: Future[str],
     now: datetime,
     pool: ThreadPoolExecutor,
     report_progress: Progress,
@@ -204,6 +212,11 @@ def _load(
         # Not UTF-8: read the whole file again as Latin-1 (every byte is valid there).
         fmt = replace(fmt, encoding="latin-1")
         kept, _, csv_errors = _read_checked(store, path, fmt, mapping, now)
+    content_hash = hashing.result()
+    existing = store.dataset_by_hash(content_hash)
+    if existing is not None:
+        raise _AlreadyLoaded(*existing)
+    name = _dataset_name(store, dataset, path)
     rows_read = kept + len(csv_errors)
     if rows_read == 0:
         raise IngestError(f"{path.name}: no data rows after the header")
@@ -211,7 +224,7 @@ def _load(
     users, cell_ranks, hours, unique_cells = store.prepare_checked(store.base_resolution)
     counting = pool.submit(
         cell_window_counts, users, unique_cells[cell_ranks], hours, store.map_resolutions,
-        ranked=(unique_cells, cell_ranks),
+        hour_resolutions=store.precomputed("hour"), ranked=(unique_cells, cell_ranks),
     )
     report_progress(0.45, "storing events")
     stored, duplicates = store.insert_events(dataset_id)

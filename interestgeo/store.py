@@ -171,8 +171,9 @@ class Store:
             )[0]:
                 self.con.execute(f"ALTER TABLE events DROP COLUMN {column}")
         self.con.execute(
-            "INSERT OR IGNORE INTO meta VALUES ('base_resolution', ?), ('map_resolutions', ?)",
-            [str(self.config.store.base_resolution), ",".join(map(str, self.config.store.map_resolutions))],
+            "INSERT OR IGNORE INTO meta VALUES ('base_resolution', ?), ('map_resolutions', ?), ('hour_resolutions', ?)",
+            [str(self.config.store.base_resolution), ",".join(map(str, self.config.store.map_resolutions)),
+             ",".join(map(str, self.config.store.hour_resolutions))],
         )
 
     @property
@@ -183,9 +184,22 @@ class Store:
 
     @property
     def map_resolutions(self) -> tuple[int, ...]:
-        """Resolutions precomputed in `cell_windows`."""
-        row = self._first_row("SELECT value FROM meta WHERE key = 'map_resolutions'")
-        return tuple(int(r) for r in row[0].split(",")) if row else self.config.store.map_resolutions
+        """Resolutions precomputed in `cell_windows` (for hour windows: `precomputed("hour")`)."""
+        return self._meta_resolutions("map_resolutions", self.config.store.map_resolutions)
+
+    def precomputed(self, window: str) -> tuple[int, ...]:
+        """The resolutions `cell_windows` holds for a window size."""
+        if window != "hour":
+            return self.map_resolutions
+        hourly = self._meta_resolutions("hour_resolutions", self.config.store.hour_resolutions)
+        return tuple(r for r in hourly if r in self.map_resolutions)
+
+    def _meta_resolutions(self, key: str, default: tuple[int, ...]) -> tuple[int, ...]:
+        row = self._first_row("SELECT value FROM meta WHERE key = ?", [key])
+        if row is None:
+            # Files from before a key existed precomputed every map resolution.
+            return self.map_resolutions if key == "hour_resolutions" else default
+        return tuple(int(r) for r in row[0].split(",") if r)
 
     def _first_row(self, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:
         """The first row of a query, with the result fully consumed (DuckDB 2 refuses new work on
@@ -262,7 +276,7 @@ class Store:
         k = self.config.privacy.k_min_users if k is None else int(k)
         ids = _id_list(datasets)
         start = None if window_start is None else pd.Timestamp(window_start).to_pydatetime()
-        if resolution in self.map_resolutions:
+        if resolution in self.precomputed(window):
             df = self.con.execute(
                 """SELECT cell, window_start, sum(events)::BIGINT AS events, sum(users)::BIGINT AS users
                    FROM cell_windows
@@ -294,11 +308,13 @@ class Store:
                            dataset_id, user_id
                     FROM events
                     WHERE (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
+                      -- A range on local_ts (not on ws) so DuckDB skips row groups by their min/max.
+                      AND (?::TIMESTAMP IS NULL
+                           OR (local_ts >= ?::TIMESTAMP AND local_ts < ?::TIMESTAMP + to_hours(?::BIGINT)))
                 )
-                WHERE ?::TIMESTAMP IS NULL OR ws = ?::TIMESTAMP
                 GROUP BY parent, ws
                 ORDER BY ws, parent""",
-            [and_mask, or_mask, ids, ids, start, start],
+            [and_mask, or_mask, ids, ids, start, start, start, _WINDOW_HOURS[window]],
         ).df()
 
     def window_starts(self, window: str, datasets: Sequence[int] | None = None) -> pd.Series:
@@ -306,12 +322,20 @@ class Store:
         if window not in WINDOWS:
             raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
         ids = _id_list(datasets)
+        resolutions = self.precomputed(window)
+        if not resolutions:
+            return self.con.execute(
+                f"""SELECT DISTINCT date_trunc('{WINDOWS[window]}', local_ts) AS window_start FROM events
+                    WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)
+                    ORDER BY window_start""",
+                [ids, ids],
+            ).df()["window_start"]
         return self.con.execute(
             """SELECT DISTINCT window_start FROM cell_windows
                WHERE window_size = ? AND resolution = ?
                  AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
                ORDER BY window_start""",
-            [window, self.map_resolutions[0], ids, ids],
+            [window, min(resolutions), ids, ids],
         ).df()["window_start"]
 
     # ------------------------------------------------------------------ writing
@@ -1125,28 +1149,31 @@ def cell_window_counts(
     hours: np.ndarray,
     resolutions: Sequence[int],
     *,
+    hour_resolutions: Sequence[int] | None = None,
     ranked: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> pd.DataFrame:
     """Events and distinct users per (resolution, window size, window start, cell). Pure numpy.
 
     users: dense int user numbers; cells: H3 cells at a resolution >= max(resolutions);
-    hours: local hours since 1970-01-01 00:00 (naive local time); ranked: optionally
-    (sorted unique cells, each event's index into them) when the caller has them already.
+    hours: local hours since 1970-01-01 00:00 (naive local time); hour_resolutions: the subset
+    of `resolutions` counted for hour windows (None: all); ranked: optionally (sorted unique
+    cells, each event's index into them) when the caller has them already.
     Returns columns resolution, window_size, window_start (datetime64[us]), cell, events,
     users, ordered by (window_size, resolution, window_start, cell).
 
     Why two sorts per window size and nothing per resolution: H3 parents preserve integer order
     (the digits run from coarse to fine), so after sorting by (window, user, cell) the parents
     at every coarser resolution are sorted inside each (window, user) run, and a user's first
-    event in a (window, parent) group is simply where the parent changes within that run. After
-    sorting by (window, cell), every (window, parent) group is one contiguous run, so events
-    and distinct users per group are run lengths and run sums of those first-event flags.
+    event in a (window, parent) group is simply where the parent changes within that run. Those
+    first-event flags (one bit per resolution) then ride along in a second sort by (window, cell,
+    flags), after which every (window, parent) group is one contiguous run: events and distinct
+    users per group are run lengths and run sums of the flags. Both sorts sort packed int64 keys
+    (values, not an argsort and gathers: about half the time).
     """
     unique_cells, cell_rank = ranked if ranked is not None else np.unique(cells, return_inverse=True)
-    # int32 throughout the per-row work: dense ranks and window numbers are small, and half the
-    # bytes per gather/compare is most of this function's speed.
-    cell_rank = np.asarray(cell_rank, dtype=np.int32)
-    users = np.asarray(users, dtype=np.int32)
+    cell_rank = np.asarray(cell_rank, dtype=np.int64)
+    users = np.asarray(users, dtype=np.int64)
+    hours = np.asarray(hours, dtype=np.int64)
     n = len(cell_rank)
     parents: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     for resolution in resolutions:
@@ -1159,54 +1186,66 @@ def cell_window_counts(
     parts = []
     for window, width in _WINDOW_HOURS.items():
         offset = _MONDAY_OFFSET_H if window == "week" else 0
+        counted = [r for r in resolutions if window != "hour" or hour_resolutions is None or r in hour_resolutions]
+        if not counted:
+            continue
         index = (hours - offset) // width
         first = int(index.min()) if n else 0
-        rel = (index - first).astype(np.int32)
-        by_user = _sort_order(rel, users, cell_rank)
-        w_user, u_user, c_user = rel[by_user], users[by_user], cell_rank[by_user]
+        w_user, u_user, c_user = _sorted_rows(index - first, users, cell_rank)
         same_run = (w_user[1:] == w_user[:-1]) & (u_user[1:] == u_user[:-1])
-        by_cell = _sort_order(rel, cell_rank)
-        w_cell, c_cell = rel[by_cell], cell_rank[by_cell]
-        # user order -> cell order: position in user order of each row of the cell order
-        user_position = np.empty(n, dtype=np.int32)
-        user_position[by_user] = np.arange(n, dtype=np.int32)
-        user_to_cell = user_position[by_cell]
-        for resolution in resolutions:
-            parent_rank, parent_cells = parents[resolution]
-            p_user = parent_rank[c_user]
-            first_visit = np.ones(n, dtype=bool)
+        flags = np.zeros(n, dtype=np.int64)
+        for bit, resolution in enumerate(counted):
+            p_user = parents[resolution][0][c_user]
+            first_visit = np.ones(n, dtype=np.int64)
             first_visit[1:] = ~(same_run & (p_user[1:] == p_user[:-1]))
-            visits = np.concatenate([[0], np.cumsum(first_visit[user_to_cell], dtype=np.int32)])
+            flags |= first_visit << bit
+        w_cell, c_cell, f_cell = _sorted_rows(w_user, c_user, flags)
+        for bit, resolution in enumerate(counted):
+            parent_rank, parent_cells = parents[resolution]
+            visits = np.concatenate([[0], np.cumsum((f_cell >> bit) & 1, dtype=np.int64)])
             p_cell = parent_rank[c_cell]
             boundary = np.ones(n, dtype=bool)
             boundary[1:] = (w_cell[1:] != w_cell[:-1]) | (p_cell[1:] != p_cell[:-1])
             starts = np.flatnonzero(boundary)
             ends = np.append(starts[1:], n)
-            parts.append(
-                pd.DataFrame(
-                    {
-                        "resolution": np.full(len(starts), resolution, dtype=np.int8),
-                        "window_size": pd.Categorical.from_codes(
-                            np.full(len(starts), list(_WINDOW_HOURS).index(window)), categories=list(_WINDOW_HOURS)
-                        ),
-                        "window_start": ((w_cell[starts].astype(np.int64) + first) * width + offset)
-                        .astype("datetime64[h]")
-                        .astype("datetime64[us]"),
-                        "cell": parent_cells[p_cell[starts]],
-                        "events": (ends - starts).astype(np.int32),
-                        "users": (visits[ends] - visits[starts]).astype(np.int32),
-                    }
-                )
-            )
-    return pd.concat(parts, ignore_index=True)
+            parts.append((
+                np.full(len(starts), resolution, dtype=np.int8),
+                np.full(len(starts), list(_WINDOW_HOURS).index(window), dtype=np.int8),
+                ((w_cell[starts] + first) * width + offset).astype("datetime64[h]").astype("datetime64[us]"),
+                parent_cells[p_cell[starts]],
+                (ends - starts).astype(np.int32),
+                (visits[ends] - visits[starts]).astype(np.int32),
+            ))
+    # One concatenation per column (pandas' frame concat costs as much as all the counting).
+    columns = [np.concatenate(column) for column in zip(*parts, strict=True)] if parts else [
+        np.empty(0, dtype) for dtype in (np.int8, np.int8, "datetime64[us]", np.int64, np.int32, np.int32)]
+    return pd.DataFrame({
+        "resolution": columns[0],
+        "window_size": pd.Categorical.from_codes(columns[1], categories=list(_WINDOW_HOURS)),
+        "window_start": columns[2],
+        "cell": columns[3],
+        "events": columns[4],
+        "users": columns[5],
+    })
 
 
-def _sort_order(*keys: np.ndarray) -> np.ndarray:
-    """argsort by the keys (first = primary); one packed int64 argsort when the bits fit."""
+def _sorted_rows(*keys: np.ndarray) -> tuple[np.ndarray, ...]:
+    """The rows (key columns, non-negative ints) sorted by the keys, first = primary.
+
+    When the keys' bits fit one int64, they are packed, sorted as values and unpacked (a value
+    sort is about twice as fast as an argsort plus gathers); otherwise a lexsort and gathers.
+    """
     widths = [max(int(k.max()), 1).bit_length() if len(k) else 1 for k in keys]
-    if sum(widths) > 62 or any(int(k.min()) < 0 for k in keys if len(k)):
-        return np.lexsort(keys[::-1])
+    if sum(widths) > 63:
+        order = np.lexsort(keys[::-1])
+        return tuple(k[order] for k in keys)
     packed = np.zeros(len(keys[0]), dtype=np.int64)
     for key, width in zip(keys, widths, strict=True):
-        packed = (packed << width) | key.astype(np.int64)
-    return np.argsort(packed)
+        packed = (packed << width) | key
+    packed.sort()
+    out = []
+    shift = 0
+    for key, width in zip(keys[::-1], widths[::-1], strict=True):
+        out.append((packed >> shift) & ((1 << width) - 1))
+        shift += width
+    return tuple(out[::-1])

@@ -130,6 +130,42 @@ def test_cell_window_counts_matches_pandas_on_random_data() -> None:
         pd.testing.assert_frame_equal(_sorted(part[["cell", "window_start", "events", "users"]]), expected)
 
 
+def test_cell_window_counts_hour_resolutions_subset() -> None:
+    rng = np.random.default_rng(5)
+    n = 2_000
+    cells = np.array([h3.str_to_int(h3.latlng_to_cell(a, b, 10))
+                      for a, b in zip(rng.normal(40.73, 0.05, n), rng.normal(-73.95, 0.05, n), strict=True)])
+    users, hours = rng.integers(0, 30, n), rng.integers(372_000, 372_000 + 24 * 30, n)
+    full = cell_window_counts(users, cells, hours, (6, 7, 8, 9))
+    sparse = cell_window_counts(users, cells, hours, (6, 7, 8, 9), hour_resolutions=(7,))
+    combos = set(map(tuple, sparse[["window_size", "resolution"]].drop_duplicates().astype(str).to_numpy()))
+    assert ("hour", "7") in combos and ("hour", "6") not in combos and ("hour", "9") not in combos
+    assert ("day", "9") in combos and ("week", "6") in combos
+    kept = (full["window_size"] != "hour") | (full["resolution"] == 7)
+    pd.testing.assert_frame_equal(sparse, full[kept].reset_index(drop=True))
+
+
+def test_hour_maps_not_precomputed_are_counted_from_events(sample_store: Store) -> None:
+    # Default config precomputes hour windows at res 6-7 only; res 8-9 hours come from the events.
+    assert sample_store.precomputed("hour") == (6, 7)
+    assert sample_store.precomputed("day") == (6, 7, 8, 9)
+    stored = sample_store.con.execute(
+        "SELECT DISTINCT resolution FROM cell_windows WHERE window_size = 'hour' ORDER BY 1").fetchall()
+    assert stored == [(6,), (7,)]
+    events = sample_store.events()
+    for resolution in (7, 9):
+        expected = _expected_aggregates(events, resolution, "hour")
+        got, hidden = sample_store.cell_aggregates(resolution, "hour", k=1)
+        assert hidden == 0
+        pd.testing.assert_frame_equal(_sorted(got), expected)
+        busiest = expected.groupby("window_start")["events"].sum().idxmax()
+        one, _ = sample_store.cell_aggregates(resolution, "hour", window_start=busiest, k=1)
+        pd.testing.assert_frame_equal(
+            _sorted(one), expected[expected["window_start"] == busiest].reset_index(drop=True))
+    assert list(sample_store.window_starts("hour")) == sorted(
+        _expected_aggregates(events, 9, "hour")["window_start"].unique())
+
+
 def test_unknown_window_and_resolution_raise(sample_store: Store) -> None:
     with pytest.raises(ValueError, match="window"):
         sample_store.cell_aggregates(8, "month")
