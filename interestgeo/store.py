@@ -388,12 +388,18 @@ class Store:
             # (DuckDB's casts ignore surrounding spaces, so no trim() is needed on the fast path.)
             return f"replace({expr}, ',', '.')" if delimiter == ";" else expr
 
+        def stripped(expr: str) -> str:
+            # nullif(trim(x), '') with trim() only where x starts or ends with a space (a byte
+            # test): the same result for about a third of the CPU on real, mostly clean text.
+            return f"CASE WHEN prefix({expr}, ' ') OR suffix({expr}, ' ') THEN nullif(trim({expr}), '') " \
+                   f"ELSE nullif({expr}, '') END"
+
         if len(mapping.text) == 1:
             # One source column: the text is kept exactly as written.
             text_expr = col[mapping.text[0]]
-            text_blank = "trim(text) = ''"
+            text_blank = f"{stripped('text')} IS NULL"
         else:
-            text_expr = "concat_ws(', ', " + ", ".join(f"nullif(trim({col[c]}), '')" for c in mapping.text) + ")"
+            text_expr = "concat_ws(', ', " + ", ".join(stripped(col[c]) for c in mapping.text) + ")"
             # Composed from trimmed non-empty parts: blank only when empty (no second trim pass
             # over every row's text, about a tenth of this statement's CPU).
             text_blank = "text = ''"

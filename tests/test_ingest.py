@@ -240,6 +240,25 @@ def test_explicit_mapping_composes_text(tmp_store: Store, tmp_config: Config, de
     assert sorted(tmp_store.events()["text"]) == sorted(expected)
 
 
+def test_text_parts_are_trimmed_and_blank_parts_skipped(tmp_store: Store, tmp_config: Config, tmp_path: Path) -> None:
+    path = tmp_path / "parts.csv"
+    rows = [("  Joe's  ", "Café"), ("   ", "Bar"), ("Park", ""), ("", "  "), ("Deli", " Bodega"), ("Tab\t", "x ")]
+    path.write_text("user,time,lat,lon,name,category\n"
+                    + "".join(f"u,2012-04-0{i + 1}T10:00:00Z,40.7,-73.9,{n},{c}\n" for i, (n, c) in enumerate(rows)),
+                    encoding="utf-8")
+    mapping = detect_columns(path).with_overrides(["text=name+category"])
+    report = ingest_file(tmp_store, path, config=tmp_config, mapping=mapping)
+    assert [(r.line, r.reason) for r in report.rejects] == [(5, Reason.EMPTY_TEXT)]
+    assert tmp_store.events()["text"].tolist() == ["Joe's, Café", "Bar", "Park", "Deli, Bodega", "Tab\t, x"]
+    # One text column: kept exactly as written, but blank (spaces only) is still empty.
+    single = tmp_path / "single.csv"
+    single.write_text("user,time,lat,lon,text\nu,2012-04-01T10:00:00Z,40.7,-73.9, padded \n"
+                      "u,2012-04-02T10:00:00Z,40.7,-73.9,   \n", encoding="utf-8")
+    report = ingest_file(tmp_store, single, config=tmp_config)
+    assert [(r.line, r.reason) for r in report.rejects] == [(3, Reason.EMPTY_TEXT)]
+    assert tmp_store.events([report.dataset_id])["text"].tolist() == [" padded "]
+
+
 def test_demo_text_rule_and_local_time(sample_store: Store, demo_sample_csv: Path) -> None:
     raw = pd.read_csv(demo_sample_csv, dtype=str, keep_default_na=False)
     name, category = raw["venue_name"], raw["venue_category"]
