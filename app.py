@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import app_config, filter_bar, role, run_guarded
+from pages._common import app_config, filter_bar, role, run_guarded, warm_up
 
 # An emoji favicon is inline SVG. Without page_icon, Streamlit uses the page's Material icon as the
 # favicon and fetches it from fonts.gstatic.com, which fails offline (a console error).
@@ -32,6 +32,8 @@ navigation = st.navigation(pages)
 
 def _frame() -> None:
     st.session_state["_filters"] = filter_bar(config)
+    if st.session_state["_filters"] is not None:
+        warm_up(config, analyst=viewer == "analyst")
     with st.sidebar:
         st.caption(
             f"Role: **{viewer}** · data: `{config.store.path}`  \n"

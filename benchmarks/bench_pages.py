@@ -13,6 +13,11 @@ every page, in page order, in a fresh browser session:
 Round 1 runs on cold caches (the server just started); later rounds show warm figures.
 Targets on the demo data: first render < 2 s, filter change < 0.5 s.
 
+The reference: the same measurements, in the same run, on a trivial two-page Streamlit app with
+the same sidebar slider (`REFERENCE_APP`). It is the floor this machine and browser set for any
+Streamlit rerun (0.2-0.3 s on the shared 2 cores); each page's ratio to it says how much of a
+figure is the dashboard's own work, whatever the load on the machine was.
+
 The database: `--db`, else data/interestgeo.duckdb when it holds scored events, else one built
 once under artifacts/bench/ (the NYC demo ingested and scored with the recency source).
 Usage: python benchmarks/bench_pages.py [--db PATH] [--rounds 3] [--json OUT]
@@ -22,6 +27,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import statistics
 import sys
 import tempfile
@@ -34,6 +40,23 @@ sys.path.insert(0, str(ROOT / "tests" / "browser"))
 from browser_helpers import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, start_server  # noqa: E402
 
 PAGES = ("Overview", "Map", "Drift", "User", "Upload", "Model")
+REFERENCE_PAGES = ("Alpha", "Beta")
+REFERENCE_APP = """
+import streamlit as st
+
+def alpha() -> None:
+    st.title("Alpha")
+    st.write("A trivial page: the round-trip reference.")
+
+def beta() -> None:
+    st.title("Beta")
+    st.write("Another trivial page.")
+
+navigation = st.navigation([st.Page(alpha, title="Alpha", default=True), st.Page(beta, title="Beta")])
+with st.sidebar:
+    st.slider("Hours of day (local)", 0, 23, (0, 23), key="hours")
+navigation.run()
+"""
 TARGET_FIRST_S = 2.0
 TARGET_FILTER_S = 0.5
 TIMEOUT_MS = 120_000
@@ -97,7 +120,7 @@ def timed(tab: object, action: object, ready: str | None = None) -> float:
     return (max(done) - t0) / 1000.0
 
 
-def run_round(browser: object, url: str) -> dict[str, dict[str, float]]:
+def run_round(browser: object, url: str, pages: tuple[str, ...] = PAGES) -> dict[str, dict[str, float]]:
     context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
     context.add_init_script(OBSERVER)
     tab = context.new_page()
@@ -107,7 +130,7 @@ def run_round(browser: object, url: str) -> dict[str, dict[str, float]]:
     tab.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]', timeout=TIMEOUT_MS)
     tab.wait_for_selector("h1", timeout=TIMEOUT_MS)
     out["(app load)"] = {"first": time.perf_counter() - start}
-    for title in PAGES:
+    for title in pages:
         link = tab.locator('[data-testid="stSidebarNavLink"]', has_text=title).first
         first = timed(tab, link.click, f'h1:has-text("{title}")')
         thumb = tab.locator('[data-testid="stSidebar"] [data-testid="stSlider"] input').first
@@ -118,6 +141,17 @@ def run_round(browser: object, url: str) -> dict[str, dict[str, float]]:
         print(f"  {title}: first {first:.2f} s, filter {change:.2f} s, back {back:.2f} s", flush=True)
     context.close()
     return out
+
+
+def measure(browser: object, db: Path, config: Path, log: Path, script: Path, pages: tuple[str, ...],
+            rounds: int) -> list[dict[str, dict[str, float]]]:
+    """`rounds` rounds over `pages` of `script` served fresh (round 1 on cold caches)."""
+    proc, url = start_server(db, config, log, script)
+    try:
+        return [run_round(browser, url, pages) for _ in range(rounds)]
+    finally:
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def main() -> int:
@@ -135,18 +169,22 @@ def main() -> int:
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "interestgeo.toml"
         config.write_text("", encoding="utf-8")  # the defaults (k = 10), as `make run` serves
-        proc, url = start_server(db, config, Path(tmp) / "streamlit.log")
-        try:
-            with sync_playwright() as playwright:
-                browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-                rounds = [run_round(browser, url) for _ in range(args.rounds)]
-                browser.close()
-        finally:
-            proc.terminate()
-            proc.wait(timeout=10)
-    print(f"database {db}; {args.rounds} rounds; round 1 = cold caches. Seconds.")
+        reference_app = Path(tmp) / "reference.py"
+        reference_app.write_text(REFERENCE_APP, encoding="utf-8")
+        load_before = os.getloadavg()[0]
+        with sync_playwright() as playwright:
+            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            rounds = measure(browser, db, config, Path(tmp) / "streamlit.log", ROOT / "app.py", PAGES, args.rounds)
+            print("reference (trivial app):", flush=True)
+            reference = measure(browser, db, config, Path(tmp) / "reference.log", reference_app, REFERENCE_PAGES,
+                                args.rounds)
+            browser.close()
+    ref_first = statistics.median(r[p]["first"] for r in reference[1:] or reference for p in REFERENCE_PAGES)
+    ref_filter = statistics.median(r[p][k] for r in reference for p in REFERENCE_PAGES for k in ("filter", "back"))
+    print(f"database {db}; {args.rounds} rounds; round 1 = cold caches. Seconds. "
+          f"Load average {load_before:.2f} before, {os.getloadavg()[0]:.2f} after.")
     print(f"{'page':<12} {'first (cold)':>12} {'first (warm)':>12} {'filter (cold)':>13} {'filter (warm)':>13}"
-          f" {'filter back':>11}")
+          f" {'filter back':>11} {'x ref first':>11} {'x ref filter':>12}")
     report: dict[str, dict[str, float]] = {}
     for name in rounds[0]:
         cold = rounds[0][name]
@@ -158,9 +196,13 @@ def main() -> int:
             "filter_warm": statistics.median(w.get("filter", float("nan")) for w in warm),
             "filter_back": statistics.median(r[name].get("back", float("nan")) for r in rounds),
         }
+        row["ratio_first"] = row["first_warm"] / ref_first
+        row["ratio_filter"] = row["filter_back"] / ref_filter
         report[name] = row
         print(f"{name:<12} {row['first_cold']:>12.2f} {row['first_warm']:>12.2f} {row['filter_cold']:>13.2f}"
-              f" {row['filter_warm']:>13.2f} {row['filter_back']:>11.2f}")
+              f" {row['filter_warm']:>13.2f} {row['filter_back']:>11.2f} {row['ratio_first']:>11.1f}"
+              f" {row['ratio_filter']:>12.1f}")
+    print(f"{'reference':<12} {'':>12} {ref_first:>12.2f} {'':>13} {'':>13} {ref_filter:>11.2f} {1:>11.1f} {1:>12.1f}")
     pages = [report[p] for p in PAGES]
     worst_first = max(p["first_warm"] for p in pages)
     worst_filter = max(p["filter_back"] for p in pages)
@@ -168,7 +210,8 @@ def main() -> int:
           f"filter change < {TARGET_FILTER_S} s (worst cached {worst_filter:.2f} s)")
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"database": str(db), "rounds": args.rounds, "pages": report}, indent=2))
+        args.json.write_text(json.dumps({"database": str(db), "rounds": args.rounds, "pages": report,
+                                         "reference": {"first": ref_first, "filter": ref_filter}}, indent=2))
     return 0
 
 

@@ -11,6 +11,7 @@ cells picked on the map travel in the `cells` parameter.
 
 from __future__ import annotations
 
+import copy
 import datetime as dt
 import json
 import logging
@@ -87,9 +88,18 @@ def db_path(config: Config) -> str:
     return str(Path(config.store.path).resolve())
 
 
+# Held while the Model page trains: one run at a time, and the database is open for writing.
+TRAINING = threading.Lock()
+TRAINING_NOTE = ("a new interest model is training (Model page); pages that read the database are back when it "
+                 "finishes")
+
+
 @contextmanager
 def store_for(config: Config) -> Iterator[Any]:
     """The shared read-only store, held for the length of one core call."""
+    if TRAINING.locked():
+        # DuckDB keeps one writer and no readers in a process: say so instead of failing to open
+        raise RuntimeError(TRAINING_NOTE)
     handle = _open_store(db_path(config), config_key(config))
     with handle.lock:
         yield handle.store
@@ -98,9 +108,11 @@ def store_for(config: Config) -> Iterator[Any]:
 def release_store() -> None:
     """Drop the read-only handle and every cached result (after an upload changed the database)."""
     _open_store.clear()
-    scored_events.clear()
-    interest_model.clear()
+    for loader in (scored_events, venues, user_scored, interest_model):
+        loader.clear()
     st.cache_data.clear()
+    with _WARMING_LOCK:
+        _WARMING.clear()
 
 
 def require_database(config: Config) -> None:
@@ -133,27 +145,65 @@ def cell_aggregates(
                                      k=config.privacy.k_min_users)
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def topic_labels(path: str, config_json: str) -> tuple[str, ...]:
+    """The stored interest topics, in order (empty before the first `interestgeo score`).
+
+    What the filter bar, the colours and the "is anything scored" checks need, read without the
+    interest vectors: pages that need no vectors (Upload, Model) never load them.
+    """
+    with store_for(_config_from(config_json)) as store:
+        topics = store.analytics_topics()
+    return tuple(topics.labels) if topics is not None else ()
+
+
 @st.cache_resource(show_spinner="Loading interest vectors...", max_entries=4)
-def scored_events(path: str, config_json: str, with_venues: bool = False) -> analytics.ScoredEvents | None:
+def scored_events(path: str, config_json: str) -> analytics.ScoredEvents | None:
     """Every scored event with its interest vector (None before the first `interestgeo score`).
 
     Loaded once per database and shared by all sessions: the analytics filter it in numpy, so
-    the filters are not part of this key.
+    the filters are not part of this key. Only region-level pages need it; the User page reads
+    its one person through `user_scored`.
     """
     config = _config_from(config_json)
-    encoder = text_encoder(config_json) if with_venues else None
     with store_for(config) as store:
         try:
-            return analytics.load_scored(store, config, None, encoder=encoder)
+            return analytics.load_scored(store, config, None)
         except LookupError:
             return None
 
 
-@st.cache_resource(show_spinner="Loading the text model...", max_entries=2)
+@st.cache_resource(show_spinner="Loading the venues...", max_entries=2)
+def venues(path: str, config_json: str) -> analytics.Venues:
+    """Every venue with its text embedding (cached in the store), for next-venue predictions."""
+    config = _config_from(config_json)
+    encoder = text_encoder(config_json)
+    with store_for(config) as store:
+        return analytics.build_venues(store, encoder, store.events())
+
+
+@st.cache_resource(show_spinner=False, max_entries=32)
+def user_scored(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.ScoredEvents:
+    """One person's scored events and vectors (hundreds of rows, not the whole store's 100k)."""
+    config = _config_from(config_json)
+    with store_for(config) as store:
+        topics = store.analytics_topics()
+        events, vectors = store.user_scored_events(dataset_id, user_id)
+    if topics is None or events.empty:
+        raise LookupError(f"no interest vectors for this person yet: {SCORE_HINT}")
+    return analytics.ScoredEvents(events, vectors, topics, config)
+
+
 def text_encoder(config_json: str) -> Any:
+    """The text encoder of this config: one per text-model setting, whatever the database."""
+    return _text_encoder(json.dumps(json.loads(config_json)["text"], sort_keys=True))
+
+
+@st.cache_resource(show_spinner="Loading the text model...", max_entries=2)
+def _text_encoder(text_json: str) -> Any:
     from interestgeo.text import TextEncoder
 
-    return TextEncoder(_config_from(config_json).text)
+    return TextEncoder(Config.from_dict({"text": json.loads(text_json)}).text)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -161,24 +211,59 @@ def phrase_vector(config_json: str, phrase: str) -> np.ndarray:
     return analytics.embed_phrase(text_encoder(config_json), phrase)
 
 
-def load_scored(config: Config, *, with_venues: bool = False) -> analytics.ScoredEvents | None:
-    return scored_events(db_path(config), config_key(config), with_venues)
+def is_scored(config: Config) -> bool:
+    """Whether the events have interest vectors (cheap: reads the topics, not the vectors)."""
+    return bool(topic_labels(db_path(config), config_key(config)))
 
 
 def topic_colors(config: Config) -> dict[str, tuple[int, int, int]]:
     """One colour per topic, the same on every page (topics in their stored order)."""
     from interestgeo import charts
 
-    scored = load_scored(config)
-    return charts.topic_colors(list(scored.topics.labels) if scored is not None else [])
+    return charts.topic_colors(list(topic_labels(db_path(config), config_key(config))))
+
+
+def warm_up(config: Config, *, analyst: bool) -> None:
+    """Load the interest vectors, the text encoder and, for analysts, the model in a background thread, once per
+    database and process, so the first page that needs them waits less or not at all.
+
+    The cached loaders hold a per-key lock, so a page asking meanwhile waits for this load
+    instead of starting a second one. Errors are left for the page's own call to report.
+    """
+    path, key = db_path(config), config_key(config)
+    with _WARMING_LOCK:
+        if not config.app.warm_up or (path, key) in _WARMING or not is_scored(config):
+            return
+        _WARMING.add((path, key))
+
+    def load() -> None:
+        try:
+            scored_events(path, key)
+            # the analytics' grouped means run on torch: import it here, not in a page's first render
+            import torch  # noqa: F401
+
+            # free-text queries and venues need the text encoder, the User page the model; both
+            # load through their cached loaders, so a page asking at the same time waits for this
+            # load (two threads importing transformers at once can break its lazy imports)
+            text_encoder(key)
+            if analyst:
+                interest_model(path, key)
+        except Exception:  # the page's own call shows the error in words; the log keeps this one
+            log.exception("warm-up failed")
+
+    threading.Thread(target=load, name="interestgeo-warm-up", daemon=True).start()
+
+
+_WARMING: set[tuple[str, str]] = set()
+_WARMING_LOCK = threading.Lock()
 
 
 # Region-level analytics, cached by (database, config, filters, arguments). The scored events are
 # looked up inside (they are one shared resource per database), so only small keys are hashed.
 
 
-def _scored(path: str, config_json: str, with_venues: bool = False) -> analytics.ScoredEvents:
-    scored = scored_events(path, config_json, with_venues)
+def _scored(path: str, config_json: str) -> analytics.ScoredEvents:
+    scored = scored_events(path, config_json)
     if scored is None:
         raise LookupError(f"no interest vectors yet: {SCORE_HINT}")
     return scored
@@ -194,6 +279,13 @@ def region_map(
     path: str, config_json: str, filters: analytics.Filters, resolution: int, window: str | None
 ) -> analytics.RegionMap:
     return analytics.region_map(_scored(path, config_json), filters, resolution, window)
+
+
+@st.cache_data(show_spinner=False, max_entries=128)
+def window_counts(
+    path: str, config_json: str, filters: analytics.Filters, window: str
+) -> tuple[pd.DataFrame, int]:
+    return analytics.window_counts(_scored(path, config_json), filters, window)
 
 
 @st.cache_data(show_spinner=False, max_entries=64)
@@ -216,7 +308,7 @@ def list_users(path: str, config_json: str, filters: analytics.Filters) -> pd.Da
 
 @st.cache_data(show_spinner=False, max_entries=64)
 def user_profile(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.UserProfile:
-    return analytics.user_profile(_scored(path, config_json), dataset_id, user_id)
+    return analytics.user_profile(user_scored(path, config_json, dataset_id, user_id), dataset_id, user_id)
 
 
 @st.cache_resource(show_spinner="Loading the interest model...", max_entries=2)
@@ -227,7 +319,8 @@ def interest_model(path: str, config_json: str) -> Any | None:
     config = _config_from(config_json)
     with store_for(config) as store:
         try:
-            return load_source(store, config)
+            # the app's one text encoder (loading a second would cost seconds and memory)
+            return load_source(store, config, encoder=text_encoder(config_json))
         except (LookupError, FileNotFoundError):
             return None
 
@@ -240,7 +333,7 @@ def explain_user(path: str, config_json: str, dataset_id: int, user_id: str) -> 
     model = interest_model(path, config_json)
     if model is None:
         return None
-    return explain_scored_user(model, _scored(path, config_json), dataset_id, user_id)
+    return explain_scored_user(model, user_scored(path, config_json, dataset_id, user_id), dataset_id, user_id)
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -257,7 +350,9 @@ def score_runs(path: str, config_json: str) -> pd.DataFrame:
 
 @st.cache_data(show_spinner="Predicting...", max_entries=64)
 def next_interests(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.NextInterests:
-    return analytics.next_interests(_scored(path, config_json, True), dataset_id, user_id)
+    person = copy.copy(user_scored(path, config_json, dataset_id, user_id))
+    person.venues = venues(path, config_json)  # a shallow copy: the cached one stays venue-free
+    return analytics.next_interests(person, dataset_id, user_id)
 
 
 # --- named areas ------------------------------------------------------------------------------
@@ -312,6 +407,8 @@ class FilterState:
     cells: tuple[int, ...] = ()
     geojson: str | None = None
     topic: str | None = None
+    polygon: tuple[tuple[float, float], ...] = ()  # drawn on the map, (lon, lat) corners
+    uploaded: bool = False  # a GeoJSON file is part of `geojson`
 
     @property
     def comparison(self) -> tuple[dt.date, dt.date] | None:
@@ -344,7 +441,9 @@ class FilterState:
         parts = [md(a) for a in self.areas]
         if self.cells:
             parts.append(f"{len(self.cells)} picked cells")
-        if self.geojson is not None and not self.areas:
+        if self.polygon:
+            parts.append("drawn polygon")
+        if self.uploaded:
             parts.append("uploaded region")
         return ", ".join(parts) or "Everywhere"
 
@@ -392,16 +491,99 @@ def set_picked_cells(cells: tuple[int, ...]) -> None:
         del st.query_params["cells"]
 
 
+# A drawn polygon travels in the URL: enough corners for a hand-drawn outline, few enough for a link.
+MAX_POLYGON_CORNERS = 64
+
+
+def drawn_polygon() -> tuple[tuple[float, float], ...]:
+    """The polygon drawn on the map (session state, mirrored in the URL's `poly` parameter)."""
+    if "region_polygon" not in st.session_state:
+        st.session_state["region_polygon"] = parse_polygon(str(st.query_params.get("poly", "")))
+    return tuple(st.session_state["region_polygon"])
+
+
+def set_drawn_polygon(corners: tuple[tuple[float, float], ...]) -> None:
+    st.session_state["region_polygon"] = tuple(corners)
+    if corners:
+        st.query_params["poly"] = format_polygon(corners)
+    elif "poly" in st.query_params:
+        del st.query_params["poly"]
+
+
+def format_polygon(corners: tuple[tuple[float, float], ...]) -> str:
+    """`lon,lat;lon,lat;...` at 5 decimals (about a metre): the URL form of a drawn polygon."""
+    return ";".join(f"{lon:.5f},{lat:.5f}" for lon, lat in corners)
+
+
+def parse_polygon(text: str) -> tuple[tuple[float, float], ...]:
+    """The corners in a `poly` URL parameter; () when it is not a usable polygon (a bad link)."""
+    corners = []
+    for pair in text.split(";"):
+        lon_text, _, lat_text = pair.partition(",")
+        try:
+            lon, lat = float(lon_text), float(lat_text)
+        except ValueError:
+            return ()
+        if not (-180 <= lon <= 180 and -90 <= lat <= 90):
+            return ()
+        corners.append((lon, lat))
+    return tuple(corners) if len(corners) >= 3 else ()
+
+
+def polygon_from_selection(selection: Any) -> tuple[tuple[float, float], ...]:
+    """The corners of the last lasso (or box) drawn on a plotly chart with lon/lat axes; () if none.
+
+    A hand-drawn lasso has hundreds of points: it is simplified (shapely, to ~10 m, then coarser
+    if needed) to at most MAX_POLYGON_CORNERS so it fits in a link.
+    """
+    import shapely
+
+    shapes = []
+    for kind in ("lasso", "box"):
+        for shape in (selection or {}).get(kind, []) or []:
+            xs, ys = list(shape.get("x", [])), list(shape.get("y", []))
+            if kind == "box" and len(xs) == 2 and len(ys) == 2:
+                xs, ys = [xs[0], xs[1], xs[1], xs[0]], [ys[0], ys[0], ys[1], ys[1]]
+            if len(xs) >= 3 and len(xs) == len(ys):
+                shapes.append(list(zip(xs, ys, strict=True)))
+    if not shapes:
+        return ()
+    polygon = shapely.Polygon(shapes[-1])
+    if not polygon.is_valid:
+        polygon = polygon.buffer(0)  # a lasso that crosses itself: its outline
+    tolerance = 1e-4
+    while True:
+        simple = polygon.simplify(tolerance)
+        if isinstance(simple, shapely.MultiPolygon):
+            simple = max(simple.geoms, key=lambda g: g.area)
+        corners = list(simple.exterior.coords)[:-1] if isinstance(simple, shapely.Polygon) else []
+        if len(corners) <= MAX_POLYGON_CORNERS or tolerance > 1:
+            break
+        tolerance *= 2
+    corners = [(round(float(x), 5), round(float(y), 5)) for x, y in corners]
+    return tuple(corners) if len(corners) >= 3 else ()
+
+
+def polygon_geojson(corners: tuple[tuple[float, float], ...]) -> str:
+    """A drawn polygon as a GeoJSON FeatureCollection (the region filter's input)."""
+    ring = [list(c) for c in corners] + [list(corners[0])]
+    return json.dumps({"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"name": "drawn"}, "geometry": {"type": "Polygon", "coordinates": [ring]}}]})
+
+
 def filter_bar(config: Config) -> FilterState | None:
     """The global filter bar in the sidebar; None when there is no data to filter yet."""
     if not Path(config.store.path).exists():
+        return None
+    if TRAINING.locked():
+        st.sidebar.info(f"Filters: {TRAINING_NOTE}.")
         return None
     frame = datasets(db_path(config), config_key(config))
     if frame.empty:
         return None
     names = frame["name"].astype(str).tolist()
     lo, hi = _date_bounds(frame)
-    scored = load_scored(config)
+    labels = topic_labels(db_path(config), config_key(config))
     with st.sidebar:
         st.subheader("Filters")
         chosen = st.multiselect(
@@ -428,20 +610,25 @@ def filter_bar(config: Config) -> FilterState | None:
         ))
         cells = picked_cells()
         if cells:
-            st.caption(f"Region: {len(cells)} cells picked on the map.")
-            if st.button("Clear picked cells", key="clear_cells"):
-                set_picked_cells(())
-                cells = ()
+            _map_region_note(f"Region: {len(cells)} cells picked on the map.", "Clear picked cells", "clear_cells",
+                             lambda: set_picked_cells(()))
+        polygon = drawn_polygon()
+        if polygon:
+            _map_region_note(f"Region: a polygon drawn on the map ({len(polygon)} corners).", "Clear drawn polygon",
+                             "clear_polygon", lambda: set_drawn_polygon(()))
         upload = st.file_uploader("Region: GeoJSON polygon", type=["geojson", "json"], key="region_file",
                                   help="A FeatureCollection, Feature or polygon in WGS84.")
         topic = None
-        if scored is not None:
-            topic = st.selectbox("Topic", list(scored.topics.labels), index=None, key="topic",
+        if labels:
+            topic = st.selectbox("Topic", list(labels), index=None, key="topic",
                                  bind="query-params", placeholder="All topics",
                                  help="Only events about this topic.")
     geojson = areas_geojson(areas)
-    if upload is not None:
-        geojson = _uploaded_geojson(upload.getvalue(), geojson)
+    uploaded = upload is not None and (joined := _uploaded_geojson(upload.getvalue(), geojson)) != geojson
+    if uploaded:
+        geojson = joined
+    if polygon:
+        geojson = _joined_geojson(geojson, polygon_geojson(polygon))
     ids = tuple(int(i) for i, n in zip(frame["dataset_id"], names, strict=True) if n in set(chosen))
     return FilterState(
         dataset_ids=ids,
@@ -455,7 +642,17 @@ def filter_bar(config: Config) -> FilterState | None:
         cells=cells,
         geojson=geojson,
         topic=topic,
+        polygon=polygon,
+        uploaded=uploaded,
     )
+
+
+def _map_region_note(note: str, label: str, key: str, clear: Callable[[], None]) -> None:
+    """A region set on the map: what it is, and a button that clears it."""
+    st.caption(note)
+    if st.button(label, key=key):
+        clear()
+        st.rerun()  # from the top: the note above is already drawn
 
 
 def _uploaded_geojson(raw: bytes, areas: str | None) -> str | None:
@@ -470,8 +667,14 @@ def _uploaded_geojson(raw: bytes, areas: str | None) -> str | None:
         feature = data if isinstance(data, dict) and data.get("type") == "Feature" else {
             "type": "Feature", "geometry": data, "properties": {}}
         features = [feature]
-    if areas is not None:
-        features = [*json.loads(areas)["features"], *features]
+    return _joined_geojson(areas, json.dumps({"type": "FeatureCollection", "features": features}))
+
+
+def _joined_geojson(first: str | None, second: str) -> str:
+    """Two FeatureCollections as one (the region is their union); `first` may be None."""
+    if first is None:
+        return second
+    features = [*json.loads(first)["features"], *json.loads(second)["features"]]
     return json.dumps({"type": "FeatureCollection", "features": features})
 
 
@@ -538,10 +741,13 @@ def start_page(title: str, *, needs_scores: str | None = None) -> tuple[Config, 
     st.title(title)
     require_database(config)
     filters = current_filters()
+    if TRAINING.locked():
+        st.info(f"Not now: {TRAINING_NOTE}.", icon=":material/hourglass_top:")
+        return None
     if filters is None:
         st.info("No events yet: run `make run` (the NYC demo) or load a CSV on the **Upload** page.")
         return None
-    if needs_scores and load_scored(config) is None:
+    if needs_scores and not is_scored(config):
         st.info(f"{needs_scores}: {SCORE_HINT}.")
         return None
     st.caption(filters.describe())

@@ -4,7 +4,8 @@ Widgets -> one core call -> `charts`:
 - dominant topic: `analytics.region_map` (k threshold applied) -> `charts.topic_map` + legend;
 - free-text query: `analytics.query_interest` -> `charts.score_map` + ranked cells + hour x day;
 - event counts (before the events are scored): `store.cell_aggregates` -> `charts.count_map`.
-Time playback steps through windows; cells picked on the map become the region filter.
+Time playback steps through windows; cells picked on the map, or a polygon drawn around them
+(a lasso on a plotly chart of the cells: pydeck has no drawing tool), become the region filter.
 """
 
 from __future__ import annotations
@@ -35,8 +36,7 @@ def page() -> None:
         return
     config, filters = started
     resolutions = tuple(sorted(config.store.map_resolutions))
-    scored = ui.load_scored(config)
-    if scored is None:
+    if not ui.is_scored(config):
         st.info(f"Topics and free-text queries appear once the events are scored: {ui.SCORE_HINT}. "
                 "Meanwhile: where the events are.")
         _count_map(config, filters, resolutions)
@@ -93,6 +93,15 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
     # The map column is ~640 px wide at 1280 px: fit the view to that, not to the full width.
     view = charts.view_for_cells(result.cells["cell"].unique().tolist(), width_px=640, height_px=MAP_HEIGHT)
     map_col, legend_col = st.columns([2.3, 1])
+    drawing = legend_col.toggle("Draw a region", key="map_draw",
+                                help="Lasso (or box) cells on a plain chart of the map to use as the region.")
+    if drawing:
+        with map_col:
+            _draw_region(config, filters, resolution, colors)
+        with legend_col:
+            st.markdown("**Dominant topic**")
+            _legend(cells, colors)
+        return
     with map_col:
         spot = st.empty()
         if playing:
@@ -131,6 +140,27 @@ def _legend(cells: pd.DataFrame, colors: dict[str, tuple[int, int, int]]) -> Non
                                 "topic": st.column_config.TextColumn(width=170),
                                 "cells": st.column_config.NumberColumn("cells", format="%.0f%%", width=50)})
     st.caption("Paler cells: a weaker lead.")
+
+
+@st.fragment
+def _draw_region(config: object, filters: ui.FilterState, resolution: int,
+                 colors: dict[str, tuple[int, int, int]]) -> None:
+    """Every cell (whatever the region filter) on lon/lat axes; the lasso drawn becomes the region.
+
+    A fragment: drawing reruns only this part; using the polygon reruns the whole app.
+    """
+    path, key = ui.db_path(config), ui.config_key(config)  # type: ignore[arg-type]
+    everywhere = ui.region_map(path, key, filters.to_filters(region=False), resolution, None)
+    event = st.plotly_chart(charts.draw_region_figure(everywhere.cells, colors, height=MAP_HEIGHT), width="stretch",
+                            on_select="rerun", selection_mode=("lasso", "box"), key="map_draw_chart")
+    corners = ui.polygon_from_selection(event.selection if event else None)
+    if not corners:
+        st.caption("Drag a lasso around the cells you want (the box tool is in the chart's toolbar).")
+        return
+    if st.button(f"Use the drawn polygon ({len(corners)} corners) as the region", key="use_polygon",
+                 type="primary"):
+        ui.set_drawn_polygon(corners)
+        st.rerun()
 
 
 def _frames(cells: pd.DataFrame, window: str | None) -> list[tuple[str, np.ndarray]]:

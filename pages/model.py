@@ -1,17 +1,20 @@
 """Model: which interest model produces the vectors, how it was trained, how it compares.
 
 Widgets -> the store's checkpoint registry and score runs (`store.checkpoints()`,
-`store.score_runs()`) -> tables. Training and the full evaluation against the baselines take
-minutes of CPU, so they run from the CLI; the page names the commands.
+`store.score_runs()`) -> tables. Analysts can train a new checkpoint here (`train.train_model`,
+with a progress bar per epoch; one run at a time per server, since it holds the database open
+for writing); the CLI commands for training, scoring and the full evaluation are on the page too.
 """
 
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
 
+from interestgeo.config import Config
 from pages import _common as ui
 
 METRIC_ORDER = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg@10")
@@ -21,6 +24,9 @@ def page() -> None:
     config = ui.app_config()
     st.title("Model")
     ui.require_database(config)
+    if ui.TRAINING.locked():
+        st.info("A training run is in progress (started from this page); it takes minutes. Reload when it is done.")
+        return
     path, key = ui.db_path(config), ui.config_key(config)
     runs = ui.score_runs(path, key)
     if runs.empty:
@@ -54,12 +60,55 @@ def page() -> None:
         if "val_mrr" in metrics:
             st.caption(f"Best epoch {metrics.get('best_epoch')} · validation MRR {float(metrics['val_mrr']):.4f} · "
                        f"trained in {float(metrics.get('train_seconds', 0)):,.0f} s.")
+    _train(config)
     st.subheader("Against the baselines")
     st.markdown(
         "`interestgeo evaluate` scores the model, its ablations and every baseline (popularity, "
         "nearest-popular, Markov, blend) on the same test samples and prints the table. "
         "`interestgeo train` trains a new checkpoint; `interestgeo score` rescoring makes it the source."
     )
+
+
+def _train(config: Config) -> None:
+    """Train a new checkpoint from the page (analysts only, one run at a time)."""
+    st.subheader("Train a new model")
+    st.markdown("From a terminal: `interestgeo train`, then `interestgeo score` to make the new checkpoint the "
+                "source of the interest vectors.")
+    if ui.role(config) != "analyst":
+        st.caption("Training from the page is for the analyst role.")
+        return
+    left, right = st.columns([1, 3], vertical_alignment="bottom")
+    epochs = left.number_input("Epochs", min_value=1, max_value=config.model.epochs, value=config.model.epochs,
+                               key="train_epochs", help="Fewer epochs: quicker, usually a weaker model "
+                                                        "(training stops early when validation stops improving).")
+    right.caption("CPU minutes on the demo data; every page waits while it runs (the database is open for "
+                  "writing).")
+    if not st.button("Train now", key="train_go", type="primary", icon=":material/model_training:"):
+        return
+    if not ui.TRAINING.acquire(blocking=False):
+        st.info("Another training run started a moment ago; reload when it is done.")
+        return
+    from interestgeo.store import Store
+    from interestgeo.train import train_model
+
+    bar = st.progress(0.0, text="Preparing the training data (text embeddings, split)...")
+
+    def log(message: str) -> None:
+        if message.startswith("epoch "):
+            done = int(message.split()[1].rstrip(":"))
+            bar.progress(min(done / int(epochs), 1.0), text=message)
+
+    try:
+        ui.release_store()
+        with Store.open(Path(config.store.path), config=config) as store:
+            checkpoint = train_model(store, config, epochs=int(epochs), log=log)
+    finally:
+        ui.TRAINING.release()
+        ui.release_store()
+    bar.progress(1.0, text="Done.")
+    st.success(f"Checkpoint {checkpoint} is trained and registered. Run `interestgeo score` to make it the source "
+               "of the interest vectors.")
+    st.button("Show it in the table", key="train_refresh")
 
 
 def _test_results(metrics: dict[str, object]) -> pd.DataFrame:

@@ -1,7 +1,7 @@
 """Overview: the first screen — how much is happening and what people are into, at a glance.
 
 Widgets (the sidebar filters) -> `analytics.interest_profile` (KPIs, top interests with share and
-index), `analytics.region_map` (active cells), `analytics.region_drift` (daily trend) -> tiles,
+index), `analytics.region_map` (active cells), `analytics.window_counts` (daily trend) -> tiles,
 a bar chart and a line. Before the events are scored it shows what the store alone knows.
 """
 
@@ -23,7 +23,7 @@ def page() -> None:
         return
     config, filters = started
     path, key = ui.db_path(config), ui.config_key(config)
-    if ui.load_scored(config) is None:
+    if not ui.is_scored(config):
         _store_only(config, filters)
         return
     current = filters.to_filters()
@@ -63,10 +63,10 @@ def page() -> None:
             ui.csv_download(profile.shares, "top-interests")
     with right:
         st.subheader("Trend")
-        trend = _daily(ui.region_drift(path, key, current, "day").timeline)
+        trend = _daily(ui.window_counts(path, key, current, "day")[0])
         comparison = None
         if before is not None:
-            comparison = _daily(ui.region_drift(path, key, before, "day").timeline)
+            comparison = _daily(ui.window_counts(path, key, before, "day")[0])
             comparison["date"] = comparison["date"] + (pd.Timestamp(filters.start) - pd.Timestamp(filters.comparison[0]))
         if trend.empty:
             st.info("No day has enough people to show under the privacy threshold.")

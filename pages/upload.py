@@ -17,7 +17,7 @@ import pandas as pd
 import streamlit as st
 
 from interestgeo.config import Config
-from interestgeo.ingest import IngestError, detect_columns, ingest_file
+from interestgeo.ingest import IngestError, detect_columns, detect_format, ingest_file
 from interestgeo.score import RecencySource, load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import embed_texts
@@ -33,6 +33,8 @@ from pages._common import (
 )
 
 NOT_MAPPED = "— not mapped —"
+# Rows of the file shown beside the detected mapping: enough to recognise each column.
+PREVIEW_ROWS = 8
 # Canonical fields in the order a person checks them; `text` is a multiselect (columns are joined).
 SINGLE_FIELDS = ("user_id", "ts", "lat", "lon", "tz_offset_min", "item_id", "category", "category_path", "event_type")
 FIELD_HELP = {
@@ -74,7 +76,10 @@ def page() -> None:
         st.error(f"This file cannot be used: {md(exc)}")
         return
     st.subheader("1. Columns")
-    st.caption("Detected automatically; change any mapping before loading. Text may join several columns.")
+    st.markdown(f"**The file's first {PREVIEW_ROWS} rows**, as read (text only)")
+    _preview(source)
+    st.caption("The mapping was detected automatically; change any of it before loading. Text may join several "
+               "columns.")
     overrides = _mapping_editor(detected)
     dataset = st.text_input("Dataset name", value=_default_name(upload.name), key="upload_name")
     try:
@@ -137,6 +142,20 @@ def _score_new_events(store: Store, config: Config, stored: int, progress: Calla
         return f"The new events could not be scored ({exc}); run `interestgeo score --since new`."
     return (f"Scored {result.events:,} events of {result.users:,} people with `{result.source}` in "
             f"{result.elapsed_s:.1f} s (no retraining).")
+
+
+def _preview(source: Path) -> None:
+    """The first rows as raw strings: what each column holds, before any parsing or mapping."""
+    try:
+        fmt = detect_format(source)
+        rows = pd.read_csv(source, sep=fmt.delimiter, encoding=fmt.encoding, dtype=str, keep_default_na=False,
+                           nrows=PREVIEW_ROWS, compression="gzip" if fmt.compression == "gzip" else None,
+                           engine="python", on_bad_lines="skip")
+    except (IngestError, ValueError, UnicodeDecodeError, pd.errors.ParserError) as exc:
+        st.caption(f"No preview: {md(exc)}")
+        return
+    st.dataframe(rows, hide_index=True, width="stretch", height=36 * (len(rows) + 1) + 2,
+                 column_config={c: st.column_config.TextColumn() for c in rows.columns})
 
 
 def _mapping_editor(detected: object) -> dict[str, str]:

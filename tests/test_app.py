@@ -6,12 +6,15 @@ The database is built the way users build theirs: the real ingest of a small rea
 
 from __future__ import annotations
 
+import base64
 import datetime as dt
 import gzip
 import json
 import shutil
+import threading
 from pathlib import Path
 
+import numpy as np
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -48,7 +51,8 @@ def build_test_database(folder: Path, *, rows: int = SAMPLE_ROWS, scored: bool =
     """
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "interestgeo.toml"
-    config_file.write_text('[privacy]\nk_min_users = 2\n\n[app]\nrole = "analyst"\n', encoding="utf-8")
+    # warm_up off: each test asks for what it needs (test_warm_up_loads_in_the_background turns it on)
+    config_file.write_text('[privacy]\nk_min_users = 2\n\n[app]\nrole = "analyst"\nwarm_up = false\n', encoding="utf-8")
     db = folder / "test.duckdb"
     config = load_config(config_file).with_db(db)
     with Store.open(db, config=config) as store:
@@ -215,6 +219,10 @@ def test_upload_loads_a_csv_and_the_dataset_appears_in_the_filter(app_env: Path,
     assert at.selectbox(key="map_user_id").value == "userId"
     assert at.selectbox(key="map_lon").value == "lng"
     assert at.text_input(key="upload_name").value == "nyc-extra"
+    # beside it, the file's first rows as raw text (the bad coordinate shows as written)
+    preview = at.dataframe[0].value
+    assert list(preview.columns[:2]) == ["userId", "venueId"] and len(preview) == 8
+    assert preview["lat"].iloc[0] == "not-a-number" and preview["userId"].map(type).eq(str).all()
     at.button(key="upload_go").click().run()
     assert_clean(at)
     metrics = {m.label: m.value for m in at.metric}
@@ -251,6 +259,19 @@ def sample_people(rows: int) -> int:
 @pytest.mark.parametrize("page", PAGES)
 def test_every_page_renders_with_interest_vectors(scored_env: Path, page: str) -> None:
     at = open_with_params(page, {"drift_window": "day"})
+    assert_clean(at)
+
+
+def test_warm_up_loads_in_the_background(scored_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+    scored_env.write_text(scored_env.read_text(encoding="utf-8").replace("warm_up = false", "warm_up = true"),
+                          encoding="utf-8")
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    assert_clean(at)
+    (thread,) = [t for t in threading.enumerate() if t.name == "interestgeo-warm-up"]
+    thread.join(TIMEOUT)
+    assert not thread.is_alive()
+    assert "warm-up failed" not in caplog.text
+    at.switch_page("pages/user.py").run()  # the vectors, the encoder and the model are all loaded by now
     assert_clean(at)
 
 
@@ -366,3 +387,80 @@ def test_user_text_is_never_markdown_or_html(app_env: Path, tmp_path: Path) -> N
     overview = open_with_params("pages/overview.py", {"ds": name})
     assert_clean(overview)
     assert any("\\!\\[x\\]" in c.value for c in overview.caption)
+
+
+# Lower Manhattan, as a drawn polygon travels in a link: lon,lat corners.
+MANHATTAN_POLY = "-74.02,40.70;-73.97,40.70;-73.97,40.76;-74.02,40.76"
+
+
+def test_a_drawn_polygon_in_the_link_narrows_everything(scored_env: Path) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)  # the Overview, with the sidebar in the tree
+    at.query_params["poly"] = MANHATTAN_POLY
+    at.run()
+    assert_clean(at)
+    events = int(next(m for m in at.metric if m.label == "Events").value.replace(",", ""))
+    assert 0 < events < SCORED_ROWS
+    assert "drawn polygon" in at.main.caption[0].value
+    assert any("polygon drawn on the map (4 corners)" in c.value for c in at.caption)
+    assert at.button(key="clear_polygon")  # clearing it is driven in the browser (tests/browser)
+
+
+def test_a_broken_polygon_link_is_ignored(scored_env: Path) -> None:
+    at = open_with_params("pages/overview.py", {"poly": "-74.0,40.7;javascript:alert(1)"})
+    assert_clean(at)
+    assert next(m for m in at.metric if m.label == "Events").value == f"{SCORED_ROWS:,}"
+
+
+def test_draw_mode_shows_the_cells_for_a_lasso_or_box(scored_env: Path) -> None:
+    at = open_with_params("pages/map.py", {"map_res": "8"})
+    at.toggle(key="map_draw").set_value(True).run()
+    assert_clean(at)
+    assert not deck_specs(at)  # the drawing chart replaces the map
+    (chart,) = at.get("plotly_chart")
+    figure = json.loads(chart.proto.spec)
+    x = figure["data"][0]["x"]  # plotly sends numpy arrays as base64 binary
+    lon = np.frombuffer(base64.b64decode(x["bdata"]), dtype=x["dtype"]) if isinstance(x, dict) else np.asarray(x)
+    assert figure["layout"]["dragmode"] == "lasso" and len(lon) > 3 and np.all((-75 < lon) & (lon < -73))
+    assert chart.proto.form_id == "" and list(chart.proto.selection_mode)  # selections rerun the app
+
+
+def test_a_lasso_becomes_a_short_polygon_that_round_trips_through_the_link(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))  # the app's folder, as `streamlit run` puts it on the path
+    from pages._common import MAX_POLYGON_CORNERS, format_polygon, parse_polygon, polygon_from_selection
+
+    angles = np.linspace(0, 2 * np.pi, 500, endpoint=False)
+    lasso = {"x": list(-73.98 + 0.02 * np.cos(angles)), "y": list(40.75 + 0.015 * np.sin(angles))}
+    corners = polygon_from_selection({"points": [], "box": [], "lasso": [lasso]})
+    assert 3 <= len(corners) <= MAX_POLYGON_CORNERS
+    assert parse_polygon(format_polygon(corners)) == corners
+    box = polygon_from_selection({"box": [{"x": [-74.0, -73.9], "y": [40.7, 40.8]}], "lasso": []})
+    assert sorted(box) == [(-74.0, 40.7), (-74.0, 40.8), (-73.9, 40.7), (-73.9, 40.8)]
+    assert polygon_from_selection({"points": [{"x": 1, "y": 2}], "box": [], "lasso": []}) == ()
+    assert parse_polygon("1,2;3,4") == () and parse_polygon("200,1;1,1;2,2") == ()
+
+
+def test_model_page_trains_a_checkpoint_with_a_progress_bar(scored_env: Path) -> None:
+    at = open_app("pages/model.py")
+    assert "interestgeo train" in " ".join(m.value for m in at.markdown)  # the CLI way stays on the page
+    before = len(next(t.value for t in at.dataframe if "path" in t.value.columns))
+    at.number_input(key="train_epochs").set_value(1).run()
+    at.button(key="train_go").click().run(timeout=180)
+    assert_clean(at)
+    assert any("is trained and registered" in s.value for s in at.success)
+    at.button(key="train_refresh").click().run()
+    assert len(next(t.value for t in at.dataframe if "path" in t.value.columns)) == before + 1
+
+
+def test_training_is_for_analysts_and_one_run_at_a_time(scored_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.syspath_prepend(str(ROOT))
+    from pages._common import TRAINING
+
+    with TRAINING:  # a run in progress in another session
+        at = open_app("pages/model.py")
+        assert any("training run is in progress" in i.value for i in at.info)
+        assert "train_go" not in [b.key for b in at.button]
+    scored_env.write_text('[privacy]\nk_min_users = 2\n\n[app]\nrole = "marketer"\nwarm_up = false\n', encoding="utf-8")
+    at = open_app("pages/model.py")
+    assert_clean(at)
+    assert "train_go" not in [b.key for b in at.button]
+    assert any("for the analyst role" in c.value for c in at.caption)

@@ -70,11 +70,11 @@ class Server:
     log: Path
 
 
-def start_server(db: Path, config: Path, log: Path) -> tuple[subprocess.Popen[bytes], str]:
-    """`streamlit run app.py` on a free port; returns once its health check answers."""
+def start_server(db: Path, config: Path, log: Path, script: Path = ROOT / "app.py") -> tuple[subprocess.Popen[bytes], str]:
+    """`streamlit run app.py` (or another script) on a free port; returns once its health check answers."""
     port = free_port()
     env = {**os.environ, "INTERESTGEO_DB": str(db), "INTERESTGEO_CONFIG": str(config)}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
            "--browser.gatherUsageStats", "false"]
     out = log.open("wb")

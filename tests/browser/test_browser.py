@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import math
+import re
+
 import pytest
 from browser_helpers import (
     Server,
@@ -56,6 +59,36 @@ def test_a_hexagon_clicked_on_the_map_becomes_the_region(page: object, server: S
     assert "cells=" in page.url  # type: ignore[attr-defined]  # shareable as a link
     caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()  # type: ignore[attr-defined]
     assert "1 picked cells" in caption
+
+
+def test_a_lasso_drawn_on_the_map_becomes_the_region(page: object, server: Server) -> None:
+    open_app(page, server.url)
+    go_to(page, "Map")
+    page.get_by_text("Draw a region").click()  # type: ignore[attr-defined]
+    wait_rendered(page)
+    canvas = page.locator('[data-testid="stPlotlyChart"] .nsewdrag').first  # type: ignore[attr-defined]
+    canvas.wait_for(state="visible")
+    box = canvas.bounding_box()
+    cx, cy, r = box["x"] + box["width"] / 2, box["y"] + box["height"] / 2, 0.3 * min(box["width"], box["height"])
+    page.mouse.move(cx + r, cy)  # type: ignore[attr-defined]
+    page.mouse.down()  # type: ignore[attr-defined]
+    for step in range(1, 25):  # a hand-drawn loop around the middle of the city
+        angle = 2 * math.pi * step / 24
+        page.mouse.move(cx + r * math.cos(angle), cy + r * math.sin(angle), steps=2)  # type: ignore[attr-defined]
+    page.mouse.up()  # type: ignore[attr-defined]
+    use = page.get_by_role("button", name=re.compile("Use the drawn polygon"))  # type: ignore[attr-defined]
+    use.wait_for(timeout=30_000)
+    use.click()
+    page.get_by_text(re.compile("Region: a polygon drawn on the map")).wait_for(timeout=30_000)  # type: ignore[attr-defined]
+    wait_rendered(page)
+    assert "poly=" in page.url  # type: ignore[attr-defined]  # shareable as a link
+    caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()  # type: ignore[attr-defined]
+    assert "drawn polygon" in caption
+    full_page_screenshot(page, "map-drawn-region")
+    page.get_by_role("button", name="Clear drawn polygon").click()  # type: ignore[attr-defined]
+    page.get_by_text(re.compile("Region: a polygon drawn")).wait_for(state="detached", timeout=30_000)  # type: ignore[attr-defined]
+    wait_rendered(page)
+    assert "poly=" not in page.url  # type: ignore[attr-defined]
 
 
 def test_filters_from_a_link_reach_the_page(page: object, server: Server) -> None:
