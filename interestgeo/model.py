@@ -174,6 +174,8 @@ class InterestModel(nn.Module):
         self._markov_dense: torch.Tensor | None = None  # derived tables, see _tables()
         self._logd_dense: torch.Tensor | None = None
         self._log1p_markov_dense: torch.Tensor | None = None
+        self._markov_rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # see _table_rows()
+        self._rows_without_tables = 0  # query rows expected_text answered without the dense tables
 
         # --- input fusion ---
         self.wpe = nn.Embedding(config.max_len, C)
@@ -376,6 +378,45 @@ class InterestModel(nn.Module):
         p = torch.lerp(F.softmax(gen, dim=-1), p_copy, g)  # (N, V) = g * p_copy + (1 - g) * softmax
         return torch.log(p + 1e-12), cat_logits
 
+    def _dense_tables_due(self, n: int) -> bool:
+        """Whether expected_text takes its next `n` query rows from the dense (V + 1, V) tables.
+
+        The tables cost about a second and 300 MB to build for 5k venues, more than a dynamic
+        update or an explanation spends on everything else; so the rows are computed for the
+        queries alone (_markov_rows_into, _distance_rows_into) until this model has answered V query
+        rows that way: from then on the tables pay for themselves (a full score). Same numbers.
+        """
+        if self._markov_dense is not None or self._rows_without_tables + n > self.n_venues:
+            return True
+        self._rows_without_tables += n
+        return False
+
+    def _markov_rows_into(self, cur: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        """(N, V) rows `cur` of _log1p_markov() (row V: zeros), computed from the sparse counts into `out`."""
+        V = self.n_venues
+        if self._markov_rows is None:  # counts sorted by source venue, log1p-ed (duplicate pairs summed)
+            key, inverse = torch.unique(self.markov_src * V + self.markov_dst, return_inverse=True)
+            summed = torch.zeros(len(key), device=key.device).index_add_(0, inverse, self.markov_count)
+            ptr = torch.searchsorted(key // V, torch.arange(V + 2, device=key.device))  # rows 0..V (V: none)
+            self._markov_rows = (ptr, key % V, torch.log1p(summed))
+        ptr, dst, value = self._markov_rows
+        n_out = ptr[cur + 1] - ptr[cur]  # (N,) transitions out of each query's venue
+        row = torch.repeat_interleave(torch.arange(len(cur), device=cur.device), n_out)  # (M,)
+        first = torch.repeat_interleave(ptr[cur] - (n_out.cumsum(0) - n_out), n_out)
+        at = torch.arange(len(row), device=cur.device) + first  # (M,) index into the sorted transitions
+        out.zero_()[row, dst[at]] = value[at]
+        return out
+
+    def _distance_rows_into(
+        self, batch: Batch, qb: torch.Tensor, qt: torch.Tensor, cur: torch.Tensor, out: torch.Tensor
+    ) -> torch.Tensor:
+        """(N, V) log distances from each query's venue (unknown: the event's own place) into `out`."""
+        V = self.n_venues
+        known = cur < V
+        lat = torch.where(known, self.venue_lat[cur.clamp(max=V - 1)], batch.lat[qb, qt])  # (N,)
+        lon = torch.where(known, self.venue_lon[cur.clamp(max=V - 1)], batch.lon[qb, qt])
+        return out.copy_(self._log_distance(lat[:, None], lon[:, None]))
+
     def _log1p_markov(self) -> torch.Tensor:
         """(V + 1, V) log1p of the global transition counts, derived once (the head takes it per query)."""
         counts = self._tables()[0]
@@ -433,14 +474,21 @@ class InterestModel(nn.Module):
             pos = torch.arange(T, device=dev)
             seen = (pos[None, :] <= qt[:, None]) & (hist < V)  # (N, T)
             # dense features: everyone's transitions out of `cur`, distances from the current place
-            gen.addcmul_(w[:, 2:3], torch.index_select(self._log1p_markov(), 0, cur, out=tmp))
+            dense = self._dense_tables_due(N)
+            if dense:
+                gen.addcmul_(w[:, 2:3], torch.index_select(self._log1p_markov(), 0, cur, out=tmp))
+            else:
+                gen.addcmul_(w[:, 2:3], self._markov_rows_into(cur, tmp))
             if self.config.use_spacetime:
-                logd = torch.index_select(self._tables()[1], 0, cur, out=tmp)  # (N, V), as _distances
-                unknown = (cur >= V).nonzero().squeeze(1)
-                if len(unknown):
-                    logd[unknown] = self._log_distance(
-                        batch.lat[qb[unknown], qt[unknown]][:, None], batch.lon[qb[unknown], qt[unknown]][:, None]
-                    )
+                if dense:
+                    logd = torch.index_select(self._tables()[1], 0, cur, out=tmp)  # (N, V), as _distances
+                    unknown = (cur >= V).nonzero().squeeze(1)
+                    if len(unknown):
+                        logd[unknown] = self._log_distance(
+                            batch.lat[qb[unknown], qt[unknown]][:, None], batch.lon[qb[unknown], qt[unknown]][:, None]
+                        )
+                else:
+                    logd = self._distance_rows_into(batch, qb, qt, cur, tmp)
                 gen.addcmul_(w[:, 3:4], logd)
                 gen.addcmul_(0.1 * w[:, 4:5], logd.mul_(logd))
             # sparse features: visits, own transitions, visits at a similar hour (history venues only)

@@ -93,8 +93,10 @@ def interest_vectors(source: VectorSource, events: pd.DataFrame, needed: np.ndar
         vectors = np.asarray(source.interest_vectors(events), dtype=np.float32)
     if vectors.ndim != 2 or vectors.shape[0] != len(events):
         raise ValueError(f"{source.name} returned vectors of shape {vectors.shape} for {len(events)} events")
-    norms = np.linalg.norm(vectors, axis=1, keepdims=True)
-    return vectors / np.maximum(norms, 1e-12)
+    if needed is None:
+        return _unit(vectors)
+    vectors[needed] = _unit(vectors[needed])  # an update's long context: only its new rows are wanted
+    return vectors
 
 
 class RecencySource:
@@ -129,6 +131,15 @@ class RecencySource:
 
 def _unit(x: np.ndarray) -> np.ndarray:
     return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+
+
+def _unit_rows(x: np.ndarray, needed: np.ndarray | None) -> np.ndarray:
+    """_unit of every row, or (in place, float32 x) of the `needed` rows only (the others stay as they are)."""
+    if needed is None:
+        return _unit(x)
+    x = np.asarray(x, dtype=np.float32)
+    x[needed] = _unit(x[needed])
+    return x
 
 
 class BlendedSource:
@@ -178,10 +189,14 @@ class BlendedSource:
         kwargs: dict[str, Any] = {"neutralise_spacetime": neutralise_spacetime}
         if needed is not None and getattr(self.model, "accepts_needed", False):
             kwargs["needed"] = needed
-        model = _unit(np.asarray(self.model.interest_vectors(events, **kwargs)))
+        model = _unit_rows(np.asarray(self.model.interest_vectors(events, **kwargs)), needed)
         if self.weight <= 0:
             return model
-        return self.blend(model, _unit(self.history.interest_vectors(events)), self.weight)
+        history = _unit_rows(self.history.interest_vectors(events), needed)
+        if needed is None:
+            return self.blend(model, history, self.weight)
+        model[needed] = self.blend(model[needed], history[needed], self.weight)
+        return model
 
     def last_interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
         """(users, D): each user's vector after their last event (the model part computed for it only)."""
@@ -223,7 +238,7 @@ class ExpectedVenueSource:
     def interest_vectors(
         self, events: pd.DataFrame, neutralise_spacetime: bool = False, needed: np.ndarray | None = None
     ) -> np.ndarray:
-        return _unit(self.scorer.expected_venue_vectors(events, neutralise_spacetime, needed=needed))
+        return _unit_rows(self.scorer.expected_venue_vectors(events, neutralise_spacetime, needed=needed), needed)
 
     def last_interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
         """(users, D): each user's vector after their LAST event only (explanations need no more)."""
@@ -349,12 +364,17 @@ def _vectors_by_user_chunks(
     progress: Callable[[float, str], None] | None,
     needed: np.ndarray | None = None,
 ) -> np.ndarray:
-    """interest_vectors over chunks of whole users (vectors depend only on the same user's events)."""
-    return _by_user_chunks(
-        lambda chunk, a: (interest_vectors(source, chunk, None if needed is None else needed[a : a + len(chunk)]),),
-        events,
-        progress,
-    )[0]
+    """interest_vectors over chunks of whole users (vectors depend only on the same user's events).
+
+    With `needed` (N,) bool: (needed rows, D), the vectors of those rows only.
+    """
+    def vectors(chunk: pd.DataFrame, a: int) -> tuple[np.ndarray]:
+        if needed is None:
+            return (interest_vectors(source, chunk),)
+        rows = needed[a : a + len(chunk)]
+        return (interest_vectors(source, chunk, rows)[rows],)
+
+    return _by_user_chunks(vectors, events, progress)[0]
 
 
 def _by_user_chunks(
@@ -566,14 +586,14 @@ def _score_update(
     )["ts"]
     keep = (histories["ts"] >= first.to_numpy()).to_numpy()
     # earlier events are context only: the model skips the windows and predictions it need not make
-    vectors = _vectors_by_user_chunks(source, histories, progress, needed=keep)
+    vectors = _vectors_by_user_chunks(source, histories, progress, needed=keep)  # (new events, D)
     new = histories.loc[keep].reset_index(drop=True)
     topics = store.analytics_topics()
     event_topics = _event_topics(topics, text_vectors, new)
     from_day = new.groupby("dataset_id")["local_ts"].min().to_numpy("datetime64[D]")
     datasets = sorted(new["dataset_id"].unique().tolist())
     with store.transaction():
-        store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors[keep])
+        store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors)
         starts = dict(zip(datasets, from_day))
         earliest = min(_window_floor(d, w) for d in from_day for w in config.analytics.stored_windows)
         events, stored_vectors = store.scored_events(datasets, pd.Timestamp(earliest).to_pydatetime())

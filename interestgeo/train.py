@@ -86,37 +86,65 @@ class EventTable:
         text_vectors: np.ndarray,
         vocab: CellVocab,
         n_venues: int,
+        rows: np.ndarray | None = None,
     ) -> EventTable:
-        """`venue_index` maps item_id -> venue idx; `text_vectors` is one row per event."""
+        """`venue_index` maps item_id -> venue idx; `text_vectors` is one row per event (per row of `rows`).
+
+        `rows` (N,) bool: only these rows get model inputs (text, cells, place, time); the others
+        keep their venue and user only, which is all the visit and transition counts before a
+        window read (a dynamic update reads a long history for the counts, but runs the model over
+        a few windows of it). Their inputs are zeros.
+        """
         n = len(events)
-        keys = venue_keys(events)
-        venue = np.array([venue_index.get(k, n_venues) for k in keys], dtype=np.int64)
-        if "category_idx" in events:
-            category = events["category_idx"].to_numpy(dtype=np.int64)
+        venue = venue_indices(events, venue_index, n_venues)
+        user_start = user_starts(events)
+        new_user = user_start == np.arange(n)
+        if rows is None:
+            at = np.arange(n)  # the rows whose inputs are built
         else:
-            cats = events["category"].astype(object)
-            category = np.array([category_index.get(c, -1) for c in cats], dtype=np.int64)
+            # the rows' features read the previous event (gap, distance) and the next (its time)
+            rows = np.asarray(rows, dtype=bool)
+            ctx = rows.copy()
+            ctx[:-1] |= rows[1:] & ~new_user[1:]
+            ctx[1:] |= rows[:-1] & ~new_user[1:]
+            at = np.flatnonzero(ctx)
+            events = events.iloc[at]
+        if "category_idx" in events:
+            category_at = events["category_idx"].to_numpy(dtype=np.int64)
+        else:  # category_index.get(c, -1), vectorised (dict keys are unique)
+            ids = np.append(np.fromiter(category_index.values(), np.int64, len(category_index)), -1)
+            pos = pd.Index(list(category_index), dtype=object).get_indexer(events["category"].astype(object))
+            category_at = ids[pos]  # pos -1 (unknown) reads the appended -1
         feats = event_features(events)
-        user = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
-        new_user = np.ones(n, dtype=bool)
-        if n > 1:
-            new_user[1:] = user[1:] != user[:-1]
-        starts = np.flatnonzero(new_user)
-        user_start = np.repeat(starts, np.diff(np.append(starts, n)))
-        next_time = np.zeros((n, N_NEXT_TIME), dtype=np.float32)
-        if n > 1:
-            has_next = ~new_user[1:]  # row i has a next event of the same user
-            nt = np.concatenate([feats.cont[1:, :6], np.log1p(feats.gap_hours[1:])[:, None]], axis=1)
-            next_time[:-1][has_next] = nt[has_next]
+        nt = np.zeros((len(at), N_NEXT_TIME), dtype=np.float32)  # time features of each row's next event
+        if len(at) > 1:
+            has_next = (at[1:] == at[:-1] + 1) & ~new_user[at[1:]]  # the next row is there, same user
+            nxt = np.concatenate([feats.cont[1:, :6], np.log1p(feats.gap_hours[1:])[:, None]], axis=1)
+            nt[:-1][has_next] = nxt[has_next]
+
+        def spread(values: np.ndarray, fill: float = 0.0) -> np.ndarray:
+            """Values at the rows of `at` -> (N, ...) with only `rows` filled."""
+            if rows is None:
+                return values
+            out = np.full((n, *values.shape[1:]), fill, dtype=values.dtype)
+            keep = rows[at]
+            out[at[keep]] = values[keep]
+            return out
+
+        if rows is None:
+            text = np.asarray(text_vectors, dtype=np.float32)
+        else:
+            text = np.zeros((n, np.shape(text_vectors)[1]), dtype=np.float32)
+            text[rows] = text_vectors
         return cls(
             venue=venue,
-            category=category,
-            text=np.asarray(text_vectors, dtype=np.float32),
-            cells=vocab.lookup(events["cell"].to_numpy(dtype=np.int64)),
-            lat=feats.lat.astype(np.float32),
-            lon=feats.lon.astype(np.float32),
-            cont=feats.cont,
-            next_time=next_time,
+            category=spread(category_at, -1),
+            text=text,
+            cells=spread(vocab.lookup(events["cell"].to_numpy(dtype=np.int64))),
+            lat=spread(feats.lat.astype(np.float32)),
+            lon=spread(feats.lon.astype(np.float32)),
+            cont=spread(feats.cont),
+            next_time=spread(nt),
             user_start=user_start,
             n_venues=n_venues,
         )
@@ -183,6 +211,27 @@ def _padded(groups: list[tuple[np.ndarray, ...]], pads: tuple[float, ...], dtype
     return out
 
 
+def user_starts(events: pd.DataFrame) -> np.ndarray:
+    """(N,) int64 first row of each row's user (events in store.events() order)."""
+    user = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
+    new_user = np.ones(len(user), dtype=bool)
+    new_user[1:] = user[1:] != user[:-1]
+    starts = np.flatnonzero(new_user)
+    return np.repeat(starts, np.diff(np.append(starts, len(user)))).astype(np.int64)
+
+
+def venue_indices(frame: pd.DataFrame, venue_index: pd.Series | dict[str, int], n_venues: int) -> np.ndarray:
+    """(N,) int64 venue idx of each row (`n_venues` when unknown or without an item id).
+
+    A pd.Series (keys -> idx, unique keys) is looked up vectorised, a dict row by row.
+    """
+    if isinstance(venue_index, pd.Series):
+        keys = frame["dataset_id"].astype(str) + ":" + frame["item_id"].astype(str)
+        pos = venue_index.index.get_indexer(keys.where(frame["item_id"].notna(), ""))
+        return np.where(pos >= 0, venue_index.to_numpy(dtype=np.int64)[pos], n_venues).astype(np.int64)
+    return np.array([venue_index.get(k, n_venues) for k in venue_keys(frame)], dtype=np.int64)
+
+
 def venue_keys(frame: pd.DataFrame) -> list[str]:
     """"dataset_id:item_id" per row: item ids are scoped to their dataset, like user ids."""
     items = frame["item_id"].astype(object).where(frame["item_id"].notna(), None)
@@ -207,6 +256,33 @@ def cover_windows(start: int, end: int, max_len: int) -> list[tuple[int, int, in
     while s + half < end:
         out.append((s, min(s + max_len, end), s + half))
         s += half
+    return out
+
+
+# A batch of windows is cut where padding it to its longest window would waste more than this share
+# of its positions and more than _PADDING_SLACK positions (small waste costs less than another call).
+_PADDING_SHARE = 0.125
+_PADDING_SLACK = 1024
+
+
+def length_batches(lengths: list[int], max_windows: int) -> list[tuple[int, int]]:
+    """[i, j) ranges of `lengths` (window lengths, ascending) to run as one right-padded batch each.
+
+    At most `max_windows` per batch, and a new batch where the next window would make the padding
+    too big (above): an update's windows range from a few events to max_len, and one batch padded
+    them all to max_len (40% of the positions were padding).
+    """
+    out: list[tuple[int, int]] = []
+    first, real = 0, 0
+    for k, length in enumerate(lengths):
+        size = k - first
+        waste = (size + 1) * length - (real + length)  # padding if this window joins the batch
+        if size and (size == max_windows or waste > max(_PADDING_SHARE * (real + length), _PADDING_SLACK)):
+            out.append((first, k))
+            first, real = k, 0
+        real += length
+    if first < len(lengths):
+        out.append((first, len(lengths)))
     return out
 
 
@@ -559,6 +635,8 @@ class InterestScorer:
         self.name = name or checkpoint.name
         self._encoder: TextEncoder | None = None
         self._venue_index = {k: i for i, k in enumerate(checkpoint.item_ids)}
+        # the same map as a Series, looked up vectorised (the keys are unique)
+        self._venue_series = pd.Series(np.arange(len(checkpoint.item_ids)), index=pd.Index(checkpoint.item_ids))
         self._category_index = {c: i for i, c in enumerate(checkpoint.categories)}
         self._tables: dict[int, EventTable] = {}
         # model.expected_text's (rows, V) buffers, kept between calls (a fresh one costs page faults)
@@ -580,14 +658,14 @@ class InterestScorer:
             self._encoder = TextEncoder(self.config.text)
         return embed_texts(self.store, self._encoder, texts)
 
-    def table(self, events: pd.DataFrame) -> EventTable:
-        texts = events["text"].fillna("").astype(str).tolist()
-        uniq, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True) if texts else ([], np.zeros(0, int))
+    def table(self, events: pd.DataFrame, rows: np.ndarray | None = None) -> EventTable:
+        """The model inputs of `events` (all rows, or only `rows`: see EventTable.build)."""
+        texts = events["text"] if rows is None else events["text"][rows]
+        codes, uniq = pd.factorize(texts.fillna("").astype(str))  # hashing: no sort of the strings
         vecs = self.text_vectors(list(uniq)) if len(uniq) else np.zeros((0, self.model.text_dim), np.float32)
+        venues = self._venue_series if self._venue_series.index.is_unique else self._venue_index
         return EventTable.build(
-            events, self._venue_index, self._category_index,
-            vecs[inverse] if len(uniq) else np.zeros((0, self.model.text_dim), np.float32),
-            self.checkpoint.vocab, len(self._venue_index),
+            events, venues, self._category_index, vecs[codes], self.checkpoint.vocab, len(self._venue_index), rows=rows,
         )
 
     # -- Scorer protocol
@@ -608,18 +686,27 @@ class InterestScorer:
         return venue_scores, category_scores
 
     # -- analytics API
-    def _cover_jobs(self, table: EventTable, needed: np.ndarray | None = None) -> list[tuple[int, int, int]]:
+    def _cover_jobs(self, user_start: np.ndarray, needed: np.ndarray | None = None) -> list[tuple[int, int, int]]:
         """The covering windows (start, end, first owned row) of every user, see cover_windows.
 
-        With `needed` (N,) bool, windows that own no needed row are left out (the model is causal, so
-        the rows before them are context only). Sorted by length, so a batch pads little.
+        `user_start` (N,): first row of each row's user. With `needed` (N,) bool, windows that own
+        no needed row are left out (the model is causal, so the rows before them are context only).
+        Sorted by length, so a batch pads little.
         """
-        starts = np.unique(table.user_start)
-        ends = np.append(starts[1:], len(table.user_start))
+        starts = np.unique(user_start)
+        ends = np.append(starts[1:], len(user_start))
         jobs = [w for s, e in zip(starts, ends) for w in cover_windows(int(s), int(e), self.max_len)]
         if needed is not None:
             jobs = [(s, e, owned) for s, e, owned in jobs if needed[owned:e].any()]
         return sorted(jobs, key=lambda job: job[1] - job[0])
+
+    def _jobs_table(self, events: pd.DataFrame, jobs: list[tuple[int, int, int]]) -> EventTable:
+        """The table of `events` with inputs built for the rows some job reads only (all when all)."""
+        edges = np.zeros(len(events) + 1, dtype=np.int64)
+        np.add.at(edges, [s for s, _, _ in jobs], 1)
+        np.add.at(edges, [e for _, e, _ in jobs], -1)
+        rows = np.cumsum(edges[:-1]) > 0  # (N,) inside some job's window
+        return self.table(events, None if rows.all() else rows)
 
     @torch.inference_mode()
     def interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
@@ -627,8 +714,10 @@ class InterestScorer:
         out = np.zeros((len(events), self.model.text_dim), dtype=np.float32)
         if len(events) == 0:
             return out
-        table = self.table(events.reset_index(drop=True))
-        for _, chunk, _, h in self._hidden_batches(table, self._cover_jobs(table), neutralise_spacetime):
+        events = events.reset_index(drop=True)
+        jobs = self._cover_jobs(user_starts(events))
+        table = self._jobs_table(events, jobs)
+        for _, chunk, _, h in self._hidden_batches(table, jobs, neutralise_spacetime):
             z = self.model.interest(h)  # (B, T, E)
             for b, (s, e, owned) in enumerate(chunk):
                 out[owned:e] = z[b, owned - s : e - s].numpy()
@@ -640,12 +729,12 @@ class InterestScorer:
     def _hidden_batches(
         self, table: EventTable, jobs: list[tuple[int, int, int]], neutralise_spacetime: bool
     ) -> Iterator[tuple[int, list[tuple[int, int, int]], Batch, torch.Tensor]]:
-        """Run the trunk over `jobs` (start, end, owned) in eval batches, on `model.threads` torch
-        threads: yields (index of the chunk's first job, the chunk, its batch, hidden (B, T, C))."""
-        bs = self.config.model.eval_batch_size
+        """Run the trunk over `jobs` (start, end, owned; sorted by length) in batches of similar
+        lengths (length_batches), on `model.threads` torch threads: yields (index of the chunk's
+        first job, the chunk, its batch, hidden (B, T, C))."""
         with torch_threads(self.config.model.threads):
-            for i in range(0, len(jobs), bs):
-                chunk = jobs[i : i + bs]
+            for i, j in length_batches([e - s for s, e, _ in jobs], self.config.model.eval_batch_size):
+                chunk = jobs[i:j]
                 batch = table.batch([(s, e) for s, e, _ in chunk], self.max_len, False)
                 yield i, chunk, batch, self.model.hidden(batch, neutralise_spacetime=neutralise_spacetime)
 
@@ -671,14 +760,16 @@ class InterestScorer:
         events = events.reset_index(drop=True)
         if len(events) == 0:
             return np.zeros((0, E), dtype=np.float32)
-        table = self.table(events)
+        user_start = user_starts(events)
         if last_only:
-            starts = np.unique(table.user_start)
+            starts = np.unique(user_start)
             ends = np.append(starts[1:], len(events))
             jobs = [(int(max(s, e - self.max_len)), int(e), int(e) - 1) for s, e in zip(starts, ends)]
             out_rows = np.arange(len(jobs))  # job j writes output row j
         else:
-            jobs = self._cover_jobs(table, needed)
+            jobs = self._cover_jobs(user_start, needed)
+        # inputs for the rows in some window only: an update's older history is read for its counts
+        table = self._jobs_table(events, jobs)
         out = np.zeros((len(jobs) if last_only else len(events), E), dtype=np.float32)
         for i, chunk, batch, h in self._hidden_batches(table, jobs, neutralise_spacetime):
             qb = np.concatenate([np.full(e - owned, b) for b, (s, e, owned) in enumerate(chunk)])  # (n,)

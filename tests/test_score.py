@@ -10,11 +10,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics_data import ingest, write_checkins
+from analytics_data import ingest, trained_store, write_checkins
 from interestgeo import analytics as an
 from interestgeo.cli import main
 from interestgeo.config import Config, PrivacyConfig
-from interestgeo.score import RecencySource, score_store
+from interestgeo.score import RecencySource, load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts
 
@@ -110,6 +110,30 @@ def test_dynamic_update_equals_a_full_rescore(tmp_path: Path, files: tuple[Path,
         assert_same(after_update, snapshot(store))
         score_store(store, config, source=source, encoder=encoder)  # full re-score, same topics
         assert_same(after_update, snapshot(store))
+
+
+def test_model_update_of_known_users_equals_a_full_rescore(tmp_path: Path, encoder: TextEncoder) -> None:
+    # known users' latest events re-scored with the TRAINED model: their earlier history is context
+    # (rows before the model's windows count only through visit and transition counts)
+    db, config = trained_store(tmp_path)
+    config = dataclasses.replace(config, analytics=dataclasses.replace(config.analytics, history_weight=0.5))
+    with Store.open(db, config=config) as store:
+        model = load_source(store, config, encoder=encoder)
+        score_store(store, config, source=model, encoder=encoder)
+        full = snapshot(store)
+        events = store.events()
+        since = events["ts"].quantile(0.85)
+        before = events[events["ts"] < since].groupby("user_id").size()
+        assert (before > model.max_len).any()  # some users' new events have history beyond the window
+        new = events["ts"] >= since
+        # forget the new events' vectors, so only the update can bring them back
+        store.write_event_vectors(
+            events.loc[new, "dataset_id"].to_numpy(), events.loc[new, "event_id"].to_numpy(),
+            np.zeros(new.sum(), dtype=np.int16), np.zeros((new.sum(), 384), dtype=np.float32),
+        )
+        update = score_store(store, config, source=model, encoder=encoder, since=since.isoformat())
+        assert update.events == new.sum() and update.history_events > update.events
+        assert_same(full, snapshot(store))
 
 
 def test_cli_scores_queries_and_reports_drift_as_json(

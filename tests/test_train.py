@@ -22,10 +22,12 @@ from interestgeo.train import (
     ABLATIONS,
     CheckpointError,
     InterestScorer,
+    length_batches,
     load_checkpoint,
     model_scorers,
     train_ablations,
     train_model,
+    user_starts,
 )
 from model_data import small_store
 
@@ -94,6 +96,53 @@ def test_interest_vectors_are_causal_unit_vectors_in_text_space(trained: tuple[S
     rollup = scorer.attention_rollup(user)
     assert rollup.shape == (n,) and abs(rollup.sum() - 1) < 1e-6
     assert (rollup[: n - config.model.max_len] == 0).all() and (rollup >= 0).all()
+
+
+def test_expected_venue_vectors_of_needed_rows_equal_the_full_run(trained: tuple[Store, Config, int]) -> None:
+    # a dynamic update: the last events of each user are new, their long histories are context
+    store, config, _ = trained
+    events = store.events()
+    position = events.groupby("user_id").cumcount().to_numpy()
+    size = events.groupby("user_id")["user_id"].transform("size").to_numpy()
+    needed = position >= size - 4
+    assert (size > 4 * config.model.max_len).all()  # most rows are outside every window that runs
+    fresh = InterestScorer.from_checkpoint(store)
+    part = fresh.expected_venue_vectors(events, needed=needed)
+    # the few query rows were answered without the dense venue x venue tables ...
+    assert fresh.model._markov_dense is None and needed.sum() <= fresh.model.n_venues
+    full = InterestScorer.from_checkpoint(store).expected_venue_vectors(events)
+    np.testing.assert_allclose(part[needed], full[needed], atol=1e-5)  # ... and agree with them
+    assert not part[~needed].any()
+
+
+def test_a_table_of_some_rows_has_the_inputs_of_the_full_table_there(trained: tuple[Store, Config, int]) -> None:
+    store, config, _ = trained
+    scorer = InterestScorer.from_checkpoint(store)
+    events = store.events()
+    jobs = scorer._cover_jobs(user_starts(events), needed=np.arange(len(events)) % 97 == 0)
+    part = scorer._jobs_table(events, jobs)
+    full = scorer.table(events)
+    rows = np.zeros(len(events), dtype=bool)
+    for s, e, _ in jobs:
+        rows[s:e] = True
+    assert 0 < rows.sum() < len(events)
+    np.testing.assert_array_equal(part.venue, full.venue)  # counts before a window read every row
+    np.testing.assert_array_equal(part.user_start, full.user_start)
+    for field in ("category", "text", "cells", "lat", "lon", "cont", "next_time"):
+        np.testing.assert_array_equal(getattr(part, field)[rows], getattr(full, field)[rows], err_msg=field)
+    assert not part.text[~rows].any() and not part.cont[~rows].any()
+
+
+def test_length_batches_cut_where_padding_would_waste_positions() -> None:
+    lengths = [3] * 1000 + [128] * 20
+    batches = length_batches(lengths, max_windows=256)
+    assert batches[0][0] == 0 and batches[-1][1] == len(lengths)
+    assert all(a < b and b == c for (a, b), (c, _) in zip(batches, batches[1:]))  # in order, no gaps
+    assert all(b - a <= 256 for a, b in batches)
+    # no batch mixes the short windows with the long ones (1,000 x 128 padded positions for 3,000 real)
+    assert all(len({lengths[a], lengths[b - 1]}) == 1 for a, b in batches)
+    assert length_batches([5, 6, 7], max_windows=256) == [(0, 3)]  # small batches are not cut
+    assert length_batches([], max_windows=4) == []
 
 
 def test_ablations_are_registered_and_scored_beside_the_model(trained: tuple[Store, Config, int]) -> None:
