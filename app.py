@@ -33,7 +33,7 @@ navigation = st.navigation(pages)
 def _frame() -> None:
     st.session_state["_filters"] = filter_bar(config)
     if st.session_state["_filters"] is not None:
-        warm_up(config, analyst=viewer == "analyst")
+        warm_up(config)
     with st.sidebar:
         st.caption(
             f"Role: **{viewer}** · data: `{config.store.path}`  \n"

@@ -132,8 +132,8 @@ class AppConfig:
     role: str = "analyst"
     # None renders maps with no basemap (works offline); a style URL turns a basemap on.
     map_style: str | None = None
-    # Load the vectors, text encoder and model in the background at the first visit: the first
-    # page that needs them then waits less (the cold NYC demo loads them in ~2-6 s on 2 cores).
+    # Load the interest vectors in the background at the first visit: the first page that needs
+    # them then waits less (the NYC demo's take ~1.5-2.5 s to load on 2 cores).
     warm_up: bool = True
 
 

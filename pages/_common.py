@@ -223,12 +223,14 @@ def topic_colors(config: Config) -> dict[str, tuple[int, int, int]]:
     return charts.topic_colors(list(topic_labels(db_path(config), config_key(config))))
 
 
-def warm_up(config: Config, *, analyst: bool) -> None:
-    """Load the interest vectors, the text encoder and, for analysts, the model in a background thread, once per
-    database and process, so the first page that needs them waits less or not at all.
+def warm_up(config: Config) -> None:
+    """Load the interest vectors in a background thread, once per database and process, so the
+    first page that needs them waits less or not at all.
 
-    The cached loaders hold a per-key lock, so a page asking meanwhile waits for this load
-    instead of starting a second one. Errors are left for the page's own call to report.
+    The cached loader holds a per-key lock, so a page asking meanwhile waits for this load
+    instead of starting a second one. Errors are left for the page's own call to report. Only
+    the vectors (duckdb and numpy, already imported): importing torch or transformers here while
+    a page imports them too was seen to hang a page's first render.
     """
     path, key = db_path(config), config_key(config)
     with _WARMING_LOCK:
@@ -239,15 +241,6 @@ def warm_up(config: Config, *, analyst: bool) -> None:
     def load() -> None:
         try:
             scored_events(path, key)
-            # the analytics' grouped means run on torch: import it here, not in a page's first render
-            import torch  # noqa: F401
-
-            # free-text queries and venues need the text encoder, the User page the model; both
-            # load through their cached loaders, so a page asking at the same time waits for this
-            # load (two threads importing transformers at once can break its lazy imports)
-            text_encoder(key)
-            if analyst:
-                interest_model(path, key)
         except Exception:  # the page's own call shows the error in words; the log keeps this one
             log.exception("warm-up failed")
 
