@@ -297,16 +297,17 @@ def load_source(
 
     Raises LookupError with a one-line message when no model has been trained.
     """
-    from interestgeo.train import CheckpointError, InterestScorer
+    from interestgeo.train import CheckpointError, InterestScorer, load_checkpoint
 
     try:
-        model = InterestScorer.from_checkpoint(store, checkpoint_id)
+        checkpoint = load_checkpoint(store, checkpoint_id)
     except CheckpointError as exc:
         raise LookupError(f"no trained model ({exc}): run `interestgeo train` first") from None
     if encoder is None:
         from interestgeo.text import TextEncoder
 
         encoder = TextEncoder(config.text)
+    model = InterestScorer(store, checkpoint, encoder=encoder)  # one text encoder for both
     weight = config.analytics.history_weight
     if weight is None:  # the weight the stored vectors were made with, when they came from this model
         runs = store.score_runs()
@@ -374,29 +375,36 @@ def _vectors_by_user_chunks(
         rows = needed[a : a + len(chunk)]
         return (interest_vectors(source, chunk, rows)[rows],)
 
-    return _by_user_chunks(vectors, events, progress)[0]
+    return _by_user_chunks(vectors, events, progress, needed)[0]
 
 
 def _by_user_chunks(
     fn: Callable[[pd.DataFrame, int], tuple[np.ndarray, ...]],
     events: pd.DataFrame,
     progress: Callable[[float, str], None] | None,
+    counted: np.ndarray | None = None,
 ) -> tuple[np.ndarray, ...]:
-    """`fn(chunk, first_row)` (a tuple of (n, D) arrays) over chunks of whole users, concatenated."""
+    """`fn(chunk, first_row)` (a tuple of (n, D) arrays) over chunks of whole users, concatenated.
+
+    A chunk holds about _CHUNK_EVENTS events, or of the `counted` (N,) bool rows when given: an
+    update counts its new rows (the older history is cheap context, and every chunk costs a few
+    fixed steps: text lookups, partly filled batches).
+    """
     if len(events) == 0:
         return (np.zeros((0, 0), dtype=np.float32),)
     keys = events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)
     starts = np.flatnonzero(np.r_[True, keys.to_numpy()[1:] != keys.to_numpy()[:-1]])
+    done = np.arange(len(events) + 1) if counted is None else np.r_[0, np.cumsum(counted)]  # counted rows before
     bounds = [0]
     for s in starts[1:]:
-        if s - bounds[-1] >= _CHUNK_EVENTS:
+        if done[s] - done[bounds[-1]] >= _CHUNK_EVENTS:
             bounds.append(int(s))
     bounds.append(len(events))
     parts = []
     for a, b in zip(bounds[:-1], bounds[1:]):
         parts.append(fn(events.iloc[a:b].reset_index(drop=True), a))
         if progress is not None:
-            progress(b / len(events), f"{b:,} of {len(events):,} events")
+            progress(done[b] / done[-1], f"{done[b]:,} of {done[-1]:,} events")
     return tuple(np.concatenate([part[i] for part in parts]) for i in range(len(parts[0])))
 
 
@@ -584,7 +592,7 @@ def _score_update(
     first = histories[["dataset_id", "user_id"]].merge(
         affected.astype({"dataset_id": "int32"}), on=["dataset_id", "user_id"], how="left"
     )["ts"]
-    keep = (histories["ts"] >= first.to_numpy()).to_numpy()
+    keep = (histories["ts"] >= first).to_numpy()  # (aligned Series: no per-row Timestamp objects)
     # earlier events are context only: the model skips the windows and predictions it need not make
     vectors = _vectors_by_user_chunks(source, histories, progress, needed=keep)  # (new events, D)
     new = histories.loc[keep].reset_index(drop=True)

@@ -119,6 +119,7 @@ def test_model_update_of_known_users_equals_a_full_rescore(tmp_path: Path, encod
     config = dataclasses.replace(config, analytics=dataclasses.replace(config.analytics, history_weight=0.5))
     with Store.open(db, config=config) as store:
         model = load_source(store, config, encoder=encoder)
+        assert model.model.scorer._encoder is encoder  # the model's text lookups share it (no second load)
         score_store(store, config, source=model, encoder=encoder)
         full = snapshot(store)
         events = store.events()
