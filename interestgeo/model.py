@@ -174,7 +174,7 @@ class InterestModel(nn.Module):
         self._markov_dense: torch.Tensor | None = None  # derived tables, see _tables()
         self._logd_dense: torch.Tensor | None = None
         self._log1p_markov_dense: torch.Tensor | None = None
-        self._markov_rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # see _table_rows()
+        self._markov_rows: tuple[torch.Tensor, torch.Tensor, torch.Tensor] | None = None  # see _markov_rows_into()
         self._rows_without_tables = 0  # query rows expected_text answered without the dense tables
 
         # --- input fusion ---

@@ -113,8 +113,9 @@ class RecencySource:
         self.half_life_days = half_life_days
 
     def interest_vectors(self, events: pd.DataFrame) -> np.ndarray:
-        texts = self._text_vectors(events["text"].astype(str).tolist())  # (N, D)
-        out = np.empty_like(texts)
+        codes, unique = pd.factorize(events["text"].astype(str))
+        texts = self._text_vectors(list(unique))  # (U, D): one lookup per distinct text, not per event
+        out = np.zeros((len(events), texts.shape[1]), dtype=np.float32)
         seconds = events["ts"].to_numpy("datetime64[ns]").astype(np.int64) / 1e9
         users = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
         rate = np.log(2.0) / (self.half_life_days * 86400.0)
@@ -124,7 +125,7 @@ class RecencySource:
                 state[:] = 0.0
             else:
                 state *= np.exp(-rate * max(seconds[i] - seconds[i - 1], 0.0))
-            state += texts[i]
+            state += texts[codes[i]]
             out[i] = state
         return out
 
