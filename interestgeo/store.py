@@ -1127,6 +1127,41 @@ class Store:
                               "topic": "int16"})
         return frame, vectors
 
+    def time_filtered_cell_counts(
+        self,
+        resolution: int,
+        window: str,
+        *,
+        datasets: Sequence[int] | None = None,
+        hours: Sequence[int] | None = None,
+        days_of_week: Sequence[int] | None = None,
+        k: int | None = None,
+    ) -> tuple[pd.DataFrame, int]:
+        """`cell_aggregates` counted from the events of some local hours of day and days of week only
+        (0 = Monday): the Map page's counts before scoring, with the filter bar's time filters (the
+        precomputed aggregates hold every hour and day). None = no restriction."""
+        if window not in WINDOWS:
+            raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+        if not 0 <= resolution <= self.base_resolution:
+            raise ValueError(f"resolution must be 0..{self.base_resolution} (the base resolution)")
+        k = self.config.privacy.k_min_users if k is None else int(k)
+        ids, hour_list, day_list = _id_list(datasets), _id_list(hours), _id_list(days_of_week)
+        and_mask, or_mask = parent_masks(resolution)
+        df = self.con.execute(
+            f"""SELECT (cell & ?) | ? AS cell, date_trunc('{WINDOWS[window]}', local_ts) AS window_start,
+                       count(*)::BIGINT AS events, count(DISTINCT (dataset_id, user_id))::BIGINT AS users
+                FROM events
+                WHERE (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
+                  AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], local_hour))
+                  AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dow))
+                GROUP BY ALL
+                ORDER BY window_start, cell""",
+            [and_mask, or_mask, ids, ids, hour_list, hour_list, day_list, day_list],
+        ).df()
+        visible = df["users"] >= k
+        return (df[visible].reset_index(drop=True).astype({"cell": "int64", "events": "int64", "users": "int64"}),
+                int((~visible).sum()))
+
 # The ordinal of an ingest_checked row is rowid minus this (see read_csv_checked).
 _FIRST_ROWID = "SELECT min(rowid) FROM ingest_checked"
 # The rows an ingest stores: valid, not a duplicate, with their cell (see prepare_checked).

@@ -145,6 +145,17 @@ def cell_aggregates(
                                      k=config.privacy.k_min_users)
 
 
+@st.cache_data(show_spinner="Counting events...", max_entries=64)
+def time_filtered_cell_counts(
+    path: str, config_json: str, resolution: int, window: str, dataset_ids: tuple[int, ...],
+    hours: tuple[int, ...] | None, days_of_week: tuple[int, ...] | None,
+) -> tuple[pd.DataFrame, int]:
+    config = _config_from(config_json)
+    with store_for(config) as store:
+        return store.time_filtered_cell_counts(resolution, window, datasets=list(dataset_ids) or None, hours=hours,
+                                               days_of_week=days_of_week, k=config.privacy.k_min_users)
+
+
 @st.cache_data(show_spinner=False, max_entries=8)
 def topic_labels(path: str, config_json: str) -> tuple[str, ...]:
     """The stored interest topics, in order (empty before the first `interestgeo score`).
@@ -199,11 +210,43 @@ def text_encoder(config_json: str) -> Any:
     return _text_encoder(json.dumps(json.loads(config_json)["text"], sort_keys=True))
 
 
-@st.cache_resource(show_spinner="Loading the text model...", max_entries=2)
-def _text_encoder(text_json: str) -> Any:
-    from interestgeo.text import TextEncoder
+@st.cache_resource(show_spinner=False, max_entries=2)
+def _text_encoder(text_json: str) -> LazyTextEncoder:
+    return LazyTextEncoder(Config.from_dict({"text": json.loads(text_json)}).text)
 
-    return TextEncoder(Config.from_dict({"text": json.loads(text_json)}).text)
+
+class LazyTextEncoder:
+    """The text encoder, its language model loaded on the first use that needs it.
+
+    Most pages only look up embeddings the store already caches by model id (the venues for
+    next-interest predictions, the events' texts in the interest model), which needs the id and
+    not the model; importing torch and transformers and loading the weights costs 4-6 s on the
+    shared cores, so it waits for a new phrase or text to embed. Anything else asked of it
+    (`encode`, `dim`, ...) loads the real `TextEncoder` once, under a lock (sessions are threads).
+    """
+
+    def __init__(self, config: Any) -> None:
+        from interestgeo.text import PACKAGED_MODEL_NAME
+
+        self.config = config
+        # The id TextEncoder gives this config: the packaged model's name, else its folder's name.
+        self.model_id = PACKAGED_MODEL_NAME if config.model_path is None else Path(config.model_path).resolve().name
+        self._lock = threading.Lock()
+        self._encoder: Any = None
+
+    def _loaded(self) -> Any:
+        with self._lock:
+            if self._encoder is None:
+                from interestgeo.text import TextEncoder
+
+                self._encoder = TextEncoder(self.config)
+            return self._encoder
+
+    def __getattr__(self, name: str) -> Any:
+        # only for attributes not set in __init__: the loaded encoder's
+        if name.startswith("_"):
+            raise AttributeError(name)
+        return getattr(self._loaded(), name)
 
 
 @st.cache_data(show_spinner=False, max_entries=256)
@@ -228,9 +271,12 @@ def warm_up(config: Config) -> None:
     first page that needs them waits less or not at all.
 
     The cached loader holds a per-key lock, so a page asking meanwhile waits for this load
-    instead of starting a second one. Errors are left for the page's own call to report. Only
-    the vectors (duckdb and numpy, already imported): importing torch or transformers here while
-    a page imports them too was seen to hang a page's first render.
+    instead of starting a second one. Errors are left for the page's own call to report.
+
+    Then torch, alone: the region analytics' grouped means over large selections run on it, and
+    its import (1-1.5 s) would otherwise fall on the first Drift render. Not transformers nor the
+    text encoder or the model: importing transformers here while a page imported it too was seen
+    to hang a page's first render (its lazy modules); those load on the first page that needs them.
     """
     path, key = db_path(config), config_key(config)
     with _WARMING_LOCK:
@@ -241,6 +287,7 @@ def warm_up(config: Config) -> None:
     def load() -> None:
         try:
             scored_events(path, key)
+            import torch  # noqa: F401
         except Exception:  # the page's own call shows the error in words; the log keeps this one
             log.exception("warm-up failed")
 

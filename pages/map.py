@@ -3,7 +3,8 @@
 Widgets -> one core call -> `charts`:
 - dominant topic: `analytics.region_map` (k threshold applied) -> `charts.topic_map` + legend;
 - free-text query: `analytics.query_interest` -> `charts.score_map` + ranked cells + hour x day;
-- event counts (before the events are scored): `store.cell_aggregates` -> `charts.count_map`.
+- event counts (before the events are scored): `store.cell_aggregates`, or
+  `store.time_filtered_cell_counts` with hours or days set -> `charts.count_map`.
 Time playback steps through windows; cells picked on the map, or a polygon drawn around them
 (a lasso on a plotly chart of the cells: pydeck has no drawing tool), become the region filter.
 """
@@ -255,7 +256,12 @@ def _count_map(config: object, filters: ui.FilterState, resolutions: tuple[int, 
                                        index=resolutions.index(charts.resolution_for_extent(40.0, resolutions)),
                                        key="count_res", bind="query-params")
     path, key = ui.db_path(config), ui.config_key(config)  # type: ignore[arg-type]
-    frame, hidden = ui.cell_aggregates(path, key, int(resolution), str(window), filters.dataset_ids)
+    wanted = filters.to_filters()
+    if wanted.hours or wanted.days_of_week:  # the precomputed counts hold every hour and day
+        frame, hidden = ui.time_filtered_cell_counts(path, key, int(resolution), str(window), filters.dataset_ids,
+                                                     wanted.hours, wanted.days_of_week)
+    else:
+        frame, hidden = ui.cell_aggregates(path, key, int(resolution), str(window), filters.dataset_ids)
     k = config.privacy.k_min_users  # type: ignore[attr-defined]
     stamps = pd.Series(pd.to_datetime(frame["window_start"]).unique()).sort_values()
     stamps = stamps[(stamps.dt.date >= filters.start) & (stamps.dt.date <= filters.end)].tolist()
@@ -280,7 +286,12 @@ def _count_map(config: object, filters: ui.FilterState, resolutions: tuple[int, 
                     height=MAP_HEIGHT, key="count_map")
     st.caption(f"{len(current):,} cells · {int(current['events'].sum()):,} events in this {window}. "
                f"{hidden:,} cell × {window} groups hidden: fewer than {k} people. "
-               "Light = few events, dark = many (log scale). Hour, day and region filters apply once scored.")
+               "Light = few events, dark = many (log scale).")
+    ignored = [name for name, on in (("region", filters.describe_region() != "Everywhere"),
+                                     ("topic", filters.topic is not None)) if on]
+    if ignored:
+        st.warning(f"These counts ignore the {' and '.join(ignored)} filter: it applies once the events are scored.",
+                   icon=":material/filter_alt_off:")
     ui.csv_download(ui.with_hex(current), f"map-counts-{window}")
 
 

@@ -136,7 +136,7 @@ def _score_new_events(store: Store, config: Config, stored: int, progress: Calla
         if previous == RecencySource.name:
             source = RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None))
         else:
-            source = load_source(store, config)
+            source = load_source(store, config, encoder=encoder)  # the app's one text encoder
         result = score_store(store, config, source=source, encoder=encoder, update=True, progress=progress)
     except (LookupError, FileNotFoundError) as exc:
         return f"The new events could not be scored ({exc}); run `interestgeo score --since new`."

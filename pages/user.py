@@ -1,7 +1,7 @@
 """User (analysts only): one person's events, current interests, predicted next interests and why.
 
 Widgets -> `analytics.list_users` (pick) -> `analytics.user_profile`, `analytics.next_interests`,
-`explain.explain_scored_user` -> a small map, a timeline, charts and tables. Marketers see
+`explain.explain_scored_user` (on demand) -> a small map, a timeline, charts and tables. Marketers see
 aggregates only: the page refuses them before reading any per-user data.
 """
 
@@ -79,8 +79,17 @@ def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
         ui.csv_download(nxt.venues, f"user-{dataset_id}-{user_id}-next", label="Download predictions CSV")
 
 
+@st.fragment
 def _explain(path: str, key: str, dataset_id: int, user_id: str) -> None:
+    """On demand, in a fragment: the explanation loads the model and re-runs it once per past event
+    (seconds the first time), so the rest of the page shows without waiting for it, and turning it
+    on reruns only this part."""
     st.subheader("Why: the past events behind these interests")
+    if not st.toggle("Explain these interests", key="user_explain",
+                     help="Reads the model's attention and re-runs it without each past event (occlusion): "
+                          "a few seconds the first time."):
+        st.caption("Turn on to see which past events drive these interests, and the effect of time and place.")
+        return
     explanation = ui.explain_user(path, key, dataset_id, user_id)
     if explanation is None:
         st.info("Explanations read the trained model's attention and re-run it without each event: train one with "

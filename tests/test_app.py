@@ -162,6 +162,27 @@ def test_map_window_slider_moves_through_time(app_env: Path) -> None:
     assert deck_specs(at)[0]["layers"][0]["data"] != first
 
 
+def test_count_map_honours_hours_and_days_and_names_the_filters_it_ignores(app_env: Path) -> None:
+    def events_shown(at: AppTest) -> int:  # from the tooltips: "1,234 events\n56 users"
+        (spec,) = deck_specs(at)
+        return sum(int(d["tooltip"].split(" events")[0].replace(",", "")) for d in spec["layers"][0]["data"])
+
+    busiest = open_with_params("pages/map.py", {"count_window": "day"}).select_slider(key="count_at").value
+    day = dt.datetime.strptime(busiest, "%a %d %b %Y").date()
+    one_day = {"count_window": "day", "dates": [day.isoformat(), day.isoformat()]}
+    whole_day = open_with_params("pages/map.py", one_day)
+    assert_clean(whole_day)
+    assert not whole_day.warning
+    afternoon = open_with_params("pages/map.py", {**one_day, "hours": ["12", "23"]})
+    assert_clean(afternoon)
+    assert 0 < events_shown(afternoon) < events_shown(whole_day)
+    other_days = [name for d, name in enumerate(("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")) if d != day.weekday()]
+    assert not open_with_params("pages/map.py", {**one_day, "days": other_days}).get("deck_gl_json_chart")
+    area = open_with_params("pages/map.py", {"count_window": "week", "area": "Manhattan"})
+    assert_clean(area)
+    assert any("ignore the region filter" in w.value for w in area.warning)
+
+
 def test_filters_come_from_the_url(app_env: Path) -> None:
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
     at.query_params["hours"] = ["6", "20"]
@@ -354,6 +375,14 @@ def test_user_page_shows_one_users_events_and_predictions(scored_env: Path) -> N
     (spec,) = deck_specs(at)
     assert spec["layers"][0]["@@type"] == "ScatterplotLayer" and spec["layers"][0]["data"]
     assert at.dataframe  # next topics and venues
+    assert len(at.get("plotly_chart")) == 2  # current interests, the timeline
+
+
+def test_user_explanation_runs_on_demand(scored_env: Path) -> None:
+    at = open_app("pages/user.py")
+    assert not at.metric  # the model is not loaded for the page's first render
+    at.toggle(key="user_explain").set_value(True).run()
+    assert_clean(at)
     metrics = {m.label for m in at.metric}
     assert {"Effect of time and place", "Attention vs occlusion agreement"} <= metrics
     assert len(at.get("plotly_chart")) == 3  # current interests, the timeline, the event weights
