@@ -53,16 +53,18 @@ def _region(config: object, name: str, region: object, window: str, slot: int) -
     st.plotly_chart(charts.drift_figure(drift.timeline), width="stretch", key=f"drift_{slot}")
     points = int(drift.timeline["change_point"].sum())
     st.caption(f"{points} change point(s) marked. {drift.hidden} {window}s hidden: fewer than {k} people.")
+    downloads = [(drift.timeline, "timeline", "Download drift CSV"), (drift.shares, "shares", "Download shares CSV")]
     if not drift.topics.empty:
+        downloads.insert(0, (drift.topics, "topics", "Download rose/fell CSV"))
         st.markdown("**Rose and fell** (after vs before the last change point, or the two halves)")
         rows = drift.topics
         both = rows.head(5).merge(rows.tail(5), how="outer") if len(rows) > 10 else rows
         st.dataframe(both.sort_values("change", ascending=False), hide_index=True, width="stretch",
                      column_config={c: st.column_config.NumberColumn(format="percent")
                                     for c in ("before", "after", "change")})
-        ui.csv_download(drift.topics, f"drift-{slot}-topics", label="Download rose/fell CSV")
-    ui.csv_download(drift.timeline, f"drift-{slot}-timeline", label="Download drift CSV")
-    ui.csv_download(drift.shares, f"drift-{slot}-shares", label="Download shares CSV")
+    for column, (frame, name, label) in zip(st.columns(len(downloads)), downloads, strict=True):
+        with column:
+            ui.csv_download(frame, f"drift-{slot}-{name}", label=label)
 
 
 ui.run_page(page)

@@ -136,9 +136,10 @@ def _legend(cells: pd.DataFrame, colors: dict[str, tuple[int, int, int]]) -> Non
     legend.insert(0, " ", "")
     swatches = [f"background-color: {charts.rgb_hex(colors.get(str(t), charts.OTHER_COLOR))}" for t in legend["topic"]]
     styled = legend.style.apply(lambda _: swatches, subset=[" "])
-    st.dataframe(styled, hide_index=True, width="stretch", height=min(36 * (len(legend) + 1) + 2, 320),
+    # Every row shown (at most one per topic) and the topic column takes the rest of the width: a
+    # fixed height hid the last topics behind a scroll bar, a fixed width cut the longer names.
+    st.dataframe(styled, hide_index=True, width="stretch", height="content",
                  column_config={" ": st.column_config.TextColumn(width=8),
-                                "topic": st.column_config.TextColumn(width=170),
                                 "cells": st.column_config.NumberColumn("cells", format="%.0f%%", width=50)})
     st.caption("Paler cells: a weaker lead.")
 

@@ -33,13 +33,13 @@ def page() -> None:
         st.info(f"Nothing is scored yet: {ui.SCORE_HINT}.")
     else:
         last = runs.iloc[0]
-        tiles = st.columns(4)
+        tiles = st.columns([2, 1, 1, 1])  # the source id is the longest value
         tiles[0].metric("Vectors from", str(last["source"]),
                         help="`recency`: decayed mean of past text embeddings (no training); otherwise the "
                              "trained Transformer checkpoint.")
         tiles[1].metric("Events scored", f"{int(last['events']):,}")
         tiles[2].metric("People", f"{int(last['users']):,}")
-        tiles[3].metric("Scoring speed", f"{float(last['events_per_s']):,.0f} events/s")
+        tiles[3].metric("Scoring speed", f"{float(last['events_per_s']):,.0f}/s", help="Events scored per second.")
     st.subheader("Checkpoints")
     table = ui.checkpoints(path, key)
     if table.empty:

@@ -68,14 +68,20 @@ def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
     except LookupError as exc:
         st.info(f"Next interests are not available: {ui.md(exc)}.")
         return
-    left, right = st.columns([1, 2])
+    left, right = st.columns([2, 3])
     with left:
         st.dataframe(nxt.topics, hide_index=True, width="stretch",
-                     column_config={"score": st.column_config.ProgressColumn(format="percent", min_value=0,
-                                                                             max_value=1)})
+                     column_config={"topic": st.column_config.TextColumn(width=170),
+                                    "score": st.column_config.ProgressColumn(format="percent", min_value=0,
+                                                                             max_value=1, width=120)})
     with right:
-        venues = nxt.venues[[c for c in ("text", "category", "branches", "visits", "score") if c in nxt.venues]]
-        st.dataframe(venues, hide_index=True, width="stretch")
+        # the venue text already ends with its category (name, category): no category column
+        venues = nxt.venues[[c for c in ("text", "branches", "visits", "score") if c in nxt.venues]]
+        st.dataframe(venues, hide_index=True, width="stretch",
+                     column_config={"text": st.column_config.TextColumn("venue", width=250),
+                                    "branches": st.column_config.NumberColumn(width=70),
+                                    "visits": st.column_config.NumberColumn(width=55),
+                                    "score": st.column_config.NumberColumn(format="%.3f", width=60)})
         ui.csv_download(nxt.venues, f"user-{dataset_id}-{user_id}-next", label="Download predictions CSV")
 
 
@@ -119,9 +125,10 @@ def _explain(path: str, key: str, dataset_id: int, user_id: str) -> None:
                "routing to each event. Occlusion: how far the interest vector moves when the event is removed. "
                "Where they disagree is informative.")
     st.markdown("**Topic shares with and without time and place**")
+    labels = {"share": "share", "share_without_spacetime": "without time and place", "change": "change"}
     st.dataframe(explanation.topics.head(8), hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(format="percent")
-                                for c in ("share", "share_without_spacetime", "change")})
+                 column_config={c: st.column_config.NumberColumn(label, format="percent")
+                                for c, label in labels.items()})
     ui.csv_download(events, f"user-{dataset_id}-{user_id}-explanation", label="Download explanation CSV")
 
 
