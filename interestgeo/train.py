@@ -68,7 +68,8 @@ class EventTable:
 
     venue: np.ndarray  # (N,) int64 in [0, V]; V = unknown venue
     category: np.ndarray  # (N,) int64, -1 = unknown category
-    text: np.ndarray  # (N, E) float32
+    text: np.ndarray  # (U + 1, E) float32 distinct text embeddings; row 0 zeros (padding, rows without inputs)
+    text_row: np.ndarray  # (N,) int64 each event's row of `text`
     cells: np.ndarray  # (N, R) int64
     lat: np.ndarray  # (N,) float32
     lon: np.ndarray  # (N,) float32
@@ -87,8 +88,11 @@ class EventTable:
         vocab: CellVocab,
         n_venues: int,
         rows: np.ndarray | None = None,
+        text_codes: np.ndarray | None = None,
     ) -> EventTable:
-        """`venue_index` maps item_id -> venue idx; `text_vectors` is one row per event (per row of `rows`).
+        """`venue_index` maps item_id -> venue idx; `text_vectors` is one row per event (per row of
+        `rows`), or with `text_codes` (one per event / row of `rows`) the distinct vectors they index:
+        a (N, E) copy per event would cost a fresh process more in page faults than its use.
 
         `rows` (N,) bool: only these rows get model inputs (text, cells, place, time); the others
         keep their venue and user only, which is all the visit and transition counts before a
@@ -131,15 +135,15 @@ class EventTable:
             out[at[keep]] = values[keep]
             return out
 
-        if rows is None:
-            text = np.asarray(text_vectors, dtype=np.float32)
-        else:
-            text = np.zeros((n, np.shape(text_vectors)[1]), dtype=np.float32)
-            text[rows] = text_vectors
+        text = np.asarray(text_vectors, dtype=np.float32)
+        codes = np.arange(len(text)) if text_codes is None else np.asarray(text_codes, dtype=np.int64)
+        text_row = np.zeros(n, dtype=np.int64)
+        text_row[slice(None) if rows is None else rows] = codes + 1
         return cls(
             venue=venue,
             category=spread(category_at, -1),
-            text=text,
+            text=np.concatenate([np.zeros((1, text.shape[1]), dtype=np.float32), text]),
+            text_row=text_row,
             cells=spread(vocab.lookup(events["cell"].to_numpy(dtype=np.int64))),
             lat=spread(feats.lat.astype(np.float32)),
             lon=spread(feats.lon.astype(np.float32)),
@@ -190,7 +194,7 @@ class EventTable:
             pre_dst=torch.from_numpy(pre_d),
             pre_tr_count=torch.from_numpy(pre_t),
             venue=torch.from_numpy(venue),
-            text=torch.from_numpy(self.text[idx] * valid[..., None]),
+            text=torch.from_numpy(self.text[np.where(valid, self.text_row[idx], 0)]),  # (B, T, E), padding 0
             cells=torch.from_numpy(self.cells[idx] * valid[..., None]),
             lat=torch.from_numpy(self.lat[idx]),
             lon=torch.from_numpy(self.lon[idx]),
@@ -346,7 +350,7 @@ def prepare(split: Any, config: ModelConfig, text_of: Callable[[list[str]], np.n
     item_ids = venue_keys(split.venues)
     venue_index = {v: i for i, v in enumerate(item_ids)}
     cat_index = {c: i for i, c in enumerate(split.categories)}
-    table = EventTable.build(ev, venue_index, cat_index, vecs[inverse], vocab, len(item_ids))
+    table = EventTable.build(ev, venue_index, cat_index, vecs, vocab, len(item_ids), text_codes=inverse)
     return Prepared(split, table, data, vocab, item_ids, list(split.categories))
 
 
@@ -672,7 +676,8 @@ class InterestScorer:
         vecs = self.text_vectors(list(uniq)) if len(uniq) else np.zeros((0, self.model.text_dim), np.float32)
         venues = self._venue_series if self._venue_series.index.is_unique else self._venue_index
         return EventTable.build(
-            events, venues, self._category_index, vecs[codes], self.checkpoint.vocab, len(self._venue_index), rows=rows,
+            events, venues, self._category_index, vecs, self.checkpoint.vocab, len(self._venue_index),
+            rows=rows, text_codes=codes,
         )
 
     # -- Scorer protocol

@@ -128,9 +128,10 @@ def test_a_table_of_some_rows_has_the_inputs_of_the_full_table_there(trained: tu
     assert 0 < rows.sum() < len(events)
     np.testing.assert_array_equal(part.venue, full.venue)  # counts before a window read every row
     np.testing.assert_array_equal(part.user_start, full.user_start)
-    for field in ("category", "text", "cells", "lat", "lon", "cont", "next_time"):
+    for field in ("category", "cells", "lat", "lon", "cont", "next_time"):
         np.testing.assert_array_equal(getattr(part, field)[rows], getattr(full, field)[rows], err_msg=field)
-    assert not part.text[~rows].any() and not part.cont[~rows].any()
+    np.testing.assert_array_equal(part.text[part.text_row[rows]], full.text[full.text_row[rows]])
+    assert not part.text[part.text_row[~rows]].any() and not part.cont[~rows].any()
 
 
 def test_length_batches_cut_where_padding_would_waste_positions() -> None:
