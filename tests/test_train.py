@@ -19,6 +19,7 @@ from interestgeo.evaluate import evaluate_scorers
 from interestgeo.split import make_split
 from interestgeo.store import Store
 from interestgeo.train import (
+    _MAX_BATCH_POSITIONS,
     ABLATIONS,
     CheckpointError,
     InterestScorer,
@@ -139,7 +140,7 @@ def test_length_batches_cut_where_padding_would_waste_positions() -> None:
     batches = length_batches(lengths, max_windows=256)
     assert batches[0][0] == 0 and batches[-1][1] == len(lengths)
     assert all(a < b and b == c for (a, b), (c, _) in zip(batches, batches[1:]))  # in order, no gaps
-    assert all(b - a <= 256 for a, b in batches)
+    assert all(b - a <= 256 and ((b - a) * lengths[b - 1] <= _MAX_BATCH_POSITIONS or b - a == 1) for a, b in batches)
     # no batch mixes the short windows with the long ones (1,000 x 128 padded positions for 3,000 real)
     assert all(len({lengths[a], lengths[b - 1]}) == 1 for a, b in batches)
     assert length_batches([5, 6, 7], max_windows=256) == [(0, 3)]  # small batches are not cut
