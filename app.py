@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import app_config, filter_bar, role, run_guarded, warm_up
+from pages._common import app_config, filter_bar, resume_deep_link, role, run_guarded, warm_up
 
 # An emoji favicon is inline SVG. Without page_icon, Streamlit uses the page's Material icon as the
 # favicon and fetches it from fonts.gstatic.com, which fails offline (a console error).
@@ -28,6 +28,7 @@ pages = [
     st.Page("pages/model.py", title="Model", icon=":material/model_training:"),
 ]
 navigation = st.navigation(pages)
+resume_deep_link()
 
 
 def _frame() -> None:

@@ -810,9 +810,19 @@ def run_page(page: Callable[[], None]) -> None:
     if "_filters" not in st.session_state:
         # app.py did not run first: Streamlit's legacy `pages/` mode served this file directly (a
         # deep link as the very first request after the server started). Start from the app, whose
-        # st.navigation switches Streamlit to its page list for good.
-        st.switch_page("app.py")
+        # st.navigation switches Streamlit to its page list for good, and have it come back here
+        # with the link's filters (`resume_deep_link`): a shared link must open what it shows.
+        params = {k: st.query_params.get_all(k) for k in st.query_params}
+        st.session_state["_deep_link"] = (f"pages/{Path(page.__code__.co_filename).name}", params)
+        st.switch_page("app.py", query_params=params)
     run_guarded(page)
+
+
+def resume_deep_link() -> None:
+    """In app.py once its page list exists: go on to the page a first request linked to (see run_page)."""
+    link = st.session_state.pop("_deep_link", None)
+    if link is not None:
+        st.switch_page(link[0], query_params=link[1])
 
 
 def kpi_delta(current: float, previous: float | None) -> str | None:

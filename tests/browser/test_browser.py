@@ -4,15 +4,20 @@ from __future__ import annotations
 
 import math
 import re
+import shutil
+from pathlib import Path
 
 import pytest
 from browser_helpers import (
+    RENDER_TIMEOUT_MS,
+    VIEWPORT,
     Server,
     coloured_pixels,
     coloured_point,
     full_page_screenshot,
     go_to,
     open_app,
+    start_server,
     wait_rendered,
 )
 
@@ -95,6 +100,28 @@ def test_filters_from_a_link_reach_the_page(page: object, server: Server) -> Non
     open_app(page, server.url, "?hours=6&hours=20&days=Mon&days=Tue")
     caption = page.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()  # type: ignore[attr-defined]
     assert "06:00–20:59" in caption and "Mon Tue" in caption
+
+
+def test_a_link_as_a_fresh_servers_first_request_opens_its_page_and_filters(
+    browser: object, server: Server, tmp_path: Path
+) -> None:
+    """A deep link is the first request after the server started: Streamlit serves the page file
+    before app.py's page list exists, and the app must still land on that page with the link's
+    filters (it used to fall back to the Overview and drop them)."""
+    db = Path(shutil.copy(server.db, tmp_path / "fresh.duckdb"))
+    proc, url = start_server(db, server.config, tmp_path / "streamlit.log")
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
+    try:
+        tab = context.new_page()
+        tab.goto(f"{url}/drift?hours=6&hours=20")
+        tab.wait_for_selector('h1:has-text("Drift")', timeout=RENDER_TIMEOUT_MS)
+        wait_rendered(tab, started=True)
+        caption = tab.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
+        assert "06:00–20:59" in caption
+    finally:
+        context.close()
+        proc.terminate()
+        proc.wait(timeout=10)
 
 
 def test_uploaded_csv_shows_up_in_the_dataset_filter(page: object, server: Server, tmp_path) -> None:
