@@ -77,6 +77,8 @@ FILTER_TIMEOUT_MS = 30_000
 # An action that starts no script run within this long did not register: it is retried.
 START_S = 4.0
 RETRIES = 2
+# A click that took effect in the page but started no run is waited for this long, then failed.
+LATE_START_S = 15.0
 # Quiet time that ends a step: a rerun that syncs the URL may follow the first run.
 SETTLE_MS = 400
 # Records each time a script run starts and finishes, with the page's own clock: a MutationObserver
@@ -167,8 +169,13 @@ def timed(tab: object, what: str, action: object, timeout_ms: int, ready: str | 
                 if registered is not None and registered():  # type: ignore[operator]
                     print(f"    {what}: registered, but no script run started within {START_S:.0f} s; waiting",
                           flush=True)
-                    tab.wait_for_function("t0 => window.__ig.starts.concat(window.__ig.done).some(t => t > t0)",  # type: ignore[attr-defined]
-                                          arg=t0, timeout=timeout_ms, polling=20)
+                    try:
+                        tab.wait_for_function("t0 => window.__ig.starts.concat(window.__ig.done).some(t => t > t0)",  # type: ignore[attr-defined]
+                                              arg=t0, timeout=LATE_START_S * 1000, polling=20)
+                    except PlaywrightError:
+                        # seen once in a few hundred clicks: the pill toggled but the server never ran
+                        raise StepFailed(f"{what}: the click showed in the page but started no script run "
+                                         f"within {LATE_START_S:.0f} s") from None
                     break
                 if attempt == RETRIES:
                     raise StepFailed(f"{what}: no script run started after {RETRIES + 1} tries") from None
@@ -215,10 +222,12 @@ def run_round(browser: object, url: str, pages: tuple[str, ...] = PAGES) -> dict
                     row[step] = timed(tab, f"{title} {step}", action, timeout, ready, registered)
                 except StepFailed as exc:
                     print(f"    failed: {exc}", flush=True)
-                    row[step] = nan
-                    if step == "first":
-                        row.update(filter=nan, back=nan)
-                        break
+                    row.update({s: row.get(s, nan) for s in ("first", "filter", "back")}, **{step: nan})
+                    # Start the next page from a clean state: the page as its URL says, rendered.
+                    tab.reload()
+                    tab.wait_for_selector('[data-testid="stApp"][data-test-script-state="notRunning"]',
+                                          timeout=FIRST_TIMEOUT_MS)
+                    break
             out[title] = row
             print(f"  {title}: first {row['first']:.2f} s, filter {row['filter']:.2f} s, back {row['back']:.2f} s",
                   flush=True)
