@@ -34,7 +34,7 @@ resume_deep_link()
 def _frame() -> None:
     st.session_state["_filters"] = filter_bar(config)
     if st.session_state["_filters"] is not None:
-        warm_up(config)
+        warm_up(config, analyst=viewer == "analyst")
     with st.sidebar:
         st.caption(
             f"Role: **{viewer}** · data: `{config.store.path}`  \n"

@@ -266,7 +266,7 @@ def topic_colors(config: Config) -> dict[str, tuple[int, int, int]]:
     return charts.topic_colors(list(topic_labels(db_path(config), config_key(config))))
 
 
-def warm_up(config: Config) -> None:
+def warm_up(config: Config, *, analyst: bool = False) -> None:
     """Load the interest vectors in a background thread, once per database and process, so the
     first page that needs them waits less or not at all.
 
@@ -274,9 +274,11 @@ def warm_up(config: Config) -> None:
     instead of starting a second one. Errors are left for the page's own call to report.
 
     Then torch, alone: the region analytics' grouped means over large selections run on it, and
-    its import (1-1.5 s) would otherwise fall on the first Drift render. Not transformers nor the
-    text encoder or the model: importing transformers here while a page imported it too was seen
-    to hang a page's first render (its lazy modules); those load on the first page that needs them.
+    its import (1-1.5 s) would otherwise fall on the first Drift render. For analysts, the venues
+    too (the User page's predictions; stored embeddings looked up by model id, no language model).
+    Not transformers nor the text encoder or the model: importing transformers here while a page
+    imported it too was seen to hang a page's first render (its lazy modules); those load on the
+    first page that needs them.
     """
     path, key = db_path(config), config_key(config)
     with _WARMING_LOCK:
@@ -288,6 +290,9 @@ def warm_up(config: Config) -> None:
         try:
             scored_events(path, key)
             import torch  # noqa: F401
+
+            if analyst:
+                venues(path, key)
         except Exception:  # the page's own call shows the error in words; the log keeps this one
             log.exception("warm-up failed")
 
