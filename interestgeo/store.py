@@ -436,7 +436,7 @@ class Store:
                        {ref('category_path')} AS category_path, {ref('event_type')} AS event_type
                 FROM source
             )
-            SELECT user_id, text, ts, lat, lon, hash(user_id, ts, lat, lon, text) AS dup_key,
+            SELECT user_id, text, ts, lat, lon, hash(user_id, ts) AS dup_key,
                    CASE WHEN tz = round(tz) AND abs(tz) <= {MAX_TZ_OFFSET_MIN} THEN tz::SMALLINT END AS tz_offset_min,
                    item_id, category, category_path, event_type,
                    CASE
@@ -495,8 +495,9 @@ class Store:
         aggregation input (users, cell ranks, local hours, sorted unique cells) of the rows to store.
 
         Duplicates (same user, ts, lat, lon, text within the file) keep their first row. They
-        are found by grouping a 64-bit hash first; only rows sharing a hash are compared
-        exactly. H3 is computed once per distinct coordinate pair (check-ins repeat venues), and
+        are found by grouping a 64-bit hash of (user, ts) first (two events of one person in the
+        same instant are rare, and hashing the text too cost more); only rows sharing it are
+        compared exactly. H3 is computed once per distinct coordinate pair (check-ins repeat venues), and
         each distinct cell gets its rank among the file's sorted cells (see cell_window_counts).
         Users are numbered densely by an exact join on user_id, so user counts are exact.
         """
@@ -1182,6 +1183,9 @@ def _id_list(datasets: Sequence[int] | None) -> list[int] | None:
 # Hours from the Unix epoch (a Thursday) to the first Monday, for ISO weeks.
 _MONDAY_OFFSET_H = 4 * 24
 _WINDOW_HOURS = {"hour": 1, "day": 24, "week": 168}
+# Groups are counted with bincount while there are at most this many possible (window, cell)
+# groups per row; sparser ones are sorted (first-touching big bincount arrays cost more).
+_BINCOUNT_DENSITY = 1.0
 
 
 def cell_window_counts(
@@ -1202,14 +1206,13 @@ def cell_window_counts(
     Returns columns resolution, window_size, window_start (datetime64[us]), cell, events,
     users, ordered by (window_size, resolution, window_start, cell).
 
-    Why two sorts per window size and nothing per resolution: H3 parents preserve integer order
-    (the digits run from coarse to fine), so after sorting by (window, user, cell) the parents
-    at every coarser resolution are sorted inside each (window, user) run, and a user's first
-    event in a (window, parent) group is simply where the parent changes within that run. Those
-    first-event flags (one bit per resolution) then ride along in a second sort by (window, cell,
-    flags), after which every (window, parent) group is one contiguous run: events and distinct
-    users per group are run lengths and run sums of the flags. Both sorts sort packed int64 keys
-    (values, not an argsort and gathers: about half the time).
+    Why one sort per window size and nothing more: H3 parents preserve integer order (the digits
+    run from coarse to fine), so after sorting by (window, user, cell) the parents at every coarser
+    resolution are sorted inside each (window, user) run, and a user's first event in a
+    (window, parent) group is simply where the parent changes within that run. Events and distinct
+    users per group are then counts and flag counts per dense (window, parent) number: bincounts,
+    no second sort, unless the groups are too many (then a sort of the group numbers). The sort
+    sorts packed int64 keys (values, not an argsort and gathers: about half the time).
     """
     unique_cells, cell_rank = ranked if ranked is not None else np.unique(cells, return_inverse=True)
     cell_rank = np.asarray(cell_rank, dtype=np.int64)
@@ -1234,28 +1237,22 @@ def cell_window_counts(
         first = int(index.min()) if n else 0
         w_user, u_user, c_user = _sorted_rows(index - first, users, cell_rank)
         same_run = (w_user[1:] == w_user[:-1]) & (u_user[1:] == u_user[:-1])
-        flags = np.zeros(n, dtype=np.int64)
-        for bit, resolution in enumerate(counted):
-            p_user = parents[resolution][0][c_user]
-            first_visit = np.ones(n, dtype=np.int64)
-            first_visit[1:] = ~(same_run & (p_user[1:] == p_user[:-1]))
-            flags |= first_visit << bit
-        w_cell, c_cell, f_cell = _sorted_rows(w_user, c_user, flags)
-        for bit, resolution in enumerate(counted):
+        n_windows = int(w_user[-1]) + 1 if n else 0
+        for resolution in counted:
             parent_rank, parent_cells = parents[resolution]
-            visits = np.concatenate([[0], np.cumsum((f_cell >> bit) & 1, dtype=np.int64)])
-            p_cell = parent_rank[c_cell]
-            boundary = np.ones(n, dtype=bool)
-            boundary[1:] = (w_cell[1:] != w_cell[:-1]) | (p_cell[1:] != p_cell[:-1])
-            starts = np.flatnonzero(boundary)
-            ends = np.append(starts[1:], n)
+            p_user = parent_rank[c_user]
+            first_visit = np.ones(n, dtype=bool)
+            first_visit[1:] = ~(same_run & (p_user[1:] == p_user[:-1]))
+            # Dense (window, parent) group numbers, in (window start, cell) order.
+            group = w_user * len(parent_cells) + p_user
+            keys, events, visitors = _group_counts(group, first_visit, n_windows * len(parent_cells))
             parts.append((
-                np.full(len(starts), resolution, dtype=np.int8),
-                np.full(len(starts), list(_WINDOW_HOURS).index(window), dtype=np.int8),
-                ((w_cell[starts] + first) * width + offset).astype("datetime64[h]").astype("datetime64[us]"),
-                parent_cells[p_cell[starts]],
-                (ends - starts).astype(np.int32),
-                (visits[ends] - visits[starts]).astype(np.int32),
+                np.full(len(keys), resolution, dtype=np.int8),
+                np.full(len(keys), list(_WINDOW_HOURS).index(window), dtype=np.int8),
+                ((keys // len(parent_cells) + first) * width + offset).astype("datetime64[h]").astype("datetime64[us]"),
+                parent_cells[keys % len(parent_cells)],
+                events.astype(np.int32),
+                visitors.astype(np.int32),
             ))
     # One concatenation per column (pandas' frame concat costs as much as all the counting).
     columns = [np.concatenate(column) for column in zip(*parts, strict=True)] if parts else [
@@ -1268,6 +1265,25 @@ def cell_window_counts(
         "events": columns[4],
         "users": columns[5],
     })
+
+
+def _group_counts(group: np.ndarray, flag: np.ndarray, n_groups: int) -> tuple[np.ndarray, ...]:
+    """(non-empty group numbers ascending, rows per group, flagged rows per group).
+
+    Counted with bincount when the group numbers are dense enough (one pass, no sort: week and
+    coarse windows), else by sorting them.
+    """
+    if n_groups <= _BINCOUNT_DENSITY * len(group):
+        rows = np.bincount(group, minlength=n_groups)
+        keys = np.flatnonzero(rows)
+        return keys, rows[keys], np.bincount(group[flag], minlength=n_groups)[keys]
+    ordered, flags = _sorted_rows(group, flag.astype(np.int64))
+    boundary = np.ones(len(ordered), dtype=bool)
+    boundary[1:] = ordered[1:] != ordered[:-1]
+    starts = np.flatnonzero(boundary)
+    ends = np.append(starts[1:], len(ordered))
+    flagged = np.concatenate([[0], np.cumsum(flags)])
+    return ordered[starts], ends - starts, flagged[ends] - flagged[starts]
 
 
 def _sorted_rows(*keys: np.ndarray) -> tuple[np.ndarray, ...]:

@@ -11,6 +11,7 @@ import pytest
 
 from interestgeo.config import Config
 from interestgeo.ingest import ingest_file
+import interestgeo.store as store_module
 from interestgeo.store import Store, cell_window_counts
 
 EVENT_DTYPES = {
@@ -143,6 +144,18 @@ def test_cell_window_counts_hour_resolutions_subset() -> None:
     assert ("day", "9") in combos and ("week", "6") in combos
     kept = (full["window_size"] != "hour") | (full["resolution"] == 7)
     pd.testing.assert_frame_equal(sparse, full[kept].reset_index(drop=True))
+
+
+def test_cell_window_counts_sort_path_equals_bincount_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # Sparse (window, cell) groups are counted by sorting instead of bincount; both must agree.
+    rng = np.random.default_rng(11)
+    n = 3_000
+    cells = np.array([h3.str_to_int(h3.latlng_to_cell(a, b, 10))
+                      for a, b in zip(rng.normal(40.73, 0.05, n), rng.normal(-73.95, 0.05, n), strict=True)])
+    users, hours = rng.integers(0, 25, n), rng.integers(372_000, 372_000 + 24 * 400, n)
+    dense = cell_window_counts(users, cells, hours, (6, 9))
+    monkeypatch.setattr(store_module, "_BINCOUNT_DENSITY", 0.0)
+    pd.testing.assert_frame_equal(cell_window_counts(users, cells, hours, (6, 9)), dense)
 
 
 def test_hour_maps_not_precomputed_are_counted_from_events(sample_store: Store) -> None:
