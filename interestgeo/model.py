@@ -408,14 +408,22 @@ class InterestModel(nn.Module):
         return out
 
     def _distance_rows_into(
-        self, batch: Batch, qb: torch.Tensor, qt: torch.Tensor, cur: torch.Tensor, out: torch.Tensor
+        self, batch: Batch, qb: torch.Tensor, qt: torch.Tensor, cur: torch.Tensor, out: torch.Tensor, work: torch.Tensor
     ) -> torch.Tensor:
-        """(N, V) log distances from each query's venue (unknown: the event's own place) into `out`."""
+        """(N, V) log distances from each query's venue (unknown: the event's own place) into `out`.
+
+        Computed in `out` and the (N, V) buffer `work` with in-place steps in the same order as
+        _log_distance (the same numbers): its eight fresh (N, V) temporaries cost 30-50 ms of a
+        dynamic update's ~200 ms prediction head, in-place steps ~12 ms.
+        """
         V = self.n_venues
         known = cur < V
         lat = torch.where(known, self.venue_lat[cur.clamp(max=V - 1)], batch.lat[qb, qt])  # (N,)
         lon = torch.where(known, self.venue_lon[cur.clamp(max=V - 1)], batch.lon[qb, qt])
-        return out.copy_(self._log_distance(lat[:, None], lon[:, None]))
+        coslat = math.cos(math.radians(float(self.centre[0])))
+        dx = torch.sub(lon[:, None], self.venue_lon[None], out=out).mul_(111.32).mul_(coslat)  # (N, V) km
+        dy = torch.sub(lat[:, None], self.venue_lat[None], out=work).mul_(110.57)  # (N, V) km
+        return dx.mul_(dx).add_(dy.mul_(dy)).sqrt_().add_(0.1).log_()
 
     def _log1p_markov(self) -> torch.Tensor:
         """(V + 1, V) log1p of the global transition counts, derived once (the head takes it per query)."""
@@ -488,7 +496,9 @@ class InterestModel(nn.Module):
                             batch.lat[qb[unknown], qt[unknown]][:, None], batch.lon[qb[unknown], qt[unknown]][:, None]
                         )
                 else:
-                    logd = self._distance_rows_into(batch, qb, qt, cur, tmp)
+                    if "work" not in ws or ws["work"].shape[0] < N:
+                        ws["work"] = torch.empty(N, V, device=dev)
+                    logd = self._distance_rows_into(batch, qb, qt, cur, tmp, ws["work"][:N])
                 gen.addcmul_(w[:, 3:4], logd)
                 gen.addcmul_(0.1 * w[:, 4:5], logd.mul_(logd))
             # sparse features: visits, own transitions, visits at a similar hour (history venues only)

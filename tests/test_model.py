@@ -139,6 +139,27 @@ def test_expected_text_is_the_head_distribution_times_venue_text(variant: str) -
     assert not torch.allclose(expected[0], expected[-1])
 
 
+def test_expected_text_from_query_rows_equals_the_dense_tables() -> None:
+    """A dynamic update's few queries take the transition and distance rows per query (no dense
+    venue x venue tables): the numbers must be exactly the tables' ones, or an update would differ
+    from a full score."""
+    torch.manual_seed(0)
+    model = InterestModel(small_config(), model_data()).eval()
+    with torch.no_grad():  # every feature weight non-zero, so each feature term is exercised
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    batch = random_batch()
+    batch.venue[0, 3] = V  # an unknown venue: distances from the event's own coordinates
+    qb, qt = (torch.arange(T)[None, :] < batch.length[:, None]).nonzero(as_tuple=True)
+    with torch.no_grad():
+        h = model.hidden(batch)
+        rows = model.expected_text(h, batch, qb, qt, {})
+        assert model._markov_dense is None  # answered from per-query rows
+        model._tables()
+        dense = model.expected_text(h, batch, qb, qt, {})
+    assert torch.equal(rows, dense)
+
+
 def test_model_overfits_one_small_batch() -> None:
     torch.manual_seed(0)
     model = InterestModel(small_config(), model_data())
