@@ -472,22 +472,28 @@ def _write_aggregates(
                 datasets=[dataset_id],
                 from_start=window_from,
             )
-            for resolution in config.analytics.stored_resolutions:
-                cells, cell_vectors = aggregate_cell_windows(scored, filters, resolution, window)
-                columns = {
-                    "dataset_id": np.full(len(cells), dataset_id, dtype=np.int32),
-                    "resolution": np.full(len(cells), resolution, dtype=np.int8),
-                    "window_size": [window] * len(cells),
-                    "window_start": cells["window_start"].to_numpy("datetime64[us]"),
-                    "cell": cells["cell"].to_numpy(np.int64),
-                    "events": cells["events"].to_numpy(np.int32),
-                    "users": cells["users"].to_numpy(np.int32),
-                    "coherence": cells["coherence"].to_numpy(np.float32),
-                }
-                store.replace_window_vectors(
-                    "cell_window_vectors", window, columns, cell_vectors,
-                    datasets=[dataset_id], from_start=window_from, resolution=resolution,
-                )
+            # every resolution's cells in one replace (one DELETE + INSERT instead of one per resolution)
+            resolutions = list(config.analytics.stored_resolutions)
+            if not resolutions:
+                continue
+            parts = [(r, *aggregate_cell_windows(scored, filters, r, window)) for r in resolutions]
+            filled = [part for part in parts if len(part[1])] or parts[:1]
+            cells = pd.concat([f for _, f, _ in filled], ignore_index=True)
+            cell_vectors = np.concatenate([v for _, _, v in filled])
+            columns = {
+                "dataset_id": np.full(len(cells), dataset_id, dtype=np.int32),
+                "resolution": np.repeat(np.array([r for r, _, _ in filled], dtype=np.int8), [len(f) for _, f, _ in filled]),
+                "window_size": [window] * len(cells),
+                "window_start": cells["window_start"].to_numpy("datetime64[us]"),
+                "cell": cells["cell"].to_numpy(np.int64),
+                "events": cells["events"].to_numpy(np.int32),
+                "users": cells["users"].to_numpy(np.int32),
+                "coherence": cells["coherence"].to_numpy(np.float32),
+            }
+            store.replace_window_vectors(
+                "cell_window_vectors", window, columns, cell_vectors,
+                datasets=[dataset_id], from_start=window_from, resolution=resolutions,
+            )
 
 
 def _window_floor(day: np.datetime64, window: str) -> np.datetime64:

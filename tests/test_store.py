@@ -227,3 +227,38 @@ def test_windows_use_local_time_with_odd_offsets(tmp_store: Store, tmp_config: C
     for window in ("hour", "day", "week"):
         got, _ = tmp_store.cell_aggregates(9, window, k=1)
         pd.testing.assert_frame_equal(_sorted(got), _expected_aggregates(events, 9, window))
+
+
+def _cell_rows(resolutions: list[int], events: int) -> tuple[dict[str, object], np.ndarray]:
+    """One cell_window_vectors row per resolution, `events` in each (a marker of which write it came from)."""
+    n = len(resolutions)
+    columns = {
+        "dataset_id": np.ones(n, dtype=np.int32),
+        "resolution": np.array(resolutions, dtype=np.int8),
+        "window_size": ["week"] * n,
+        "window_start": np.full(n, np.datetime64("2012-04-02", "us")),
+        "cell": np.arange(n, dtype=np.int64),
+        "events": np.full(n, events, dtype=np.int32),
+        "users": np.full(n, 5, dtype=np.int32),
+        "coherence": np.ones(n, dtype=np.float32),
+    }
+    return columns, np.ones((n, 3), dtype=np.float32)
+
+
+def test_cell_window_vectors_replaced_for_several_resolutions_at_once(tmp_store: Store) -> None:
+    columns, vectors = _cell_rows([8, 9], events=1)
+    tmp_store.replace_window_vectors("cell_window_vectors", "week", columns, vectors, datasets=[1], resolution=[8, 9])
+    columns, vectors = _cell_rows([9], events=2)  # only resolution 9 is replaced
+    tmp_store.replace_window_vectors("cell_window_vectors", "week", columns, vectors, datasets=[1], resolution=[9])
+    for resolution, events in ((8, 1), (9, 2)):
+        frame, stored, _ = tmp_store.window_vectors("cell_window_vectors", "week", resolution=resolution, k=0)
+        assert frame["events"].tolist() == [events] and stored.shape == (1, 3)
+
+
+def test_analytics_tables_created_in_a_rolled_back_transaction_are_created_again(tmp_store: Store) -> None:
+    with pytest.raises(RuntimeError):
+        with tmp_store.transaction():
+            tmp_store.ensure_analytics_schema()
+            raise RuntimeError("rolled back")
+    tmp_store.ensure_analytics_schema()
+    assert tmp_store.record_score_run("test", None, 1, 1, 1.0) == 1
