@@ -41,9 +41,10 @@ class StoreConfig:
     # 9 (~0.1 km2, a few blocks). The map picks one of these from the visible area.
     map_resolutions: tuple[int, ...] = (6, 7, 8, 9)
     # Of those, the resolutions whose hour windows are precomputed. Finer hour windows are sparse
-    # (at res 8-9 most hour x cell groups hold one event, so they would add more rows than the
-    # file has events, half the ingest's aggregate work); their maps are counted from the events.
-    hour_resolutions: tuple[int, ...] = (6, 7)
+    # (at res 8-9 most hour x cell groups hold one event, at 7 a third of the events are alone in
+    # theirs: together more rows than the file has events, most of the ingest's aggregate work);
+    # their maps are counted from the events (one hour window: ~10 ms on 2M events).
+    hour_resolutions: tuple[int, ...] = (6,)
     # Window sizes aggregated; windows are in the event's local time (see schema.py).
     windows: tuple[str, ...] = ("hour", "day", "week")
     # A file larger than this is refused before reading (uploads are also capped by Streamlit).

@@ -59,6 +59,7 @@ Progress = Callable[[float, str], None]
 REPORT_REJECTS = 20
 _SNIFF_BYTES = 1 << 16
 _CHUNK_BYTES = 1 << 24
+_HASH_BUFFER_BYTES = 1 << 22
 _DELIMITERS = (",", "\t", ";")
 
 
@@ -296,9 +297,12 @@ def _read_head(path: Path, max_bytes: int | None) -> tuple[bytes, str]:
 def _content_hash(path: Path) -> str:
     """sha256 of the file's bytes (as stored, compressed or not): the re-ingest key."""
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        while chunk := f.read(_CHUNK_BYTES):
-            digest.update(chunk)
+    # One reused buffer, unbuffered reads: no fresh 16 MB object per chunk (a third of the CPU).
+    buffer = bytearray(_HASH_BUFFER_BYTES)
+    view = memoryview(buffer)
+    with open(path, "rb", buffering=0) as f:
+        while size := f.readinto(buffer):
+            digest.update(view[:size])
     return digest.hexdigest()
 
 

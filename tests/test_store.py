@@ -159,12 +159,12 @@ def test_cell_window_counts_sort_path_equals_bincount_path(monkeypatch: pytest.M
 
 
 def test_hour_maps_not_precomputed_are_counted_from_events(sample_store: Store) -> None:
-    # Default config precomputes hour windows at res 6-7 only; res 8-9 hours come from the events.
-    assert sample_store.precomputed("hour") == (6, 7)
+    # Default config precomputes hour windows at res 6 only; res 7-9 hours come from the events.
+    assert sample_store.precomputed("hour") == (6,)
     assert sample_store.precomputed("day") == (6, 7, 8, 9)
     stored = sample_store.con.execute(
         "SELECT DISTINCT resolution FROM cell_windows WHERE window_size = 'hour' ORDER BY 1").fetchall()
-    assert stored == [(6,), (7,)]
+    assert stored == [(6,)]
     events = sample_store.events()
     for resolution in (7, 9):
         expected = _expected_aggregates(events, resolution, "hour")
