@@ -292,14 +292,19 @@ class Store:
             ).df()
         else:
             df = self._cell_aggregates_from_events(resolution, window, start, ids)
-        visible = df["users"] >= k
-        hidden = int((~visible).sum())
-        df = df[visible].reset_index(drop=True)
-        return df.astype({"cell": "int64", "events": "int64", "users": "int64"}), hidden
+        return _k_threshold(df, k)
 
     def _cell_aggregates_from_events(
-        self, resolution: int, window: str, start: datetime | None, ids: list[int] | None
+        self,
+        resolution: int,
+        window: str,
+        start: datetime | None,
+        ids: list[int] | None,
+        hours: list[int] | None = None,
+        days_of_week: list[int] | None = None,
     ) -> pd.DataFrame:
+        """cell_aggregates' frame (before the k threshold) counted from the events; optionally
+        one window only, and only some local hours of day and days of week."""
         if not 0 <= resolution <= self.base_resolution:
             raise ValueError(f"resolution must be 0..{self.base_resolution} (the base resolution)")
         and_mask, or_mask = parent_masks(resolution)
@@ -314,10 +319,13 @@ class Store:
                       -- A range on local_ts (not on ws) so DuckDB skips row groups by their min/max.
                       AND (?::TIMESTAMP IS NULL
                            OR (local_ts >= ?::TIMESTAMP AND local_ts < ?::TIMESTAMP + to_hours(?::BIGINT)))
+                      AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], local_hour))
+                      AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dow))
                 )
                 GROUP BY parent, ws
                 ORDER BY ws, parent""",
-            [and_mask, or_mask, ids, ids, start, start, start, _WINDOW_HOURS[window]],
+            [and_mask, or_mask, ids, ids, start, start, start, _WINDOW_HOURS[window],
+             hours, hours, days_of_week, days_of_week],
         ).df()
 
     def window_starts(self, window: str, datasets: Sequence[int] | None = None) -> pd.Series:
@@ -1155,25 +1163,10 @@ class Store:
         precomputed aggregates hold every hour and day). None = no restriction."""
         if window not in WINDOWS:
             raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
-        if not 0 <= resolution <= self.base_resolution:
-            raise ValueError(f"resolution must be 0..{self.base_resolution} (the base resolution)")
         k = self.config.privacy.k_min_users if k is None else int(k)
-        ids, hour_list, day_list = _id_list(datasets), _id_list(hours), _id_list(days_of_week)
-        and_mask, or_mask = parent_masks(resolution)
-        df = self.con.execute(
-            f"""SELECT (cell & ?) | ? AS cell, date_trunc('{WINDOWS[window]}', local_ts) AS window_start,
-                       count(*)::BIGINT AS events, count(DISTINCT (dataset_id, user_id))::BIGINT AS users
-                FROM events
-                WHERE (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
-                  AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], local_hour))
-                  AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dow))
-                GROUP BY ALL
-                ORDER BY window_start, cell""",
-            [and_mask, or_mask, ids, ids, hour_list, hour_list, day_list, day_list],
-        ).df()
-        visible = df["users"] >= k
-        return (df[visible].reset_index(drop=True).astype({"cell": "int64", "events": "int64", "users": "int64"}),
-                int((~visible).sum()))
+        df = self._cell_aggregates_from_events(resolution, window, None, _id_list(datasets), _id_list(hours),
+                                               _id_list(days_of_week))
+        return _k_threshold(df, k)
 
 # The ordinal of an ingest_checked row is rowid minus this (see read_csv_checked).
 _FIRST_ROWID = "SELECT min(rowid) FROM ingest_checked"
@@ -1186,6 +1179,13 @@ _KEPT_ROWS = f"""
 _DROPPED_EVENT_COLUMNS = ("hour_start", "day_start", "week_start")
 # Tables with a dataset_id column, children first (a whitelist for delete_dataset).
 _DATASET_TABLES = ("cell_windows", "rejects", "events", "datasets")
+
+
+def _k_threshold(df: pd.DataFrame, k: int) -> tuple[pd.DataFrame, int]:
+    """The cell x window rows with at least k distinct users, and how many were hidden."""
+    visible = df["users"] >= k
+    return (df[visible].reset_index(drop=True).astype({"cell": "int64", "events": "int64", "users": "int64"}),
+            int((~visible).sum()))
 
 
 def _id_list(datasets: Sequence[int] | None) -> list[int] | None:
