@@ -83,6 +83,14 @@ def packaged_model_dir(cache_dir: Path) -> Path:
     return target
 
 
+def text_model_id(config: TextConfig) -> str:
+    """The id embeddings are cached under: the packaged model's name, else the model folder's name.
+
+    Known without loading the model, so cached embeddings can be read before (or without) it.
+    """
+    return PACKAGED_MODEL_NAME if config.model_path is None else Path(config.model_path).resolve().name
+
+
 class TextEncoder:
     """A transformers encoder loaded from a local folder: texts -> L2-normalised mean-pooled vectors.
 
@@ -97,12 +105,11 @@ class TextEncoder:
         self.config = config or TextConfig()
         if self.config.model_path is None:
             self.path = packaged_model_dir(self.config.cache_dir)
-            self.model_id = PACKAGED_MODEL_NAME
         else:
             self.path = Path(self.config.model_path)
             if not self.path.is_dir():
                 raise TextModelError(f"text model folder not found: {self.path}")
-            self.model_id = self.path.resolve().name
+        self.model_id = text_model_id(self.config)
         from transformers import AutoModel, AutoTokenizer
         from transformers.utils import logging as hf_logging
 

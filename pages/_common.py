@@ -226,11 +226,10 @@ class LazyTextEncoder:
     """
 
     def __init__(self, config: Any) -> None:
-        from interestgeo.text import PACKAGED_MODEL_NAME
+        from interestgeo.text import text_model_id
 
         self.config = config
-        # The id TextEncoder gives this config: the packaged model's name, else its folder's name.
-        self.model_id = PACKAGED_MODEL_NAME if config.model_path is None else Path(config.model_path).resolve().name
+        self.model_id = text_model_id(config)
         self._lock = threading.Lock()
         self._encoder: Any = None
 

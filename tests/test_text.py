@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ from transformers import AutoModel, AutoTokenizer
 
 from interestgeo.config import TextConfig
 from interestgeo.store import Store
-from interestgeo.text import TextEncoder, embed_texts, unreadable_warning
+from interestgeo.text import TextEncoder, embed_texts, text_model_id, unreadable_warning
 
 TEXTS = ["Pearl Art & Craft Supply, Arts & Crafts Store", "Coffee Shop", "Verrazano-Narrows Bridge, Bridge"]
 
@@ -73,3 +74,9 @@ def test_missing_model_folder_is_one_clear_error(tmp_path: Path) -> None:
 
     with pytest.raises(TextModelError, match="not found"):
         TextEncoder(TextConfig(model_path=tmp_path / "nope"))
+
+
+def test_model_id_is_known_without_loading_the_model(encoder: TextEncoder, tmp_path: Path) -> None:
+    # Pages read cached embeddings by this id before (or without) loading the language model.
+    assert text_model_id(encoder.config) == encoder.model_id == "all-MiniLM-L6-v2"
+    assert text_model_id(dataclasses.replace(encoder.config, model_path=tmp_path / "my-model")) == "my-model"
