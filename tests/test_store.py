@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import duckdb
 import h3
 import numpy as np
 import pandas as pd
@@ -262,3 +263,56 @@ def test_analytics_tables_created_in_a_rolled_back_transaction_are_created_again
             raise RuntimeError("rolled back")
     tmp_store.ensure_analytics_schema()
     assert tmp_store.record_score_run("test", None, 1, 1, 1.0) == 1
+
+
+def test_files_that_store_local_hour_and_dow_keep_working(
+    tmp_config: Config, demo_sample_csv: Path, sample_store: Store
+) -> None:
+    # A file from before local_hour and dow became generated columns stores them: ingest must
+    # still fill them (NOT NULL there) and every read must give the same values as a new file.
+    old_schema = store_module._SCHEMA[2].replace(
+        "GENERATED ALWAYS AS (hour(local_ts)) VIRTUAL", "NOT NULL"
+    ).replace("GENERATED ALWAYS AS (isodow(local_ts) - 1) VIRTUAL", "NOT NULL")
+    assert "GENERATED" not in old_schema and "events" in old_schema
+    path = tmp_config.store.path.with_name("old.duckdb")
+    con = duckdb.connect(str(path))
+    con.execute(old_schema)
+    con.close()
+    with Store.open(path, config=tmp_config) as old:
+        ingest_file(old, demo_sample_csv, config=tmp_config, dataset="nyc-sample")
+        stored = old.events()
+        generated = old.con.execute(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'events' AND is_generated"
+        ).fetchone()[0]
+    assert generated == 0
+    new = sample_store.events()
+    pd.testing.assert_frame_equal(stored.drop(columns=["event_id"]), new.drop(columns=["event_id"]))
+    assert new["local_hour"].tolist() == new["local_ts"].dt.hour.tolist()
+    assert new["dow"].tolist() == new["local_ts"].dt.day_of_week.tolist()
+
+
+def test_duplicates_are_skipped_before_counting(tmp_store: Store, tmp_config: Config, tmp_path: Path) -> None:
+    # An exact pair, an exact triple, and a same-user-same-instant pair with other text (both
+    # kept): the precomputed counts must equal a count of the events actually stored.
+    rows = [
+        "u1,2012-04-01T10:00:00Z,40.70,-73.90,Deli",
+        "u1,2012-04-01T10:00:00Z,40.70,-73.90,Deli",
+        "u2,2012-04-01T11:00:00Z,40.71,-73.91,Bar",
+        "u2,2012-04-01T11:00:00Z,40.71,-73.91,Bar",
+        "u2,2012-04-01T11:00:00Z,40.71,-73.91,Bar",
+        "u3,2012-04-01T12:00:00Z,40.72,-73.92,Park",
+        "u3,2012-04-01T12:00:00Z,40.72,-73.92,Gym",
+        "u4,2012-04-02T09:00:00Z,40.70,-73.90,Deli",
+    ]
+    path = tmp_path / "dups.csv"
+    path.write_text("user,time,lat,lon,text\n" + "\n".join(rows) + "\n", encoding="utf-8")
+    report = ingest_file(tmp_store, path, config=tmp_config)
+    assert (report.rows_stored, report.duplicates_skipped) == (5, 3)
+    events = tmp_store.events()
+    assert sorted(zip(events["user_id"], events["text"])) == [
+        ("u1", "Deli"), ("u2", "Bar"), ("u3", "Gym"), ("u3", "Park"), ("u4", "Deli")]
+    # The first of each duplicate group is kept: event ids follow the file's first occurrences.
+    assert sorted(events["event_id"] - events["event_id"].min()) == [0, 2, 5, 6, 7]
+    for resolution, window in [(6, "hour"), (9, "day"), (7, "week")]:
+        got, _ = tmp_store.cell_aggregates(resolution, window, k=1)
+        pd.testing.assert_frame_equal(_sorted(got), _expected_aggregates(events, resolution, window))
