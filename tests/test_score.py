@@ -112,6 +112,20 @@ def test_dynamic_update_equals_a_full_rescore(tmp_path: Path, files: tuple[Path,
         assert_same(after_update, snapshot(store))
 
 
+def test_user_histories_are_the_users_rows_of_events_exactly(tmp_path: Path, files: tuple[Path, Path]) -> None:
+    # the update reads histories through Arrow; events() through DuckDB's pandas conversion
+    config = config_for(tmp_path / "h.duckdb")
+    with Store.open(config.store.path, config=config) as store:
+        ingest(store, files[0], config, "april")
+        ingest(store, files[1], config, "may")
+        events = store.events()
+        users = pd.DataFrame({"dataset_id": [2, 1, 1], "user_id": ["n2", "u3", "u7"]})
+        histories = store.user_histories(users)
+        wanted = events[events["user_id"].isin(["n2", "u3", "u7"])].reset_index(drop=True)
+        assert len(wanted) == 25 * 2 + 15 and wanted["event_type"].isna().all()
+        pd.testing.assert_frame_equal(histories, wanted)
+
+
 def test_model_update_of_known_users_equals_a_full_rescore(tmp_path: Path, encoder: TextEncoder) -> None:
     # known users' latest events re-scored with the TRAINED model: their earlier history is context
     # (rows before the model's windows count only through visit and transition counts)
