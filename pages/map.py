@@ -91,8 +91,7 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
     cells = result.cells.loc[rows].reset_index(drop=True)
     shares = result.shares.loc[rows].reset_index(drop=True)
     colors = ui.topic_colors(config)  # type: ignore[arg-type]
-    # The map column is ~640 px wide at 1280 px: fit the view to that, not to the full width.
-    view = charts.view_for_cells(result.cells["cell"].unique().tolist(), width_px=640, height_px=MAP_HEIGHT)
+    view = _stable_view(config, filters, resolution)
     map_col, legend_col = st.columns([2.3, 1])
     drawing = legend_col.toggle("Draw a region", key="map_draw",
                                 help="Lasso (or box) cells on a plain chart of the map to use as the region.")
@@ -104,18 +103,15 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
             _legend(cells, colors)
         return
     with map_col:
-        spot = st.empty()
         if playing:
-            for label, idx in frames[-MAX_FRAMES:]:
-                deck = charts.topic_map(_with_tooltips(result.cells.loc[idx], result.shares.loc[idx], label), colors,
-                                        map_style=config.app.map_style, view=view)  # type: ignore[attr-defined]
-                spot.pydeck_chart(deck, height=MAP_HEIGHT)
-                time.sleep(FRAME_S)
+            _play(frames, result, colors, config.app.map_style, view)  # type: ignore[attr-defined]
         deck = charts.topic_map(_with_tooltips(cells, shares, chosen), colors,
                                 map_style=config.app.map_style, view=view)  # type: ignore[attr-defined]
-        with spot.container():
-            selection = st.pydeck_chart(deck, height=MAP_HEIGHT, on_select="rerun", selection_mode="multi-object",
-                                        key=f"map_pick_{resolution}")
+        # Straight into the column, never through an st.empty: the empty's placeholder delta replaced
+        # the map for a moment on every rerun, so the browser now and then unmounted it and built a
+        # new deck.gl WebGL context (shaders and all): +0.2-0.3 s on a filter change.
+        selection = st.pydeck_chart(deck, height=MAP_HEIGHT, on_select="rerun", selection_mode="multi-object",
+                                    key=f"map_pick_{resolution}")
     with legend_col:
         st.markdown("**Dominant topic**")
         _legend(cells, colors)
@@ -123,9 +119,29 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
     period = chosen or "the selected period"
     st.caption(f"{len(cells):,} cells at resolution {resolution} in {period} · "
                f"{result.hidden:,} cell groups hidden: fewer than {k} people.")
-    export = ui.with_hex(pd.concat([cells.drop(columns=["topic_id"], errors="ignore"), shares.add_prefix("share: ")],
-                                   axis=1))
-    ui.csv_download(export, f"map-topics-r{resolution}")
+    ui.csv_download(lambda: ui.with_hex(pd.concat([cells.drop(columns=["topic_id"], errors="ignore"),
+                                                   shares.add_prefix("share: ")], axis=1)),
+                    f"map-topics-r{resolution}")
+
+
+def _stable_view(config: object, filters: ui.FilterState, resolution: int) -> object:
+    """The view that fits the region's cells over the whole period (`ui.whole_period`)."""
+    path, key = ui.db_path(config), ui.config_key(config)  # type: ignore[arg-type]
+    everywhen = ui.region_map(path, key, ui.whole_period(filters, config).to_filters(), resolution, None)  # type: ignore[arg-type]
+    # The map column is ~640 px wide at 1280 px: fit the view to that, not to the full width.
+    return charts.view_for_cells(everywhen.cells["cell"].unique().tolist(), width_px=640, height_px=MAP_HEIGHT)
+
+
+def _play(frames: list[tuple[str, np.ndarray]], result: object, colors: dict[str, tuple[int, int, int]],
+          map_style: str | None, view: object) -> None:
+    """The time playback: each window's map in turn, in one placeholder above the final map."""
+    spot = st.empty()
+    for label, idx in frames[-MAX_FRAMES:]:
+        deck = charts.topic_map(_with_tooltips(result.cells.loc[idx], result.shares.loc[idx], label),  # type: ignore[attr-defined]
+                                colors, map_style=map_style, view=view)  # type: ignore[arg-type]
+        spot.pydeck_chart(deck, height=MAP_HEIGHT)
+        time.sleep(FRAME_S)
+    spot.empty()
 
 
 def _legend(cells: pd.DataFrame, colors: dict[str, tuple[int, int, int]]) -> None:
@@ -238,7 +254,7 @@ def _query_map(config: object, filters: ui.FilterState, resolution: int) -> None
         st.markdown("**Top cells**")
         top = ui.with_hex(result.cells.head(20))[["rank", "cell", "score", "events", "users", "strong_users"]]
         st.dataframe(top, hide_index=True, width="stretch", height=300)
-        ui.csv_download(ui.with_hex(result.cells), "query-cells")
+        ui.csv_download(lambda: ui.with_hex(result.cells), "query-cells")
     with right:
         st.markdown("**When** (local hour × day of week)")
         if result.time_profile.empty:
@@ -293,7 +309,7 @@ def _count_map(config: object, filters: ui.FilterState, resolutions: tuple[int, 
     if ignored:
         st.warning(f"These counts ignore the {' and '.join(ignored)} filter: it applies once the events are scored.",
                    icon=":material/filter_alt_off:")
-    ui.csv_download(ui.with_hex(current), f"map-counts-{window}")
+    ui.csv_download(lambda: ui.with_hex(current), f"map-counts-{window}")
 
 
 ui.run_page(page)

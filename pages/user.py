@@ -56,7 +56,7 @@ def page() -> None:
                         key="user_shares")
     st.markdown("**When**: the events over local time, by topic")
     st.plotly_chart(charts.user_timeline_figure(events, colors), width="stretch", key="user_timeline")
-    ui.csv_download(ui.with_hex(events), f"user-{dataset_id}-{user_id}-events", label="Download events CSV")
+    ui.csv_download(lambda: ui.with_hex(events), f"user-{dataset_id}-{user_id}-events", label="Download events CSV")
     _next(path, key, dataset_id, user_id)
     _explain(path, key, dataset_id, user_id)
 

@@ -332,6 +332,19 @@ def test_topic_map_colours_cells_by_topic_with_plain_text_tooltips(scored_env: P
     assert at.dataframe  # the legend
 
 
+def test_topic_map_keeps_its_view_while_the_time_filters_change(scored_env: Path) -> None:
+    # A view that followed the filtered cells moved on every filter change: the analyst lost their
+    # place and the browser drew the map three times instead of once.
+    everything = deck_specs(open_with_params("pages/map.py", {"map_res": "8"}))[0]
+    afternoon = open_with_params("pages/map.py", {"map_res": "8", "hours": ["12", "23"]})
+    assert_clean(afternoon)
+    narrowed = deck_specs(afternoon)[0]
+    assert {d["hex"] for d in narrowed["layers"][0]["data"]} < {d["hex"] for d in everything["layers"][0]["data"]}
+    assert narrowed["initialViewState"] == everything["initialViewState"]
+    manhattan = deck_specs(open_with_params("pages/map.py", {"map_res": "8", "area": "Manhattan"}))[0]
+    assert manhattan["initialViewState"] != everything["initialViewState"]  # the region still moves it
+
+
 def test_free_text_query_changes_the_colouring(scored_env: Path) -> None:
     def colours(phrase: str) -> dict[str, list[int]]:
         at = open_with_params("pages/map.py", {"map_mode": "Free-text query", "q": phrase, "map_res": "8"})

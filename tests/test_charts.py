@@ -44,6 +44,14 @@ def test_maps_have_no_basemap_unless_a_style_is_configured() -> None:
     assert online["mapStyle"] == style and online["mapProvider"] == "carto"
 
 
+def test_map_json_is_pydecks_spec_without_the_indentation() -> None:
+    frame = pd.DataFrame({"cell": _cells(), "events": [1, 2, 3], "users": [1, 2, 3]})
+    deck = charts.count_map(frame)
+    compact = deck.to_json()
+    assert json.loads(compact) == json.loads(charts.pdk.Deck.to_json(deck))
+    assert "\n" not in compact and ", " not in compact and len(compact) < 0.7 * len(charts.pdk.Deck.to_json(deck))
+
+
 def test_user_text_reaches_the_map_as_inert_plain_text() -> None:
     tips = ['<img src=x onerror="alert(1)">', "@@=alert(1)", "Café 咖啡 🍜"]
     deck = charts.hex_map(_cells(), [[1, 2, 3, 200]] * 3, tips)

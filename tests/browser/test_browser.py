@@ -46,6 +46,18 @@ def test_map_really_draws_hexagons(page: object, server: Server) -> None:
     assert coloured > 0.05 * total, f"only {coloured} of {total} pixels coloured: hexagons not drawn"
 
 
+def test_the_maps_csv_is_written_when_downloaded(page: object, server: Server, tmp_path: Path) -> None:
+    """Downloads are deferred (the CSV is built on the click, not on every rerun): the file still comes."""
+    open_app(page, server.url)
+    go_to(page, "Map")
+    with page.expect_download(timeout=30_000) as download:  # type: ignore[attr-defined]
+        page.locator('[data-testid="stMain"]').get_by_role("button", name="Download CSV").first.click()  # type: ignore[attr-defined]
+    saved = tmp_path / "map.csv"
+    download.value.save_as(saved)
+    lines = saved.read_text(encoding="utf-8").splitlines()
+    assert lines[0].startswith("cell,") and "share: " in lines[0] and len(lines) > 1
+
+
 def test_a_hexagon_clicked_on_the_map_becomes_the_region(page: object, server: Server) -> None:
     open_app(page, server.url)
     go_to(page, "Map")
