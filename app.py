@@ -33,8 +33,6 @@ resume_deep_link()
 
 def _frame() -> None:
     st.session_state["_filters"] = filter_bar(config)
-    if st.session_state["_filters"] is not None:
-        warm_up(config, analyst=viewer == "analyst")
     with st.sidebar:
         st.caption(
             f"Role: **{viewer}** · data: `{config.store.path}`  \n"
@@ -43,4 +41,10 @@ def _frame() -> None:
 
 
 run_guarded(_frame)
-navigation.run()
+try:
+    navigation.run()
+finally:
+    # After the page, not before: on a fresh server the warm-up's loading (seconds) competed with
+    # the first page for the two cores even when that page needs no vectors (Model, Upload).
+    if st.session_state.get("_filters") is not None:
+        warm_up(config, analyst=viewer == "analyst")

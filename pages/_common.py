@@ -176,8 +176,14 @@ def scored_events(path: str, config_json: str) -> analytics.ScoredEvents | None:
     the filters are not part of this key. Only region-level pages need it; the User page reads
     its one person through `user_scored`.
     """
+    from interestgeo.store import Store
+
     config = _config_from(config_json)
-    with store_for(config) as store:
+    if TRAINING.locked():
+        raise RuntimeError(TRAINING_NOTE)
+    # Its own read-only connection (the same database instance in this process): the load takes
+    # seconds, and through the shared handle every other session's queries waited for it.
+    with Store.open(path, read_only=True, config=config) as store:
         try:
             return analytics.load_scored(store, config, None)
         except LookupError:

@@ -300,6 +300,24 @@ def test_warm_up_loads_in_the_background(scored_env: Path, caplog: pytest.LogCap
     assert_clean(at)
 
 
+def test_loading_the_vectors_does_not_hold_the_shared_connection(scored_env: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    # The load takes seconds on the demo; through the shared handle every other session's
+    # queries (a Model or Upload page on a fresh server) waited for it.
+    monkeypatch.syspath_prepend(str(ROOT))
+    from pages import _common
+
+    config = _common.app_config()
+    path, key = _common.db_path(config), _common.config_key(config)
+    _common.scored_events.clear()
+    loaded: list[object] = []
+    with _common._open_store(path, key).lock:  # another session's query in progress
+        loader = threading.Thread(target=lambda: loaded.append(_common.scored_events(path, key)), daemon=True)
+        loader.start()
+        loader.join(TIMEOUT)
+        assert loaded and loaded[0] is not None and len(loaded[0].events) == SCORED_ROWS
+
+
 def test_overview_kpis_count_events_and_people(scored_env: Path) -> None:
     at = open_app()
     assert_clean(at)
