@@ -217,11 +217,14 @@ def _padded(groups: list[tuple[np.ndarray, ...]], pads: tuple[float, ...], dtype
 
 def user_starts(events: pd.DataFrame) -> np.ndarray:
     """(N,) int64 first row of each row's user (events in store.events() order)."""
-    user = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
-    new_user = np.ones(len(user), dtype=bool)
-    new_user[1:] = user[1:] != user[:-1]
+    n = len(events)
+    new_user = np.ones(n, dtype=bool)
+    if n > 1:  # a user is (dataset_id, user_id): compared column by column (joined keys cost 3x as much)
+        dataset = events["dataset_id"].to_numpy()
+        user = events["user_id"].to_numpy(dtype=object)
+        new_user[1:] = (dataset[1:] != dataset[:-1]) | (user[1:] != user[:-1])
     starts = np.flatnonzero(new_user)
-    return np.repeat(starts, np.diff(np.append(starts, len(user)))).astype(np.int64)
+    return np.repeat(starts, np.diff(np.append(starts, n))).astype(np.int64)
 
 
 def venue_indices(frame: pd.DataFrame, venue_index: pd.Series | dict[str, int], n_venues: int) -> np.ndarray:

@@ -10,6 +10,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from safetensors.torch import load_file
@@ -133,6 +134,14 @@ def test_a_table_of_some_rows_has_the_inputs_of_the_full_table_there(trained: tu
         np.testing.assert_array_equal(getattr(part, field)[rows], getattr(full, field)[rows], err_msg=field)
     np.testing.assert_array_equal(part.text[part.text_row[rows]], full.text[full.text_row[rows]])
     assert not part.text[part.text_row[~rows]].any() and not part.cont[~rows].any()
+
+
+def test_user_starts_begin_a_user_where_the_dataset_or_the_user_id_changes() -> None:
+    events = pd.DataFrame(
+        {"dataset_id": np.array([1, 1, 1, 2, 2, 3, 3], dtype=np.int32), "user_id": ["a", "a", "b", "b", "b", "b", "c"]}
+    )
+    np.testing.assert_array_equal(user_starts(events), [0, 0, 2, 3, 3, 5, 6])
+    assert user_starts(events.iloc[:0]).shape == (0,) and user_starts(events.iloc[:1]).tolist() == [0]
 
 
 def test_length_batches_cut_where_padding_would_waste_positions() -> None:
