@@ -538,14 +538,15 @@ def score_store(
     if since_ts is not None and since_ts.tzinfo is None:
         since_ts = since_ts.tz_localize("UTC")
     if update or since_ts is not None:
-        previous = store.score_runs()
-        if len(previous) and str(previous["source"].iloc[0]) != source_label(source):
+        previous = store.latest_score_source()
+        if previous is not None and previous != source_label(source):
             raise LookupError(
-                f"stored vectors come from {previous['source'].iloc[0]!r}, not {source_label(source)!r}: "
+                f"stored vectors come from {previous!r}, not {source_label(source)!r}: "
                 "run a full `interestgeo score` instead of an update"
             )
-        if store.analytics_topics() is not None and len(previous):
-            return _score_update(store, config, source, text_vectors, since_ts, started, progress)
+        topics = store.analytics_topics() if previous is not None else None
+        if topics is not None:
+            return _score_update(store, config, source, text_vectors, topics, since_ts, started, progress)
     events = store.events(datasets)
     if events.empty:
         raise LookupError("no events to score: ingest a CSV first (`interestgeo ingest FILE`)")
@@ -584,6 +585,7 @@ def _score_update(
     config: Config,
     source: VectorSource,
     text_vectors: Callable[[list[str]], np.ndarray],
+    topics: Topics,
     since: pd.Timestamp | None,
     started: float,
     progress: Callable[[float, str], None] | None,
@@ -603,7 +605,6 @@ def _score_update(
     # earlier events are context only: the model skips the windows and predictions it need not make
     vectors = _vectors_by_user_chunks(source, histories, progress, needed=keep)  # (new events, D)
     new = histories.loc[keep].reset_index(drop=True)
-    topics = store.analytics_topics()
     event_topics = _event_topics(topics, text_vectors, new)
     from_day = new.groupby("dataset_id")["local_ts"].min().to_numpy("datetime64[D]")
     datasets = sorted(new["dataset_id"].unique().tolist())

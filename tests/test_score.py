@@ -99,8 +99,14 @@ def test_dynamic_update_equals_a_full_rescore(tmp_path: Path, files: tuple[Path,
     with Store.open(config.store.path, config=config) as store:
         source = recency(store, encoder)
         ingest(store, files[0], config, "april")
+        assert store.latest_score_source() is None
         score_store(store, config, source=source, encoder=encoder)
+        assert store.latest_score_source() == "recency"
         ingest(store, files[1], config, "may")  # new events: a new dataset's users
+        other = recency(store, encoder)
+        other.name = "other"
+        with pytest.raises(LookupError, match="stored vectors come from 'recency', not 'other'"):
+            score_store(store, config, source=other, encoder=encoder, update=True)
         update = score_store(store, config, source=source, encoder=encoder, update=True)
         assert update.mode == "update" and update.events == len(store.events([2]))
         after_update = snapshot(store)
