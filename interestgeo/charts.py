@@ -93,8 +93,12 @@ def view_for_cells(cells: Sequence[int], *, width_px: int = 1000, height_px: int
     if len(cells) == 0:
         return pdk.ViewState(latitude=40.73, longitude=-73.94, zoom=10, pitch=0)
     latlng = np.array([h3.cell_to_latlng(h3.int_to_str(int(c))) for c in cells])
-    lat_min, lon_min = latlng.min(axis=0)
-    lat_max, lon_max = latlng.max(axis=0)
+    return _fit_view(latlng[:, 0], latlng[:, 1], width_px, height_px)
+
+
+def _fit_view(lat: np.ndarray, lon: np.ndarray, width_px: int, height_px: int) -> pdk.ViewState:
+    """The view centred on the points' extent that fits it in width_px x height_px."""
+    lat_min, lat_max, lon_min, lon_max = float(lat.min()), float(lat.max()), float(lon.min()), float(lon.max())
     # deck.gl's Web Mercator: at zoom z the world is 512 * 2**z px wide; pad the extent a little.
     lon_span = max(lon_max - lon_min, 0.005) * 1.15
     lat_span = max(lat_max - lat_min, 0.005) * 1.15
@@ -102,9 +106,7 @@ def view_for_cells(cells: Sequence[int], *, width_px: int = 1000, height_px: int
     zoom_x = math.log2(width_px * 360 / (512 * lon_span))
     zoom_y = math.log2(height_px * 360 * lat_scale / (512 * lat_span))
     zoom = float(np.clip(min(zoom_x, zoom_y), 2, 15))
-    return pdk.ViewState(
-        latitude=float((lat_min + lat_max) / 2), longitude=float((lon_min + lon_max) / 2), zoom=round(zoom, 2)
-    )
+    return pdk.ViewState(latitude=(lat_min + lat_max) / 2, longitude=(lon_min + lon_max) / 2, zoom=round(zoom, 2))
 
 
 def resolution_for_extent(extent_km: float, resolutions: Sequence[int]) -> int:
@@ -223,8 +225,10 @@ def score_map(cells: pd.DataFrame, *, map_style: str | None = None, view: pdk.Vi
     )
 
 
-def points_map(events: pd.DataFrame, *, map_style: str | None = None, height: int = 360) -> pdk.Deck:
-    """One user's events as dots, older ones lighter; columns lat, lon, tooltip."""
+def points_map(events: pd.DataFrame, *, map_style: str | None = None, height: int = 360,
+               width_px: int = 600) -> pdk.Deck:
+    """Dots in row order, earlier ones lighter (one person's places, least recently visited first);
+    columns lat, lon, tooltip."""
     n = len(events)
     age = np.linspace(0.25, 1.0, n) if n else np.zeros(0)
     data = [
@@ -242,16 +246,9 @@ def points_map(events: pd.DataFrame, *, map_style: str | None = None, height: in
         radius_max_pixels=12,
         pickable=True,
     )
-    if n:
-        lat_span = float(events["lat"].max() - events["lat"].min())
-        lon_span = float(events["lon"].max() - events["lon"].min())
-        span = max(lat_span, lon_span, 0.01) * 1.3
-        zoom = float(np.clip(math.log2(360 * 600 / (512 * span)), 3, 15))  # ~600 px across the events
-        view = pdk.ViewState(
-            latitude=float(events["lat"].mean()), longitude=float(events["lon"].mean()), zoom=round(zoom, 2)
-        )
-    else:
-        view = view_for_cells([])
+    # Every dot in view: a mean-centred view with a fixed zoom left a person's outlying places off the map.
+    view = _fit_view(events["lat"].to_numpy(float), events["lon"].to_numpy(float), width_px, height) if n \
+        else view_for_cells([])
     return _deck([layer], view, map_style=map_style, height=height)
 
 

@@ -46,9 +46,8 @@ def page() -> None:
     left, right = st.columns([1, 1])
     with left:
         st.markdown("**Where**")
-        tips = [f"{t:%a %d %b %Y %H:%M} (local)\n{text}\n{topic}"
-                for t, text, topic in zip(events["local_ts"], events["text"], events["topic"], strict=True)]
-        st.pydeck_chart(charts.points_map(events.assign(tooltip=tips), map_style=config.app.map_style),
+        # the left half of the main column at 1280 px: ~390 px wide
+        st.pydeck_chart(charts.points_map(_places(events), map_style=config.app.map_style, width_px=390),
                         height=360, key="user_map")
     with right:
         st.markdown("**Current interests**")
@@ -59,6 +58,22 @@ def page() -> None:
     ui.csv_download(lambda: ui.with_hex(events), f"user-{dataset_id}-{user_id}-events", label="Download events CSV")
     _next(path, key, dataset_id, user_id)
     _explain(path, key, dataset_id, user_id)
+
+
+def _places(events: pd.DataFrame) -> pd.DataFrame:
+    """One dot per place the person went to (lat, lon, tooltip), least recently visited first.
+
+    One dot per event sent the browser the same venue hundreds of times: the most active person's
+    2,466 events made a 0.4 MB map for ~100 places. The tooltip says how often and when last.
+    """
+    ordered = events.sort_values("local_ts", kind="stable")
+    places = ordered.groupby(["lat", "lon"], sort=False).agg(
+        visits=("local_ts", "size"), last=("local_ts", "last"), text=("text", "last"), topic=("topic", "last"))
+    places = places.sort_values("last", kind="stable").reset_index()
+    tips = [f"{text}\n{visits:,} visit{'s' if visits != 1 else ''}, last {last:%a %d %b %Y %H:%M} (local)\n{topic}"
+            for text, visits, last, topic in zip(places["text"], places["visits"], places["last"], places["topic"],
+                                                 strict=True)]
+    return places.assign(tooltip=tips)
 
 
 def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:

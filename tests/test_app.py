@@ -409,6 +409,17 @@ def test_user_page_shows_one_users_events_and_predictions(scored_env: Path) -> N
     assert len(at.get("plotly_chart")) == 2  # current interests, the timeline
 
 
+def test_user_map_shows_each_place_once_with_its_visits(scored_env: Path) -> None:
+    at = open_app("pages/user.py")
+    assert_clean(at)
+    data = deck_specs(at)[0]["layers"][0]["data"]
+    positions = [tuple(d["position"]) for d in data]
+    assert len(positions) == len(set(positions))  # one dot per place, not one per event
+    visits = [int(d["tooltip"].split("\n")[1].split(" visit")[0].replace(",", "")) for d in data]
+    events = next(c.value for c in at.caption if "events, interests as of" in c.value)
+    assert sum(visits) == int(events.split(" events")[0].replace(",", "")) and max(visits) > 1
+
+
 def test_user_explanation_runs_on_demand(scored_env: Path) -> None:
     at = open_app("pages/user.py")
     assert not at.metric  # the model is not loaded for the page's first render
