@@ -17,6 +17,7 @@ import json
 import logging
 import re
 import threading
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -278,10 +279,11 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
     The cached loader holds a per-key lock, so a page asking meanwhile waits for this load
     instead of starting a second one. Errors are left for the page's own call to report.
 
-    Then torch, alone: the region analytics' grouped means over large selections run on it, and
-    its import (1-1.5 s) would otherwise fall on the first Drift render. For analysts, the venues
-    too (the User page's predictions; stored embeddings looked up by model id, no language model).
-    Not transformers nor the text encoder or the model: importing transformers here while a page
+    For analysts, the venues too (the User page's predictions; stored embeddings looked up by
+    model id, no language model). Then torch, once the server is idle (`wait_until_idle`): the
+    region analytics' grouped means over large selections run on it, and its import (1-1.5 s)
+    would otherwise fall on the first Drift render; imported while a page ran, it slowed that page
+    as much (it holds the GIL), e.g. a fresh server's Overview 1.5 -> 2.1-2.7 s. Not transformers nor the text encoder or the model: importing transformers here while a page
     imported it too was seen to hang a page's first render (its lazy modules); those load on the
     first page that needs them.
     """
@@ -294,10 +296,10 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
     def load() -> None:
         try:
             scored_events(path, key)
-            import torch  # noqa: F401
-
             if analyst:
                 venues(path, key)
+            wait_until_idle()
+            import torch  # noqa: F401
         except Exception:  # the page's own call shows the error in words; the log keeps this one
             log.exception("warm-up failed")
 
@@ -306,6 +308,34 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
 
 _WARMING: set[tuple[str, str]] = set()
 _WARMING_LOCK = threading.Lock()
+
+# Script runs in progress in this process (every session's) and when the last one ended.
+_RUNS = {"active": 0, "ended": 0.0}
+_RUNS_LOCK = threading.Lock()
+# The server counts as idle after this long without a script run: a reader's pause, not a click's.
+IDLE_S = 1.0
+
+
+def begin_run() -> None:
+    """app.py calls this when a script run starts, and `end_run` in a `finally` when it ends."""
+    with _RUNS_LOCK:
+        _RUNS["active"] += 1
+
+
+def end_run() -> None:
+    with _RUNS_LOCK:
+        _RUNS["active"] -= 1
+        _RUNS["ended"] = time.monotonic()
+
+
+def wait_until_idle(quiet_s: float = IDLE_S) -> None:
+    """Block until no script run is in progress and none ended in the last `quiet_s` seconds."""
+    while True:
+        with _RUNS_LOCK:
+            idle = _RUNS["active"] == 0 and time.monotonic() - _RUNS["ended"] >= quiet_s
+        if idle:
+            return
+        time.sleep(0.1)
 
 
 # Region-level analytics, cached by (database, config, filters, arguments). The scored events are

@@ -318,6 +318,23 @@ def test_loading_the_vectors_does_not_hold_the_shared_connection(scored_env: Pat
         assert loaded and loaded[0] is not None and len(loaded[0].events) == SCORED_ROWS
 
 
+def test_the_warm_up_waits_for_an_idle_server_before_importing_torch(monkeypatch: pytest.MonkeyPatch) -> None:
+    # torch's import holds the GIL for 1-1.5 s: during a page's run it slowed that page as much.
+    monkeypatch.syspath_prepend(str(ROOT))
+    from pages import _common
+
+    idle = threading.Event()
+    _common.begin_run()
+    try:
+        waiter = threading.Thread(target=lambda: (_common.wait_until_idle(0.3), idle.set()), daemon=True)
+        waiter.start()
+        assert not idle.wait(0.6)  # a page is running
+    finally:
+        _common.end_run()
+    assert not idle.wait(0.15)  # a run just ended: a click may follow
+    assert idle.wait(TIMEOUT)
+
+
 def test_overview_kpis_count_events_and_people(scored_env: Path) -> None:
     at = open_app()
     assert_clean(at)
