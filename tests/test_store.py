@@ -8,6 +8,7 @@ import duckdb
 import h3
 import numpy as np
 import pandas as pd
+import pyarrow as pa
 import pytest
 
 from interestgeo.config import Config
@@ -316,3 +317,35 @@ def test_duplicates_are_skipped_before_counting(tmp_store: Store, tmp_config: Co
     for resolution, window in [(6, "hour"), (9, "day"), (7, "week")]:
         got, _ = tmp_store.cell_aggregates(resolution, window, k=1)
         pd.testing.assert_frame_equal(_sorted(got), _expected_aggregates(events, resolution, window))
+
+
+def test_vectors_from_arrow_scatters_selected_rows_across_chunks() -> None:
+    rng = np.random.default_rng(0)
+    vectors = rng.normal(size=(7, 3)).astype(np.float32)
+    chunks = [vectors[:3], vectors[3:3], vectors[3:]]  # an empty chunk in the middle, as Arrow may give
+    column = pa.chunked_array([
+        pa.ListArray.from_arrays(pa.array(np.arange(0, (len(c) + 1) * 3, 3, dtype=np.int32)), pa.array(c.reshape(-1)))
+        for c in chunks
+    ])
+    np.testing.assert_array_equal(Store._vectors_from_arrow(column, 7), vectors)
+    rows = np.array([6, 0, 4, 2])
+    np.testing.assert_array_equal(Store._vectors_from_arrow(column, 7, rows), vectors[rows])
+    assert Store._vectors_from_arrow(column, 7, rows[:0]).shape == (0, 3)
+
+
+def test_scored_events_align_vectors_with_events(sample_store: Store) -> None:
+    # Vectors written in shuffled order for all but a few events: each comes back on its event's
+    # row, in events() order, and events without one are left out.
+    events = sample_store.events()
+    rng = np.random.default_rng(1)
+    chosen = rng.permutation(len(events))[: len(events) - 5]
+    vectors = rng.normal(size=(len(chosen), 4)).astype(np.float32)
+    sample_store.write_event_vectors(events["dataset_id"].to_numpy()[chosen], events["event_id"].to_numpy()[chosen],
+                                     np.arange(len(chosen)) % 3, vectors)
+    frame, got = sample_store.scored_events()
+    kept = np.sort(chosen)
+    pd.testing.assert_frame_equal(frame.drop(columns=["topic"]), events.iloc[kept].reset_index(drop=True))
+    by_id = dict(zip(events["event_id"].to_numpy()[chosen], range(len(chosen)), strict=True))
+    order = [by_id[i] for i in frame["event_id"]]
+    np.testing.assert_array_equal(got, vectors[order])
+    assert frame["topic"].tolist() == [int(i) % 3 for i in order]
