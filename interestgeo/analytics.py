@@ -379,6 +379,11 @@ def filter_mask(scored: ScoredEvents, filters: Filters | None) -> np.ndarray:
 # User-weighted groups
 
 
+# mean_rows multiplies by a dense weight matrix up to this many entries (32 MB of float32: about
+# 70 groups over the demo's 113k events), by a sparse one above.
+_DENSE_WEIGHTS = 8_000_000
+
+
 @dataclass
 class _Groups:
     """Events (given by positions `idx`) grouped by a key, with user-balanced weights."""
@@ -412,16 +417,22 @@ class _Groups:
     def mean_rows(self, matrix: np.ndarray) -> np.ndarray:
         """User-weighted mean per group of rows of the FULL (N, D) matrix -> (G, D) float32.
 
-        A sparse (G x N) weight matrix times the matrix: no copy of the selected rows (at 100k x
-        384 floats the gather alone would cost more than the product).
+        A (G x N) weight matrix times the matrix: no copy of the selected rows (at 100k x 384
+        floats the gather alone would cost more than the product). Dense when the groups are few
+        (a timeline's weeks: one BLAS product, as fast as the sparse one, and no torch import,
+        which costs a fresh dashboard 1-1.5 s), else sparse in torch.
         """
-        import torch
-
         order = np.argsort(self.group, kind="stable")
         if len(order) < 20_000:  # small selections: gathering is cheaper than building a sparse matrix
             rows = matrix[self.idx[order]] * self.weights[order, None].astype(np.float32)  # (n, D)
             starts = np.searchsorted(self.group[order], np.arange(self.size))
             return np.add.reduceat(rows, starts, axis=0) if len(rows) else np.zeros((0, matrix.shape[1]), np.float32)
+        if self.size * matrix.shape[0] <= _DENSE_WEIGHTS:
+            dense = np.zeros((self.size, matrix.shape[0]), dtype=np.float32)
+            dense[self.group, self.idx] = self.weights
+            return dense @ np.asarray(matrix, dtype=np.float32)
+        import torch
+
         crow = np.zeros(self.size + 1, dtype=np.int64)
         np.cumsum(self.events, out=crow[1:])
         with warnings.catch_warnings():

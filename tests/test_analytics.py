@@ -208,3 +208,29 @@ def test_user_functions_are_marked_analyst_only_and_region_functions_are_not() -
     profile = an.user_profile(scored, 1, "u0", at="2012-04-20")
     assert profile.events["ts"].max() <= pd.Timestamp("2012-04-20", tz="UTC")
     assert profile.shares["share"].sum() == pytest.approx(1.0)
+
+
+def test_group_means_are_the_same_on_every_product_path(monkeypatch: pytest.MonkeyPatch) -> None:
+    # mean_rows gathers rows for small selections, multiplies a dense weight matrix for few groups
+    # and a sparse one for many: the three must give the same means, equal to a direct loop.
+    rng = np.random.default_rng(3)
+    n, groups_n = 25_000, 12
+    matrix = rng.normal(size=(n + 100, 8)).astype(np.float32)
+    groups = an._Groups(
+        idx=rng.permutation(n + 100)[:n], group=rng.integers(0, groups_n, n), keys=np.arange(groups_n),
+        events=np.zeros(groups_n), users=np.zeros(groups_n), weights=rng.random(n),
+        pair=np.zeros(n, np.int64), pair_group=np.zeros(0, np.int64), pair_user=np.zeros(0, np.int64),
+    )
+    groups.events = np.bincount(groups.group, minlength=groups_n)
+    direct = np.stack([(matrix[groups.idx[groups.group == g]] * groups.weights[groups.group == g, None]).sum(axis=0)
+                       for g in range(groups_n)])
+    dense = groups.mean_rows(matrix)
+    monkeypatch.setattr(an, "_DENSE_WEIGHTS", 0)
+    sparse = groups.mean_rows(matrix)
+    gathered = an._Groups(**{**groups.__dict__, "idx": groups.idx[:5000], "group": groups.group[:5000],
+                             "weights": groups.weights[:5000]}).mean_rows(matrix)
+    np.testing.assert_allclose(dense, direct, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(sparse, direct, rtol=1e-4, atol=1e-4)
+    small_direct = np.stack([(matrix[groups.idx[:5000][groups.group[:5000] == g]]
+                              * groups.weights[:5000][groups.group[:5000] == g, None]).sum(axis=0) for g in range(groups_n)])
+    np.testing.assert_allclose(gathered, small_direct, rtol=1e-4, atol=1e-4)
