@@ -281,9 +281,10 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
 
     For analysts, the venues too (the User page's predictions; stored embeddings looked up by
     model id, no language model). Then torch, once the server is idle (`wait_until_idle`): the
-    region analytics' grouped means over large selections run on it, and its import (1-1.5 s)
-    would otherwise fall on the first Drift render; imported while a page ran, it slowed that page
-    as much (it holds the GIL), e.g. a fresh server's Overview 1.5 -> 2.1-2.7 s. Not transformers nor the text encoder or the model: importing transformers here while a page
+    region analytics' grouped means over many groups and the User page's model run on it, and its
+    import (1-1.5 s) would otherwise fall on the first such render; imported while a page ran, it
+    slowed that page as much (it holds the GIL), e.g. a fresh server's Overview 1.5 -> 2.1-2.7 s.
+    Not transformers nor the text encoder or the model: importing transformers here while a page
     imported it too was seen to hang a page's first render (its lazy modules); those load on the
     first page that needs them.
     """
