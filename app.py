@@ -10,16 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages._common import (
-    app_config,
-    begin_run,
-    end_run,
-    filter_bar,
-    resume_deep_link,
-    role,
-    run_guarded,
-    warm_up,
-)
+from pages._common import app_config, filter_bar, resume_deep_link, role, run_guarded, warm_up
 
 # An emoji favicon is inline SVG. Without page_icon, Streamlit uses the page's Material icon as the
 # favicon and fetches it from fonts.gstatic.com, which fails offline (a console error).
@@ -49,12 +40,10 @@ def _frame() -> None:
         )
 
 
-begin_run()  # the warm-up's heavy imports wait for an idle server
 try:
     run_guarded(_frame)
     navigation.run()
 finally:
-    end_run()
     # After the page, not before: on a fresh server the warm-up's loading (seconds) competed with
     # the first page for the two cores even when that page needs no vectors (Model, Upload).
     if st.session_state.get("_filters") is not None:

@@ -17,7 +17,6 @@ import json
 import logging
 import re
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -280,13 +279,13 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
     instead of starting a second one. Errors are left for the page's own call to report.
 
     For analysts, the venues too (the User page's predictions; stored embeddings looked up by
-    model id, no language model). Then torch, once the server is idle (`wait_until_idle`): the
-    region analytics' grouped means over many groups and the User page's model run on it, and its
-    import (1-1.5 s) would otherwise fall on the first such render; imported while a page ran, it
-    slowed that page as much (it holds the GIL), e.g. a fresh server's Overview 1.5 -> 2.1-2.7 s.
-    Not transformers nor the text encoder or the model: importing transformers here while a page
-    imported it too was seen to hang a page's first render (its lazy modules); those load on the
-    first page that needs them.
+    model id, no language model). Not torch: its import holds the GIL for 1-1.5 s, and done in
+    the background it landed on whatever click came next (a Map filter change 0.7-0.8 s instead of
+    0.25 s), however it was timed. The region pages do not need it (a timeline's grouped means
+    are a dense product in numpy); what does (a new free-text phrase, drift over many windows, the
+    User page's explanation, scoring an upload) imports it when asked. Nor transformers, the text
+    encoder or the model: importing transformers here while a page imported it too was seen to
+    hang a page's first render (its lazy modules).
     """
     path, key = db_path(config), config_key(config)
     with _WARMING_LOCK:
@@ -299,8 +298,6 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
             scored_events(path, key)
             if analyst:
                 venues(path, key)
-            wait_until_idle()
-            import torch  # noqa: F401
         except Exception:  # the page's own call shows the error in words; the log keeps this one
             log.exception("warm-up failed")
 
@@ -309,36 +306,6 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
 
 _WARMING: set[tuple[str, str]] = set()
 _WARMING_LOCK = threading.Lock()
-
-# Script runs in progress in this process (every session's) and when the last one ended.
-_RUNS = {"active": 0, "ended": 0.0}
-_RUNS_LOCK = threading.Lock()
-# The server counts as idle after this long without a script run: a reader's pause, not a click's
-# (at 1 s the import still landed on quick successive clicks: Map filter changes of 0.6-0.8 s).
-IDLE_S = 3.0
-
-
-def begin_run() -> None:
-    """app.py calls this when a script run starts, and `end_run` in a `finally` when it ends."""
-    with _RUNS_LOCK:
-        _RUNS["active"] += 1
-
-
-def end_run() -> None:
-    with _RUNS_LOCK:
-        _RUNS["active"] -= 1
-        _RUNS["ended"] = time.monotonic()
-
-
-def wait_until_idle(quiet_s: float = IDLE_S) -> None:
-    """Block until no script run is in progress and none ended in the last `quiet_s` seconds."""
-    while True:
-        with _RUNS_LOCK:
-            idle = _RUNS["active"] == 0 and time.monotonic() - _RUNS["ended"] >= quiet_s
-        if idle:
-            return
-        time.sleep(0.1)
-
 
 # Region-level analytics, cached by (database, config, filters, arguments). The scored events are
 # looked up inside (they are one shared resource per database), so only small keys are hashed.
