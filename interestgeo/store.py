@@ -520,8 +520,9 @@ class Store:
         Duplicates (same user, ts, lat, lon, text within the file) keep their first row. They
         are found by a 64-bit hash of (user, ts) first (two events of one person in the same
         instant are rare, and hashing the text too cost more), repeats of which numpy finds in the
-        fetched aggregation input; only rows sharing a repeated hash are compared exactly. H3 is computed once per distinct coordinate pair (check-ins repeat venues), and
-        each distinct cell gets its rank among the file's sorted cells (see cell_window_counts).
+        fetched aggregation input; only rows sharing a repeated hash are compared exactly.
+        H3 is computed once per distinct coordinate pair (check-ins repeat venues), and each
+        distinct cell gets its rank among the file's sorted cells (see cell_window_counts).
         Users are numbered densely by an exact join on user_id, so user counts are exact.
         """
         coords = self.con.execute("SELECT DISTINCT lat, lon FROM ingest_checked WHERE reason IS NULL").fetchnumpy()
