@@ -286,12 +286,19 @@ class InterestModel(nn.Module):
             self._logd_dense = logd
         return self._markov_dense, self._logd_dense
 
-    def _log_distance(self, lat: torch.Tensor, lon: torch.Tensor) -> torch.Tensor:
-        """(N, V) log(km + 0.1) from points (N, 1) to every venue (equirectangular: city scale)."""
+    def _log_distance(
+        self, lat: torch.Tensor, lon: torch.Tensor, out: torch.Tensor | None = None, work: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """(N, V) log(km + 0.1) from points (N, 1) to every venue (equirectangular: city scale).
+
+        In-place steps, in `out` and `work` ((N, V) buffers) when given: a dynamic update's
+        per-query rows then allocate nothing (eight fresh (N, V) temporaries cost 30-50 ms of its
+        ~200 ms prediction head, in-place steps ~12 ms).
+        """
         coslat = math.cos(math.radians(float(self.centre[0])))
-        dy = (lat - self.venue_lat[None]) * 110.57
-        dx = (lon - self.venue_lon[None]) * 111.32 * coslat
-        return torch.log(torch.sqrt(dx * dx + dy * dy) + 0.1)
+        dx = torch.sub(lon, self.venue_lon[None], out=out).mul_(111.32).mul_(coslat)  # (N, V) km
+        dy = torch.sub(lat, self.venue_lat[None], out=work).mul_(110.57)  # (N, V) km
+        return dx.mul_(dx).add_(dy.mul_(dy)).sqrt_().add_(0.1).log_()
 
     def _distances(self, batch: Batch, qb: torch.Tensor, qt: torch.Tensor, cur: torch.Tensor) -> torch.Tensor:
         """(N, V) log distance from each query event to every venue (table lookup for known venues)."""
@@ -410,20 +417,13 @@ class InterestModel(nn.Module):
     def _distance_rows_into(
         self, batch: Batch, qb: torch.Tensor, qt: torch.Tensor, cur: torch.Tensor, out: torch.Tensor, work: torch.Tensor
     ) -> torch.Tensor:
-        """(N, V) log distances from each query's venue (unknown: the event's own place) into `out`.
-
-        Computed in `out` and the (N, V) buffer `work` with in-place steps in the same order as
-        _log_distance (the same numbers): its eight fresh (N, V) temporaries cost 30-50 ms of a
-        dynamic update's ~200 ms prediction head, in-place steps ~12 ms.
-        """
+        """(N, V) log distances from each query's venue (unknown: the event's own place), computed
+        in `out` (and the (N, V) buffer `work`)."""
         V = self.n_venues
         known = cur < V
         lat = torch.where(known, self.venue_lat[cur.clamp(max=V - 1)], batch.lat[qb, qt])  # (N,)
         lon = torch.where(known, self.venue_lon[cur.clamp(max=V - 1)], batch.lon[qb, qt])
-        coslat = math.cos(math.radians(float(self.centre[0])))
-        dx = torch.sub(lon[:, None], self.venue_lon[None], out=out).mul_(111.32).mul_(coslat)  # (N, V) km
-        dy = torch.sub(lat[:, None], self.venue_lat[None], out=work).mul_(110.57)  # (N, V) km
-        return dx.mul_(dx).add_(dy.mul_(dy)).sqrt_().add_(0.1).log_()
+        return self._log_distance(lat[:, None], lon[:, None], out, work)
 
     def _log1p_markov(self) -> torch.Tensor:
         """(V + 1, V) log1p of the global transition counts, derived once (the head takes it per query)."""
