@@ -36,11 +36,12 @@ Time windows are in local time (what "Friday evening" means to people), weeks st
 
 from __future__ import annotations
 
+import functools
 import io
 import json
-import warnings
+import threading
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
 from typing import TYPE_CHECKING, Any, TypeVar
 
@@ -49,7 +50,7 @@ import pandas as pd
 
 from interestgeo.cells import cell_to_parent
 from interestgeo.config import Config
-from interestgeo.topics import Topics, topic_probabilities
+from interestgeo.topics import Topics, probabilities_from_similarities, topic_probabilities, topic_similarities
 
 if TYPE_CHECKING:
     from interestgeo.store import Store
@@ -216,28 +217,50 @@ class Venues:
     vectors: np.ndarray  # (V, D) float32 text embeddings
 
 
-@dataclass(eq=False)
 class ScoredEvents:
     """Per-event interest vectors aligned with their events; the input of every analytics function.
 
     Stateful in the one sense that derived arrays (parents, window keys, probabilities) are
     computed once here; load with `load_scored` and cache it in the UI layer.
+
+    The vectors may come later: given the events' stored `topic_sims` (N, T) and, instead of the
+    array, a zero-argument loader, everything built on topic shares (maps, profiles, counts) works
+    at once, and the first use of `vectors` (a phrase query, drift distances) loads them, once,
+    under a lock (a dashboard's sessions are threads): `load_scored(..., vector_loader=...)`.
     """
 
-    events: pd.DataFrame  # store.events() columns + `topic` (int16), RangeIndex aligned with vectors
-    vectors: np.ndarray  # (N, D) float32 L2-normalised interest vectors
-    topics: Topics
-    config: Config = field(default_factory=Config)
-    source: str = ""  # which model produced the vectors (checkpoint id)
-    venues: Venues | None = None
-    unscored: int = 0  # events in the store without a vector yet (run `interestgeo score`)
-
-    def __post_init__(self) -> None:
-        ev = self.events
-        if len(ev) != len(self.vectors):
-            raise ValueError(f"{len(ev)} events but {len(self.vectors)} vectors")
-        self.vectors = np.ascontiguousarray(self.vectors, dtype=np.float32)
-        self.topic_probs = topic_probabilities(self.vectors, self.topics, self.config.analytics.topic_temperature)  # (N, T)
+    def __init__(
+        self,
+        events: pd.DataFrame,  # store.events() columns + `topic` (int16), RangeIndex aligned with vectors
+        vectors: np.ndarray | Callable[[], np.ndarray],  # (N, D) float32 L2-normalised, or its loader
+        topics: Topics,
+        config: Config | None = None,
+        source: str = "",  # which model produced the vectors (checkpoint id)
+        venues: Venues | None = None,
+        unscored: int = 0,  # events in the store without a vector yet (run `interestgeo score`)
+        topic_sims: np.ndarray | None = None,  # (N, T) stored `topic_similarities`; required with a loader
+    ) -> None:
+        self.events = ev = events
+        self.topics = topics
+        self.config = config if config is not None else Config()
+        self.source = source
+        self.venues = venues
+        self.unscored = unscored
+        self._lock = threading.Lock()
+        self._load: Callable[[], np.ndarray] | None = None
+        self._vectors: np.ndarray | None = None
+        temperature = self.config.analytics.topic_temperature
+        if callable(vectors):
+            if topic_sims is None or topic_sims.shape != (len(ev), len(topics)) or np.isnan(topic_sims).any():
+                raise ValueError("vectors loaded later need every event's topic similarities")
+            self._load = vectors
+            self.topic_probs = probabilities_from_similarities(topic_sims, temperature)  # (N, T)
+        else:
+            self._vectors = self._checked(vectors)
+            self.topic_probs = (
+                topic_probabilities(self._vectors, topics, temperature)
+                if topic_sims is None else probabilities_from_similarities(topic_sims, temperature)
+            )
         user_keys = ev["dataset_id"].astype(np.int64).astype(str) + ":" + ev["user_id"].astype(str)
         codes, self.user_keys = pd.factorize(user_keys, sort=True)
         self.user_codes = codes.astype(np.int64)  # (N,) dense code of (dataset_id, user_id)
@@ -251,6 +274,26 @@ class ScoredEvents:
         self.event_topic = ev["topic"].to_numpy(np.int64)
         self._parents: dict[int, np.ndarray] = {}
         self.baseline_shares: np.ndarray | None = None  # (T,) shares over all events, computed on first use
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(N, D) float32 L2-normalised interest vectors (loaded on first use when given a loader)."""
+        if self._vectors is None:
+            with self._lock:
+                if self._vectors is None:
+                    assert self._load is not None
+                    self._vectors = self._checked(self._load())
+                    self._load = None
+        return self._vectors
+
+    @property
+    def vectors_loaded(self) -> bool:
+        return self._vectors is not None
+
+    def _checked(self, vectors: np.ndarray) -> np.ndarray:
+        if len(self.events) != len(vectors):
+            raise ValueError(f"{len(self.events)} events but {len(vectors)} vectors")
+        return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def __len__(self) -> int:
         return len(self.events)
@@ -292,19 +335,37 @@ def load_scored(
     config: Config,
     datasets: list[int] | None = None,
     encoder: Any | None = None,
+    *,
+    vector_loader: Callable[[np.ndarray], np.ndarray] | None = None,
 ) -> ScoredEvents:
     """The stored events that have interest vectors, with topics; venues too when `encoder` is given.
 
-    Raises LookupError with a one-line message when nothing has been scored yet.
+    With `vector_loader` (event ids -> their vectors, in that order, e.g. `Store.event_vectors`
+    on a connection of its own), only the events and their stored topic similarities are read
+    now and the vectors on first use (see `ScoredEvents`); events without stored similarities
+    get theirs from their vectors, read now. Raises LookupError with a one-line message when
+    nothing has been scored yet.
     """
     topics = store.analytics_topics()
-    events, vectors = store.scored_events(datasets)
+    if vector_loader is None or topics is None:
+        events, vectors = store.scored_events(datasets)
+        sims = None
+    else:
+        events, sims = store.scored_event_sims(datasets)
+        missing = np.isnan(sims).any(axis=1) if sims.shape[1] == len(topics) else np.ones(len(events), dtype=bool)
+        if missing.all():  # nothing stored (an older file): all the vectors are needed now anyway
+            events, vectors = store.scored_events(datasets)
+            sims = None
+        else:
+            if missing.any():
+                sims[missing] = topic_similarities(store.event_vectors(events["event_id"].to_numpy()[missing]), topics)
+            vectors = functools.partial(vector_loader, events["event_id"].to_numpy(np.int64))
     if topics is None or len(events) == 0:
         raise LookupError("no interest vectors yet: run `interestgeo score` first")
     runs = store.score_runs()
     source = str(runs["source"].iloc[0]) if len(runs) else ""
     unscored = int(store.datasets()["rows_stored"].sum()) - len(events) if datasets is None else 0
-    scored = ScoredEvents(events, vectors, topics, config, source=source, unscored=max(unscored, 0))
+    scored = ScoredEvents(events, vectors, topics, config, source=source, unscored=max(unscored, 0), topic_sims=sims)
     if encoder is not None:
         scored.venues = build_venues(store, encoder, events)
     return scored
@@ -379,11 +440,6 @@ def filter_mask(scored: ScoredEvents, filters: Filters | None) -> np.ndarray:
 # User-weighted groups
 
 
-# mean_rows multiplies by a dense weight matrix up to this many entries (32 MB of float32: about
-# 70 groups over the demo's 113k events), by a sparse one above.
-_DENSE_WEIGHTS = 8_000_000
-
-
 @dataclass
 class _Groups:
     """Events (given by positions `idx`) grouped by a key, with user-balanced weights."""
@@ -417,33 +473,21 @@ class _Groups:
     def mean_rows(self, matrix: np.ndarray) -> np.ndarray:
         """User-weighted mean per group of rows of the FULL (N, D) matrix -> (G, D) float32.
 
-        A (G x N) weight matrix times the matrix: no copy of the selected rows (at 100k x 384
-        floats the gather alone would cost more than the product). Dense when the groups are few
-        (a timeline's weeks: one BLAS product, as fast as the sparse one, and no torch import,
-        which costs a fresh dashboard 1-1.5 s), else sparse in torch.
+        A sparse (G x N) weight matrix (scipy CSR) times the matrix: one pass over the selected
+        rows, no copy of them (at 100k x 384 floats a gather alone costs more than the product).
+        0.02-0.03 s for the demo's 113k events into 43 weeks or 245 days. A dense weight matrix
+        was one BLAS call but G times the work (0.1-0.7 s for the weeks); torch's sparse product
+        was as fast but its import costs a fresh dashboard 1-1.5 s, scipy's 0.1 s.
         """
-        order = np.argsort(self.group, kind="stable")
-        if len(order) < 20_000:  # small selections: gathering is cheaper than building a sparse matrix
-            rows = matrix[self.idx[order]] * self.weights[order, None].astype(np.float32)  # (n, D)
-            starts = np.searchsorted(self.group[order], np.arange(self.size))
-            return np.add.reduceat(rows, starts, axis=0) if len(rows) else np.zeros((0, matrix.shape[1]), np.float32)
-        if self.size * matrix.shape[0] <= _DENSE_WEIGHTS:
-            dense = np.zeros((self.size, matrix.shape[0]), dtype=np.float32)
-            dense[self.group, self.idx] = self.weights
-            return dense @ np.asarray(matrix, dtype=np.float32)
-        import torch
+        import scipy.sparse
 
-        crow = np.zeros(self.size + 1, dtype=np.int64)
-        np.cumsum(self.events, out=crow[1:])
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", UserWarning)  # "sparse CSR support is in beta"
-            weights = torch.sparse_csr_tensor(
-                torch.from_numpy(crow),
-                torch.from_numpy(self.idx[order].astype(np.int64)),
-                torch.from_numpy(self.weights[order].astype(np.float32)),
-                size=(self.size, matrix.shape[0]),
-            )
-            return (weights @ torch.from_numpy(np.ascontiguousarray(matrix, dtype=np.float32))).numpy()
+        order = np.argsort(self.group, kind="stable")
+        starts = np.zeros(self.size + 1, dtype=np.int64)
+        np.cumsum(np.bincount(self.group, minlength=self.size), out=starts[1:])
+        weights = scipy.sparse.csr_matrix(
+            (self.weights[order].astype(np.float32), self.idx[order], starts), shape=(self.size, matrix.shape[0])
+        )
+        return np.asarray(weights @ np.asarray(matrix, dtype=np.float32), dtype=np.float32)
 
     def pair_mean(self, values: np.ndarray) -> np.ndarray:
         """(P,) plain mean per (group, user) pair of per-event values (n,)."""

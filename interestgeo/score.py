@@ -6,7 +6,9 @@ What is stored, and why:
   event's own topic. This is the source of truth: every analytics answer (maps under any filter,
   drift, queries) is a user-weighted average of these, computed on the fly in numpy
   (analytics.py explains why on the fly). 113k events x 384 floats is ~170 MB in DuckDB, read
-  back in one Arrow buffer in well under a second and cached by the dashboard.
+  back in one Arrow buffer in well under a second and cached by the dashboard. Beside each
+  vector, its similarity to each topic (T floats), so shares and maps need not wait for the
+  vectors (`ScoredEvents` loading them later).
 * **Per user x window** and **per cell x window** at `analytics.stored_resolutions` for
   `analytics.stored_windows` (`user_window_vectors`, `cell_window_vectors`): the same
   user-weighted means (analytics.aggregate_*), precomputed for the CLI, exports and other tools
@@ -48,7 +50,7 @@ import pandas as pd
 
 from interestgeo.analytics import Filters, ScoredEvents, aggregate_cell_windows, aggregate_user_windows
 from interestgeo.config import Config
-from interestgeo.topics import Topics, assign_event_topics, derive_topics, topics_from_phrases
+from interestgeo.topics import Topics, assign_event_topics, derive_topics, topic_similarities, topics_from_phrases
 
 if TYPE_CHECKING:
     from interestgeo.store import Store
@@ -568,7 +570,8 @@ def score_store(
         event_topics = _event_topics(topics, text_vectors, events)
         store.delete_event_vectors(datasets)
         store.write_event_vectors(
-            events["dataset_id"].to_numpy(), events["event_id"].to_numpy(), event_topics, vectors
+            events["dataset_id"].to_numpy(), events["event_id"].to_numpy(), event_topics, vectors,
+            topic_similarities(vectors, topics),
         )
         scored = ScoredEvents(events.assign(topic=event_topics), vectors, topics, config)
         _write_aggregates(store, config, scored, sorted(events["dataset_id"].unique().tolist()), None)
@@ -609,7 +612,9 @@ def _score_update(
     from_day = new.groupby("dataset_id")["local_ts"].min().to_numpy("datetime64[D]")
     datasets = sorted(new["dataset_id"].unique().tolist())
     with store.transaction():
-        store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors)
+        store.write_event_vectors(
+            new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors, topic_similarities(vectors, topics)
+        )
         starts = dict(zip(datasets, from_day))
         earliest = min(_window_floor(d, w) for d in from_day for w in config.analytics.stored_windows)
         events, stored_vectors = store.scored_events(datasets, pd.Timestamp(earliest).to_pydatetime())

@@ -678,14 +678,22 @@ class Store:
     # Per-event interest vectors (the source of every analytics result), the topics, and the
     # user x window and cell x window interest vectors `interestgeo score` stores. Vectors are
     # FLOAT[] lists (dimension-agnostic, like text_embeddings) read back in one Arrow buffer.
+    # Beside each event's vector, its cosine similarity to each stored topic (`topic_sims`, T
+    # floats): topic shares need only these, so a dashboard reads 10 floats per event before the
+    # 384 (the vectors' 170 MB for the NYC demo took 0.5-1.3 s to load in a fresh process).
+    # NULL means "not stored" (files from before the column; rows whose topics were replaced
+    # since): readers compute those from the vectors.
 
     _ANALYTICS_SCHEMA = (
         """CREATE TABLE IF NOT EXISTS event_vectors (
             dataset_id INTEGER NOT NULL,
             event_id BIGINT NOT NULL,
             topic SMALLINT NOT NULL,
-            vector FLOAT[] NOT NULL
+            vector FLOAT[] NOT NULL,
+            topic_sims FLOAT[]
         )""",
+        # Files from before topic_sims: the column is added on the first write (NULL: not stored).
+        "ALTER TABLE event_vectors ADD COLUMN IF NOT EXISTS topic_sims FLOAT[]",
         """CREATE TABLE IF NOT EXISTS analytics_topics (
             topic_id SMALLINT NOT NULL,
             label VARCHAR NOT NULL,
@@ -758,15 +766,18 @@ class Store:
         return self.con.sql(sql, params=params)
 
     @staticmethod
-    def _vectors_frame(columns: dict[str, Any], vectors: np.ndarray) -> Any:
-        """An Arrow table of `columns` plus a FLOAT[] `vector` column from a (N, D) array."""
+    def _vectors_frame(columns: dict[str, Any], vectors: np.ndarray, **matrices: np.ndarray) -> Any:
+        """An Arrow table of `columns` plus a FLOAT[] `vector` column from a (N, D) array (and one
+        FLOAT[] column per further named (N, K) array)."""
         import pyarrow as pa
 
-        vectors = np.ascontiguousarray(vectors, dtype=np.float32)
-        n, d = vectors.shape
-        offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
         table = pa.table({name: pa.array(values) for name, values in columns.items()})
-        return table.append_column("vector", pa.ListArray.from_arrays(offsets, pa.array(vectors.reshape(-1))))
+        for name, matrix in {"vector": vectors, **matrices}.items():
+            matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+            n, d = matrix.shape
+            offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
+            table = table.append_column(name, pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1))))
+        return table
 
     @staticmethod
     def _vectors_from_arrow(column: Any, n: int, rows: np.ndarray | None = None) -> np.ndarray:
@@ -790,15 +801,25 @@ class Store:
             chunk = flat.reshape(-1, dim)
             place = target[start:start + len(chunk)]
             kept = place >= 0
-            out[place[kept]] = chunk[kept]
+            if kept.all():  # every row wanted (a whole load): no temporary copy of the chunk
+                out[place] = chunk
+            else:
+                out[place[kept]] = chunk[kept]
             start += len(chunk)
         return out
 
     def write_event_vectors(
-        self, dataset_ids: np.ndarray, event_ids: np.ndarray, topics: np.ndarray, vectors: np.ndarray
+        self,
+        dataset_ids: np.ndarray,
+        event_ids: np.ndarray,
+        topics: np.ndarray,
+        vectors: np.ndarray,
+        topic_sims: np.ndarray | None = None,
     ) -> None:
-        """Insert or replace the interest vectors of these events."""
+        """Insert or replace the interest vectors of these events, with their (N, T) similarities
+        to the stored topics when given (`interestgeo.topics.topic_similarities`; else NULL)."""
         self.ensure_analytics_schema()
+        sims = {} if topic_sims is None else {"topic_sims": topic_sims}
         frame = self._vectors_frame(
             {
                 "dataset_id": np.asarray(dataset_ids, dtype=np.int32),
@@ -806,15 +827,18 @@ class Store:
                 "topic": np.asarray(topics, dtype=np.int16),
             },
             vectors,
+            **sims,
         )
+        sims_sql = "NULL::FLOAT[]" if topic_sims is None else "topic_sims::FLOAT[]"
         self.con.register("analytics_new_vectors", frame)
         try:
             self.con.execute(
                 "DELETE FROM event_vectors WHERE event_id IN (SELECT event_id FROM analytics_new_vectors)"
             )
             self.con.execute(
-                """INSERT INTO event_vectors
-                   SELECT dataset_id, event_id, topic, vector::FLOAT[] FROM analytics_new_vectors ORDER BY event_id"""
+                f"""INSERT INTO event_vectors (dataset_id, event_id, topic, vector, topic_sims)
+                    SELECT dataset_id, event_id, topic, vector::FLOAT[], {sims_sql}
+                    FROM analytics_new_vectors ORDER BY event_id"""
             )
         finally:
             self.con.unregister("analytics_new_vectors")
@@ -841,11 +865,68 @@ class Store:
         """Events that have interest vectors, as `events()` plus `topic`, and their vectors (N, D).
 
         Same order as `events()`; `local_from` (naive local time) keeps events from then on.
-        Two plain scans aligned by event id in numpy: joining and sorting 100k rows that carry
-        384 floats each costs DuckDB about twice as much.
         """
+        frame, table, rows = self._scored_rows(datasets, local_from, "vector")
+        return frame, self._vectors_from_arrow(table.column("vector"), table.num_rows, rows)
+
+    def scored_event_sims(self, datasets: Sequence[int] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
+        """`scored_events` without the vectors: the same frame and each event's stored (N, T)
+        similarities to the topics, NaN rows where none are stored (see the section comment)."""
+        if not self._has_topic_sims():
+            frame, _, _ = self._scored_rows(datasets, None, None)
+            return frame, np.full((len(frame), 0), np.nan, dtype=np.float32)
+        frame, table, rows = self._scored_rows(datasets, None, "topic_sims")
+        column = table.column("topic_sims")
+        n_topics = self._first_row("SELECT count(*) FROM analytics_topics")[0]
+        sims = np.full((len(rows), n_topics), np.nan, dtype=np.float32)
+        if column.null_count == 0:
+            return frame, self._vectors_from_arrow(column, table.num_rows, rows).reshape(len(rows), n_topics)
+        stored = ~np.asarray(column.is_null().to_numpy(), dtype=bool)
+        target = np.full(table.num_rows, -1, dtype=np.int64)
+        target[rows] = np.arange(len(rows))
+        place = target[stored]
+        kept = place >= 0
+        values = self._vectors_from_arrow(column.drop_null(), int(stored.sum())).reshape(-1, n_topics)
+        sims[place[kept]] = values[kept]
+        return frame, sims
+
+    def event_vectors(self, event_ids: np.ndarray) -> np.ndarray:
+        """The stored interest vectors (len(event_ids), D) of these events, in this order.
+
+        Raises LookupError when one has none (it was deleted or re-scored away meanwhile).
+        """
+        wanted = np.asarray(event_ids, dtype=np.int64)
+        stored = self._first_row("SELECT count(*) FROM event_vectors")[0]
+        if 2 * len(wanted) >= stored:  # most of them: a plain scan (the join costs more than it saves)
+            table = self._arrow_query("SELECT event_id, vector FROM event_vectors").to_arrow_table()
+        else:
+            self.con.register("analytics_wanted", pa.table({"event_id": wanted}))
+            try:
+                table = self._arrow_query(
+                    "SELECT v.event_id, v.vector FROM event_vectors v SEMI JOIN analytics_wanted w ON v.event_id = w.event_id"
+                ).to_arrow_table()
+            finally:
+                self.con.unregister("analytics_wanted")
+        rows, has = _align(table.column("event_id").to_numpy(), wanted)
+        if not has.all():
+            raise LookupError(f"{int((~has).sum())} of {len(wanted)} events have no interest vector any more")
+        return self._vectors_from_arrow(table.column("vector"), table.num_rows, rows)
+
+    def _scored_rows(
+        self, datasets: Sequence[int] | None, local_from: datetime | pd.Timestamp | None, column: str | None
+    ) -> tuple[pd.DataFrame, Any, np.ndarray]:
+        """The scored events' frame, the event_vectors rows (event_id, topic, `column`) as Arrow,
+        and for each frame row its row in that table.
+
+        Two plain scans aligned by event id in numpy: joining and sorting 100k rows that carry
+        384 floats each costs DuckDB about twice as much. `column` is one of two identifiers
+        (a whitelist), never user input.
+        """
+        if column not in (None, "vector", "topic_sims"):
+            raise ValueError(f"not a vector column: {column!r}")
         if not self._analytics_tables_exist():
-            return self.events(datasets).assign(topic=np.int16(0)).iloc[:0], np.zeros((0, 0), np.float32)
+            frame = self.events(datasets).assign(topic=np.int16(0)).iloc[:0]
+            return frame, _empty_vector_table(column), np.zeros(0, dtype=np.int64)
         ids = _id_list(datasets)
         start = None if local_from is None else pd.Timestamp(local_from).to_pydatetime()
         columns = ", ".join(EVENT_COLUMNS)
@@ -856,22 +937,23 @@ class Store:
                 ORDER BY dataset_id, user_id, ts, event_id""",
             params=[ids, ids, start, start],
         ).to_arrow_table())
+        extra = "" if column is None else f", v.{column}"
         table = self._arrow_query(
-            """SELECT v.event_id, v.topic, v.vector FROM event_vectors v
+            f"""SELECT v.event_id, v.topic{extra} FROM event_vectors v
                WHERE (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], v.dataset_id))
                  AND (?::TIMESTAMP IS NULL OR v.event_id IN (SELECT event_id FROM events WHERE local_ts >= ?::TIMESTAMP))""",
             params=[ids, ids, start, start],
         ).to_arrow_table()
-        vector_ids = table.column("event_id").to_numpy()
-        order = np.argsort(vector_ids, kind="stable")
-        wanted = frame["event_id"].to_numpy(np.int64)
-        pos = np.searchsorted(vector_ids[order], wanted)
-        pos = np.minimum(pos, max(len(order) - 1, 0))
-        has = (vector_ids[order][pos] == wanted) if len(order) else np.zeros(len(wanted), dtype=bool)
-        rows = order[pos[has]]
+        rows, has = _align(table.column("event_id").to_numpy(), frame["event_id"].to_numpy(np.int64))
         frame = frame.loc[has].reset_index(drop=True)
         frame["topic"] = table.column("topic").to_numpy()[rows].astype(np.int16)
-        return frame, self._vectors_from_arrow(table.column("vector"), table.num_rows, rows)
+        return frame, table, rows
+
+    def _has_topic_sims(self) -> bool:
+        row = self._first_row(
+            "SELECT count(*) FROM duckdb_columns() WHERE table_name = 'event_vectors' AND column_name = 'topic_sims'"
+        )
+        return bool(row and row[0])
 
     def user_histories(self, users: pd.DataFrame) -> pd.DataFrame:
         """Every event of the given users (frame with dataset_id, user_id), in `events()` format and order."""
@@ -922,6 +1004,9 @@ class Store:
         )
         self.con.register("analytics_new_topics", frame)
         try:
+            # similarities to the old topics mean nothing now (the writer of new vectors stores
+            # fresh ones; readers compute any still missing)
+            self.con.execute("UPDATE event_vectors SET topic_sims = NULL WHERE topic_sims IS NOT NULL")
             self.con.execute("DELETE FROM analytics_topics")
             self.con.execute(
                 "INSERT INTO analytics_topics SELECT topic_id, label, source, vector::FLOAT[] FROM analytics_new_topics"
@@ -1243,6 +1328,23 @@ def _k_threshold(df: pd.DataFrame, k: int) -> tuple[pd.DataFrame, int]:
     visible = df["users"] >= k
     return (df[visible].reset_index(drop=True).astype({"cell": "int64", "events": "int64", "users": "int64"}),
             int((~visible).sum()))
+
+
+def _align(stored_ids: np.ndarray, wanted: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """For each wanted id, whether `stored_ids` has it, and the rows of those it has (in order)."""
+    order = np.argsort(stored_ids, kind="stable")
+    if len(order) == 0:
+        return np.zeros(0, dtype=np.int64), np.zeros(len(wanted), dtype=bool)
+    pos = np.minimum(np.searchsorted(stored_ids[order], wanted), len(order) - 1)
+    has = stored_ids[order][pos] == wanted
+    return order[pos[has]], has
+
+
+def _empty_vector_table(column: str | None) -> pa.Table:
+    fields = {"event_id": pa.array([], pa.int64()), "topic": pa.array([], pa.int16())}
+    if column is not None:
+        fields[column] = pa.array([], pa.list_(pa.float32()))
+    return pa.table(fields)
 
 
 def _id_list(datasets: Sequence[int] | None) -> list[int] | None:

@@ -42,6 +42,8 @@ __all__ = [
     "derive_topics",
     "assign_event_topics",
     "topic_probabilities",
+    "topic_similarities",
+    "probabilities_from_similarities",
 ]
 
 PATH_SEPARATOR = " > "
@@ -201,9 +203,20 @@ def assign_event_topics(
     return np.where(by_path >= 0, by_path, nearest).astype(np.int16)
 
 
+def topic_similarities(vectors: np.ndarray, topics: Topics) -> np.ndarray:
+    """(N, T) float32 cosine similarity of each (unit) vector to each topic: what the store keeps
+    beside the vectors, so shares can be computed without reading them."""
+    return np.asarray(vectors, dtype=np.float32) @ topics.vectors.T
+
+
 def topic_probabilities(vectors: np.ndarray, topics: Topics, temperature: float) -> np.ndarray:
     """(N, T) float32 interest shares: softmax over cosine similarity to each topic / temperature."""
-    logits = (np.asarray(vectors, dtype=np.float32) @ topics.vectors.T) / np.float32(temperature)  # (N, T)
+    return probabilities_from_similarities(topic_similarities(vectors, topics), temperature)
+
+
+def probabilities_from_similarities(similarities: np.ndarray, temperature: float) -> np.ndarray:
+    """`topic_probabilities` from stored `topic_similarities` (a new array; the input is kept)."""
+    logits = np.asarray(similarities, dtype=np.float32) / np.float32(temperature)  # (N, T)
     logits -= logits.max(axis=1, keepdims=True)
     np.exp(logits, out=logits)
     logits /= logits.sum(axis=1, keepdims=True)

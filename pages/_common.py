@@ -175,17 +175,27 @@ def scored_events(path: str, config_json: str) -> analytics.ScoredEvents | None:
     Loaded once per database and shared by all sessions: the analytics filter it in numpy, so
     the filters are not part of this key. Only region-level pages need it; the User page reads
     its one person through `user_scored`.
+
+    The events and their stored topic similarities come first (0.2-0.3 s for the NYC demo),
+    the vectors when first used (0.5-1.3 s in a fresh process): the Overview and the Map's
+    topic colouring need none, so a fresh server's first region page waits for the small part
+    only; `warm_up` then loads the vectors in the background for Drift and phrase queries.
     """
     from interestgeo.store import Store
 
     config = _config_from(config_json)
     if TRAINING.locked():
         raise RuntimeError(TRAINING_NOTE)
+
+    def vectors(event_ids: np.ndarray) -> np.ndarray:
+        with Store.open(path, read_only=True, config=config) as store:
+            return store.event_vectors(event_ids)
+
     # Its own read-only connection (the same database instance in this process): the load takes
     # seconds, and through the shared handle every other session's queries waited for it.
     with Store.open(path, read_only=True, config=config) as store:
         try:
-            return analytics.load_scored(store, config, None)
+            return analytics.load_scored(store, config, None, vector_loader=vectors)
         except LookupError:
             return None
 
@@ -272,18 +282,19 @@ def topic_colors(config: Config) -> dict[str, tuple[int, int, int]]:
 
 
 def warm_up(config: Config, *, analyst: bool = False) -> None:
-    """Load the interest vectors in a background thread, once per database and process, so the
-    first page that needs them waits less or not at all.
+    """Load the scored events and then their interest vectors in a background thread, once per
+    database and process, so the first page that needs them waits less or not at all.
 
-    The cached loader holds a per-key lock, so a page asking meanwhile waits for this load
-    instead of starting a second one. Errors are left for the page's own call to report.
+    The cached loader holds a per-key lock (and the vectors one of their own), so a page asking
+    meanwhile waits for this load instead of starting a second one. Errors are left for the
+    page's own call to report.
 
     For analysts, the venues too (the User page's predictions; stored embeddings looked up by
     model id, no language model). Not torch: its import holds the GIL for 1-1.5 s, and done in
     the background it landed on whatever click came next (a Map filter change 0.7-0.8 s instead of
-    0.25 s), however it was timed. The region pages do not need it (a timeline's grouped means
-    are a dense product in numpy); what does (a new free-text phrase, drift over many windows, the
-    User page's explanation, scoring an upload) imports it when asked. Nor transformers, the text
+    0.25 s), however it was timed. The region pages do not need it (grouped means are scipy
+    sparse products); what does (a new free-text phrase, the User page's explanation, scoring an
+    upload) imports it when asked. Nor transformers, the text
     encoder or the model: importing transformers here while a page imported it too was seen to
     hang a page's first render (its lazy modules).
     """
@@ -295,7 +306,9 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
 
     def load() -> None:
         try:
-            scored_events(path, key)
+            scored = scored_events(path, key)
+            if scored is not None:
+                scored.vectors  # noqa: B018 (loads them: Drift and phrase queries need them)
             if analyst:
                 venues(path, key)
         except Exception:  # the page's own call shows the error in words; the log keeps this one
@@ -337,7 +350,8 @@ def window_counts(
     return analytics.window_counts(_scored(path, config_json), filters, window)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
+# a spinner: on a fresh server this may wait for the vectors (see `scored_events`)
+@st.cache_data(show_spinner="Computing the drift...", max_entries=64)
 def region_drift(path: str, config_json: str, filters: analytics.Filters, window: str) -> analytics.Drift:
     return analytics.region_drift(_scored(path, config_json), filters, window)
 

@@ -210,27 +210,62 @@ def test_user_functions_are_marked_analyst_only_and_region_functions_are_not() -
     assert profile.shares["share"].sum() == pytest.approx(1.0)
 
 
-def test_group_means_are_the_same_on_every_product_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    # mean_rows gathers rows for small selections, multiplies a dense weight matrix for few groups
-    # and a sparse one for many: the three must give the same means, equal to a direct loop.
+@pytest.mark.parametrize("n, groups_n", [(25_000, 12), (5_000, 300), (3, 2)])
+def test_group_means_equal_a_direct_loop(n: int, groups_n: int) -> None:
+    # mean_rows is one sparse product over rows picked (and weighted) in any order, some of the
+    # full matrix's rows unpicked, and groups of very different sizes
     rng = np.random.default_rng(3)
-    n, groups_n = 25_000, 12
     matrix = rng.normal(size=(n + 100, 8)).astype(np.float32)
+    group = np.minimum(rng.geometric(0.3, n) - 1, groups_n - 1)
     groups = an._Groups(
-        idx=rng.permutation(n + 100)[:n], group=rng.integers(0, groups_n, n), keys=np.arange(groups_n),
-        events=np.zeros(groups_n), users=np.zeros(groups_n), weights=rng.random(n),
+        idx=rng.permutation(n + 100)[:n], group=group, keys=np.arange(groups_n),
+        events=np.bincount(group, minlength=groups_n), users=np.zeros(groups_n), weights=rng.random(n),
         pair=np.zeros(n, np.int64), pair_group=np.zeros(0, np.int64), pair_user=np.zeros(0, np.int64),
     )
-    groups.events = np.bincount(groups.group, minlength=groups_n)
-    direct = np.stack([(matrix[groups.idx[groups.group == g]] * groups.weights[groups.group == g, None]).sum(axis=0)
+    direct = np.stack([(matrix[groups.idx[group == g]] * groups.weights[group == g, None]).sum(axis=0)
                        for g in range(groups_n)])
-    dense = groups.mean_rows(matrix)
-    monkeypatch.setattr(an, "_DENSE_WEIGHTS", 0)
-    sparse = groups.mean_rows(matrix)
-    gathered = an._Groups(**{**groups.__dict__, "idx": groups.idx[:5000], "group": groups.group[:5000],
-                             "weights": groups.weights[:5000]}).mean_rows(matrix)
-    np.testing.assert_allclose(dense, direct, rtol=1e-4, atol=1e-4)
-    np.testing.assert_allclose(sparse, direct, rtol=1e-4, atol=1e-4)
-    small_direct = np.stack([(matrix[groups.idx[:5000][groups.group[:5000] == g]]
-                              * groups.weights[:5000][groups.group[:5000] == g, None]).sum(axis=0) for g in range(groups_n)])
-    np.testing.assert_allclose(gathered, small_direct, rtol=1e-4, atol=1e-4)
+    means = groups.mean_rows(matrix)
+    assert means.dtype == np.float32 and means.shape == (groups_n, 8)
+    np.testing.assert_allclose(means, direct, rtol=1e-4, atol=1e-4)
+
+
+def test_vectors_given_later_are_loaded_once_on_first_use_and_change_nothing() -> None:
+    import threading
+    import time
+
+    from interestgeo.topics import topic_similarities
+
+    events, vectors = random_city(seed=4)
+    eager = scored_from(events, vectors, k=2)
+    calls: list[int] = []
+
+    def slow_loader() -> np.ndarray:
+        calls.append(1)
+        time.sleep(0.2)  # two sessions ask meanwhile: one load, both get it
+        return eager.vectors.copy()
+
+    sims = topic_similarities(eager.vectors, eager.topics)
+    lazy = an.ScoredEvents(events, slow_loader, eager.topics, eager.config, topic_sims=sims)
+    assert not lazy.vectors_loaded
+    np.testing.assert_allclose(lazy.topic_probs, eager.topic_probs, atol=1e-7)
+    pd.testing.assert_frame_equal(an.region_map(lazy, Filters(), 8).cells, an.region_map(eager, Filters(), 8).cells)
+    assert not lazy.vectors_loaded and calls == []
+    got: list[np.ndarray] = []
+    threads = [threading.Thread(target=lambda: got.append(lazy.vectors)) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert calls == [1] and got[0] is got[1] and lazy.vectors_loaded
+    phrase = eager.vectors[0]
+    pd.testing.assert_frame_equal(an.query_interest(lazy, "x", phrase, Filters(), 8).cells,
+                                  an.query_interest(eager, "x", phrase, Filters(), 8).cells)
+    with pytest.raises(ValueError, match="need every event's topic similarities"):
+        an.ScoredEvents(events, slow_loader, eager.topics, eager.config)
+    partial = sims.copy()
+    partial[3] = np.nan
+    with pytest.raises(ValueError, match="need every event's topic similarities"):
+        an.ScoredEvents(events, slow_loader, eager.topics, eager.config, topic_sims=partial)
+    wrong = an.ScoredEvents(events, lambda: eager.vectors[:-1], eager.topics, eager.config, topic_sims=sims)
+    with pytest.raises(ValueError, match="events but"):
+        wrong.vectors  # noqa: B018

@@ -318,12 +318,16 @@ def test_loading_the_vectors_does_not_hold_the_shared_connection(scored_env: Pat
         loader.start()
         loader.join(TIMEOUT)
         assert loaded and loaded[0] is not None and len(loaded[0].events) == SCORED_ROWS
+        vectors = loaded[0].vectors  # loaded later, on a connection of their own as well
+        assert vectors.shape[0] == SCORED_ROWS
 
 
 def test_the_warm_up_loads_vectors_and_venues_without_importing_torch(scored_env: Path) -> None:
     # torch's import holds the GIL for 1-1.5 s: done in the background it landed on whatever click
     # came next. In a fresh process (this one has torch loaded by other tests): the warm-up must
     # load what it is for and leave torch alone.
+    scored_env.write_text(scored_env.read_text(encoding="utf-8").replace("warm_up = false", "warm_up = true"),
+                          encoding="utf-8")
     code = (
         "import logging, sys, threading\n"
         "logging.disable(logging.WARNING)\n"
@@ -333,12 +337,13 @@ def test_the_warm_up_loads_vectors_and_venues_without_importing_torch(scored_env
         "for t in [t for t in threading.enumerate() if t.name == 'interestgeo-warm-up']:\n"
         "    t.join(300)\n"
         "path, key = _common.db_path(config), _common.config_key(config)\n"
-        "print(len(_common.scored_events(path, key).events), _common.venues(path, key) is not None,"
+        "scored = _common.scored_events(path, key)\n"  # (cached: what the warm-up loaded)
+        "print(len(scored.events), scored.vectors_loaded, _common.venues(path, key) is not None,"
         " 'torch' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-3:] == [str(SCORED_ROWS), "True", "False"]
+    assert done.stdout.split()[-4:] == [str(SCORED_ROWS), "True", "True", "False"]
 
 
 def test_overview_kpis_count_events_and_people(scored_env: Path) -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 from pathlib import Path
@@ -105,8 +106,9 @@ def test_next_interests_list_a_chain_once_at_its_nearest_branch(scored_store) ->
     venues = scored.venues
     # a second branch of the first venue: same text (so the same score), 300 m north
     branch = venues.frame.iloc[[0]].assign(item_id="v1-branch", lat=venues.frame["lat"].iloc[0] + 0.0027)
-    chain = dataclasses.replace(scored, venues=an.Venues(
-        pd.concat([venues.frame, branch], ignore_index=True), np.vstack([venues.vectors, venues.vectors[:1]])))
+    chain = copy.copy(scored)  # (the fixture's stays as it is)
+    chain.venues = an.Venues(
+        pd.concat([venues.frame, branch], ignore_index=True), np.vstack([venues.vectors, venues.vectors[:1]]))
     text = branch["text"].iloc[0]
     nxt = an.next_interests(chain, 1, "u2", k=len(chain.venues.frame))
     assert nxt.venues["text"].is_unique

@@ -17,6 +17,7 @@ from interestgeo.config import Config, PrivacyConfig
 from interestgeo.score import RecencySource, load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts
+from interestgeo.topics import topic_similarities
 
 USERS_A = [f"u{i}" for i in range(12)]
 
@@ -46,11 +47,16 @@ def recency(store: Store, encoder: TextEncoder) -> RecencySource:
 
 def snapshot(store: Store) -> dict[str, object]:
     events, vectors = store.scored_events()
+    frame, sims = store.scored_event_sims()
+    pd.testing.assert_frame_equal(frame, events)
+    # every vector's topic similarities are stored with it, and are its similarities
+    np.testing.assert_allclose(sims, topic_similarities(vectors, store.analytics_topics()), atol=1e-6)
     cells, cell_vectors, _ = store.window_vectors("cell_window_vectors", "week", k=0)
     users, user_vectors, _ = store.window_vectors("user_window_vectors", "week")
     return {
         "events": events[["event_id", "topic"]],
         "vectors": vectors,
+        "sims": sims,
         "cells": cells.drop(columns=["coherence"]),
         "coherence": cells["coherence"].to_numpy(),
         "cell_vectors": cell_vectors,
@@ -85,6 +91,28 @@ def test_full_score_stores_unit_vectors_topics_and_the_same_aggregates_analytics
         }
         jazz = scored.events["text"] == "Blue Note, Jazz Club"
         assert (scored.events.loc[jazz, "topic"] == scored.topics.index("Arts and Entertainment")).all()
+        snapshot(store)  # (checks the stored topic similarities)
+        # loaded without the vectors (what the dashboard does first): the same shares and maps
+        loaded: list[int] = []
+        lazy = an.load_scored(store, config, vector_loader=lambda ids: loaded.append(len(ids)) or store.event_vectors(ids))
+        assert not lazy.vectors_loaded and loaded == []
+        np.testing.assert_allclose(lazy.topic_probs, scored.topic_probs, atol=1e-6)
+        pd.testing.assert_frame_equal(lazy.events, scored.events)
+        for filters in (an.Filters(), an.Filters(hours=(18, 23))):
+            pd.testing.assert_frame_equal(an.region_map(lazy, filters, 8).cells, an.region_map(scored, filters, 8).cells)
+            pd.testing.assert_frame_equal(an.interest_profile(lazy, filters).shares, an.interest_profile(scored, filters).shares,
+                                          atol=1e-6)
+        assert not lazy.vectors_loaded and loaded == []
+        np.testing.assert_array_equal(lazy.vectors, scored.vectors)  # the first use loads them, once
+        np.testing.assert_array_equal(lazy.vectors, scored.vectors)
+        assert lazy.vectors_loaded and loaded == [n_events]
+        # events whose similarities are not stored (topics replaced since) get them from their vectors
+        store.con.execute("UPDATE event_vectors SET topic_sims = NULL WHERE event_id % 3 = 0")
+        partial = an.load_scored(store, config, vector_loader=store.event_vectors)
+        assert not partial.vectors_loaded
+        np.testing.assert_allclose(partial.topic_probs, scored.topic_probs, rtol=1e-4, atol=1e-5)  # float32 sums: ulps / temperature
+        store.con.execute("UPDATE event_vectors SET topic_sims = NULL")  # none stored (an older file): all at once
+        assert an.load_scored(store, config, vector_loader=store.event_vectors).vectors_loaded
         for resolution in (8, 9):
             stored, vectors, hidden = store.window_vectors("cell_window_vectors", "week", resolution=resolution)
             fresh = an.region_vectors(scored, an.Filters(), resolution, window="week")

@@ -330,7 +330,65 @@ def test_vectors_from_arrow_scatters_selected_rows_across_chunks() -> None:
     np.testing.assert_array_equal(Store._vectors_from_arrow(column, 7), vectors)
     rows = np.array([6, 0, 4, 2])
     np.testing.assert_array_equal(Store._vectors_from_arrow(column, 7, rows), vectors[rows])
+    every = np.array([3, 6, 0, 5, 1, 4, 2])  # all rows, reordered (a whole load)
+    np.testing.assert_array_equal(Store._vectors_from_arrow(column, 7, every), vectors[every])
     assert Store._vectors_from_arrow(column, 7, rows[:0]).shape == (0, 3)
+
+
+def test_topic_similarities_are_stored_with_the_vectors_and_dropped_with_their_topics(sample_store: Store) -> None:
+    # sims given: stored and read back aligned like scored_events; not given: NaN rows; new topics
+    # make every stored similarity meaningless (NULL) until the vectors are written again
+    events = sample_store.events()
+    rng = np.random.default_rng(2)
+    order = rng.permutation(len(events))
+    with_sims, without = order[:40], order[40:50]
+    vectors = rng.normal(size=(len(events), 4)).astype(np.float32)
+    sims = rng.normal(size=(len(events), 3)).astype(np.float32)
+    ids, datasets = events["event_id"].to_numpy(), events["dataset_id"].to_numpy()
+    sample_store.write_topics(["a", "b", "c"], "phrases", np.eye(3, 4, dtype=np.float32))
+    sample_store.write_event_vectors(datasets[with_sims], ids[with_sims], np.zeros(40), vectors[with_sims], sims[with_sims])
+    sample_store.write_event_vectors(datasets[without], ids[without], np.zeros(10), vectors[without])
+    frame, got = sample_store.scored_event_sims()
+    scored_frame, _ = sample_store.scored_events()
+    pd.testing.assert_frame_equal(frame, scored_frame)
+    row = {event_id: i for i, event_id in enumerate(ids)}
+    expected = np.full((len(frame), 3), np.nan, dtype=np.float32)
+    for i, event_id in enumerate(frame["event_id"]):
+        if row[event_id] in set(with_sims.tolist()):
+            expected[i] = sims[row[event_id]]
+    np.testing.assert_array_equal(got, expected)
+    assert np.isnan(got).any(axis=1).sum() == 10
+    sample_store.write_topics(["a", "b"], "phrases", np.eye(2, 4, dtype=np.float32))
+    _, got = sample_store.scored_event_sims()
+    assert np.isnan(got).all()
+
+
+def test_event_vectors_come_in_the_asked_order_or_not_at_all(sample_store: Store) -> None:
+    events = sample_store.events()
+    ids, datasets = events["event_id"].to_numpy(), events["dataset_id"].to_numpy()
+    vectors = np.random.default_rng(3).normal(size=(len(events), 5)).astype(np.float32)
+    sample_store.write_event_vectors(datasets[::-1], ids[::-1], np.zeros(len(ids)), vectors[::-1])
+    for wanted in (np.array([ids[7], ids[2], ids[30]]), ids[::-1], np.roll(ids, 5)):  # few (a join), most (a scan)
+        rows = [int(np.flatnonzero(ids == i)[0]) for i in wanted]
+        np.testing.assert_array_equal(sample_store.event_vectors(wanted), vectors[rows])
+    with pytest.raises(LookupError, match="1 of 2 events have no interest vector"):
+        sample_store.event_vectors(np.array([ids[0], ids.max() + 1]))
+
+
+def test_a_file_from_before_topic_similarities_reads_and_gains_the_column_on_write(tmp_path: Path) -> None:
+    path = tmp_path / "old.duckdb"
+    with Store.open(path) as store:
+        store.ensure_analytics_schema()
+        store.con.execute("ALTER TABLE event_vectors DROP COLUMN topic_sims")
+        store.con.execute("INSERT INTO event_vectors VALUES (1, 5, 0, [1.0, 0.0])")
+    with Store.open(path, read_only=True) as store:  # cannot add the column: reads without it
+        frame, sims = store.scored_event_sims()
+        assert sims.shape == (len(frame), 0)
+        assert store.event_vectors(np.array([5])).tolist() == [[1.0, 0.0]]
+    with Store.open(path) as store:
+        store.write_event_vectors(np.array([1]), np.array([6]), np.array([0]), np.array([[0.0, 1.0]]), np.array([[0.5]]))
+        rows = store.con.execute("SELECT event_id, topic_sims FROM event_vectors ORDER BY event_id").fetchall()
+    assert rows == [(5, None), (6, [0.5])]
 
 
 def test_scored_events_align_vectors_with_events(sample_store: Store) -> None:
