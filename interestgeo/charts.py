@@ -6,6 +6,7 @@ keeps:
 
 - Maps render offline. `pdk.Deck(map_provider=None)` leaves the basemap out (Streamlit otherwise
   fetches Carto tiles from the internet); a basemap appears only when the config names a style.
+  In its place, faint outlines of the shipped named areas (`area_outlines`) say where things are.
 - User text is never HTML. Tooltips use deck.gl's `text` mode (set with `innerText`) over one
   prebuilt string per object, and strings that deck.gl's JSON converter would treat as code
   (a leading `@@`) are defused before they reach the chart's data. Plotly reads a subset of
@@ -29,6 +30,8 @@ from pydeck.bindings.json_tools import default_serialize
 
 __all__ = [
     "TOPIC_PALETTE",
+    "OTHER_COLOR",
+    "OTHER_TOPICS",
     "inert_text",
     "plot_label",
     "cells_to_hex",
@@ -36,6 +39,7 @@ __all__ = [
     "resolution_for_extent",
     "ramp_colors",
     "topic_colors",
+    "area_outlines",
     "hex_map",
     "count_map",
     "topic_map",
@@ -43,7 +47,10 @@ __all__ = [
     "points_map",
     "draw_region_figure",
     "trend_figure",
+    "daily_with_gaps",
+    "index_matters",
     "share_bar_figure",
+    "top_topic_shares",
     "share_timeline_figure",
     "drift_figure",
     "weights_figure",
@@ -53,14 +60,18 @@ __all__ = [
     "CompactDeck",
 ]
 
-# Qualitative colours for topics, distinguishable on a white background (plotly's Bold + Safe).
+# Qualitative colours for topics: Tableau's classic 10 (d3's category10), whose hues stay apart on
+# white even when a cell is drawn pale, with its grey swapped for a dark ink so that no topic looks
+# like "other"; then lighter partners for an 11th-15th topic. (The former Bold + Safe mix had three
+# pinks and salmons that merged once translucent.)
 TOPIC_PALETTE: tuple[tuple[int, int, int], ...] = (
-    (57, 105, 172), (242, 183, 1), (17, 165, 121), (231, 63, 116), (127, 60, 141),
-    (230, 131, 16), (0, 134, 149), (128, 186, 90), (207, 28, 144), (249, 123, 114),
-    (136, 204, 238), (153, 153, 51), (68, 170, 153), (170, 68, 153), (221, 204, 119),
+    (31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189),
+    (140, 86, 75), (227, 119, 194), (188, 189, 34), (23, 190, 207), (55, 55, 55),
+    (174, 199, 232), (255, 187, 120), (152, 223, 138), (197, 176, 213), (219, 219, 141),
 )
-# Colour of "other" topics beyond the palette and of cells with no topic.
-OTHER_COLOR: tuple[int, int, int] = (165, 170, 153)
+# Colour of "other" topics beyond the palette, of the "Other topics" band and of cells with no topic.
+OTHER_COLOR: tuple[int, int, int] = (199, 199, 199)
+OTHER_TOPICS = "Other topics"
 # Sequential ramp (light yellow -> dark red) for counts and query scores.
 _RAMP = np.array([(255, 237, 160), (254, 178, 76), (240, 59, 32), (128, 0, 38)], dtype=float)
 # Opacity of hexagons: opaque enough to read, translucent enough to see a basemap under them.
@@ -152,6 +163,60 @@ def rgb_hex(rgb: Sequence[int]) -> str:
     return "#{:02x}{:02x}{:02x}".format(*(int(c) for c in rgb[:3]))
 
 
+def area_outlines(geojson: dict, *, group_by: str = "borough", tolerance: float = 0.0008) -> list[list[list[float]]]:
+    """The outer rings of the areas in a GeoJSON FeatureCollection, merged by `group_by` property,
+    simplified (`tolerance` in degrees; 0.0008 is ~70 m) and rounded to 4 decimals (~10 m).
+
+    They stand in for a basemap, which needs the internet: faint coastlines and borough borders
+    tell a reader where the hexagons are. Merged and simplified, New York's 195 neighbourhoods
+    (600 kB of GeoJSON) become ~30 kB of rings, sent with every map. Islets are dropped.
+    """
+    import shapely  # lazily: only maps with outlines need it
+
+    features = [f for f in geojson.get("features", []) if f.get("geometry")]
+    if not features:
+        return []
+    geoms = shapely.make_valid(shapely.from_geojson([json.dumps(f["geometry"]) for f in features]))
+    groups = np.array([str((f.get("properties") or {}).get(group_by, i)) for i, f in enumerate(features)])
+    rings: list[list[list[float]]] = []
+    for group in sorted(set(groups)):
+        merged = shapely.simplify(shapely.union_all(geoms[groups == group], grid_size=1e-4), tolerance)
+        parts = shapely.get_parts(merged)
+        parts = parts[(shapely.get_type_id(parts) == 3) & (shapely.area(parts) > 5e-6)]  # polygons, not islets
+        rings += [np.round(shapely.get_coordinates(shapely.get_exterior_ring(part)), 4).tolist() for part in parts]
+    return rings
+
+
+def _outlines_in_view(outlines: Sequence[Sequence[Sequence[float]]], view: pdk.ViewState) -> bool:
+    """Whether the view's centre lies within the outlines' extent (padded): only then do they help.
+
+    Another city's data leaves the shipped New York outlines out of its map.
+    """
+    if not outlines:
+        return False
+    points = np.concatenate([np.asarray(r, dtype=float).reshape(-1, 2) for r in outlines])  # (N, 2) lon, lat
+    lon, lat = float(view.longitude), float(view.latitude)
+    pad = 0.1
+    return bool(points[:, 0].min() - pad <= lon <= points[:, 0].max() + pad
+                and points[:, 1].min() - pad <= lat <= points[:, 1].max() + pad)
+
+
+def _outline_layer(outlines: Sequence[Sequence[Sequence[float]]]) -> pdk.Layer:
+    """Faint grey outlines, thin and not pickable."""
+    features = [{"type": "Feature", "properties": {}, "geometry": {"type": "Polygon", "coordinates": [ring]}}
+                for ring in outlines]
+    return pdk.Layer(
+        "GeoJsonLayer",
+        id="areas",
+        data={"type": "FeatureCollection", "features": features},
+        stroked=True,
+        filled=False,
+        get_line_color=[90, 90, 90, 110],
+        line_width_min_pixels=1,
+        pickable=False,
+    )
+
+
 def hex_map(
     cells: Sequence[int],
     colors: np.ndarray | Sequence[Sequence[int]],
@@ -161,8 +226,13 @@ def hex_map(
     height: int = 520,
     view: pdk.ViewState | None = None,
     layer_id: str = "cells",
+    outlines: Sequence[Sequence[Sequence[float]]] | None = None,
 ) -> pdk.Deck:
-    """An H3HexagonLayer map: one hexagon per cell with its RGBA colour and tooltip text."""
+    """An H3HexagonLayer map: one hexagon per cell with its RGBA colour and tooltip text.
+
+    `outlines` (rings of lon/lat, from `area_outlines`) are drawn faintly over the hexagons when
+    the view is within them.
+    """
     if not (len(cells) == len(colors) == len(tooltips)):
         raise ValueError("cells, colors and tooltips must have the same length")
     data = [
@@ -183,15 +253,19 @@ def hex_map(
         pickable=True,
         auto_highlight=True,
     )
-    return _deck([layer], view or view_for_cells(cells), map_style=map_style, height=height)
+    view = view or view_for_cells(cells)
+    # Drawn after (over) the hexagons, thin and faint: under them they would vanish wherever there is
+    # data, and the hexagons stay the first layer, the one selections and readers of the spec expect.
+    over = [_outline_layer(outlines)] if outlines and _outlines_in_view(outlines, view) else []
+    return _deck([layer, *over], view, map_style=map_style, height=height)
 
 
-def count_map(aggregates: pd.DataFrame, *, map_style: str | None = None, view: pdk.ViewState | None = None) -> pdk.Deck:
+def count_map(aggregates: pd.DataFrame, *, map_style: str | None = None, view: pdk.ViewState | None = None,
+              outlines: Sequence[Sequence[Sequence[float]]] | None = None) -> pdk.Deck:
     """Cells coloured by event count (log ramp); `aggregates` has columns cell, events, users."""
     tips = [f"{int(e):,} events\n{int(u):,} users" for e, u in zip(aggregates["events"], aggregates["users"], strict=True)]
-    return hex_map(
-        aggregates["cell"].tolist(), ramp_colors(aggregates["events"].to_numpy()), tips, map_style=map_style, view=view
-    )
+    return hex_map(aggregates["cell"].tolist(), ramp_colors(aggregates["events"].to_numpy()), tips,
+                   map_style=map_style, view=view, outlines=outlines)
 
 
 def topic_map(
@@ -200,6 +274,7 @@ def topic_map(
     *,
     map_style: str | None = None,
     view: pdk.ViewState | None = None,
+    outlines: Sequence[Sequence[Sequence[float]]] | None = None,
 ) -> pdk.Deck:
     """Cells coloured by their dominant topic.
 
@@ -208,13 +283,15 @@ def topic_map(
     looks weaker than a clear one.
     """
     rgba = [
-        (*colors.get(str(t), OTHER_COLOR), int(90 + 165 * float(np.clip(s, 0, 1))))
+        (*colors.get(str(t), OTHER_COLOR), int(120 + 135 * float(np.clip(s, 0, 1))))
         for t, s in zip(cells["topic"], cells["share"], strict=True)
     ]
-    return hex_map(cells["cell"].tolist(), rgba, cells["tooltip"].tolist(), map_style=map_style, view=view)
+    return hex_map(cells["cell"].tolist(), rgba, cells["tooltip"].tolist(), map_style=map_style, view=view,
+                   outlines=outlines)
 
 
-def score_map(cells: pd.DataFrame, *, map_style: str | None = None, view: pdk.ViewState | None = None) -> pdk.Deck:
+def score_map(cells: pd.DataFrame, *, map_style: str | None = None, view: pdk.ViewState | None = None,
+              outlines: Sequence[Sequence[Sequence[float]]] | None = None) -> pdk.Deck:
     """Cells coloured by a query score (linear ramp); columns cell, score, tooltip."""
     return hex_map(
         cells["cell"].tolist(),
@@ -222,6 +299,7 @@ def score_map(cells: pd.DataFrame, *, map_style: str | None = None, view: pdk.Vi
         cells["tooltip"].tolist(),
         map_style=map_style,
         view=view,
+        outlines=outlines,
     )
 
 
@@ -312,25 +390,61 @@ def _layout(fig: go.Figure, *, height: int, title: str | None = None) -> go.Figu
 def trend_figure(
     current: pd.DataFrame, comparison: pd.DataFrame | None = None, *, y: str = "events", height: int = 300
 ) -> go.Figure:
-    """A daily trend line; `comparison` (shifted onto the current dates by the caller) dashed."""
+    """A daily trend line; `comparison` (shifted onto the current dates by the caller) dashed.
+
+    Days missing from a frame (no data, or hidden by the privacy threshold) are gaps in its line,
+    not straight segments drawn across them as if there were data.
+    """
     fig = go.Figure()
-    mode = "lines+markers" if len(current) < 40 else "lines"  # a few days: show the points themselves
-    fig.add_trace(go.Scatter(x=current["date"], y=current[y], name="selected period", mode=mode,
-                             line={"color": rgb_hex(TOPIC_PALETTE[0]), "width": 2}))
+    series = [(current, "selected period", {"color": rgb_hex(TOPIC_PALETTE[0]), "width": 2})]
     if comparison is not None and len(comparison):
-        fig.add_trace(go.Scatter(x=comparison["date"], y=comparison[y], name="comparison period", mode=mode,
-                                 line={"color": rgb_hex(OTHER_COLOR), "width": 2, "dash": "dash"}))
+        series.append((comparison, "comparison period", {"color": "#7f7f7f", "width": 2, "dash": "dash"}))
+    for frame, name, line in series:
+        daily = daily_with_gaps(frame, y)
+        values = daily.to_numpy(dtype=float)
+        fig.add_trace(go.Scatter(x=daily.index, y=values, name=name, mode="lines+markers", connectgaps=False,
+                                 line=line, marker={"color": line["color"], "size": _point_sizes(values)}))
     fig.update_yaxes(title=y, rangemode="tozero")
     return _layout(fig, height=height)
 
 
+def daily_with_gaps(frame: pd.DataFrame, y: str) -> pd.Series:
+    """`frame[y]` by `frame["date"]` over every day from the first to the last, NaN on days not in it."""
+    values = pd.Series(frame[y].to_numpy(dtype=float), index=pd.to_datetime(frame["date"]).dt.normalize())
+    values = values.groupby(level=0).sum().sort_index()
+    if values.empty:
+        return values
+    return values.reindex(pd.date_range(values.index[0], values.index[-1], freq="D"))
+
+
+def _point_sizes(values: np.ndarray) -> list[int]:
+    """Marker sizes: every point when there are few, else only the days with no neighbour to join
+    (a line needs two points, so a lone day between gaps would otherwise not show at all)."""
+    present = ~np.isnan(values)
+    if present.sum() < 40:
+        return [6] * len(values)
+    before = np.r_[False, present[:-1]]
+    after = np.r_[present[1:], False]
+    return [4 if p and not (b or a) else 0 for p, b, a in zip(present, before, after, strict=True)]
+
+
+def index_matters(shares: pd.DataFrame) -> bool:
+    """Whether the `index` column (share against all the data, 100 = as common) says anything.
+
+    With no filter narrowing the data every index is 100: shown on each bar it is noise.
+    """
+    return "index" in shares and bool((shares["index"].dropna().round() != 100).any())
+
+
 def share_bar_figure(shares: pd.DataFrame, colors: dict[str, tuple[int, int, int]], *, height: int = 320) -> go.Figure:
-    """Horizontal bars of topic shares (columns topic, share, optional index); doubles as the map legend."""
+    """Horizontal bars of topic shares (columns topic, share, optional index); doubles as the map legend.
+
+    The index is written on the bars only when it differs from the whole data set (`index_matters`).
+    """
     ordered = shares.sort_values("share")
-    text = [
-        f"{s:.0%}" + (f" · index {i:.0f}" if "index" in ordered and pd.notna(i) else "")
-        for s, i in zip(ordered["share"], ordered["index"] if "index" in ordered else [None] * len(ordered), strict=True)
-    ]
+    indices = ordered["index"] if index_matters(ordered) else [None] * len(ordered)
+    text = [f"{s:.0%}" + (f" · index {i:.0f}" if pd.notna(i) else "")
+            for s, i in zip(ordered["share"], indices, strict=True)]
     fig = go.Figure(go.Bar(
         x=ordered["share"], y=[plot_label(t) for t in ordered["topic"]], orientation="h",
         marker={"color": [rgb_hex(colors.get(str(t), OTHER_COLOR)) for t in ordered["topic"]]},
@@ -341,43 +455,89 @@ def share_bar_figure(shares: pd.DataFrame, colors: dict[str, tuple[int, int, int
     return _layout(fig, height=height)
 
 
+def top_topic_shares(shares: pd.DataFrame, top: int) -> pd.DataFrame:
+    """The `top` topics by mean share plus one "Other topics" row per window holding the rest.
+
+    Columns window_start, topic, share in and out; the rows of a window keep summing to what they
+    summed to (1 for shares of all topics), so a stack of them still reaches 100%.
+    """
+    order = shares.groupby("topic", sort=False)["share"].mean().sort_values(ascending=False, kind="stable")
+    keep = order.index[:top]
+    kept = shares[shares["topic"].isin(keep)]
+    rest = shares[~shares["topic"].isin(keep)]
+    if rest.empty:
+        return kept.reset_index(drop=True)
+    other = rest.groupby("window_start", sort=True)["share"].sum().rename("share").reset_index()
+    other["topic"] = OTHER_TOPICS
+    # keep's order first (largest at the bottom of the stack), the rest on top
+    kept = kept.assign(_rank=kept["topic"].map({t: i for i, t in enumerate(keep)})).sort_values(
+        ["_rank", "window_start"], kind="stable").drop(columns="_rank")
+    return pd.concat([kept, other[["window_start", "topic", "share"]]], ignore_index=True)
+
+
+# Left margin shared by the timelines drawn one above the other (shares, drift) so their x axes line up.
+_TIMELINE_MARGIN = {"l": 80, "r": 10}
+
+
 def share_timeline_figure(
-    shares: pd.DataFrame, colors: dict[str, tuple[int, int, int]], *, height: int = 340
+    shares: pd.DataFrame, colors: dict[str, tuple[int, int, int]], *, height: int = 340,
+    x_range: tuple[object, object] | None = None,
 ) -> go.Figure:
-    """Stacked area of topic shares over windows; columns window_start, topic, share."""
+    """Stacked area of topic shares over windows; columns window_start, topic, share
+    (an `OTHER_TOPICS` band, from `top_topic_shares`, is drawn grey)."""
     fig = go.Figure()
     for topic, part in shares.groupby("topic", sort=False):
         fig.add_trace(go.Scatter(
             x=part["window_start"], y=part["share"], name=plot_label(topic), stackgroup="one", mode="lines",
             line={"width": 0.5, "color": rgb_hex(colors.get(str(topic), OTHER_COLOR))},
+            hovertemplate="%{y:.1%}",
         ))
-    fig.update_yaxes(tickformat=".0%", range=[0, 1])
-    return _layout(fig, height=height)
+    fig.update_yaxes(tickformat=".0%", range=[0, 1], title="share of interest")
+    return _timeline_axes(_layout(fig, height=height), x_range)
 
 
-def drift_figure(drift: pd.DataFrame, *, height: int = 280) -> go.Figure:
+def drift_figure(drift: pd.DataFrame, *, height: int = 280, x_range: tuple[object, object] | None = None) -> go.Figure:
     """Drift magnitude per window with change points marked; columns window_start, distance, change_point."""
     fig = go.Figure(go.Scatter(x=drift["window_start"], y=drift["distance"], mode="lines+markers", name="drift",
-                               line={"color": rgb_hex(TOPIC_PALETTE[0])}))
+                               line={"color": rgb_hex(TOPIC_PALETTE[0])}, hovertemplate="%{y:.4f}"))
     if "change_point" in drift:
         cp = drift[drift["change_point"].astype(bool)]
         fig.add_trace(go.Scatter(x=cp["window_start"], y=cp["distance"], mode="markers", name="change point",
-                                 marker={"color": rgb_hex(TOPIC_PALETTE[3]), "size": 12, "symbol": "diamond"}))
-    fig.update_yaxes(title="1 − cosine to previous", rangemode="tozero")
-    return _layout(fig, height=height)
+                                 marker={"color": rgb_hex(TOPIC_PALETTE[3]), "size": 12, "symbol": "diamond"},
+                                 hovertemplate="%{y:.4f}"))
+    fig.update_yaxes(title="change from the previous<br>window (1 − cosine)", rangemode="tozero")
+    return _timeline_axes(_layout(fig, height=height), x_range)
+
+
+def _timeline_axes(fig: go.Figure, x_range: tuple[object, object] | None) -> go.Figure:
+    """A fixed left margin (no auto-margin) and the given x range: stacked timelines line up."""
+    fig.update_layout(margin=_TIMELINE_MARGIN)
+    fig.update_yaxes(automargin=False, title_standoff=8)
+    if x_range is not None:
+        fig.update_xaxes(range=list(x_range))
+    return fig
 
 
 def weights_figure(weights: pd.DataFrame, *, height: int = 320) -> go.Figure:
-    """Side-by-side bars of event weights (shares, 0-1); columns label plus one numeric column per method."""
+    """Side-by-side bars of event weights (shares, 0-1) with their values written on them; columns
+    label plus one numeric column per method."""
     methods = [c for c in weights.columns if c != "label"]
     fig = go.Figure()
     for i, m in enumerate(methods):
         fig.add_trace(go.Bar(y=[plot_label(v) for v in weights["label"]], x=weights[m], name=m, orientation="h",
-                             marker={"color": rgb_hex(TOPIC_PALETTE[i % len(TOPIC_PALETTE)])}))
-    fig.update_layout(barmode="group", hovermode="closest")
-    fig.update_xaxes(tickformat=".0%")
+                             marker={"color": rgb_hex(TOPIC_PALETTE[i % len(TOPIC_PALETTE)])},
+                             text=[_share_text(v) for v in weights[m]], textposition="outside", cliponaxis=False,
+                             textfont={"size": 10}))
+    fig.update_layout(barmode="group", hovermode="closest", bargap=0.25)
+    fig.update_xaxes(tickformat=".0%", range=[0, float(weights[methods].max().max()) * 1.12 + 0.03]
+                     if methods and len(weights) else None)
     fig.update_yaxes(autorange="reversed")
     return _layout(fig, height=height)
+
+
+def _share_text(value: float) -> str:
+    """A share as a bar label: whole percent, and "<1%" for a small share that is not nothing."""
+    return "" if pd.isna(value) else ("<1%" if 0 < value < 0.005 else f"{value:.0%}")
 
 
 def hour_dow_figure(profile: pd.DataFrame, *, height: int = 260) -> go.Figure:

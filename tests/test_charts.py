@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import h3
 import numpy as np
@@ -141,3 +142,112 @@ def test_draw_region_figure_places_cells_at_their_lon_lat_for_a_lasso() -> None:
     assert fig.layout.yaxis.scaleratio == pytest.approx(1 / np.cos(np.radians(np.mean(trace.y))), rel=1e-3)
     assert "&lt;b&gt;Nightlife" in trace.hovertext[1]  # plain text, not markup
     assert trace.marker.color[0] != trace.marker.color[1]  # coloured by topic
+
+
+def test_trend_line_breaks_where_days_are_missing() -> None:
+    # data until 5 Aug, nothing (or hidden) until 3 Oct: the line must not bridge the gap
+    days = list(pd.date_range("2012-07-20", "2012-08-05", freq="D")) + list(pd.date_range("2012-10-03", periods=30))
+    frame = pd.DataFrame({"date": days, "events": np.arange(1, len(days) + 1)})
+    (trace,) = charts.trend_figure(frame).data
+    x = pd.to_datetime(pd.Series(trace.x))
+    y = np.array(trace.y, dtype=float)
+    gap = (x > "2012-08-05") & (x < "2012-10-03")
+    assert gap.sum() == 58 and np.isnan(y[gap.to_numpy()]).all()
+    assert not np.isnan(y[~gap.to_numpy()]).any() and trace.connectgaps is False
+    assert y[~gap.to_numpy()].tolist() == frame["events"].tolist()  # the data themselves unchanged
+
+
+def test_a_lone_day_between_gaps_still_shows_as_a_point() -> None:
+    days = list(pd.date_range("2012-04-01", periods=50)) + [pd.Timestamp("2012-06-01")] \
+        + list(pd.date_range("2012-06-10", periods=5))
+    (trace,) = charts.trend_figure(pd.DataFrame({"date": days, "events": 1})).data
+    sizes = dict(zip(pd.to_datetime(pd.Series(trace.x)), trace.marker.size, strict=True))
+    assert sizes[pd.Timestamp("2012-06-01")] > 0 and sizes[pd.Timestamp("2012-04-10")] == 0
+
+
+def test_index_is_written_on_the_bars_only_when_it_differs_from_all_the_data() -> None:
+    colors = charts.topic_colors(["A", "B"])
+    everything = pd.DataFrame({"topic": ["A", "B"], "share": [0.6, 0.4], "index": [100.0, 100.2]})
+    narrowed = everything.assign(index=[150.0, 67.0])
+    assert not charts.index_matters(everything) and charts.index_matters(narrowed)
+    assert all("index" not in t for t in charts.share_bar_figure(everything, colors).data[0].text)
+    assert "60% · index 150" in charts.share_bar_figure(narrowed, colors).data[0].text
+
+
+def test_topic_share_stack_reaches_100_percent_with_an_other_band() -> None:
+    weeks = pd.date_range("2012-04-02", periods=3, freq="W-MON")
+    rng = np.random.default_rng(0)
+    raw = rng.random((3, 10))
+    shares = pd.DataFrame({"window_start": np.repeat(weeks, 10), "topic": [f"t{i}" for i in range(10)] * 3,
+                           "share": (raw / raw.sum(axis=1, keepdims=True)).ravel()})
+    top = charts.top_topic_shares(shares, 8)
+    assert top["topic"].nunique() == 9 and charts.OTHER_TOPICS in set(top["topic"])
+    assert np.allclose(top.groupby("window_start")["share"].sum(), 1.0)
+    fig = charts.share_timeline_figure(top, charts.topic_colors([f"t{i}" for i in range(10)]))
+    stacked = np.sum([np.array(t.y, dtype=float) for t in fig.data], axis=0)
+    assert np.allclose(stacked, 1.0) and fig.data[-1].name == charts.OTHER_TOPICS
+    assert fig.data[-1].line.color == charts.rgb_hex(charts.OTHER_COLOR)
+    assert charts.top_topic_shares(shares, 10)["topic"].nunique() == 10  # nothing left over: no band
+
+
+def test_stacked_timelines_share_their_x_range_and_left_margin() -> None:
+    weeks = pd.date_range("2012-04-02", periods=4, freq="W-MON")
+    shares = pd.DataFrame({"window_start": weeks, "topic": "A", "share": 1.0})
+    drift = pd.DataFrame({"window_start": weeks[1:], "distance": [0.01, 0.02, 0.005], "change_point": False})
+    span = (weeks[0], weeks[-1])
+    top = charts.share_timeline_figure(shares, charts.topic_colors(["A"]), x_range=span)
+    bottom = charts.drift_figure(drift, x_range=span)
+    assert list(top.layout.xaxis.range) == list(bottom.layout.xaxis.range)
+    assert top.layout.margin.l == bottom.layout.margin.l and top.layout.yaxis.automargin is False
+    assert "previous" in bottom.layout.yaxis.title.text
+
+
+def test_the_first_ten_topic_colours_are_far_apart() -> None:
+    rgb = np.array(charts.TOPIC_PALETTE[:10] + (charts.OTHER_COLOR,), dtype=float)
+    gaps = np.linalg.norm(rgb[:, None] - rgb[None], axis=-1)[np.triu_indices(len(rgb), 1)]
+    assert gaps.min() > 60  # the former palette had colours 45 apart (pinks about 50)
+
+
+def _square(lon: float, lat: float, size: float = 0.05) -> dict:
+    ring = [[lon, lat], [lon + size, lat], [lon + size, lat + size], [lon, lat + size], [lon, lat]]
+    return {"type": "Polygon", "coordinates": [ring]}
+
+
+def test_area_outlines_merge_areas_by_group_into_rings() -> None:
+    # two touching squares in one borough merge into one outline; a third borough stays apart
+    areas = {"type": "FeatureCollection", "features": [
+        {"type": "Feature", "properties": {"borough": "A"}, "geometry": _square(-74.0, 40.7)},
+        {"type": "Feature", "properties": {"borough": "A"}, "geometry": _square(-73.95, 40.7)},
+        {"type": "Feature", "properties": {"borough": "B"}, "geometry": _square(-73.8, 40.6)},
+    ]}
+    rings = charts.area_outlines(areas)
+    assert len(rings) == 2
+    lons = sorted(min(p[0] for p in r) for r in rings)
+    assert lons == pytest.approx([-74.0, -73.8])
+    assert charts.area_outlines({"type": "FeatureCollection", "features": []}) == []
+
+
+def test_outlines_are_drawn_with_the_hexagons_only_where_the_map_is() -> None:
+    rings = [_square(-74.05, 40.65, 0.4)["coordinates"][0]]
+    frame = pd.DataFrame({"cell": _cells(), "events": [1, 2, 3], "users": [1, 2, 3]})
+    layers = _spec(charts.count_map(frame, outlines=rings))["layers"]
+    assert [layer["@@type"] for layer in layers] == ["H3HexagonLayer", "GeoJsonLayer"]
+    assert layers[1]["pickable"] is False and layers[1]["filled"] is False
+    berlin = [h3.str_to_int(h3.latlng_to_cell(52.52, 13.40, 8))]
+    elsewhere = charts.count_map(pd.DataFrame({"cell": berlin, "events": [1], "users": [1]}), outlines=rings)
+    assert [layer["@@type"] for layer in _spec(elsewhere)["layers"]] == ["H3HexagonLayer"]
+
+
+def test_the_shipped_areas_make_small_outlines_around_new_york() -> None:
+    path = Path(__file__).resolve().parents[1] / "data" / "nyc_neighborhoods.geojson"
+    rings = charts.area_outlines(json.loads(path.read_text(encoding="utf-8")))
+    points = np.concatenate([np.asarray(r) for r in rings])
+    assert 5 <= len(rings) and points[:, 0].min() > -74.3 and points[:, 1].max() < 41.0
+    assert len(json.dumps(rings, separators=(",", ":"))) < 60_000  # sent with every map
+
+
+def test_weight_bars_carry_their_values_so_small_ones_still_read() -> None:
+    weights = pd.DataFrame({"label": ["a", "b", "c"], "attention": [0.9, 0.098, 0.002], "occlusion": [0.5, 0.5, 0.0]})
+    fig = charts.weights_figure(weights)
+    assert list(fig.data[0].text) == ["90%", "10%", "<1%"] and list(fig.data[1].text) == ["50%", "50%", "0%"]
+    assert fig.layout.xaxis.range[1] > 0.9  # room for the longest bar's label
