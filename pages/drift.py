@@ -14,6 +14,8 @@ from pages import _common as ui
 
 WINDOWS = ("week", "day", "month")
 SIDEBAR_REGION = "the sidebar's region"
+# Topics drawn one by one in the shares chart; more make a legend taller than the chart.
+TOP_TOPICS = 8
 
 
 def page() -> None:
@@ -44,13 +46,14 @@ def _region(config: object, name: str, region: object, window: str, slot: int) -
         st.info(f"Fewer than two {window}s have at least {k} people here ({drift.hidden} hidden): "
                 "nothing to compare. Try a shorter window, wider dates or a wider region.")
         return
-    order = drift.shares.groupby("topic")["share"].mean().sort_values(ascending=False).index.tolist()
     colors = ui.topic_colors(config)  # type: ignore[arg-type]
-    top = drift.shares[drift.shares["topic"].isin(order[:8])]
-    st.markdown(f"**Topic shares per {window}** (top 8 topics)")
-    st.plotly_chart(charts.share_timeline_figure(top, colors), width="stretch", key=f"shares_{slot}")
-    st.markdown("**Drift**: distance of each window's interests from the previous one")
-    st.plotly_chart(charts.drift_figure(drift.timeline), width="stretch", key=f"drift_{slot}")
+    top = charts.top_topic_shares(drift.shares, TOP_TOPICS)
+    starts = drift.shares["window_start"]
+    span = (starts.min(), starts.max())  # both charts on one x range, so the windows line up
+    st.markdown(f"**Topic shares per {window}** (top {TOP_TOPICS} topics; the rest as “{charts.OTHER_TOPICS}”)")
+    st.plotly_chart(charts.share_timeline_figure(top, colors, x_range=span), width="stretch", key=f"shares_{slot}")
+    st.markdown("**Drift**: how far each window's interests moved from the previous window's")
+    st.plotly_chart(charts.drift_figure(drift.timeline, x_range=span), width="stretch", key=f"drift_{slot}")
     points = int(drift.timeline["change_point"].sum())
     st.caption(f"{points} change point(s) marked. {drift.hidden} {window}s hidden: fewer than {k} people.")
     downloads = [(drift.timeline, "timeline", "Download drift CSV"), (drift.shares, "shares", "Download shares CSV")]
@@ -59,9 +62,15 @@ def _region(config: object, name: str, region: object, window: str, slot: int) -
         st.markdown("**Rose and fell** (after vs before the last change point, or the two halves)")
         rows = drift.topics
         both = rows.head(5).merge(rows.tail(5), how="outer") if len(rows) > 10 else rows
-        st.dataframe(both.sort_values("change", ascending=False), hide_index=True, width="stretch",
-                     column_config={c: st.column_config.NumberColumn(format="percent")
-                                    for c in ("before", "after", "change")})
+        # shares as percentages and the change in percentage points, one decimal throughout (rounded
+        # here, so that a change of -0.02 pp reads "+0.0 pp", not "-0.0 pp")
+        shown = both.sort_values("change", ascending=False).assign(
+            **{c: (100 * both[c]).round(1) + 0.0 for c in ("before", "after", "change")})
+        st.dataframe(shown, hide_index=True, width="stretch",
+                     column_config={"before": st.column_config.NumberColumn(format="%.1f%%"),
+                                    "after": st.column_config.NumberColumn(format="%.1f%%"),
+                                    "change": st.column_config.NumberColumn(
+                                        format="%+.1f pp", help="After minus before, in percentage points.")})
     for column, (frame, name, label) in zip(st.columns(len(downloads)), downloads, strict=True):
         with column:
             ui.csv_download(frame, f"drift-{slot}-{name}", label=label)

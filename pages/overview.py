@@ -59,7 +59,12 @@ def page() -> None:
             top = profile.shares.head(10)
             colors = ui.topic_colors(config)
             st.plotly_chart(charts.share_bar_figure(top, colors), width="stretch", key="top_interests")
-            st.caption("Share of interest; index 100 = as common as in all the data, 200 = twice as common.")
+            if charts.index_matters(top):
+                st.caption("Share of interest; index against all the events: 100 = as common as in all the data, "
+                           "200 = twice as common.")
+            else:
+                st.caption("Share of interest among all the events (narrow the filters to see an index against "
+                           "all the data).")
             ui.csv_download(profile.shares, "top-interests")
     with right:
         st.subheader("Trend")
@@ -72,7 +77,8 @@ def page() -> None:
             st.info("No day has enough people to show under the privacy threshold.")
         else:
             st.plotly_chart(charts.trend_figure(trend, comparison), width="stretch", key="trend")
-            st.caption("Events per local day (days with fewer than k people are left out).")
+            st.caption("Events per local day. Gaps: days with no data, or with fewer than "
+                       f"{config.privacy.k_min_users} people (hidden).")
             ui.csv_download(trend, "trend")
 
 
