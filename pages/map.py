@@ -11,7 +11,9 @@ Time playback steps through windows; cells picked on the map, or a polygon drawn
 
 from __future__ import annotations
 
+import json
 import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -67,6 +69,22 @@ def _auto_resolution(filters: ui.FilterState, resolutions: tuple[int, ...]) -> i
     return charts.resolution_for_extent(extent_km, resolutions)
 
 
+@st.cache_data(show_spinner=False)
+def _outlines(path: str) -> list[list[list[float]]]:
+    """The named areas' borough outlines, drawn with the hexagons in place of a basemap (none when
+    the file is missing or unreadable: the map still draws)."""
+    try:
+        return charts.area_outlines(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return []
+
+
+def _hidden_note(hidden: int, k: int, window: str | None = None) -> str:
+    """The same words for hidden cells in every mode of the map."""
+    what = "cells" if window is None else f"cell × {window} groups"
+    return f"{hidden:,} {what} hidden: fewer than k={k} people."
+
+
 def _topic_map(config: object, filters: ui.FilterState, resolution: int, window: str | None) -> None:
     path, key = ui.db_path(config), ui.config_key(config)  # type: ignore[arg-type]
     result = ui.region_map(path, key, filters.to_filters(), resolution, window)
@@ -103,10 +121,11 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
             _legend(cells, colors)
         return
     with map_col:
+        outlines = _outlines(str(ui.AREAS_FILE))
         if playing:
-            _play(frames, result, colors, config.app.map_style, view)  # type: ignore[attr-defined]
-        deck = charts.topic_map(_with_tooltips(cells, shares, chosen), colors,
-                                map_style=config.app.map_style, view=view)  # type: ignore[attr-defined]
+            _play(frames, result, colors, config.app.map_style, view, outlines)  # type: ignore[attr-defined]
+        deck = charts.topic_map(_with_tooltips(cells, shares, chosen), colors, view=view, outlines=outlines,
+                                map_style=config.app.map_style)  # type: ignore[attr-defined]
         # Straight into the column, never through an st.empty: the empty's placeholder delta replaced
         # the map for a moment on every rerun, so the browser now and then unmounted it and built a
         # new deck.gl WebGL context (shaders and all): +0.2-0.3 s on a filter change.
@@ -118,7 +137,7 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
         _pick_region(selection, resolution)
     period = chosen or "the selected period"
     st.caption(f"{len(cells):,} cells at resolution {resolution} in {period} · "
-               f"{result.hidden:,} cell groups hidden: fewer than {k} people.")
+               f"{_hidden_note(result.hidden, k, window)}")
     ui.csv_download(lambda: ui.with_hex(pd.concat([cells.drop(columns=["topic_id"], errors="ignore"),
                                                    shares.add_prefix("share: ")], axis=1)),
                     f"map-topics-r{resolution}")
@@ -133,12 +152,13 @@ def _stable_view(config: object, filters: ui.FilterState, resolution: int) -> ob
 
 
 def _play(frames: list[tuple[str, np.ndarray]], result: object, colors: dict[str, tuple[int, int, int]],
-          map_style: str | None, view: object) -> None:
+          map_style: str | None, view: object, outlines: list[list[list[float]]]) -> None:
     """The time playback: each window's map in turn, in one placeholder above the final map."""
     spot = st.empty()
     for label, idx in frames[-MAX_FRAMES:]:
         deck = charts.topic_map(_with_tooltips(result.cells.loc[idx], result.shares.loc[idx], label),  # type: ignore[attr-defined]
-                                colors, map_style=map_style, view=view)  # type: ignore[arg-type]
+                                colors, map_style=map_style, view=view,  # type: ignore[arg-type]
+                                outlines=outlines)
         spot.pydeck_chart(deck, height=MAP_HEIGHT)
         time.sleep(FRAME_S)
     spot.empty()
@@ -157,7 +177,8 @@ def _legend(cells: pd.DataFrame, colors: dict[str, tuple[int, int, int]]) -> Non
     st.dataframe(styled, hide_index=True, width="stretch", height="content",
                  column_config={" ": st.column_config.TextColumn(width=8),
                                 "cells": st.column_config.NumberColumn("cells", format="%.0f%%", width=50)})
-    st.caption("Paler cells: a weaker lead.")
+    st.caption("Colour: the topic that leads in the cell. Paler: it leads by less (a smaller share of the "
+               "cell's interest).")
 
 
 @st.fragment
@@ -245,15 +266,17 @@ def _query_map(config: object, filters: ui.FilterState, resolution: int) -> None
         for s, r, e, u, n in zip(result.cells["score"], result.cells["rank"], result.cells["events"],
                                  result.cells["users"], result.cells["strong_users"], strict=True)
     ]
-    st.pydeck_chart(charts.score_map(result.cells.assign(tooltip=tips), map_style=config.app.map_style),  # type: ignore[attr-defined]
+    st.pydeck_chart(charts.score_map(result.cells.assign(tooltip=tips), outlines=_outlines(str(ui.AREAS_FILE)),
+                                     map_style=config.app.map_style),  # type: ignore[attr-defined]
                     height=MAP_HEIGHT, key="query_map")
     st.caption(f"Dark = the people there care most about “{ui.md(phrase)}” (user-weighted mean affinity). "
-               f"{result.hidden:,} cells hidden: fewer than {k} people.")
+               f"{_hidden_note(result.hidden, k)}")
     left, right = st.columns([1, 1])
     with left:
         st.markdown("**Top cells**")
         top = ui.with_hex(result.cells.head(20))[["rank", "cell", "score", "events", "users", "strong_users"]]
-        st.dataframe(top, hide_index=True, width="stretch", height=300)
+        st.dataframe(top, hide_index=True, width="stretch", height=300,
+                     column_config={"score": st.column_config.NumberColumn(format="%.3f")})
         ui.csv_download(lambda: ui.with_hex(result.cells), "query-cells")
     with right:
         st.markdown("**When** (local hour × day of week)")
@@ -299,11 +322,11 @@ def _count_map(config: object, filters: ui.FilterState, resolutions: tuple[int, 
             st.markdown(f"**Window**  \n{chosen}")
     current = frame[pd.to_datetime(frame["window_start"]) == stamps[labels.index(chosen)]].reset_index(drop=True)
     view = charts.view_for_cells(frame["cell"].unique().tolist())
-    st.pydeck_chart(charts.count_map(current, map_style=config.app.map_style, view=view),  # type: ignore[attr-defined]
+    st.pydeck_chart(charts.count_map(current, map_style=config.app.map_style, view=view,  # type: ignore[attr-defined]
+                                     outlines=_outlines(str(ui.AREAS_FILE))),
                     height=MAP_HEIGHT, key="count_map")
     st.caption(f"{len(current):,} cells · {int(current['events'].sum()):,} events in this {window}. "
-               f"{hidden:,} cell × {window} groups hidden: fewer than {k} people. "
-               "Light = few events, dark = many (log scale).")
+               f"{_hidden_note(hidden, k, str(window))} Light = few events, dark = many (log scale).")
     ignored = [name for name, on in (("region", filters.describe_region() != "Everywhere"),
                                      ("topic", filters.topic is not None)) if on]
     if ignored:
