@@ -18,6 +18,9 @@ from interestgeo.config import Config
 from pages import _common as ui
 
 METRIC_ORDER = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg@10")
+# What the stored metric keys mean, in words (anything else is shown with its underscores as spaces).
+VARIANT_LABELS = {"time_given": "with the time of the next event", "no_time": "without the time of the next event"}
+TASK_LABELS = {"next_venue": "next venue", "next_category": "next category"}
 
 
 def page() -> None:
@@ -46,7 +49,10 @@ def page() -> None:
         st.info("No trained model yet. Train one with `interestgeo train` (CPU, minutes on the demo data), then "
                 "`interestgeo score` to use it; until then the vectors come from the recency baseline.")
     else:
-        st.dataframe(table[["id", "name", "created_at", "path"]], hide_index=True, width="stretch")
+        # the file name says which checkpoint; the server's directory means nothing to a reader (it is in the CSV)
+        files = [Path(str(p)).name for p in table["path"]]
+        st.dataframe(table[["id", "name", "created_at", "path"]].assign(path=files), hide_index=True, width="stretch",
+                     column_config={"path": st.column_config.TextColumn("file", help="The full path is in the CSV.")})
         ui.csv_download(table[["id", "name", "created_at", "path", "metrics"]], "checkpoints")
         newest = table.iloc[0]
         metrics = json.loads(newest["metrics"]) if isinstance(newest["metrics"], str) else {}
@@ -55,10 +61,11 @@ def page() -> None:
             st.caption("The newest checkpoint stored no test metrics.")
         else:
             st.markdown(f"**Test metrics of checkpoint {int(newest['id'])} ({ui.md(newest['name'])})**")
-            st.dataframe(results, hide_index=True, width="stretch")
+            st.dataframe(results, hide_index=True, width="stretch",
+                         column_config={m: st.column_config.NumberColumn(m, format="%.3f") for m in METRIC_ORDER})
             ui.csv_download(results, f"checkpoint-{int(newest['id'])}-metrics")
         if "val_mrr" in metrics:
-            st.caption(f"Best epoch {metrics.get('best_epoch')} · validation MRR {float(metrics['val_mrr']):.4f} · "
+            st.caption(f"Best epoch {metrics.get('best_epoch')} · validation MRR {float(metrics['val_mrr']):.3f} · "
                        f"trained in {float(metrics.get('train_seconds', 0)):,.0f} s.")
     _train(config)
     st.subheader("Against the baselines")
@@ -119,7 +126,9 @@ def _test_results(metrics: dict[str, object]) -> pd.DataFrame:
             continue
         for task, values in tasks.items():
             if isinstance(values, dict):
-                rows.append({"variant": variant.removeprefix("test_"), "task": task,
+                name = variant.removeprefix("test_")
+                rows.append({"variant": VARIANT_LABELS.get(name, name.replace("_", " ")),
+                             "task": TASK_LABELS.get(task, task.replace("_", " ")),
                              **{m: values.get(m) for m in METRIC_ORDER}})
     return pd.DataFrame(rows)
 

@@ -85,18 +85,24 @@ def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
         return
     left, right = st.columns([2, 3])
     with left:
+        # the topic column takes what the score bar leaves (long topic names were cut at a fixed width)
         st.dataframe(nxt.topics, hide_index=True, width="stretch",
-                     column_config={"topic": st.column_config.TextColumn(width=170),
-                                    "score": st.column_config.ProgressColumn(format="percent", min_value=0,
-                                                                             max_value=1, width=120)})
+                     column_config={"score": st.column_config.ProgressColumn(format="percent", min_value=0,
+                                                                             max_value=1, width=100)})
     with right:
-        # the venue text already ends with its category (name, category): no category column
+        # the venue text already ends with its category (name, category): no category column; the venue
+        # column takes the width the narrow number columns leave, so long names are cut less
         venues = nxt.venues[[c for c in ("text", "branches", "visits", "score") if c in nxt.venues]]
         st.dataframe(venues, hide_index=True, width="stretch",
-                     column_config={"text": st.column_config.TextColumn("venue", width=250),
-                                    "branches": st.column_config.NumberColumn(width=70),
-                                    "visits": st.column_config.NumberColumn(width=55),
-                                    "score": st.column_config.NumberColumn(format="%.3f", width=60)})
+                     column_config={"text": st.column_config.TextColumn("venue", width=380, help="Name, category."),
+                                    "branches": st.column_config.NumberColumn(
+                                        width=62, help="Places with this same name and category (a chain's "
+                                                       "branches): they score alike, so they are listed once."),
+                                    "visits": st.column_config.NumberColumn(
+                                        width=50, help="Check-ins at this place by everyone in the data."),
+                                    "score": st.column_config.NumberColumn(
+                                        format="%.3f", width=55, help="How well the venue matches this person's "
+                                                                       "current interests (higher = more likely).")})
         ui.csv_download(nxt.venues, f"user-{dataset_id}-{user_id}-next", label="Download predictions CSV")
 
 
@@ -134,16 +140,24 @@ def _explain(path: str, key: str, dataset_id: int, user_id: str) -> None:
         "attention": top["attention"].to_numpy(),
         "occlusion": top["occlusion"].to_numpy(),
     })
-    st.plotly_chart(charts.weights_figure(weights, height=max(260, 28 * len(weights))), width="stretch",
+    # ~36 px per event: room for its two bars and their value labels
+    st.plotly_chart(charts.weights_figure(weights, height=max(260, 60 + 36 * len(weights))), width="stretch",
                     key="user_weights")
     st.caption("Share of each method's total weight, top 12 events by occlusion. Attention: the model's internal "
                "routing to each event. Occlusion: how far the interest vector moves when the event is removed. "
                "Where they disagree is informative.")
     st.markdown("**Topic shares with and without time and place**")
-    labels = {"share": "share", "share_without_spacetime": "without time and place", "change": "change"}
-    st.dataframe(explanation.topics.head(8), hide_index=True, width="stretch",
-                 column_config={c: st.column_config.NumberColumn(label, format="percent")
-                                for c, label in labels.items()})
+    # percentages and the change in percentage points, one decimal throughout (as on the Drift page)
+    columns = ("share", "share_without_spacetime", "change")
+    shown = explanation.topics.head(8)
+    shown = shown.assign(**{c: (100 * shown[c]).round(1) + 0.0 for c in columns if c in shown})
+    st.dataframe(shown, hide_index=True, width="stretch",
+                 column_config={"share": st.column_config.NumberColumn("share", format="%.1f%%"),
+                                "share_without_spacetime": st.column_config.NumberColumn(
+                                    "without time and place", format="%.1f%%"),
+                                "change": st.column_config.NumberColumn(
+                                    "change", format="%+.1f pp", help="Share minus the share without time and "
+                                                                      "place, in percentage points.")})
     ui.csv_download(events, f"user-{dataset_id}-{user_id}-explanation", label="Download explanation CSV")
 
 
