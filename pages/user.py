@@ -86,15 +86,17 @@ def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
     left, right = st.columns([2, 3])
     with left:
         # the topic column takes what the score bar leaves (long topic names were cut at a fixed width)
-        st.dataframe(nxt.topics, hide_index=True, width="stretch",
-                     column_config={"score": st.column_config.ProgressColumn(format="percent", min_value=0,
-                                                                             max_value=1, width=100)})
+        # scores as percentages with one decimal ("percent" wrote 27.93% beside 4%)
+        st.dataframe(nxt.topics.assign(score=100 * nxt.topics["score"]), hide_index=True, width="stretch",
+                     column_config={"score": st.column_config.ProgressColumn(format="%.1f%%", min_value=0,
+                                                                             max_value=100, width=100)})
     with right:
         # the venue text already ends with its category (name, category): no category column; the venue
-        # column takes the width the narrow number columns leave, so long names are cut less
+        # column gets what the narrow number columns leave of the ~480 px column at 1280 px (310 px), so
+        # long names are cut less
         venues = nxt.venues[[c for c in ("text", "branches", "visits", "score") if c in nxt.venues]]
         st.dataframe(venues, hide_index=True, width="stretch",
-                     column_config={"text": st.column_config.TextColumn("venue", width=380, help="Name, category."),
+                     column_config={"text": st.column_config.TextColumn("venue", width=310, help="Name, category."),
                                     "branches": st.column_config.NumberColumn(
                                         width=62, help="Places with this same name and category (a chain's "
                                                        "branches): they score alike, so they are listed once."),
