@@ -304,9 +304,9 @@ def score_map(cells: pd.DataFrame, *, map_style: str | None = None, view: pdk.Vi
 
 
 def points_map(events: pd.DataFrame, *, map_style: str | None = None, height: int = 360,
-               width_px: int = 600) -> pdk.Deck:
+               width_px: int = 600, outlines: Sequence[Sequence[Sequence[float]]] | None = None) -> pdk.Deck:
     """Dots in row order, earlier ones lighter (one person's places, least recently visited first);
-    columns lat, lon, tooltip."""
+    columns lat, lon, tooltip. `outlines` as in `hex_map`."""
     n = len(events)
     age = np.linspace(0.25, 1.0, n) if n else np.zeros(0)
     data = [
@@ -327,7 +327,8 @@ def points_map(events: pd.DataFrame, *, map_style: str | None = None, height: in
     # Every dot in view: a mean-centred view with a fixed zoom left a person's outlying places off the map.
     view = _fit_view(events["lat"].to_numpy(float), events["lon"].to_numpy(float), width_px, height) if n \
         else view_for_cells([])
-    return _deck([layer], view, map_style=map_style, height=height)
+    over = [_outline_layer(outlines)] if outlines and _outlines_in_view(outlines, view) else []
+    return _deck([layer, *over], view, map_style=map_style, height=height)
 
 
 def draw_region_figure(

@@ -443,6 +443,18 @@ def named_areas(path: str) -> dict[str, str]:
     return areas
 
 
+@st.cache_data(show_spinner=False)
+def area_outlines(path: str) -> list[list[list[float]]]:
+    """The named areas' borough outlines, drawn with the maps in place of a basemap (none when
+    the file is missing or unreadable: the maps still draw)."""
+    from interestgeo import charts
+
+    try:
+        return charts.area_outlines(json.loads(Path(path).read_text(encoding="utf-8")))
+    except (OSError, ValueError):
+        return []
+
+
 def areas_geojson(labels: tuple[str, ...]) -> str | None:
     """One FeatureCollection with the polygons of the chosen named areas (None when none chosen)."""
     if not labels:
@@ -691,13 +703,16 @@ def filter_bar(config: Config) -> FilterState | None:
         if polygon:
             _map_region_note(f"Region: a polygon drawn on the map ({len(polygon)} corners).", "Clear drawn polygon",
                              "clear_polygon", lambda: set_drawn_polygon(()))
-        upload = st.file_uploader("Region: GeoJSON polygon", type=["geojson", "json"], key="region_file",
-                                  help="A FeatureCollection, Feature or polygon in WGS84.")
         topic = None
         if labels:
             topic = st.selectbox("Topic", list(labels), index=None, key="topic",
                                  bind="query-params", placeholder="All topics",
                                  help="Only events about this topic.")
+        # folded: the uploader is the tallest control and the least used; at 1280x800 it pushed
+        # the topic filter below the fold
+        with st.expander("Region from a GeoJSON file", expanded=st.session_state.get("region_file") is not None):
+            upload = st.file_uploader("Region: GeoJSON polygon", type=["geojson", "json"], key="region_file",
+                                      help="A FeatureCollection, Feature or polygon in WGS84.")
     geojson = areas_geojson(areas)
     uploaded = upload is not None and (joined := _uploaded_geojson(upload.getvalue(), geojson)) != geojson
     if uploaded:

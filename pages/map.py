@@ -11,9 +11,7 @@ Time playback steps through windows; cells picked on the map, or a polygon drawn
 
 from __future__ import annotations
 
-import json
 import time
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -69,16 +67,6 @@ def _auto_resolution(filters: ui.FilterState, resolutions: tuple[int, ...]) -> i
     return charts.resolution_for_extent(extent_km, resolutions)
 
 
-@st.cache_data(show_spinner=False)
-def _outlines(path: str) -> list[list[list[float]]]:
-    """The named areas' borough outlines, drawn with the hexagons in place of a basemap (none when
-    the file is missing or unreadable: the map still draws)."""
-    try:
-        return charts.area_outlines(json.loads(Path(path).read_text(encoding="utf-8")))
-    except (OSError, ValueError):
-        return []
-
-
 def _hidden_note(hidden: int, k: int, window: str | None = None) -> str:
     """The same words for hidden cells in every mode of the map."""
     what = "cells" if window is None else f"cell × {window} groups"
@@ -121,7 +109,7 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
             _legend(cells, colors)
         return
     with map_col:
-        outlines = _outlines(str(ui.AREAS_FILE))
+        outlines = ui.area_outlines(str(ui.AREAS_FILE))
         if playing:
             _play(frames, result, colors, config.app.map_style, view, outlines)  # type: ignore[attr-defined]
         deck = charts.topic_map(_with_tooltips(cells, shares, chosen), colors, view=view, outlines=outlines,
@@ -266,7 +254,7 @@ def _query_map(config: object, filters: ui.FilterState, resolution: int) -> None
         for s, r, e, u, n in zip(result.cells["score"], result.cells["rank"], result.cells["events"],
                                  result.cells["users"], result.cells["strong_users"], strict=True)
     ]
-    st.pydeck_chart(charts.score_map(result.cells.assign(tooltip=tips), outlines=_outlines(str(ui.AREAS_FILE)),
+    st.pydeck_chart(charts.score_map(result.cells.assign(tooltip=tips), outlines=ui.area_outlines(str(ui.AREAS_FILE)),
                                      map_style=config.app.map_style),  # type: ignore[attr-defined]
                     height=MAP_HEIGHT, key="query_map")
     st.caption(f"Dark = the people there care most about “{ui.md(phrase)}” (user-weighted mean affinity). "
@@ -323,7 +311,7 @@ def _count_map(config: object, filters: ui.FilterState, resolutions: tuple[int, 
     current = frame[pd.to_datetime(frame["window_start"]) == stamps[labels.index(chosen)]].reset_index(drop=True)
     view = charts.view_for_cells(frame["cell"].unique().tolist())
     st.pydeck_chart(charts.count_map(current, map_style=config.app.map_style, view=view,  # type: ignore[attr-defined]
-                                     outlines=_outlines(str(ui.AREAS_FILE))),
+                                     outlines=ui.area_outlines(str(ui.AREAS_FILE))),
                     height=MAP_HEIGHT, key="count_map")
     st.caption(f"{len(current):,} cells · {int(current['events'].sum()):,} events in this {window}. "
                f"{_hidden_note(hidden, k, str(window))} Light = few events, dark = many (log scale).")

@@ -47,7 +47,8 @@ def page() -> None:
     with left:
         st.markdown("**Where**")
         # the left half of the main column at 1280 px: ~390 px wide
-        st.pydeck_chart(charts.points_map(_places(events), map_style=config.app.map_style, width_px=390),
+        st.pydeck_chart(charts.points_map(_places(events), map_style=config.app.map_style, width_px=390,
+                                          outlines=ui.area_outlines(str(ui.AREAS_FILE))),
                         height=360, key="user_map")
     with right:
         st.markdown("**Current interests**")
