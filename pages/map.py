@@ -50,7 +50,7 @@ def page() -> None:
                                        help="Auto fits the region; coarser cells pool more people, so fewer are hidden.")
     resolution = _auto_resolution(filters, resolutions) if res_choice == AUTO else int(res_choice)
     if mode == MODES[1]:
-        _query_map(config, filters, resolution)
+        _query_map(config, filters, resolution, controls[2])
         return
     window = controls[2].selectbox("Time window", WINDOWS, key="map_window", bind="query-params")
     _topic_map(config, filters, resolution, None if window == WINDOWS[0] else str(window))
@@ -236,9 +236,11 @@ def _pick_region(selection: object, resolution: int) -> None:
         st.rerun()
 
 
-def _query_map(config: object, filters: ui.FilterState, resolution: int) -> None:
-    phrase = st.text_input("Where and when are people into…", key="q", bind="query-params",
-                           placeholder="e.g. late-night food, jazz, kids' activities", max_chars=200).strip()
+def _query_map(config: object, filters: ui.FilterState, resolution: int, slot: object) -> None:
+    # beside the other controls, not on a row of its own: at 1280x800 that row pushed the map's
+    # lower half and its key below the fold
+    phrase = slot.text_input("Where and when are people into…", key="q", bind="query-params",  # type: ignore[attr-defined]
+                             placeholder="e.g. late-night food, jazz", max_chars=200).strip()
     if not phrase:
         st.info("Type a phrase: the map colours each cell by how much the people there care about it.")
         return
@@ -254,11 +256,11 @@ def _query_map(config: object, filters: ui.FilterState, resolution: int) -> None
         for s, r, e, u, n in zip(result.cells["score"], result.cells["rank"], result.cells["events"],
                                  result.cells["users"], result.cells["strong_users"], strict=True)
     ]
+    st.caption(f"Dark = the people there care most about “{ui.md(phrase)}” (user-weighted mean affinity). "
+               f"{_hidden_note(result.hidden, k)}")
     st.pydeck_chart(charts.score_map(result.cells.assign(tooltip=tips), outlines=ui.area_outlines(str(ui.AREAS_FILE)),
                                      map_style=config.app.map_style),  # type: ignore[attr-defined]
                     height=MAP_HEIGHT, key="query_map")
-    st.caption(f"Dark = the people there care most about “{ui.md(phrase)}” (user-weighted mean affinity). "
-               f"{_hidden_note(result.hidden, k)}")
     left, right = st.columns([1, 1])
     with left:
         st.markdown("**Top cells**")
