@@ -9,6 +9,7 @@ for writing); the CLI commands for training, scoring and the full evaluation are
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pandas as pd
@@ -37,9 +38,10 @@ def page() -> None:
     else:
         last = runs.iloc[0]
         tiles = st.columns([2, 1, 1, 1])  # the source id is the longest value
-        tiles[0].metric("Vectors from", str(last["source"]),
-                        help="`recency`: decayed mean of past text embeddings (no training); otherwise the "
-                             "trained Transformer checkpoint.")
+        tiles[0].metric("Vectors from", _source_words(str(last["source"])),
+                        help=f"Source id `{last['source']}`. Recency: decayed mean of past text embeddings (no "
+                             "training); otherwise the trained Transformer checkpoint, blended with the person's "
+                             "recent history by the weight chosen at scoring (next-event MRR).")
         tiles[1].metric("Events scored", f"{int(last['events']):,}")
         tiles[2].metric("People", f"{int(last['users']):,}")
         tiles[3].metric("Scoring speed", f"{float(last['events_per_s']):,.0f}/s", help="Events scored per second.")
@@ -131,6 +133,16 @@ def _test_results(metrics: dict[str, object]) -> pd.DataFrame:
                              "task": TASK_LABELS.get(task, task.replace("_", " ")),
                              **{m: values.get(m) for m in METRIC_ORDER}})
     return pd.DataFrame(rows)
+
+
+def _source_words(source: str) -> str:
+    """`model#1+history0` -> "checkpoint 1": a score run's source id as a reader says it."""
+    match = re.fullmatch(r"(?P<name>[\w-]+)(?:#(?P<id>\d+))?(?:\+history(?P<weight>[\d.]+|\?))?", source)
+    if match is None or match["name"] == "recency":
+        return source
+    words = f"checkpoint {match['id']}" if match["id"] else match["name"]
+    weight = match["weight"]
+    return words if weight in (None, "0", "?") else f"{words} + {weight} history"
 
 
 ui.run_page(page)

@@ -462,7 +462,7 @@ def test_model_page_shows_the_checkpoint_and_its_test_metrics(scored_env: Path) 
     at = open_app("pages/model.py")
     assert_clean(at)
     metrics = {m.label: m.value for m in at.metric}
-    assert metrics["Vectors from"] != "recency"
+    assert metrics["Vectors from"] == "checkpoint 1"  # (the source id, model#1+history0, in words)
     tables = [t.value for t in at.dataframe]
     assert any("mrr" in t.columns for t in tables)
 
