@@ -231,14 +231,14 @@ def test_outlines_are_drawn_with_the_hexagons_only_where_the_map_is() -> None:
     rings = [_square(-74.05, 40.65, 0.4)["coordinates"][0]]
     frame = pd.DataFrame({"cell": _cells(), "events": [1, 2, 3], "users": [1, 2, 3]})
     layers = _spec(charts.count_map(frame, outlines=rings))["layers"]
-    assert [layer["@@type"] for layer in layers] == ["H3HexagonLayer", "GeoJsonLayer"]
-    assert layers[1]["pickable"] is False and layers[1]["filled"] is False
+    assert [layer["@@type"] for layer in layers] == ["H3HexagonLayer", "PathLayer"]
+    assert layers[1]["pickable"] is False and layers[1]["data"] == [{"path": rings[0]}]
     berlin = [h3.str_to_int(h3.latlng_to_cell(52.52, 13.40, 8))]
     elsewhere = charts.count_map(pd.DataFrame({"cell": berlin, "events": [1], "users": [1]}), outlines=rings)
     assert [layer["@@type"] for layer in _spec(elsewhere)["layers"]] == ["H3HexagonLayer"]
     places = pd.DataFrame({"lat": [40.70, 40.75], "lon": [-74.0, -73.95], "tooltip": ["a", "b"]})
     assert [layer["@@type"] for layer in _spec(charts.points_map(places, outlines=rings))["layers"]] == [
-        "ScatterplotLayer", "GeoJsonLayer"]
+        "ScatterplotLayer", "PathLayer"]
 
 
 def test_the_shipped_areas_make_small_outlines_around_new_york() -> None:
