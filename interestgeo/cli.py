@@ -158,7 +158,7 @@ def load_demo(store: Store, config: Config) -> IngestReport | None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
-    from interestgeo.score import score_command
+    from interestgeo.score import fill_missing_similarities, score_command
     from interestgeo.train import run_train_command
 
     config = _config(args)
@@ -182,6 +182,10 @@ def _run_demo(args: argparse.Namespace) -> int:
         print(text)
     else:
         print("every event already has its interest vector")
+    with _open_store(config) as store:
+        filled = fill_missing_similarities(store)
+    if filled:
+        print(f"stored the topic similarities of {filled:,} events scored by an older version")
     return EXIT_OK
 
 

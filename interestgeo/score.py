@@ -627,6 +627,16 @@ def _score_update(
     )
 
 
+def fill_missing_similarities(store: Store) -> int:
+    """Give every stored vector its topic similarities where it has none (see Store.fill_topic_sims):
+    a file scored by an older version then loads in the dashboard without waiting for its vectors."""
+    topics = store.analytics_topics()
+    if topics is None:
+        return 0
+    with store.transaction():
+        return store.fill_topic_sims(lambda vectors: topic_similarities(vectors, topics))
+
+
 def score_command(
     store: Store,
     config: Config,

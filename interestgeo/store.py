@@ -27,7 +27,7 @@ the evening where the event happened. Weeks start on Monday (ISO).
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -842,6 +842,32 @@ class Store:
             )
         finally:
             self.con.unregister("analytics_new_vectors")
+
+    def fill_topic_sims(self, similarities: Callable[[np.ndarray], np.ndarray], batch: int = 20_000) -> int:
+        """Store the topic similarities of every vector that has none (a file scored before the
+        column existed, or whose topics were replaced since), `similarities` mapping (n, D) vectors
+        to (n, T); returns how many rows it filled. Batches bound the memory; the caller's
+        transaction (if any) makes it all-or-nothing."""
+        self.ensure_analytics_schema()
+        missing = self._first_row("SELECT count(*) FROM event_vectors WHERE topic_sims IS NULL")[0]
+        if not missing:
+            return 0
+        table = self._arrow_query(
+            "SELECT event_id, vector FROM event_vectors WHERE topic_sims IS NULL ORDER BY event_id"
+        ).to_arrow_table()
+        for start in range(0, table.num_rows, batch):
+            part = table.slice(start, batch)
+            sims = similarities(self._vectors_from_arrow(part.column("vector"), part.num_rows))
+            frame = self._vectors_frame({"event_id": part.column("event_id").to_numpy()}, sims)
+            self.con.register("analytics_filled_sims", frame)
+            try:
+                self.con.execute(
+                    """UPDATE event_vectors SET topic_sims = f.vector::FLOAT[]
+                       FROM analytics_filled_sims f WHERE event_vectors.event_id = f.event_id"""
+                )
+            finally:
+                self.con.unregister("analytics_filled_sims")
+        return table.num_rows
 
     def delete_event_vectors(self, datasets: Sequence[int] | None = None) -> None:
         """Forget the interest vectors of some datasets (all when None) before a full re-score."""

@@ -14,7 +14,7 @@ from analytics_data import ingest, trained_store, write_checkins
 from interestgeo import analytics as an
 from interestgeo.cli import main
 from interestgeo.config import Config, PrivacyConfig
-from interestgeo.score import RecencySource, load_source, score_store
+from interestgeo.score import RecencySource, fill_missing_similarities, load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts
 from interestgeo.topics import topic_similarities
@@ -113,6 +113,9 @@ def test_full_score_stores_unit_vectors_topics_and_the_same_aggregates_analytics
         np.testing.assert_allclose(partial.topic_probs, scored.topic_probs, rtol=1e-4, atol=1e-5)  # float32 sums: ulps / temperature
         store.con.execute("UPDATE event_vectors SET topic_sims = NULL")  # none stored (an older file): all at once
         assert an.load_scored(store, config, vector_loader=store.event_vectors).vectors_loaded
+        assert fill_missing_similarities(store) == n_events  # what `interestgeo demo` does for such a file
+        snapshot(store)  # (checks them)
+        assert not an.load_scored(store, config, vector_loader=store.event_vectors).vectors_loaded
         for resolution in (8, 9):
             stored, vectors, hidden = store.window_vectors("cell_window_vectors", "week", resolution=resolution)
             fresh = an.region_vectors(scored, an.Filters(), resolution, window="week")

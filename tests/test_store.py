@@ -363,6 +363,22 @@ def test_topic_similarities_are_stored_with_the_vectors_and_dropped_with_their_t
     assert np.isnan(got).all()
 
 
+def test_missing_topic_similarities_are_filled_from_the_vectors_in_batches(sample_store: Store) -> None:
+    events = sample_store.events()
+    ids, datasets = events["event_id"].to_numpy(), events["dataset_id"].to_numpy()
+    vectors = np.random.default_rng(4).normal(size=(len(events), 4)).astype(np.float32)
+    topics = np.eye(3, 4, dtype=np.float32)
+    sample_store.write_event_vectors(datasets[:7], ids[:7], np.zeros(7), vectors[:7], vectors[:7] @ topics.T)
+    sample_store.write_event_vectors(datasets[7:], ids[7:], np.zeros(len(ids) - 7), vectors[7:])  # none stored
+    sample_store.write_topics(["a", "b", "c"], "phrases", topics)  # (drops the first 7's too)
+    filled = sample_store.fill_topic_sims(lambda v: v @ topics.T + 1.0, batch=3)  # +1: see what was filled
+    assert filled == len(ids)
+    frame, sims = sample_store.scored_event_sims()
+    rows = [int(np.flatnonzero(ids == i)[0]) for i in frame["event_id"]]
+    np.testing.assert_allclose(sims, vectors[rows] @ topics.T + 1.0, rtol=1e-6)
+    assert sample_store.fill_topic_sims(lambda v: v @ topics.T) == 0  # nothing left to fill
+
+
 def test_event_vectors_come_in_the_asked_order_or_not_at_all(sample_store: Store) -> None:
     events = sample_store.events()
     ids, datasets = events["event_id"].to_numpy(), events["dataset_id"].to_numpy()
