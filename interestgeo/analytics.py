@@ -483,7 +483,7 @@ class _Groups:
 
         order = np.argsort(self.group, kind="stable")
         starts = np.zeros(self.size + 1, dtype=np.int64)
-        np.cumsum(np.bincount(self.group, minlength=self.size), out=starts[1:])
+        np.cumsum(self.events, out=starts[1:])
         weights = scipy.sparse.csr_matrix(
             (self.weights[order].astype(np.float32), self.idx[order], starts), shape=(self.size, matrix.shape[0])
         )

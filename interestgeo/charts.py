@@ -187,7 +187,7 @@ def area_outlines(geojson: dict, *, group_by: str = "borough", tolerance: float 
     return rings
 
 
-def _outlines_in_view(outlines: Sequence[Sequence[Sequence[float]]], view: pdk.ViewState) -> bool:
+def _outlines_in_view(outlines: Sequence[Sequence[Sequence[float]]] | None, view: pdk.ViewState) -> bool:
     """Whether the view's centre lies within the outlines' extent (padded): only then do they help.
 
     Another city's data leaves the shipped New York outlines out of its map.
@@ -199,6 +199,11 @@ def _outlines_in_view(outlines: Sequence[Sequence[Sequence[float]]], view: pdk.V
     pad = 0.1
     return bool(points[:, 0].min() - pad <= lon <= points[:, 0].max() + pad
                 and points[:, 1].min() - pad <= lat <= points[:, 1].max() + pad)
+
+
+def _outline_layers(outlines: Sequence[Sequence[Sequence[float]]] | None, view: pdk.ViewState) -> list[pdk.Layer]:
+    """The outline layer, drawn last (over the data), when there are outlines and the view is in them."""
+    return [_outline_layer(outlines)] if _outlines_in_view(outlines, view) else []
 
 
 def _outline_layer(outlines: Sequence[Sequence[Sequence[float]]]) -> pdk.Layer:
@@ -258,8 +263,7 @@ def hex_map(
     view = view or view_for_cells(cells)
     # Drawn after (over) the hexagons, thin and faint: under them they would vanish wherever there is
     # data, and the hexagons stay the first layer, the one selections and readers of the spec expect.
-    over = [_outline_layer(outlines)] if outlines and _outlines_in_view(outlines, view) else []
-    return _deck([layer, *over], view, map_style=map_style, height=height)
+    return _deck([layer, *_outline_layers(outlines, view)], view, map_style=map_style, height=height)
 
 
 def count_map(aggregates: pd.DataFrame, *, map_style: str | None = None, view: pdk.ViewState | None = None,
@@ -329,8 +333,7 @@ def points_map(events: pd.DataFrame, *, map_style: str | None = None, height: in
     # Every dot in view: a mean-centred view with a fixed zoom left a person's outlying places off the map.
     view = _fit_view(events["lat"].to_numpy(float), events["lon"].to_numpy(float), width_px, height) if n \
         else view_for_cells([])
-    over = [_outline_layer(outlines)] if outlines and _outlines_in_view(outlines, view) else []
-    return _deck([layer, *over], view, map_style=map_style, height=height)
+    return _deck([layer, *_outline_layers(outlines, view)], view, map_style=map_style, height=height)
 
 
 def draw_region_figure(

@@ -846,12 +846,10 @@ class Store:
     def fill_topic_sims(self, similarities: Callable[[np.ndarray], np.ndarray], batch: int = 20_000) -> int:
         """Store the topic similarities of every vector that has none (a file scored before the
         column existed, or whose topics were replaced since), `similarities` mapping (n, D) vectors
-        to (n, T); returns how many rows it filled. Batches bound the memory; the caller's
-        transaction (if any) makes it all-or-nothing."""
+        to (n, T); returns how many rows it filled. Batches bound the numpy copies and the
+        UPDATE frames (the Arrow read is whole); the caller's transaction (if any) makes it
+        all-or-nothing."""
         self.ensure_analytics_schema()
-        missing = self._first_row("SELECT count(*) FROM event_vectors WHERE topic_sims IS NULL")[0]
-        if not missing:
-            return 0
         table = self._arrow_query(
             "SELECT event_id, vector FROM event_vectors WHERE topic_sims IS NULL ORDER BY event_id"
         ).to_arrow_table()
@@ -902,19 +900,10 @@ class Store:
             frame, _, _ = self._scored_rows(datasets, None, None)
             return frame, np.full((len(frame), 0), np.nan, dtype=np.float32)
         frame, table, rows = self._scored_rows(datasets, None, "topic_sims")
-        column = table.column("topic_sims")
         n_topics = self._first_row("SELECT count(*) FROM analytics_topics")[0]
-        sims = np.full((len(rows), n_topics), np.nan, dtype=np.float32)
-        if column.null_count == 0:
-            return frame, self._vectors_from_arrow(column, table.num_rows, rows).reshape(len(rows), n_topics)
-        stored = ~np.asarray(column.is_null().to_numpy(), dtype=bool)
-        target = np.full(table.num_rows, -1, dtype=np.int64)
-        target[rows] = np.arange(len(rows))
-        place = target[stored]
-        kept = place >= 0
-        values = self._vectors_from_arrow(column.drop_null(), int(stored.sum())).reshape(-1, n_topics)
-        sims[place[kept]] = values[kept]
-        return frame, sims
+        # NULL rows read as NaN rows, so one aligned read serves stored and missing alike
+        column = table.column("topic_sims").fill_null(pa.scalar([np.nan] * n_topics, pa.list_(pa.float32())))
+        return frame, self._vectors_from_arrow(column, table.num_rows, rows).reshape(len(rows), n_topics)
 
     def event_vectors(self, event_ids: np.ndarray) -> np.ndarray:
         """The stored interest vectors (len(event_ids), D) of these events, in this order.
