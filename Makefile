@@ -6,6 +6,7 @@ VENV   := .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.installed
 PORT   ?= 8501
+ADDRESS ?= localhost
 
 .PHONY: setup run demo test browser bench clean
 
@@ -24,8 +25,10 @@ $(STAMP): pyproject.toml Makefile
 demo: setup
 	$(VENV)/bin/interestgeo demo
 
+# localhost only: with no accounts and no role set, a server reachable from other machines shows
+# the marketer (aggregates-only) view; ADDRESS=0.0.0.0 make run listens everywhere.
 run: demo
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT)
+	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS)
 
 # Debian's chromium for the browser tests (Playwright drives it; no `playwright install`).
 # Outside CI a failed install is only a loud warning and the browser tests skip;

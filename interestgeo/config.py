@@ -129,8 +129,10 @@ class PrivacyConfig:
 
 @dataclass(frozen=True)
 class AppConfig:
-    # "analyst" sees per-user pages; "marketer" sees aggregates only.
-    role: str = "analyst"
+    # "analyst" sees per-user pages; "marketer" sees aggregates only. None: the dashboard picks
+    # "analyst" while it listens on localhost only and "marketer" otherwise (accounts, when any
+    # exist, override this per person); the CLI, run by whoever holds the database, is "analyst".
+    role: str | None = None
     # None renders maps with no basemap (works offline); a style URL turns a basemap on.
     map_style: str | None = None
     # Load the interest vectors in the background at the first visit: the first page that needs

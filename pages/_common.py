@@ -71,8 +71,23 @@ def _open_store(path: str, config_json: str) -> StoreHandle:
 
 
 def app_config() -> Config:
-    """The config for this run (`$INTERESTGEO_CONFIG`, `$INTERESTGEO_DB`); cheap, so not cached."""
-    return load_config()
+    """The config for this run (`$INTERESTGEO_CONFIG`, `$INTERESTGEO_DB`); cheap, so not cached.
+
+    A config that cannot be read stops the page with one line (the details go to the server
+    log): the dashboard never runs on defaults the operator did not choose.
+    """
+    try:
+        return load_config()
+    except (OSError, ValueError, TypeError) as exc:  # tomllib.TOMLDecodeError is a ValueError
+        refuse_to_start("the interestgeo config file could not be read", exc)
+        raise  # not reached: refuse_to_start stops the script
+
+
+def refuse_to_start(what: str, exc: BaseException) -> None:
+    """Stop the script run with one sentence; the exception goes to the server log only."""
+    log.error("refusing to start: %s", what, exc_info=exc)
+    st.error(f"The dashboard cannot start: {what}. The server log says why.", icon=":material/block:")
+    st.stop()
 
 
 def config_key(config: Config) -> str:
@@ -560,14 +575,29 @@ def _date_bounds(frame: pd.DataFrame) -> tuple[dt.date, dt.date]:
 def picked_cells() -> tuple[int, ...]:
     """Cells picked on the map (session state, mirrored in the URL's `cells` parameter)."""
     if "region_cells" not in st.session_state:
-        raw = st.query_params.get("cells", "")
-        cells = []
-        for token in str(raw).split(","):
-            token = token.strip()
-            if token and h3.is_valid_cell(token):
-                cells.append(h3.str_to_int(token))
-        st.session_state["region_cells"] = tuple(cells)
+        st.session_state["region_cells"] = parse_cells(str(st.query_params.get("cells", "")))
     return tuple(st.session_state["region_cells"])
+
+
+# Cells a link may carry: more than a map click session picks, few enough to bound the work.
+MAX_LINK_CELLS = 5000
+
+
+def parse_cells(text: str) -> tuple[int, ...]:
+    """The valid H3 cells in a `cells` URL parameter (hex, comma-separated); anything else is dropped.
+
+    A link is hostile input: h3 raises OverflowError on a number past 64 bits (it was a traceback
+    on every page), so each token is checked as 1-16 hex digits before h3 sees it.
+    """
+    cells: list[int] = []
+    for token in text.split(",")[:MAX_LINK_CELLS]:
+        token = token.strip()
+        if _HEX_CELL.fullmatch(token) and h3.is_valid_cell(token):
+            cells.append(h3.str_to_int(token))
+    return tuple(dict.fromkeys(cells))
+
+
+_HEX_CELL = re.compile(r"[0-9a-fA-F]{1,16}")
 
 
 def set_picked_cells(cells: tuple[int, ...]) -> None:
@@ -604,8 +634,11 @@ def format_polygon(corners: tuple[tuple[float, float], ...]) -> str:
 
 def parse_polygon(text: str) -> tuple[tuple[float, float], ...]:
     """The corners in a `poly` URL parameter; () when it is not a usable polygon (a bad link)."""
+    pairs = text.split(";")
+    if len(pairs) > MAX_POLYGON_CORNERS:  # more than a drawn polygon ever has: not ours
+        return ()
     corners = []
-    for pair in text.split(";"):
+    for pair in pairs:
         lon_text, _, lat_text = pair.partition(",")
         try:
             lon, lat = float(lon_text), float(lat_text)
@@ -795,15 +828,27 @@ def md(text: object) -> str:
     return _MARKDOWN_SPECIALS.sub(r"\\\1", str(text))
 
 
+LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
+
+
 def role(config: Config) -> str:
-    """The viewer's role: `st.secrets["role"]` when set (per deployment), else the config's."""
+    """The viewer's role: `st.secrets["role"]` when set (per deployment), else the config's; when
+    neither says, "analyst" only while the server listens on this machine alone, else "marketer".
+
+    A secrets file that exists but cannot be parsed stops the page (it used to read as "no
+    secrets" and fall back to the analyst role).
+    """
     try:
         secret = st.secrets.get("role")
-    except FileNotFoundError:
+    except FileNotFoundError as exc:  # Streamlit's "no secrets" and "cannot parse them" alike
+        if any(Path(f).is_file() for f in st.get_option("secrets.files")):
+            refuse_to_start("the Streamlit secrets file could not be read", exc)
         secret = None
-    value = str(secret or config.app.role)
+    value = secret or config.app.role
+    if value is None:
+        value = "analyst" if str(st.get_option("server.address") or "") in LOCAL_ADDRESSES else "marketer"
     # An unknown role gets the narrower view.
-    return value if value in ROLES else "marketer"
+    return str(value) if value in ROLES else "marketer"
 
 
 def csv_download(frame: pd.DataFrame | Callable[[], pd.DataFrame], name: str, *, label: str = "Download CSV",
@@ -864,7 +909,7 @@ def run_guarded(page: Callable[[], None]) -> None:
 
 def run_page(page: Callable[[], None]) -> None:
     """A page's entry point: `run_guarded`, after making sure the app's frame ran first."""
-    if "_filters" not in st.session_state:
+    if NAVIGATION_KEY not in st.session_state:
         # app.py did not run first: Streamlit's legacy `pages/` mode served this file directly (a
         # deep link as the very first request after the server started). Start from the app, whose
         # st.navigation switches Streamlit to its page list for good, and have it come back here
@@ -875,8 +920,15 @@ def run_page(page: Callable[[], None]) -> None:
     run_guarded(page)
 
 
+# Set by app.py once its page list exists. Not `_filters`: the filter bar can fail on a bad link
+# and leave that unset, and run_page then took the page for a deep link and switched to app.py,
+# which navigation mode does not know (a StreamlitPageNotFoundError traceback).
+NAVIGATION_KEY = "_navigation"
+
+
 def resume_deep_link() -> None:
     """In app.py once its page list exists: go on to the page a first request linked to (see run_page)."""
+    st.session_state[NAVIGATION_KEY] = True
     link = st.session_state.pop("_deep_link", None)
     if link is not None:
         st.switch_page(link[0], query_params=link[1])

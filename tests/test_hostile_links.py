@@ -1,0 +1,108 @@
+"""Hostile shared links: whatever a URL carries, a page shows no traceback and no error box.
+
+A link is input from anyone: SQL-, HTML-, size- and unicode-shaped values go into every filter
+parameter of every page (the table below), and the parsers of the parameters the app reads itself
+(`cells`, `poly`) are checked property-based with hypothesis. The case that was a traceback:
+`/?cells=99999999999999999999999` (h3 overflowed, the filter bar failed, and `run_page` took the
+page for a deep link and switched to `app.py`, which navigation mode does not know).
+"""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import h3
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from streamlit.testing.v1 import AppTest
+from privacy_data import recency_database, use_database
+from test_app import APP, ROOT, TIMEOUT, assert_clean
+
+from pages._common import MAX_LINK_CELLS, MAX_POLYGON_CORNERS, parse_cells, parse_polygon
+
+# Every query parameter a page binds or reads.
+PARAMS = ("ds", "dates", "cmp", "hours", "days", "area", "topic", "cells", "poly", "map_mode", "map_res",
+          "map_window", "q", "count_window", "count_res", "drift_window", "drift_vs")
+HOSTILE = {
+    "too-big-number": "99999999999999999999999",
+    "negative": "-1",
+    "sql": "' OR 1=1; DROP TABLE events; --",
+    "html": "<script>alert(1)</script><img src=x onerror=alert(1)>",
+    "markdown-image": "![x](http://127.0.0.1:1/pixel)",
+    "unicode": "\u202e\ufffd🧭\u0301ﾟ",
+    "numbers": "nan,inf;1e308,-inf;0,0",
+    "bad-date": "2012-13-45",
+    "huge": "8a2a1072b59ffff," * 20_000,
+    "empty": "",
+}
+PAGES = ("pages/overview.py", "pages/map.py", "pages/drift.py", "pages/user.py", "pages/upload.py", "pages/model.py")
+
+
+@pytest.fixture
+def scored_env(tmp_path_factory: pytest.TempPathFactory, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    return use_database(recency_database(tmp_path_factory), tmp_path, monkeypatch, role="analyst")
+
+
+def open_link(page: str, params: dict[str, str]) -> AppTest:
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT)
+    at.query_params.update(params)
+    at.run()
+    if page != PAGES[0]:
+        at.switch_page(page).run()
+    return at
+
+
+def test_an_overflowing_cell_in_the_link_is_ignored(scored_env: Path) -> None:
+    at = open_link(PAGES[0], {"cells": "99999999999999999999999"})
+    assert_clean(at)
+    assert at.title[0].value == "Overview"
+    assert not any("picked on the map" in c.value for c in at.caption)
+
+
+@pytest.mark.parametrize("name", list(HOSTILE))
+def test_a_hostile_value_in_every_parameter_shows_no_error_on_any_page(scored_env: Path, name: str) -> None:
+    params = dict.fromkeys(PARAMS, HOSTILE[name])
+    for page in PAGES:
+        at = open_link(page, params)
+        assert_clean(at)
+        assert at.title, page  # the page itself rendered, not only the frame
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(max_size=200))
+def test_parse_cells_never_raises_and_keeps_only_valid_cells(text: str) -> None:
+    cells = parse_cells(text)
+    assert len(cells) <= MAX_LINK_CELLS
+    assert all(h3.is_valid_cell(h3.int_to_str(c)) for c in cells)
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.lists(st.one_of(st.integers(min_value=-(2**70), max_value=2**70).map(str),
+                          st.integers(min_value=0, max_value=2**64 - 1).map(lambda n: f"{n:x}"),
+                          st.sampled_from(["8a2a1072b59ffff", "0x8a", " 8a2a1072b59ffff ", "", "ＦＦ"])),
+                max_size=8))
+def test_parse_cells_reads_number_shaped_tokens(tokens: list[str]) -> None:
+    cells = parse_cells(",".join(tokens))
+    assert all(h3.is_valid_cell(h3.int_to_str(c)) for c in cells)
+    if " 8a2a1072b59ffff " in tokens or "8a2a1072b59ffff" in tokens:
+        assert h3.str_to_int("8a2a1072b59ffff") in cells
+
+
+def test_parse_cells_round_trips_what_the_map_writes() -> None:
+    cells = tuple(h3.str_to_int(c) for c in h3.grid_disk("8a2a1072b59ffff", 1))
+    assert parse_cells(",".join(h3.int_to_str(c) for c in cells)) == cells
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.text(alphabet="0123456789.,;-+eEinfa \u00a0", max_size=300))
+def test_parse_polygon_never_raises_and_keeps_only_usable_polygons(text: str) -> None:
+    corners = parse_polygon(text)
+    assert corners == () or 3 <= len(corners) <= MAX_POLYGON_CORNERS
+    assert all(-180 <= lon <= 180 and -90 <= lat <= 90 for lon, lat in corners)
+
+
+def test_error_details_stay_in_the_server_log() -> None:
+    options = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text(encoding="utf-8"))
+    assert options["client"]["showErrorDetails"] == "none"
