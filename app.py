@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from interestgeo.access import declare_viewer
 from pages._common import app_config, filter_bar, resume_deep_link, role, run_guarded, warm_up
 
 # An emoji favicon is inline SVG. Without page_icon, Streamlit uses the page's Material icon as the
@@ -18,12 +19,15 @@ st.set_page_config(page_title="interestgeo", page_icon="🧭", layout="wide")
 
 config = app_config()
 viewer = role(config)
+# Every analyst-only core call in this run checks it (interestgeo/access.py).
+declare_viewer(viewer)
 
 pages = [
     st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
     st.Page("pages/map.py", title="Map", icon=":material/map:"),
     st.Page("pages/drift.py", title="Drift", icon=":material/timeline:"),
-    st.Page("pages/user.py", title="User", icon=":material/person:"),
+    # not in a marketer's page list at all: no link, no /user address (the page refuses them too)
+    *([st.Page("pages/user.py", title="User", icon=":material/person:")] if viewer == "analyst" else []),
     st.Page("pages/upload.py", title="Upload", icon=":material/upload_file:"),
     st.Page("pages/model.py", title="Model", icon=":material/model_training:"),
 ]

@@ -28,8 +28,8 @@ they sum to one for every group.
 
 **Privacy.** Every region-level result drops the groups (cells, windows, hour-of-week buckets)
 with fewer than `privacy.k_min_users` distinct users and says how many it dropped (`hidden`).
-Functions that return user ids or one user's data are marked `@analyst_only` and listed in
-`ANALYST_ONLY`; the dashboard shows them to the analyst role only.
+Functions that return user ids or one user's data are marked `@analyst_only` (`access.py`):
+they raise `AccessDenied` when the declared viewer is a marketer.
 
 Time windows are in local time (what "Friday evening" means to people), weeks start on Monday.
 """
@@ -43,11 +43,12 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, fields, replace
 from datetime import date, datetime
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
+from interestgeo.access import ANALYST_ONLY, analyst_only
 from interestgeo.cells import cell_to_parent
 from interestgeo.config import Config
 from interestgeo.topics import Topics, probabilities_from_similarities, topic_probabilities, topic_similarities
@@ -99,16 +100,6 @@ __all__ = [
 ]
 
 WINDOWS = ("hour", "day", "week", "month")
-
-F = TypeVar("F", bound=Callable[..., Any])
-ANALYST_ONLY: set[str] = set()
-
-
-def analyst_only(fn: F) -> F:
-    """Mark a function that returns user ids or one user's data: for the analyst role only."""
-    fn.analyst_only = True  # type: ignore[attr-defined]
-    ANALYST_ONLY.add(fn.__name__)
-    return fn
 
 
 # --------------------------------------------------------------------------------------------

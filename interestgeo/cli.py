@@ -13,6 +13,7 @@ exit code 1, with its traceback only when INTERESTGEO_TRACEBACK is set.
 from __future__ import annotations
 
 import argparse
+import contextvars
 import json
 import os
 import sys
@@ -22,6 +23,7 @@ from typing import Any
 
 import duckdb
 
+from interestgeo.access import AccessDenied, declare_viewer
 from interestgeo.config import Config, load_config
 from interestgeo.ingest import IngestError, IngestReport, detect_columns, ingest_file
 from interestgeo.store import Store
@@ -51,6 +53,9 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 
 def _config(args: argparse.Namespace) -> Config:
     config = load_config(args.config)
+    # The viewer: `[app] role` when set, else analyst (whoever runs the CLI holds the database).
+    # A marketer config makes the per-person commands (explain, drift --user) refuse.
+    declare_viewer(config.app.role or "analyst")
     return config.with_db(args.db) if args.db else config
 
 
@@ -427,8 +432,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Console entry point; returns the exit code (argparse usage errors exit 2 as well)."""
     args = build_parser().parse_args(argv)
     try:
-        return int(args.handler(args))
-    except (CliError, IngestError, ValueError, FileNotFoundError) as exc:
+        # in a copy of the context: the viewer a command declares (see _config) ends with it
+        return int(contextvars.copy_context().run(args.handler, args))
+    except (CliError, IngestError, ValueError, FileNotFoundError, AccessDenied) as exc:
         print(f"interestgeo {args.command}: {exc}", file=sys.stderr)
     except (KeyboardInterrupt, duckdb.InterruptException):
         print(f"interestgeo {args.command}: interrupted; nothing from the unfinished file was kept", file=sys.stderr)

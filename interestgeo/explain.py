@@ -182,6 +182,7 @@ def explain_scored_user(
     return explain_user(model, scored.events.iloc[idx], scored.topics, scored.config, dataset_id, user_id, at)
 
 
+@analyst_only  # before it reads anything: even "no scored user X" would tell a marketer who is in the data
 def explain_command(
     store: Any, config: Config, user_id: str, *, dataset: str | None = None, at: str | None = None, top: int = 10
 ) -> tuple[dict[str, Any], str]:

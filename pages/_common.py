@@ -27,8 +27,9 @@ import h3
 import numpy as np
 import pandas as pd
 import streamlit as st
+from streamlit.errors import StreamlitPageNotFoundError
 
-from interestgeo import analytics
+from interestgeo import access, analytics
 from interestgeo.config import Config, load_config
 
 log = logging.getLogger("interestgeo.app")
@@ -142,6 +143,14 @@ def require_database(config: Config) -> None:
 
 
 # --- cached core calls ------------------------------------------------------------------------
+
+
+def require_analyst() -> None:
+    """Raise access.AccessDenied unless this session's viewer is an analyst.
+
+    Checked by the per-person calls below before their caches, from the session's own role (not
+    only the thread's declared viewer, which a fragment's rerun may not have)."""
+    access.require_analyst("one person's data", role(app_config()))
 
 
 @st.cache_data(show_spinner=False, max_entries=8)
@@ -379,13 +388,23 @@ def query_interest(
     return analytics.query_interest(_scored(path, config_json), phrase, vector, filters, resolution)
 
 
-@st.cache_data(show_spinner=False, max_entries=16)
 def list_users(path: str, config_json: str, filters: analytics.Filters) -> pd.DataFrame:
+    require_analyst()  # before the cache: an analyst's cached result must not reach a marketer
+    return _list_users(path, config_json, filters)
+
+
+@st.cache_data(show_spinner=False, max_entries=16)
+def _list_users(path: str, config_json: str, filters: analytics.Filters) -> pd.DataFrame:
     return analytics.list_users(_scored(path, config_json), filters)
 
 
-@st.cache_data(show_spinner=False, max_entries=64)
 def user_profile(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.UserProfile:
+    require_analyst()  # before the cache: an analyst's cached result must not reach a marketer
+    return _user_profile(path, config_json, dataset_id, user_id)
+
+
+@st.cache_data(show_spinner=False, max_entries=64)
+def _user_profile(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.UserProfile:
     return analytics.user_profile(user_scored(path, config_json, dataset_id, user_id), dataset_id, user_id)
 
 
@@ -403,8 +422,13 @@ def interest_model(path: str, config_json: str) -> Any | None:
             return None
 
 
-@st.cache_data(show_spinner="Explaining: re-running the model without each past event...", max_entries=32)
 def explain_user(path: str, config_json: str, dataset_id: int, user_id: str) -> Any | None:
+    require_analyst()  # before the cache: an analyst's cached result must not reach a marketer
+    return _explain_user(path, config_json, dataset_id, user_id)
+
+
+@st.cache_data(show_spinner="Explaining: re-running the model without each past event...", max_entries=32)
+def _explain_user(path: str, config_json: str, dataset_id: int, user_id: str) -> Any | None:
     """The explanation of a user's current interests, or None without a trained model."""
     from interestgeo.explain import explain_scored_user
 
@@ -426,8 +450,13 @@ def score_runs(path: str, config_json: str) -> pd.DataFrame:
         return store.score_runs()
 
 
-@st.cache_data(show_spinner="Predicting...", max_entries=64)
 def next_interests(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.NextInterests:
+    require_analyst()  # before the cache: an analyst's cached result must not reach a marketer
+    return _next_interests(path, config_json, dataset_id, user_id)
+
+
+@st.cache_data(show_spinner="Predicting...", max_entries=64)
+def _next_interests(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.NextInterests:
     person = copy.copy(user_scored(path, config_json, dataset_id, user_id))
     person.venues = venues(path, config_json)  # a shallow copy: the cached one stays venue-free
     return analytics.next_interests(person, dataset_id, user_id)
@@ -931,7 +960,10 @@ def resume_deep_link() -> None:
     st.session_state[NAVIGATION_KEY] = True
     link = st.session_state.pop("_deep_link", None)
     if link is not None:
-        st.switch_page(link[0], query_params=link[1])
+        try:
+            st.switch_page(link[0], query_params=link[1])
+        except StreamlitPageNotFoundError:  # a page this viewer's list leaves out (User, for a marketer)
+            log.info("deep link to %s is not in this viewer's pages", link[0])
 
 
 def kpi_delta(current: float, previous: float | None) -> str | None:

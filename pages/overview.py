@@ -37,16 +37,24 @@ def page() -> None:
         before = filters.to_filters(period=filters.comparison)
         profile_before = ui.interest_profile(path, key, before)
         cells_before = ui.region_map(path, key, before, KPI_RESOLUTION, None)
+    k = config.privacy.k_min_users
+    if profile_before is not None and profile_before.hidden:
+        profile_before = None  # no change against a count the threshold hides: it would give it away
     tiles = st.columns(4)
-    tiles[0].metric("Events", f"{profile.events:,}",
-                    ui.kpi_delta(profile.events, profile_before.events if profile_before else None))
-    tiles[1].metric("People", f"{profile.users:,}",
-                    ui.kpi_delta(profile.users, profile_before.users if profile_before else None))
+    if profile.hidden:
+        # the counts of fewer than k people are themselves about those people
+        tiles[0].metric("Events", "hidden", help=f"Fewer than {k} people match: the privacy threshold hides counts.")
+        tiles[1].metric("People", f"fewer than {k}", help="The privacy threshold hides the exact number.")
+    else:
+        tiles[0].metric("Events", f"{profile.events:,}",
+                        ui.kpi_delta(profile.events, profile_before.events if profile_before else None))
+        tiles[1].metric("People", f"{profile.users:,}",
+                        ui.kpi_delta(profile.users, profile_before.users if profile_before else None))
     tiles[2].metric("Active cells", f"{len(cells.cells):,}",
                     ui.kpi_delta(len(cells.cells), len(cells_before.cells) if cells_before else None),
                     help=f"H3 resolution {KPI_RESOLUTION} cells with at least {config.privacy.k_min_users} people; "
                          f"{cells.hidden:,} more are hidden by the privacy threshold.")
-    tiles[3].metric("Events per person", f"{profile.events / max(profile.users, 1):.1f}")
+    tiles[3].metric("Events per person", "–" if profile.hidden else f"{profile.events / max(profile.users, 1):.1f}")
     if filters.comparison is not None:
         c0, c1 = filters.comparison
         st.caption(f"Changes against {c0:%d %b %Y} – {c1:%d %b %Y}.")
