@@ -23,6 +23,7 @@ __all__ = [
     "PrivacyConfig",
     "AppConfig",
     "AnalyticsConfig",
+    "ForecastConfig",
     "DEFAULT_DB_PATH",
     "load_config",
 ]
@@ -173,6 +174,36 @@ class AnalyticsConfig:
 
 
 @dataclass(frozen=True)
+class ForecastConfig:
+    # --- topic-share forecasts (forecast.py) ---
+    # Windows ahead to forecast when the caller does not say.
+    horizon: int = 4
+    # A region is forecast only with at least this many windows of >= k people (the backtest and the
+    # pooled fit need a history; fewer and the region says so and is skipped).
+    min_windows: int = 8
+    # ... and only when one of its last this many windows had >= k people (else the forecast would
+    # start from a stale share).
+    max_stale_windows: int = 4
+    # Rolling-origin backtest: forecasts are made at each of the last this many windows (and scored
+    # on the windows after them).
+    backtest_origins: int = 8
+    # A topic "rises" when its share gains at least this much (0.02 = 2 percentage points) between
+    # the last observed window and the forecast one.
+    rise_threshold: float = 0.02
+    # Half-life, in windows, of the exponentially weighted share level (pandas ewm).
+    halflife_windows: float = 3.0
+    # The trend forecaster fits a straight line to this many last windows (gaps left out).
+    trend_windows: int = 8
+    # Windows in the moving-average baseline (per window kind).
+    moving_average_weeks: int = 4
+    moving_average_days: int = 7
+    # Coverage of the forecast interval (empirical, from the pooled fit's scaled residuals).
+    interval: float = 0.8
+    # H3 resolution of the cells forecast as regions (6: ~36 km2, a borough slice).
+    cell_resolution: int = 6
+
+
+@dataclass(frozen=True)
 class Config:
     store: StoreConfig = field(default_factory=StoreConfig)
     text: TextConfig = field(default_factory=TextConfig)
@@ -180,6 +211,7 @@ class Config:
     privacy: PrivacyConfig = field(default_factory=PrivacyConfig)
     app: AppConfig = field(default_factory=AppConfig)
     analytics: AnalyticsConfig = field(default_factory=AnalyticsConfig)
+    forecast: ForecastConfig = field(default_factory=ForecastConfig)
 
     def to_dict(self) -> dict[str, Any]:
         """A JSON-ready dict (paths as strings), stored beside checkpoints and run records."""
