@@ -50,6 +50,7 @@ import pandas as pd
 
 from interestgeo.access import ANALYST_ONLY, analyst_only
 from interestgeo.cells import cell_to_parent
+from interestgeo.changepoints import change_points
 from interestgeo.config import Config
 from interestgeo.topics import Topics, probabilities_from_similarities, topic_probabilities, topic_similarities
 
@@ -704,24 +705,17 @@ class Drift:
     window: str
 
 
-def drift_series(vectors: np.ndarray, z: float) -> tuple[np.ndarray, np.ndarray]:
-    """Distances between consecutive vectors and change-point flags.
+def drift_series(vectors: np.ndarray) -> np.ndarray:
+    """Distances between consecutive vectors: distance[0] = 0; distance[t] = 1 - cos(v[t], v[t-1]).
 
-    distance[0] = 0; distance[t] = 1 - cos(v[t], v[t-1]). A window is a change point when its
-    distance exceeds the median by more than `z` robust standard deviations (1.4826 * MAD), so a
-    steady drift level is not flagged, only a jump out of it.
+    How far each window moved from the previous one. Change points are not a rule on these
+    steps but a segmentation of the topic shares (`changepoints.change_points`).
     """
     unit, _ = _normalise(np.asarray(vectors, dtype=np.float64))
     distance = np.zeros(len(unit))
     if len(unit) > 1:
         distance[1:] = np.clip(1.0 - np.sum(unit[1:] * unit[:-1], axis=1), 0.0, 2.0)
-    flags = np.zeros(len(unit), dtype=bool)
-    if len(unit) > 2:
-        d = distance[1:]
-        median = np.median(d)
-        scale = max(1.4826 * np.median(np.abs(d - median)), 1e-6, 0.05 * median)
-        flags[1:] = (d - median) / scale > z
-    return distance, flags
+    return distance
 
 
 def _drift(scored: ScoredEvents, idx: np.ndarray, window: str, k: int) -> Drift:
@@ -730,7 +724,9 @@ def _drift(scored: ScoredEvents, idx: np.ndarray, window: str, k: int) -> Drift:
     vectors = groups.mean_rows(scored.vectors)[visible]  # (W, D)
     shares = groups.mean(scored.topic_probs[idx])[visible]  # (W, T)
     starts = window_starts(groups.keys[visible], window)
-    distance, flags = drift_series(vectors, scored.config.analytics.change_point_z)
+    distance = drift_series(vectors)
+    settings = scored.config.analytics
+    flags = change_points(shares, groups.users[visible], settings.change_point_penalty, settings.thin_window_share)
     timeline = pd.DataFrame(
         {
             "window_start": starts,

@@ -158,8 +158,13 @@ class AnalyticsConfig:
     stored_resolutions: tuple[int, ...] = (6, 7, 8, 9)
     # A user counts as strongly interested in a phrase when their affinity is in this top quantile.
     strong_interest_quantile: float = 0.9
-    # A window is a change point when its drift exceeds the median by this many robust std devs (MAD).
-    change_point_z: float = 3.0
+    # Change points (ruptures' PELT on the topic-share series): the penalty per change, in units of a
+    # BIC penalty (topics x log(windows) on shares scaled by their robust window-to-window noise).
+    # 1 is BIC; higher finds fewer, larger shifts.
+    change_point_penalty: float = 2.0
+    # Windows with fewer people than this share of the median window are gaps for change points, not
+    # data: a week with 16 people beside weeks of 300 has shares that jump by sampling alone.
+    thin_window_share: float = 0.25
     # Explanations look at this many most recent events (occlusion costs one window forward per event;
     # 32 keeps an explanation near 1 s on 2 busy cores).
     explain_max_events: int = 32

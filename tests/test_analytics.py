@@ -96,7 +96,9 @@ def test_drift_grows_with_a_planted_change_and_marks_it() -> None:
         drift = an.region_drift(scored_from(events, vectors, topics=topics), Filters(), "week")
         d = drift.timeline["distance"].to_numpy()
         assert int(np.argmax(d)) == 6
-        assert drift.timeline["change_point"].to_numpy()[6]
+        # change points segment the topic shares: the weakest change moves the vectors but no share
+        # (the softmax still gives topic 0 everything), so only the others are change points
+        assert np.flatnonzero(drift.timeline["change_point"]).tolist() == ([6] if strength >= 1.0 else [])
         assert drift.topics["topic"].iloc[0] == "topic 3"  # the planted topic rose most
         distances.append(d[6])
     assert distances[0] < distances[1] < distances[2]
