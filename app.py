@@ -11,13 +11,25 @@ from __future__ import annotations
 import streamlit as st
 
 from interestgeo.access import declare_viewer
-from pages._common import app_config, filter_bar, resume_deep_link, role, run_guarded, warm_up
+from pages._common import (
+    app_config,
+    md,
+    filter_bar,
+    login_gate,
+    logout,
+    resume_deep_link,
+    role,
+    run_guarded,
+    warm_up,
+)
 
 # An emoji favicon is inline SVG. Without page_icon, Streamlit uses the page's Material icon as the
 # favicon and fetches it from fonts.gstatic.com, which fails offline (a console error).
 st.set_page_config(page_title="interestgeo", page_icon="🧭", layout="wide")
 
 config = app_config()
+# with accounts, nothing below runs until someone has logged in (the login form is all there is)
+account = login_gate(config)
 viewer = role(config)
 # Every analyst-only core call in this run checks it (interestgeo/access.py).
 declare_viewer(viewer)
@@ -38,10 +50,15 @@ resume_deep_link()
 def _frame() -> None:
     st.session_state["_filters"] = filter_bar(config)
     with st.sidebar:
+        who = (f"Account **{md(account)}**, role **{viewer}**" if account is not None else
+               f"Role: **{viewer}** (local single-user mode: no accounts; `interestgeo users add` creates one)")
         st.caption(
-            f"Role: **{viewer}** · data: `{config.store.path}`  \n"
+            f"{who} · data: `{config.store.path}`  \n"
             "Demo data: Foursquare NYC check-ins (TSMC2014; Yang et al., IEEE Trans. SMC: Systems 45(1), 2015)."
         )
+        if account is not None and st.button("Log out", key="logout", icon=":material/logout:"):
+            logout(config)
+            st.rerun()
 
 
 try:

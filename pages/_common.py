@@ -400,6 +400,7 @@ def _list_users(path: str, config_json: str, filters: analytics.Filters) -> pd.D
 
 def user_profile(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.UserProfile:
     require_analyst()  # before the cache: an analyst's cached result must not reach a marketer
+    audit_person_view(path, dataset_id, user_id)
     return _user_profile(path, config_json, dataset_id, user_id)
 
 
@@ -861,12 +862,18 @@ LOCAL_ADDRESSES = ("localhost", "127.0.0.1", "::1")
 
 
 def role(config: Config) -> str:
-    """The viewer's role: `st.secrets["role"]` when set (per deployment), else the config's; when
-    neither says, "analyst" only while the server listens on this machine alone, else "marketer".
+    """The viewer's role. With accounts: the logged-in account's (and "marketer" for anyone not
+    logged in, though the login gate shows them nothing). Without: `st.secrets["role"]` when set
+    (per deployment), else the config's; when neither says, "analyst" only while the server
+    listens on this machine alone, else "marketer".
 
     A secrets file that exists but cannot be parsed stops the page (it used to read as "no
     secrets" and fall back to the analyst role).
     """
+    accounts = _accounts(config)
+    if accounts:
+        account = accounts.get(st.session_state.get(ACCOUNT_KEY, ""))
+        return account.role if account is not None else "marketer"
     try:
         secret = st.secrets.get("role")
     except FileNotFoundError as exc:  # Streamlit's "no secrets" and "cannot parse them" alike
@@ -878,6 +885,106 @@ def role(config: Config) -> str:
         value = "analyst" if str(st.get_option("server.address") or "") in LOCAL_ADDRESSES else "marketer"
     # An unknown role gets the narrower view.
     return str(value) if value in ROLES else "marketer"
+
+
+# --- accounts and the audit log ---------------------------------------------------------------
+
+# The logged-in account's name, in session state (the role is looked up from the file each run,
+# so removing an account or changing its role takes effect at the next click).
+ACCOUNT_KEY = "_account"
+
+
+def _accounts(config: Config) -> dict[str, Any]:
+    """The accounts beside this database; a damaged accounts file stops the page."""
+    from interestgeo.accounts import AccountsError, accounts_path, load_accounts
+
+    try:
+        return load_accounts(accounts_path(config.store.path))
+    except AccountsError as exc:
+        refuse_to_start("the accounts file could not be read", exc)
+        raise  # not reached
+
+
+@st.cache_resource(show_spinner=False)
+def _login_limiter(accounts_file: str) -> Any:
+    """One failed-login counter per accounts file, shared by every session of this server."""
+    from interestgeo.accounts import LoginLimiter
+
+    return LoginLimiter()
+
+
+def login_gate(config: Config) -> str | None:
+    """With accounts: the logged-in account's name, or else the login form and nothing more (the
+    script stops). Without accounts (local single-user mode): None."""
+    accounts = _accounts(config)
+    if not accounts:
+        return None
+    name = st.session_state.get(ACCOUNT_KEY)
+    if name in accounts:
+        return str(name)
+    st.session_state.pop(ACCOUNT_KEY, None)
+
+    def log_in() -> None:
+        _login_form(config)
+
+    # a page list of its own, hidden: without st.navigation Streamlit would list the pages/ files
+    # in the sidebar, and any other address falls back to this one page
+    st.navigation([st.Page(log_in, title="Log in", url_path="login", default=True)], position="hidden").run()
+    st.stop()
+    return None  # not reached
+
+
+def _login_form(config: Config) -> None:
+    from interestgeo import audit
+    from interestgeo.accounts import MAX_FAILURES, WINDOW_S, accounts_path, authenticate
+
+    st.title("interestgeo")
+    st.caption("Log in to see the dashboard.")
+    # cleared on submit: the password does not stay in the session's widget state
+    with st.form("login", clear_on_submit=True):
+        name = st.text_input("Account", key="login_name", max_chars=64)
+        password = st.text_input("Password", type="password", key="login_password", max_chars=1024)
+        submitted = st.form_submit_button("Log in", type="primary")
+    if not submitted:
+        return
+    path = accounts_path(config.store.path)
+    log_path = audit.audit_path(config.store.path)
+    limiter = _login_limiter(str(path))
+    if not limiter.allowed(name):
+        audit.record(log_path, "login_limited", name)
+        st.error(f"More than {MAX_FAILURES} failed logins for this account within {WINDOW_S:.0f} seconds: "
+                 "try again in a minute.", icon=":material/block:")
+        return
+    account = authenticate(path, name, password)
+    if account is None:
+        limiter.failed(name)
+        audit.record(log_path, "login_failed", name)
+        st.error("Wrong account name or password.", icon=":material/block:")
+        return
+    limiter.succeeded(name)
+    audit.record(log_path, "login", account.name, role=account.role)
+    st.session_state[ACCOUNT_KEY] = account.name
+    st.rerun()
+
+
+def logout(config: Config) -> None:
+    from interestgeo import audit
+
+    name = st.session_state.pop(ACCOUNT_KEY, None)
+    if name is not None:
+        audit.record(audit.audit_path(config.store.path), "logout", name)
+
+
+def audit_person_view(path: str, dataset_id: int, user_id: str) -> None:
+    """Log that this session looked at one person (once per person in a row, not per rerun)."""
+    from interestgeo import audit
+
+    seen = (path, int(dataset_id), str(user_id))
+    if st.session_state.get("_audit_last_person") == seen:
+        return
+    audit.record(audit.audit_path(path), "person_viewed", st.session_state.get(ACCOUNT_KEY),
+                 dataset_id=int(dataset_id), user_id=str(user_id))
+    st.session_state["_audit_last_person"] = seen
 
 
 def csv_download(frame: pd.DataFrame | Callable[[], pd.DataFrame], name: str, *, label: str = "Download CSV",
