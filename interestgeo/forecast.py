@@ -225,6 +225,10 @@ class _Series:
     dow: np.ndarray  # (W,) weekday of each window start (0 = Monday)
     k: int
 
+    def subset(self, regions: np.ndarray) -> _Series:
+        """The same windows for some regions (positions)."""
+        return _Series(self.shares[regions], self.people[regions], self.users[regions], self.starts, self.dow, self.k)
+
 
 def _grid(scored: ScoredEvents, idx: np.ndarray, window: str) -> tuple[int, int]:
     """(first window key, number of windows) spanning the events at `idx`."""
@@ -376,9 +380,10 @@ def _baselines(f: _Features, h: int, dow: np.ndarray) -> dict[str, np.ndarray]:
 
 
 def _fit(stack: np.ndarray, target: np.ndarray, anchor: np.ndarray, noise: np.ndarray, h: int, upto: int,
-         coverage: float) -> tuple[np.ndarray, float]:
-    """Non-negative weights (K,) of the features for horizon h, fitted on windows s with s+h <= upto,
-    and the scaled-residual quantile for the interval. Weights of zero (persistence) when too few rows."""
+         coverage: float, regions: np.ndarray) -> tuple[np.ndarray, float]:
+    """Non-negative weights (K,) of the features for horizon h, fitted on the `regions` (R,) bool
+    (those forecast at this origin) over windows s with s+h <= upto, and the scaled-residual
+    quantile for the interval. Weights of zero (persistence) when there are too few rows."""
     from scipy.optimize import nnls
 
     n_windows = target.shape[1]
@@ -387,7 +392,7 @@ def _fit(stack: np.ndarray, target: np.ndarray, anchor: np.ndarray, noise: np.nd
     if s_max < 0:
         return np.zeros(k), 1.0
     y = target[:, h:s_max + h + 1] - anchor[:, :s_max + 1]  # (R, S, T)
-    ok = ~np.isnan(y)
+    ok = ~np.isnan(y) & regions[:, None, None]
     if ok.sum() < 5 * k:
         return np.zeros(k), 1.0
     x = stack[:, :, :s_max + 1][:, ok]  # (K, n)
@@ -468,7 +473,7 @@ def _backtest(
     for t in origins:
         ok_regions, _ = _eligible(series, t, cfg.min_windows, cfg.max_stale_windows)
         for h in range(1, min(horizon, last - t) + 1):
-            weights, q = _fit(stacks[h], series.shares, feats.anchor, feats.noise, h, t, cfg.interval)
+            weights, q = _fit(stacks[h], series.shares, feats.anchor, feats.noise, h, t, cfg.interval, ok_regions)
             pred = _predict(stacks[h], feats.anchor, weights, t)  # (R, T)
             actual = series.shares[:, t + h]
             mask = ok_regions[:, None] & ~np.isnan(actual) & ~np.isnan(feats.anchor[:, t])
@@ -544,9 +549,21 @@ def forecast_regions(
                                                     if s.kind != "cell"],
                         sum(s.kind == "cell" for s in specs), None, pd.DataFrame(), k, cfg.rise_threshold)
     grid = _grid(scored, scope, window)
-    series = _series(scored, specs, window, grid, k)
-    n_windows = grid[1]
-    last = n_windows - 1
+    every = _series(scored, specs, window, grid, k)
+    last = grid[1] - 1
+    origin = pd.Timestamp(every.starts[last])
+    observed = ~np.isnan(every.shares[:, :, 0])  # (R, W)
+    eligible, reasons = _eligible(every, last, cfg.min_windows, cfg.max_stale_windows)
+    # only regions with enough windows by the end can be forecast at any origin: the rest are not computed
+    candidates = np.flatnonzero(observed.sum(axis=1) >= cfg.min_windows)
+    skipped = [Skipped(spec.label, spec.kind, str(reasons[r])) for r, spec in enumerate(specs)
+               if not eligible[r] and (spec.kind != "cell" or observed[r].any())]
+    hidden_regions = sum(1 for r, spec in enumerate(specs) if spec.kind == "cell" and not observed[r].any())
+    if len(candidates) == 0:
+        return Forecast(window, horizon, origin, [], skipped, hidden_regions, None, pd.DataFrame(), k,
+                        cfg.rise_threshold)
+    series = every.subset(candidates)
+    specs = [specs[r] for r in candidates]
     ma = cfg.moving_average_weeks if window == "week" else cfg.moving_average_days
     feats = _features(series, window, cfg.halflife_windows, ma, cfg.trend_windows)
     stacks = {h: _feature_stack(feats, h, series.dow) for h in range(1, horizon + 1)}
@@ -562,29 +579,22 @@ def forecast_regions(
         bt, region_mae = _backtest(series, feats, stacks, baselines, origins, horizon, specs, labels, cfg)
 
     # --- the forecast from the last window
-    ok_regions, reasons = _eligible(series, last, cfg.min_windows, cfg.max_stale_windows)
+    ok_regions = eligible[candidates]
     step = pd.Timedelta(days=_STEP_DAYS[window])
-    origin = pd.Timestamp(series.starts[last])
     per_h: dict[int, tuple[np.ndarray, np.ndarray]] = {}
     weight_rows = []
     for h in range(1, horizon + 1):
-        weights, q = _fit(stacks[h], series.shares, feats.anchor, feats.noise, h, last, cfg.interval)
+        weights, q = _fit(stacks[h], series.shares, feats.anchor, feats.noise, h, last, cfg.interval, ok_regions)
         named = dict(zip(FEATURES, weights.tolist(), strict=True))
         if window != "day":
             del named["seasonal"]  # its column is the anchor itself: no information, weight 0
         weight_rows.append({"horizon": h, **named})
         per_h[h] = (_predict(stacks[h], feats.anchor, weights, last), q * np.fmax(feats.noise[:, last], 1e-4))
     regions: list[RegionForecast] = []
-    skipped: list[Skipped] = []
-    hidden_regions = 0
-    observed = ~np.isnan(series.shares[:, :, 0])
+    observed = observed[candidates]
     for r, spec in enumerate(specs):
         if not ok_regions[r]:
-            if spec.kind == "cell" and not observed[r].any():
-                hidden_regions += 1  # a cell never reaching k people is not named
-            else:
-                skipped.append(Skipped(spec.label, spec.kind, str(reasons[r])))
-            continue
+            continue  # listed in `skipped` with its reason
         rows = []
         for h, (pred, spread) in per_h.items():
             for j, topic in enumerate(labels):
