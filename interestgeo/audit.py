@@ -7,8 +7,9 @@ or per person viewed while it runs (see accounts.py). Each line is written with 
 file opened for appending, so lines from concurrent sessions do not interleave.
 
 Entries: `at` (ISO 8601 UTC), `event` (one of EVENTS), `account` (the account name; None in
-single-user mode) and, for a person viewed, `dataset_id` and `user_id`. Failed logins record the
-name that was tried, never the password.
+single-user mode or the CLI) and, for a person viewed, `dataset_id` and `user_id`; for a dataset
+deleted, its name and `via` (cli or dashboard). Failed logins record the name that was tried,
+never the password.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from typing import Any
 
 __all__ = ["EVENTS", "audit_path", "read_audit", "record"]
 
-EVENTS = ("login", "login_failed", "login_limited", "logout", "person_viewed")
+EVENTS = ("login", "login_failed", "login_limited", "logout", "person_viewed", "dataset_deleted")
 
 
 def audit_path(db_path: Path | str) -> Path:

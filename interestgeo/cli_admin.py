@@ -1,4 +1,5 @@
-"""The CLI's administration commands: `interestgeo users ...` (dashboard accounts).
+"""The CLI's administration commands: `interestgeo users ...` (dashboard accounts) and
+`interestgeo datasets [delete NAME]` (what is loaded, and removing it with everything derived).
 
 Why a module of its own: these commands manage who may see the data rather than analyse it, and
 keeping them apart keeps `cli.py` about the analysis. They register in `cli.SUBCOMMANDS` like
@@ -21,7 +22,7 @@ from pathlib import Path
 from interestgeo.accounts import AccountsError, accounts_path, add_account, load_accounts, remove_account, set_password
 from interestgeo.config import load_config
 
-__all__ = ["add_users_parser", "read_password"]
+__all__ = ["add_datasets_parser", "add_users_parser", "read_password"]
 
 EXIT_OK = 0
 
@@ -95,4 +96,62 @@ def _run_users(args: argparse.Namespace) -> int:
         else:
             for a in accounts:
                 print(f"{a['name']:<24} {a['role']:<9} created {a['created_at']}")
+    return EXIT_OK
+
+
+def add_datasets_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "datasets", help="list the loaded datasets, or delete one with everything derived from it",
+        description="`interestgeo datasets` lists the loaded datasets; `interestgeo datasets delete NAME` removes "
+        "one dataset in one transaction: its events, rejected rows, cell aggregates, interest and window vectors, "
+        "calibration, and the cached embeddings of texts no other dataset has. Checkpoints trained while it was "
+        "loaded are kept (they record no datasets): retrain to forget it there too.",
+    )
+    parser.add_argument("action", nargs="?", default="list", choices=("list", "delete"), help="default: list")
+    parser.add_argument("name", nargs="?", default=None, help="the dataset to delete")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_common(parser)
+    parser.set_defaults(handler=_run_datasets)
+
+
+def _run_datasets(args: argparse.Namespace) -> int:
+    from interestgeo import audit
+    from interestgeo.store import Store
+
+    config = load_config(args.config)
+    db = Path(args.db) if args.db else Path(config.store.path)
+    if not db.exists():
+        raise FileNotFoundError(f"no database at {db}")
+    if args.action == "list":
+        if args.name is not None:
+            raise ValueError("`datasets` lists all datasets; to delete one: `interestgeo datasets delete NAME`")
+        with Store.open(db, read_only=True, config=config.with_db(db)) as store:
+            frame = store.datasets()
+        rows = [{"dataset_id": int(r.dataset_id), "name": str(r.name), "rows_stored": int(r.rows_stored),
+                 "rows_rejected": int(r.rows_rejected), "ts_min": str(r.ts_min), "ts_max": str(r.ts_max),
+                 "loaded_at": str(r.loaded_at)} for r in frame.itertuples()]
+        if args.json:
+            print(json.dumps({"datasets": rows}, ensure_ascii=False))
+        elif not rows:
+            print("no datasets loaded")
+        for r in [] if args.json else rows:
+            print(f"{r['dataset_id']:>4}  {r['name']:<32} {r['rows_stored']:>10,} events  {r['rows_rejected']:>8,} "
+                  f"rejected  {r['ts_min'][:10]} – {r['ts_max'][:10]}  loaded {r['loaded_at'][:19]}")
+        return EXIT_OK
+    if args.name is None:
+        raise ValueError("name the dataset to delete: `interestgeo datasets delete NAME`")
+    with Store.open(db, config=config.with_db(db)) as store:
+        dataset_id = store.dataset_id(args.name)
+        if dataset_id is None:
+            raise ValueError(f"no dataset named {args.name!r}")
+        row = store.datasets().set_index("dataset_id").loc[dataset_id]
+        store.delete_dataset(dataset_id)
+    audit.record(audit.audit_path(db), "dataset_deleted", None, dataset=args.name, via="cli")
+    result = {"deleted": args.name, "dataset_id": dataset_id, "events": int(row["rows_stored"]),
+              "rejects": int(row["rows_rejected"])}
+    if args.json:
+        print(json.dumps(result, ensure_ascii=False))
+    else:
+        print(f"deleted dataset {args.name!r}: {result['events']:,} events, {result['rejects']:,} rejected rows and "
+              "everything derived from them (checkpoints are kept: retrain to forget it there too)")
     return EXIT_OK

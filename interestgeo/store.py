@@ -362,11 +362,22 @@ class Store:
     # ------------------------------------------------------------------ writing
 
     def delete_dataset(self, dataset_id: int) -> bool:
-        """Remove a dataset and everything derived from it (atomic). False when it did not exist."""
+        """Remove a dataset and everything derived from it (atomic). False when it did not exist.
+
+        Derived: interest vectors, window vectors, calibration, cell aggregates, rejects, and the
+        cached text embeddings of texts no other dataset has (they hold the texts themselves).
+        """
         with self.transaction():
             existed = self._first_row("SELECT count(*) FROM datasets WHERE dataset_id = ?", [dataset_id])
             # Derived tables owned by other areas first (interest vectors; see their section).
             self.delete_dataset_vectors(dataset_id)
+            if self._model_table_exists("text_embeddings"):
+                self.con.execute(
+                    """DELETE FROM text_embeddings
+                       WHERE text IN (SELECT text FROM events WHERE dataset_id = ?)
+                         AND text NOT IN (SELECT text FROM events WHERE dataset_id <> ?)""",
+                    [dataset_id, dataset_id],
+                )
             for table in _DATASET_TABLES:
                 self.con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [dataset_id])
         return bool(existed and existed[0])

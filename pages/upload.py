@@ -22,12 +22,17 @@ from interestgeo.score import RecencySource, load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import embed_texts
 from pages._common import (
+    ACCOUNT_KEY,
     SCORE_HINT,
+    TRAINING,
     app_config,
     config_key,
     csv_download,
+    datasets,
+    db_path,
     md,
     release_store,
+    role,
     run_page,
     text_encoder,
 )
@@ -59,6 +64,7 @@ def page() -> None:
         f"a product title or a search query). Plain or gzip CSV; comma, tab or semicolon. "
         f"**Size limit: {limit_mb} MB per file** (set in `.streamlit/config.toml`)."
     )
+    _delete_dataset(config)
     upload = st.file_uploader("CSV file", type=["csv", "gz", "tsv", "txt"], key="upload_file")
     last = st.session_state.get("upload_report")
     if upload is None:
@@ -121,6 +127,40 @@ def page() -> None:
                                          "scoring": scoring}
     # Rerun so the sidebar's dataset filter lists the new dataset.
     st.rerun()
+
+
+def _delete_dataset(config: Config) -> None:
+    """For analysts: delete a dataset and everything derived from it (Store.delete_dataset, one
+    transaction), logged in the audit log. In a form, so the confirmation box clears after."""
+    deleted = st.session_state.pop("upload_deleted", None)
+    if deleted is not None:
+        st.success(f"Deleted dataset **{md(deleted)}** and everything derived from it.", icon=":material/delete:")
+    if role(config) != "analyst" or not Path(config.store.path).exists() or TRAINING.locked():
+        return
+    names = datasets(db_path(config), config_key(config))["name"].astype(str).tolist()
+    if not names:
+        return
+    with st.expander("Delete a dataset"), st.form("delete_dataset", clear_on_submit=True, border=False):
+        name = st.selectbox("Dataset", names, index=None, key="delete_name", placeholder="Choose a dataset")
+        sure = st.checkbox("Delete its events, rejected rows, aggregates and interest vectors for good. Checkpoints "
+                           "trained while it was loaded are kept: retrain to forget it there too.", key="delete_sure")
+        if not st.form_submit_button("Delete", type="primary", icon=":material/delete:"):
+            return
+    if not (name and sure):
+        st.warning("Choose the dataset and tick the box to delete it.")
+        return
+    from interestgeo import audit
+
+    release_store()  # the app's read-only handle: DuckDB has one writer
+    with Store.open(Path(config.store.path), config=config) as store:
+        dataset_id = store.dataset_id(str(name))
+        if dataset_id is not None:
+            store.delete_dataset(dataset_id)
+    release_store()
+    audit.record(audit.audit_path(config.store.path), "dataset_deleted", st.session_state.get(ACCOUNT_KEY),
+                 dataset=str(name), via="dashboard")
+    st.session_state["upload_deleted"] = str(name)
+    st.rerun()  # from the top: the sidebar's dataset filter loses it
 
 
 def _score_new_events(store: Store, config: Config, stored: int, progress: Callable[[float, str], None]) -> str:
