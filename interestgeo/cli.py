@@ -481,6 +481,50 @@ def _run_train(args: argparse.Namespace) -> int:
     return run_train_command(_config(args), epochs=args.epochs, seed=args.seed, ablations=args.ablations, error=CliError)
 
 
+# ---------------------------------------------------------------------------- export
+
+
+def _add_export_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "export", help="write stored results to files (interest vectors as Parquet)",
+        description="Write stored results to files for other tools.",
+    )
+    kinds = parser.add_subparsers(dest="what", required=True, metavar="WHAT")
+    vectors = kinds.add_parser(
+        "vectors", help="one dataset's events with their interest vectors and text vectors (Parquet)",
+        description="Write one row per scored event of a dataset: dataset, user_id, ts (UTC), lat, lon, text, "
+        "vector (the stored interest vector) and text_vector (the text's embedding), as Parquet for kepler.gl, "
+        "lonboard or pandas. The file holds user ids: it is personal data.",
+    )
+    _add_common(vectors)
+    vectors.add_argument("--dataset", required=True, metavar="NAME", help="the dataset to export")
+    vectors.add_argument("--out", required=True, type=Path, metavar="FILE.parquet", help="the file to write")
+    vectors.add_argument("--json", action="store_true", help="print one JSON object")
+    vectors.set_defaults(handler=_run_export_vectors)
+
+
+def _run_export_vectors(args: argparse.Namespace) -> int:
+    """Read-only, so it runs beside the dashboard (texts missing from the embedding cache are
+    embedded but not cached then); a missing database is an error, not a new empty file."""
+    from interestgeo.export import ExportError, export_vectors
+    from interestgeo.text import TextModelError
+
+    config = _config(args)
+    try:
+        with Store.open(config.store.path, read_only=True, config=config) as store:
+            result = export_vectors(store, config, args.dataset, args.out)
+    except (ExportError, TextModelError) as exc:
+        raise CliError(str(exc)) from None
+    if args.json:
+        print(json.dumps(result.to_dict(), ensure_ascii=False))
+        return EXIT_OK
+    print(f"wrote {result.rows:,} events of dataset {result.dataset!r} to {result.path}: {result.dim}-dim interest "
+          f"vectors and text vectors, {result.bytes / 1e6:,.1f} MB in {result.seconds:.1f} s")
+    if result.unscored:
+        print(f"  {result.unscored:,} events without interest vectors left out: run `interestgeo score --since new`")
+    return EXIT_OK
+
+
 # ---------------------------------------------------------------------------- registry
 
 SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]] = [
@@ -493,6 +537,7 @@ SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]] = [
     ("forecast", _add_forecast_parser),
     ("evaluate", _add_evaluate_parser),
     ("train", _add_train_parser),
+    ("export", _add_export_parser),
 ]
 # Administration: who may see the data (interestgeo/cli_admin.py).
 SUBCOMMANDS += [("users", add_users_parser), ("datasets", add_datasets_parser)]

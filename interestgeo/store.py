@@ -938,6 +938,44 @@ class Store:
             raise LookupError(f"{int((~has).sum())} of {len(wanted)} events have no interest vector any more")
         return self._vectors_from_arrow(table.column("vector"), table.num_rows, rows)
 
+    def scored_event_parts(self, dataset_id: int, size: int, user_id: str | None = None) -> list[tuple[int, int, int]]:
+        """(first event id, last event id, events) of consecutive runs of `size` scored events of a
+        dataset (or of one of its users), in event-id order: the parts `scored_event_rows` reads, so
+        that a reader of a whole dataset holds one part's vectors at a time. [] when none is scored."""
+        if not self._analytics_tables_exist():
+            return []
+        rows = self.con.execute(
+            """SELECT min(event_id), max(event_id), count(*) FROM (
+                   SELECT event_id, (row_number() OVER (ORDER BY event_id) - 1) // ? AS part
+                   FROM event_vectors
+                   WHERE dataset_id = ? AND event_id IN (
+                       SELECT event_id FROM events
+                       WHERE dataset_id = ? AND (?::VARCHAR IS NULL OR user_id = ?::VARCHAR)))
+               GROUP BY part ORDER BY part""",
+            [int(size), int(dataset_id), int(dataset_id), user_id, user_id],
+        ).fetchall()
+        return [(int(first), int(last), int(n)) for first, last, n in rows]
+
+    def scored_event_rows(
+        self, dataset_id: int, first_id: int, last_id: int, user_id: str | None = None
+    ) -> pa.Table:
+        """The scored events of a dataset (or of one of its users) with first_id <= event_id <=
+        last_id, in event-id order, as Arrow: event_id, user_id, ts (UTC), lat, lon, text and the
+        stored `vector` (list<float32>), handed on as DuckDB gives it (no numpy round trip).
+
+        The id range is put on both tables so DuckDB skips the row groups outside it (vectors are
+        written in event-id order): reading a dataset part by part costs about one read of it."""
+        return self._arrow_query(
+            """SELECT e.event_id, e.user_id, e.ts, e.lat, e.lon, e.text, v.vector
+               FROM events e JOIN event_vectors v ON v.event_id = e.event_id
+               WHERE e.dataset_id = ? AND v.dataset_id = ?
+                 AND e.event_id BETWEEN ? AND ? AND v.event_id BETWEEN ? AND ?
+                 AND (?::VARCHAR IS NULL OR e.user_id = ?::VARCHAR)
+               ORDER BY e.event_id""",
+            params=[int(dataset_id), int(dataset_id), int(first_id), int(last_id), int(first_id), int(last_id),
+                    user_id, user_id],
+        ).to_arrow_table()
+
     def _scored_rows(
         self, datasets: Sequence[int] | None, local_from: datetime | pd.Timestamp | None, column: str | None
     ) -> tuple[pd.DataFrame, Any, np.ndarray]:
