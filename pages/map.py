@@ -4,7 +4,8 @@ Widgets -> one core call -> `charts`:
 - dominant topic: `analytics.region_map` (k threshold applied) -> `charts.topic_map` + legend;
 - free-text query: `analytics.query_interest` -> `charts.score_map` + ranked cells + hour x day;
 - event counts (before the events are scored): `store.cell_aggregates`, or
-  `store.time_filtered_cell_counts` with hours or days set -> `charts.count_map`.
+  `store.time_filtered_cell_counts` with hours or days set -> `charts.count_map`;
+- for analysts, the interest vectors of the datasets in view as Parquet (`export.vectors_parquet`, when asked).
 Time playback steps through windows; cells picked on the map, or a polygon drawn around them
 (a lasso on a plotly chart of the cells: pydeck has no drawing tool), become the region filter.
 """
@@ -17,7 +18,8 @@ import numpy as np
 import pandas as pd
 import streamlit as st
 
-from interestgeo import charts
+from interestgeo import charts, export
+from interestgeo.config import Config
 from pages import _common as ui
 
 MODES = ("Dominant topic", "Free-text query")
@@ -51,9 +53,31 @@ def page() -> None:
     resolution = _auto_resolution(filters, resolutions) if res_choice == AUTO else int(res_choice)
     if mode == MODES[1]:
         _query_map(config, filters, resolution, controls[2])
-        return
-    window = controls[2].selectbox("Time window", WINDOWS, key="map_window", bind="query-params")
-    _topic_map(config, filters, resolution, None if window == WINDOWS[0] else str(window))
+    else:
+        window = controls[2].selectbox("Time window", WINDOWS, key="map_window", bind="query-params")
+        _topic_map(config, filters, resolution, None if window == WINDOWS[0] else str(window))
+    if ui.role(config) == "analyst":  # the file holds user ids
+        _vectors_download(config, filters)
+
+
+def _vectors_download(config: Config, filters: ui.FilterState) -> None:
+    """The datasets in view, every scored event with its interest vector, as Parquet (the file of
+    `interestgeo export vectors`), built when clicked: Streamlit's deferred download."""
+    every = ui.datasets(ui.db_path(config), ui.config_key(config))["dataset_id"]
+    ids = filters.dataset_ids or tuple(int(d) for d in every)
+    names = ", ".join(ui.md(n) for n in filters.dataset_names) or "every dataset"
+    st.download_button("Download interest vectors (Parquet)", lambda: _vectors_parquet(config, ids),
+                       file_name=f"interest-vectors-{'-'.join(map(str, ids))}.parquet",
+                       mime="application/vnd.apache.parquet", key="map_vectors", icon=":material/download:",
+                       help=f"Every scored event of {names} with its interest vector and its text's own embedding, "
+                            "for pandas, kepler.gl or lonboard (the dates, hours, region and topic filters do not "
+                            "apply). Holds user ids: for analysts only.")
+
+
+def _vectors_parquet(config: Config, dataset_ids: tuple[int, ...]) -> bytes:
+    with ui.store_for(config) as store:
+        return export.vectors_parquet(store, config, dataset_ids, encoder=ui.text_encoder(ui.config_key(config)))
+
 
 
 def _auto_resolution(filters: ui.FilterState, resolutions: tuple[int, ...]) -> int:

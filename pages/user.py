@@ -1,7 +1,8 @@
 """User (analysts only): one person's events, current interests, predicted next interests and why.
 
 Widgets -> `analytics.list_users` (pick) -> `analytics.user_profile`, `analytics.next_interests`,
-`explain.explain_scored_user` (on demand) -> a small map, a timeline, charts and tables. Marketers see
+`explain.explain_scored_user` (on demand) -> a small map, a timeline, charts and tables, and the
+person's interest vectors as Parquet (`export.vectors_parquet`, when asked). Marketers see
 aggregates only: the page refuses them before reading any per-user data.
 """
 
@@ -10,7 +11,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from interestgeo import charts
+from interestgeo import charts, export
+from interestgeo.config import Config
 from pages import _common as ui
 
 # The picker lists the most active users first; more would make the select box unusable.
@@ -57,8 +59,20 @@ def page() -> None:
     st.markdown("**When**: the events over local time, by topic")
     st.plotly_chart(charts.user_timeline_figure(events, colors), width="stretch", key="user_timeline")
     ui.csv_download(lambda: ui.with_hex(events), f"user-{dataset_id}-{user_id}-events", label="Download events CSV")
+    # built when clicked (Streamlit's deferred download), from the store: this person's rows only
+    st.download_button("Download interest vectors (Parquet)", lambda: _vectors_parquet(config, dataset_id, user_id),
+                       file_name=f"user-{dataset_id}-{user_id}-vectors.parquet", mime="application/vnd.apache.parquet",
+                       key="user_vectors", icon=":material/download:",
+                       help="This person's events with their interest vectors and the texts' own embeddings "
+                            "(`interestgeo export vectors`), for pandas, kepler.gl or lonboard.")
     _next(path, key, dataset_id, user_id)
     _explain(path, key, dataset_id, user_id)
+
+
+def _vectors_parquet(config: Config, dataset_id: int, user_id: str) -> bytes:
+    with ui.store_for(config) as store:
+        return export.vectors_parquet(store, config, [dataset_id], user_id=user_id,
+                                      encoder=ui.text_encoder(ui.config_key(config)))
 
 
 def _places(events: pd.DataFrame) -> pd.DataFrame:

@@ -221,3 +221,54 @@ def test_cli_exports_vectors_and_reports_failures_in_one_line(
         (line,) = captured.err.splitlines()
         assert line.startswith("interestgeo export: ") and message in line
     assert not (tmp_path / "none.duckdb").exists()  # a missing database is not created
+
+
+# --- the dashboard: analysts get the downloads, marketers do not -----------------------------
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG_TOML = '[privacy]\nk_min_users = 2\n\n[app]\nrole = "{role}"\nwarm_up = false\n'
+
+
+def open_page(db: Path, folder: Path, role: str, page: str, monkeypatch: pytest.MonkeyPatch) -> object:
+    from streamlit.testing.v1 import AppTest
+
+    config_file = folder / "interestgeo.toml"
+    config_file.write_text(CONFIG_TOML.format(role=role), encoding="utf-8")
+    monkeypatch.setenv("INTERESTGEO_DB", str(db))
+    monkeypatch.setenv("INTERESTGEO_CONFIG", str(config_file))
+    at = AppTest.from_file(str(ROOT / "app.py"), default_timeout=60).run()
+    at.switch_page(page).run()
+    assert not at.exception, [e.value for e in at.exception]
+    return at
+
+
+VECTORS_LABEL = "Download interest vectors (Parquet)"
+
+
+@pytest.mark.parametrize(("page", "rows"), [("pages/user.py", 25), ("pages/map.py", 345)])
+def test_analysts_download_the_vectors_as_parquet_built_when_clicked(
+    db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, page: str, rows: int
+) -> None:
+    # Streamlit keeps a deferred download's function for the click; AppTest cannot click one, so
+    # the functions the page registers are collected as they are registered, and called here.
+    from streamlit.runtime.media_file_manager import MediaFileManager
+
+    registered: dict[str, object] = {}
+    add_deferred = MediaFileManager.add_deferred
+
+    def collect(self: MediaFileManager, data: object, *args: object, **kwargs: object) -> str:
+        registered[str(kwargs.get("file_name"))] = data
+        return add_deferred(self, data, *args, **kwargs)
+
+    monkeypatch.setattr(MediaFileManager, "add_deferred", collect)
+    at = open_page(db, tmp_path, "analyst", page, monkeypatch)
+    assert VECTORS_LABEL in [d.label for d in at.download_button]
+    (build,) = [f for name, f in registered.items() if name.endswith(".parquet")]
+    table = pq.read_table(io.BytesIO(build()))  # the one person picked (25 events) or every scored event
+    assert table.schema.remove_metadata() == VECTOR_SCHEMA and table.num_rows == rows
+
+
+def test_marketers_get_no_vector_download(db: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    at = open_page(db, tmp_path, "marketer", "pages/map.py", monkeypatch)
+    assert at.download_button  # the map's own CSV
+    assert VECTORS_LABEL not in [d.label for d in at.download_button]
