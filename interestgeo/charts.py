@@ -58,6 +58,7 @@ __all__ = [
     "user_timeline_figure",
     "rgb_hex",
     "CompactDeck",
+    "forecast_figure",
 ]
 
 # Qualitative colours for topics: Tableau's classic 10 (d3's category10), whose hues stay apart on
@@ -499,6 +500,38 @@ def share_timeline_figure(
             hovertemplate="%{y:.1%}",
         ))
     fig.update_yaxes(tickformat=".0%", range=[0, 1], title="share of interest")
+    return _timeline_axes(_layout(fig, height=height), x_range)
+
+
+def forecast_figure(
+    history: pd.DataFrame, forecast: pd.DataFrame, colors: dict[str, tuple[int, int, int]], topics: Sequence[str],
+    *, height: int = 300, x_range: tuple[object, object] | None = None,
+) -> go.Figure:
+    """Each topic's share over the windows (history: window_start, topic, share), then dashed to
+    its forecast after the last window inside a band (forecast: window_start, topic, share, low, high)."""
+    fig = go.Figure()
+    for topic in topics:
+        color = colors.get(str(topic), OTHER_COLOR)
+        past = history[history["topic"] == topic].sort_values("window_start")
+        ahead = forecast[forecast["topic"] == topic].sort_values("window_start")
+        if past.empty or ahead.empty:
+            continue
+        x_band = [*ahead["window_start"], *ahead["window_start"][::-1]]
+        fig.add_trace(go.Scatter(
+            x=x_band, y=[*ahead["high"], *ahead["low"][::-1]], fill="toself", mode="lines", line={"width": 0},
+            fillcolor="rgba({}, {}, {}, 0.15)".format(*color), hoverinfo="skip", showlegend=False,
+            legendgroup=str(topic),
+        ))
+        fig.add_trace(go.Scatter(
+            x=past["window_start"], y=past["share"], mode="lines", name=plot_label(topic), legendgroup=str(topic),
+            line={"width": 1.5, "color": rgb_hex(color)}, hovertemplate="%{y:.1%}",
+        ))
+        fig.add_trace(go.Scatter(  # from the last observed window, so the dashes continue the line
+            x=[past["window_start"].iloc[-1], *ahead["window_start"]], y=[past["share"].iloc[-1], *ahead["share"]],
+            mode="lines+markers", showlegend=False, legendgroup=str(topic), hovertemplate="forecast %{y:.1%}",
+            line={"width": 1.5, "color": rgb_hex(color), "dash": "dash"}, marker={"size": 4},
+        ))
+    fig.update_yaxes(tickformat=".0%", rangemode="tozero", title="share of interest")
     return _timeline_axes(_layout(fig, height=height), x_range)
 
 

@@ -1,8 +1,10 @@
 """Drift: how the interests of a region moved over time, and which topics rose and fell.
 
 Widgets -> `analytics.region_drift` (per region; k threshold applied) -> plotly timelines of
-topic shares and of drift magnitude with change points, and a rose/fell table. A second region
-(a named area) can be set beside the sidebar's for comparison.
+topic shares and of drift magnitude with change points, and a rose/fell table; for week and day
+windows `forecast.forecast_region` -> the next windows' shares with their band, what is expected to
+rise, and how the forecast scored in its backtest. A second region (a named area) can be set
+beside the sidebar's for comparison.
 """
 
 from __future__ import annotations
@@ -10,12 +12,16 @@ from __future__ import annotations
 import streamlit as st
 
 from interestgeo import charts
+from interestgeo.forecast import FORECAST_WINDOWS
 from pages import _common as ui
+from pages import _forecast as fcui
 
 WINDOWS = ("week", "day", "month")
 SIDEBAR_REGION = "the sidebar's region"
 # Topics drawn one by one in the shares chart; more make a legend taller than the chart.
 TOP_TOPICS = 8
+# Topics drawn in the forecast chart: each is a line and a band, and more would overlap.
+FORECAST_TOPICS = 5
 
 
 def page() -> None:
@@ -52,6 +58,7 @@ def _region(config: object, name: str, region: object, window: str, slot: int) -
     span = (starts.min(), starts.max())  # both charts on one x range, so the windows line up
     st.markdown(f"**Topic shares per {window}** (top {TOP_TOPICS} topics; the rest as “{charts.OTHER_TOPICS}”)")
     st.plotly_chart(charts.share_timeline_figure(top, colors, x_range=span), width="stretch", key=f"shares_{slot}")
+    _forecast(config, region, window, drift.shares, colors, slot)
     st.markdown("**Drift**: how far each window's interests moved from the previous window's")
     st.plotly_chart(charts.drift_figure(drift.timeline, x_range=span), width="stretch", key=f"drift_{slot}")
     points = int(drift.timeline["change_point"].sum())
@@ -74,6 +81,35 @@ def _region(config: object, name: str, region: object, window: str, slot: int) -
     for column, (frame, name, label) in zip(st.columns(len(downloads)), downloads, strict=True):
         with column:
             ui.csv_download(frame, f"drift-{slot}-{name}", label=label)
+
+
+def _forecast(config: object, region: object, window: str, history: object, colors: dict, slot: int) -> None:
+    """The next windows' shares of the leading topics after the last window, what rises, and the backtest."""
+    if window not in FORECAST_WINDOWS:
+        st.caption("Forecasts are per week or day: pick one of those windows to see where interests are going.")
+        return
+    result = fcui.region_forecast(ui.db_path(config), ui.config_key(config), region, window)  # type: ignore[arg-type]
+    if not result.regions:
+        reason = result.skipped[0].reason if result.skipped else "no events"
+        st.info(f"No forecast for this region: {ui.md(reason)}.")
+        return
+    forecast = result.regions[0]
+    interval = config.forecast.interval  # type: ignore[attr-defined]
+    st.markdown(f"**Forecast** of the leading topics for the next {result.horizon} {window}s (dashed; band: "
+                f"{interval:.0%} interval)")
+    nxt = forecast.forecast[forecast.forecast["horizon"] == 1]
+    topics = nxt.nlargest(FORECAST_TOPICS, "share")["topic"].tolist()
+    st.plotly_chart(charts.forecast_figure(history, forecast.forecast, colors, topics), width="stretch",
+                    key=f"forecast_{slot}")
+    points = f"{100 * forecast.rise_threshold:.0f} points"
+    rising = ", ".join(f"{ui.md(t)} ({100 * c:+.1f})" for t, c in zip(forecast.rising["topic"],
+                                                                         forecast.rising["change"], strict=True))
+    falling = ", ".join(f"{ui.md(t)} ({100 * c:+.1f})" for t, c in zip(forecast.falling["topic"],
+                                                                          forecast.falling["change"], strict=True))
+    st.markdown(f"**Expected to rise** next {window} (by {points} or more): {rising or 'none'}  \n"
+                f"**Expected to fall**: {falling or 'none'}")
+    st.caption(fcui.backtest_summary(result, window))  # numbers only: no data text to escape
+    ui.csv_download(forecast.forecast, f"drift-{slot}-forecast", label="Download forecast CSV")
 
 
 ui.run_page(page)

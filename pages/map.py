@@ -3,6 +3,8 @@
 Widgets -> one core call -> `charts`:
 - dominant topic: `analytics.region_map` (k threshold applied) -> `charts.topic_map` + legend;
 - free-text query: `analytics.query_interest` -> `charts.score_map` + ranked cells + hour x day;
+- expected next: `forecast.forecast_cells` (the next week's or day's leading topic per cell, with
+  its backtest) -> `charts.topic_map` + legend;
 - event counts (before the events are scored): `store.cell_aggregates`, or
   `store.time_filtered_cell_counts` with hours or days set -> `charts.count_map`;
 - for analysts, the interest vectors of the datasets in view as Parquet (`export.vectors_parquet`, when asked).
@@ -20,9 +22,11 @@ import streamlit as st
 
 from interestgeo import charts, export
 from interestgeo.config import Config
+from interestgeo.forecast import FORECAST_WINDOWS
 from pages import _common as ui
+from pages import _forecast as fcui
 
-MODES = ("Dominant topic", "Free-text query")
+MODES = ("Dominant topic", "Free-text query", "Expected next")
 WINDOWS = ("whole period", "month", "week", "day")
 AUTO = "auto"
 # Tall enough to read a city, short enough to sit beside its controls in a 1280 x 800 window.
@@ -53,6 +57,10 @@ def page() -> None:
     resolution = _auto_resolution(filters, resolutions) if res_choice == AUTO else int(res_choice)
     if mode == MODES[1]:
         _query_map(config, filters, resolution, controls[2])
+    elif mode == MODES[2]:
+        window = controls[2].selectbox("Forecast window", FORECAST_WINDOWS, key="map_forecast_window",
+                                       bind="query-params", help="The next week's or day's expected leading topic.")
+        _forecast_map(config, filters, resolution, str(window))
     else:
         window = controls[2].selectbox("Time window", WINDOWS, key="map_window", bind="query-params")
         _topic_map(config, filters, resolution, None if window == WINDOWS[0] else str(window))
@@ -153,6 +161,42 @@ def _topic_map(config: object, filters: ui.FilterState, resolution: int, window:
     ui.csv_download(lambda: ui.with_hex(pd.concat([cells.drop(columns=["topic_id"], errors="ignore"),
                                                    shares.add_prefix("share: ")], axis=1)),
                     f"map-topics-r{resolution}")
+
+
+def _forecast_map(config: object, filters: ui.FilterState, resolution: int, window: str) -> None:
+    """Each cell coloured by the topic expected to lead it in the next window after the data's last."""
+    path, key = ui.db_path(config), ui.config_key(config)  # type: ignore[arg-type]
+    result = fcui.cell_forecast(path, key, filters.to_filters(), resolution, window)
+    k = config.privacy.k_min_users  # type: ignore[attr-defined]
+    left_out = (f"{len(result.skipped):,} cells have too few {window}s with at least {k} people to forecast; "
+                f"{result.hidden_regions:,} never reach {k} people (hidden).")
+    if not result.regions:
+        st.info(f"No cell can be forecast for these filters: {left_out} Try larger cells or wider filters.")
+        return
+    rows = []
+    for region in result.regions:
+        nxt = region.forecast[region.forecast["horizon"] == 1].sort_values("share", ascending=False)
+        lead = nxt.iloc[0]
+        tip = "\n".join(f"{t}: {100 * s:.0f}% ({100 * lo:.0f}-{100 * hi:.0f})" for t, s, lo, hi in
+                        zip(nxt["topic"].head(3), nxt["share"].head(3), nxt["low"].head(3), nxt["high"].head(3),
+                            strict=True))
+        rows.append((int(region.label, 16), lead["topic"], float(lead["share"]),
+                     f"expected next {window} ({lead['window_start']:%d %b %Y}):\n{tip}"))
+    cells = pd.DataFrame(rows, columns=["cell", "topic", "share", "tooltip"])
+    colors = ui.topic_colors(config)  # type: ignore[arg-type]
+    map_col, legend_col = st.columns([2.3, 1])
+    with map_col:
+        deck = charts.topic_map(cells, colors, view=_stable_view(config, filters, resolution),
+                                outlines=ui.area_outlines(str(ui.AREAS_FILE)),
+                                map_style=config.app.map_style)  # type: ignore[attr-defined]
+        st.pydeck_chart(deck, height=MAP_HEIGHT, key=f"map_forecast_{resolution}")
+    with legend_col:
+        st.markdown(f"**Expected to lead next {window}**")
+        _legend(cells, colors)
+    st.caption(f"{len(cells):,} cells at resolution {resolution} forecast after the {window} of "
+               f"{result.origin:%d %b %Y}. {left_out}")
+    st.caption(fcui.backtest_summary(result, window))
+    ui.csv_download(lambda: ui.with_hex(cells.drop(columns=["tooltip"])), f"map-forecast-r{resolution}")
 
 
 def _stable_view(config: object, filters: ui.FilterState, resolution: int) -> object:

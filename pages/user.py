@@ -13,7 +13,9 @@ import streamlit as st
 
 from interestgeo import charts, export
 from interestgeo.config import Config
+from interestgeo.forecast import Skipped
 from pages import _common as ui
+from pages import _forecast as fcui
 
 # The picker lists the most active users first; more would make the select box unusable.
 MAX_USERS = 500
@@ -66,6 +68,7 @@ def page() -> None:
                        help="This person's events with their interest vectors and the texts' own embeddings "
                             "(`interestgeo export vectors`), for pandas, kepler.gl or lonboard.")
     _next(path, key, dataset_id, user_id)
+    _forecast(config, path, key, dataset_id, user_id)
     _explain(path, key, dataset_id, user_id)
 
 
@@ -121,6 +124,27 @@ def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
                                         format="%.3f", width=55, help="How well the venue matches this person's "
                                                                        "current interests (higher = more likely).")})
         ui.csv_download(nxt.venues, f"user-{dataset_id}-{user_id}-next", label="Download predictions CSV")
+
+
+def _forecast(config: object, path: str, key: str, dataset_id: int, user_id: str) -> None:
+    """This person's topic mix over the next weeks (`forecast.user_forecast`), beside the next interests."""
+    result = fcui.user_forecast(path, key, dataset_id, user_id, "week")
+    if isinstance(result, Skipped):
+        st.info(f"No forecast of this person's topic mix: {ui.md(result.reason)}.")
+        return
+    st.markdown(f"**Over the next weeks**: their topic mix after their last active week ({result.last_window:%d %b %Y}), "
+                f"dashed, with an {config.forecast.interval:.0%} band")  # type: ignore[attr-defined]
+    nxt = result.forecast[result.forecast["horizon"] == 1]
+    topics = nxt.nlargest(4, "share")["topic"].tolist()
+    colors = ui.topic_colors(config)  # type: ignore[arg-type]
+    st.plotly_chart(charts.forecast_figure(result.history, result.forecast, colors, topics, height=280),
+                    width="stretch", key="user_forecast")
+    rising = ", ".join(f"{ui.md(t)} ({100 * c:+.1f})" for t, c in zip(result.rising["topic"], result.rising["change"],
+                                                                         strict=True))
+    model, last = result.backtest_mae.get("model"), result.backtest_mae.get("persistence")
+    scored = (f" In their own backtest the forecast was off by {100 * model:.1f} points on average (their last week "
+              f"as the forecast: {100 * last:.1f})." if pd.notna(model) and pd.notna(last) else "")
+    st.caption(f"Expected to rise by {100 * result.rise_threshold:.0f} points or more: {rising or 'nothing'}.{scored}")
 
 
 @st.fragment

@@ -131,6 +131,21 @@ def test_figures_have_a_trace_per_series() -> None:
     assert charts.hour_dow_figure(profile).data[0].z.shape == (7, 24)
 
 
+def test_forecast_figure_continues_each_line_dashed_inside_its_band() -> None:
+    weeks = pd.date_range("2012-04-02", periods=6, freq="7D")
+    history = pd.DataFrame({"window_start": list(weeks[:4]) * 2, "topic": ["A"] * 4 + ["B"] * 4,
+                            "share": [0.6, 0.62, 0.6, 0.64, 0.4, 0.38, 0.4, 0.36]})
+    ahead = pd.DataFrame({"window_start": list(weeks[4:]) * 2, "topic": ["A"] * 2 + ["B"] * 2,
+                          "share": [0.63, 0.62, 0.37, 0.38], "low": [0.58, 0.56, 0.32, 0.31],
+                          "high": [0.68, 0.69, 0.42, 0.45]})
+    fig = charts.forecast_figure(history, ahead, charts.topic_colors(["A", "B"]), ["A"])
+    band, past, dashed = fig.data  # one topic asked for: its band, its history, its forecast
+    assert band.fill == "toself" and list(band.y) == [0.68, 0.69, 0.56, 0.58]
+    assert list(past.y) == [0.6, 0.62, 0.6, 0.64]
+    assert dashed.line.dash == "dash" and list(dashed.y) == [0.64, 0.63, 0.62]  # from the last observed week
+    assert pd.Timestamp(dashed.x[0]) == weeks[3]
+
+
 def test_draw_region_figure_places_cells_at_their_lon_lat_for_a_lasso() -> None:
     cells = pd.DataFrame({"cell": _cells(), "topic": ["Food", "<b>Nightlife</b>", "Travel"], "share": [0.5, 0.7, 0.9]})
     fig = charts.draw_region_figure(cells, charts.topic_colors(["Food", "Travel"]))

@@ -15,11 +15,11 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics_data import DIM, ingest, make_events, make_topics, scored_from, write_checkins
+from analytics_data import DIM, make_events, make_topics, scored_from
+from forecast_data import recency_store
 from interestgeo import forecast as fc
 from interestgeo.analytics import ANALYST_ONLY, Filters, ScoredEvents
 from interestgeo.cli import main
-from interestgeo.config import Config, PrivacyConfig
 
 MIDTOWN = (40.7580, -73.9855)
 CROWN_HEIGHTS = (40.6694, -73.9422)
@@ -199,23 +199,7 @@ def test_a_person_gets_their_own_forecast_and_it_is_analyst_only() -> None:
 
 @pytest.fixture(scope="module")
 def scored_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    """12 people's check-ins over 12 weeks, ingested and scored with RecencySource (no training)."""
-    from interestgeo.score import RecencySource, score_store
-    from interestgeo.store import Store
-    from interestgeo.text import TextEncoder, embed_texts
-
-    folder = tmp_path_factory.mktemp("forecast")
-    write_checkins(folder / "weeks.csv.gz", [f"u{i}" for i in range(12)], "2012-04-02", days=84, per_user=60, seed=4)
-    config = Config(privacy=PrivacyConfig(k_min_users=2)).with_db(folder / "scored.duckdb")
-    config = dataclasses.replace(config, analytics=dataclasses.replace(config.analytics, stored_resolutions=(8,)))
-    with Store.open(config.store.path, config=config) as store:
-        ingest(store, folder / "weeks.csv.gz", config, "weeks")
-        encoder = TextEncoder(config.text)
-        score_store(store, config, source=RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None)),
-                    encoder=encoder)
-    toml = folder / "interestgeo.toml"
-    toml.write_text("[privacy]\nk_min_users = 2\n", encoding="utf-8")
-    return config.store.path, toml
+    return recency_store(tmp_path_factory.mktemp("forecast"))
 
 
 def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
