@@ -56,6 +56,7 @@ from interestgeo.analytics import (
     window_starts,
 )
 from interestgeo.areas import AREAS_FILE, named_area_geometries, points_to_areas
+from interestgeo.cells import cells_to_str
 
 __all__ = [
     "FORECAST_WINDOWS",
@@ -203,15 +204,9 @@ def region_specs(
     cells = scored.parents(resolution)[idx]
     order = np.argsort(cells, kind="stable")
     values, starts = np.unique(cells[order], return_index=True)
-    for cell, part in zip(values, np.split(order, starts[1:]), strict=True):
-        specs.append(RegionSpec(_h3_str(int(cell)), "cell", idx[np.sort(part)]))
+    for label, part in zip(cells_to_str(values), np.split(order, starts[1:]), strict=True):
+        specs.append(RegionSpec(label, "cell", idx[np.sort(part)]))
     return specs
-
-
-def _h3_str(cell: int) -> str:
-    import h3
-
-    return h3.int_to_str(cell)
 
 
 # --------------------------------------------------------------------------------------------
