@@ -421,6 +421,85 @@ def _forecast_text(fc: Any) -> str:
     return "\n".join(lines)
 
 
+# ---------------------------------------------------------------------------- forecast
+
+
+def _add_forecast_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "forecast", help="forecast topic shares per region, backtested against simple baselines",
+        description="For everywhere, each named area and each coarse H3 cell with enough windows of at least k "
+        "people: the topic shares of the next windows with an interval, the topics expected to rise or fall, and "
+        "a rolling-origin backtest of the forecast beside persistence, a moving average and (days) seasonal naive.",
+    )
+    _add_common(parser)
+    parser.add_argument("--dataset", action="append", default=None, metavar="NAME", help="dataset (repeatable; default all)")
+    parser.add_argument(
+        "--region", default=None,
+        help="one region instead of all: a named area (e.g. 'Brooklyn'), a GeoJSON file or H3 cells (hex, comma-separated)",
+    )
+    parser.add_argument("--window", choices=("week", "day"), default="week", help="window size (default week)")
+    parser.add_argument("--horizon", type=int, default=None, help="windows ahead (default config forecast.horizon)")
+    parser.add_argument("--json", action="store_true", help='print one JSON object {"forecast": ..., "backtest": ...}')
+    parser.set_defaults(handler=_run_forecast)
+
+
+def _run_forecast(args: argparse.Namespace) -> int:
+    import shapely
+
+    from interestgeo.analytics import filters_from_options, load_scored
+    from interestgeo.areas import named_area_geometries
+    from interestgeo.forecast import forecast_all, forecast_region, forecast_to_json
+
+    def command(store: Store, config: Config) -> tuple[dict, str]:
+        filters = filters_from_options(store, datasets=args.dataset)
+        scored = load_scored(store, config, vector_loader=store.event_vectors)  # shares only: no vectors read
+        if args.region is None:
+            fc = forecast_all(scored, filters, args.window, args.horizon)
+        else:
+            areas = named_area_geometries()
+            if args.region in areas:
+                region = filters.replace(geojson=shapely.to_geojson(areas[args.region]))
+            else:
+                try:
+                    region = filters_from_options(store, datasets=args.dataset, region=args.region)
+                except ValueError as exc:
+                    raise CliError(f"{exc}, nor a named area (e.g. 'Brooklyn' or 'Clinton (Manhattan)')") from None
+            fc = forecast_region(scored, region, args.window, args.horizon, label=args.region)
+        return forecast_to_json(fc), _forecast_text(fc)
+
+    return _analytics_run(args, command)
+
+
+def _forecast_text(fc: Any) -> str:
+    if fc.origin is None:
+        return "nothing to forecast: no scored events pass the filters"
+    lines = [f"topic shares per {fc.window}: forecast for the {fc.horizon} {fc.window}(s) after the one starting "
+             f"{fc.origin.date()} (k = {fc.k} people per window)"]
+    if fc.backtest is not None:
+        lines.append(f"backtest ({len(fc.backtest.origins)} rolling origins, {fc.backtest.regions} region(s); "
+                     f"a rise is +{100 * fc.rise_threshold:.0f} points or more):")
+        lines.append(f"  {'method':<16}{'MAE (pts)':>10}{'precision':>11}{'recall':>8}{'F1':>7}{'AUC':>7}")
+        for name, s in fc.backtest.scores.items():
+            auc = "-" if s.auc_rising is None else f"{s.auc_rising:.3f}"
+            lines.append(f"  {name:<16}{100 * s.mae:>10.2f}{s.precision_rising:>11.3f}{s.recall_rising:>8.3f}"
+                         f"{s.f1_rising:>7.3f}{auc:>7}")
+    for r in fc.regions:
+        nxt = r.forecast[r.forecast["horizon"] == 1].sort_values("share", ascending=False).head(3)
+        top = ", ".join(f"{t} {100 * s:.1f}% ({100 * lo:.1f}-{100 * hi:.1f})"
+                        for t, s, lo, hi in zip(nxt["topic"], nxt["share"], nxt["low"], nxt["high"], strict=True))
+        rising = ", ".join(f"{t} {100 * c:+.1f}" for t, c in zip(r.rising["topic"], r.rising["change"], strict=True))
+        falling = ", ".join(f"{t} {100 * c:+.1f}" for t, c in zip(r.falling["topic"], r.falling["change"], strict=True))
+        lines.append(f"{r.label} [{r.kind}, {r.windows} {fc.window}s, {r.hidden} hidden]: next {top}")
+        lines.append(f"    rising: {rising or 'none'} · falling: {falling or 'none'}")
+    if fc.skipped:
+        shown = "; ".join(f"{s.label}: {s.reason}" for s in fc.skipped[:5])
+        more = f" (and {len(fc.skipped) - 5} more; --json lists them)" if len(fc.skipped) > 5 else ""
+        lines.append(f"not forecast: {shown}{more}")
+    if fc.hidden_regions:
+        lines.append(f"{fc.hidden_regions} cell(s) hidden: no {fc.window} with at least {fc.k} people")
+    return "\n".join(lines)
+
+
 # ---------------------------------------------------------------------------- evaluate
 
 
