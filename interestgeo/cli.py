@@ -78,6 +78,10 @@ def _add_ingest_parser(subparsers: argparse._SubParsersAction) -> None:
         "--map", action="append", default=[], metavar="FIELD=COLUMN",
         help="column mapping override, e.g. text=venue_name+venue_category (repeatable)",
     )
+    parser.add_argument(
+        "--pseudonymise", action="store_true",
+        help="store each user id as a keyed hash (key in <database>.pseudonym.key, created once, never printed)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_run_ingest)
 
@@ -94,10 +98,16 @@ def _run_ingest(args: argparse.Namespace) -> int:
     config = _config(args)
     results: list[IngestReport | tuple[Path, str]] = []
     with _open_store(config) as store:
+        key = None
+        if args.pseudonymise:
+            from interestgeo.pseudonym import key_path, load_or_create_key
+
+            key = load_or_create_key(key_path(config.store.path))
         for path in args.files:
             try:
                 mapping = detect_columns(path).with_overrides(args.map) if args.map else None
-                results.append(ingest_file(store, path, config=config, mapping=mapping, dataset=args.dataset))
+                results.append(ingest_file(store, path, config=config, mapping=mapping, dataset=args.dataset,
+                                           pseudonym_key=key))
             except (IngestError, ValueError) as exc:
                 if len(args.files) == 1:
                     raise

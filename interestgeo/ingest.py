@@ -160,11 +160,14 @@ def ingest_file(
     mapping: ColumnMapping | None = None,
     dataset: str | None = None,
     progress: Progress | None = None,
+    pseudonym_key: bytes | None = None,
 ) -> IngestReport:
     """Load one CSV file as a new dataset of `store` (atomically) and report what happened.
 
     `mapping` defaults to `detect_columns(path)`; `dataset` defaults to the file name (made unique).
     A file whose content was already loaded adds nothing (`already_loaded=True`).
+    With `pseudonym_key` (see pseudonym.py) every user id is stored as its keyed hash, and the raw
+    text of rejected rows (which holds the real id) is withheld.
     Raises IngestError when the file cannot be used at all.
     """
     started = time.perf_counter()
@@ -180,7 +183,8 @@ def ingest_file(
             # it. A file loaded before is found right after the parse and rolled back.
             hashing = pool.submit(_content_hash, path)
             with store.transaction():
-                report = _load(store, path, fmt, mapping, dataset, hashing, now, pool, report_progress)
+                report = _load(store, path, fmt, mapping, dataset, hashing, now, pool, report_progress,
+                               pseudonym_key)
     except _AlreadyLoaded as loaded:
         return IngestReport(loaded.dataset_id, loaded.name, 0, 0, 0, 0, [], time.perf_counter() - started, 0.0, True,
                             str(path), fmt.encoding, fmt.delimiter)
@@ -200,6 +204,7 @@ def _load(
     now: datetime,
     pool: ThreadPoolExecutor,
     report_progress: Progress,
+    pseudonym_key: bytes | None = None,
 ) -> IngestReport:
     """The steps of one file's load, inside the caller's transaction (timings left to it).
 
@@ -222,6 +227,11 @@ def _load(
     if rows_read == 0:
         raise IngestError(f"{path.name}: no data rows after the header")
     rejects = _locate_rejects(path, fmt, store.checked_rejects(), csv_errors, kept)
+    if pseudonym_key is not None:
+        from interestgeo.pseudonym import WITHHELD, pseudonymise
+
+        store.replace_checked_user_ids(lambda ids: pseudonymise(ids, pseudonym_key))
+        rejects = rejects.assign(raw=WITHHELD)
     users, cell_ranks, hours, unique_cells = store.prepare_checked(store.base_resolution)
     counting = pool.submit(
         cell_window_counts, users, unique_cells[cell_ranks], hours, store.map_resolutions,

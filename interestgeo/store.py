@@ -678,6 +678,21 @@ class Store:
     def next_dataset_id(self) -> int:
         return int(self._first_row("SELECT coalesce(max(dataset_id), 0) + 1 FROM datasets")[0])
 
+    def replace_checked_user_ids(self, replace: Callable[[list[str]], list[str]]) -> int:
+        """Replace every user id in `ingest_checked` by `replace(ids)` (pseudonymisation, before the
+        events are written); returns how many distinct ids were replaced."""
+        ids = [str(r[0]) for r in self.con.execute(
+            "SELECT DISTINCT user_id FROM ingest_checked WHERE user_id IS NOT NULL").fetchall()]
+        if not ids:
+            return 0
+        self.con.register("ingest_pseudonyms", pd.DataFrame({"user_id": ids, "pseudonym": replace(ids)}))
+        try:
+            self.con.execute("""UPDATE ingest_checked SET user_id = p.pseudonym FROM ingest_pseudonyms p
+                                WHERE ingest_checked.user_id = p.user_id""")
+        finally:
+            self.con.unregister("ingest_pseudonyms")
+        return len(ids)
+
     def drop_ingest_temps(self) -> None:
         """Free the ingest's temporary tables and registered frames (also after a failure)."""
         for table in ("ingest_checked", "ingest_dups", "ingest_csv_errors", "ingest_csv_scans"):

@@ -18,6 +18,7 @@ import streamlit as st
 
 from interestgeo.config import Config
 from interestgeo.ingest import IngestError, detect_columns, detect_format, ingest_file
+from interestgeo.pseudonym import PseudonymKeyError, key_path, load_or_create_key
 from interestgeo.score import RecencySource, load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import embed_texts
@@ -88,6 +89,11 @@ def page() -> None:
                "columns.")
     overrides = _mapping_editor(detected)
     dataset = st.text_input("Dataset name", value=_default_name(upload.name), key="upload_name")
+    pseudonymise = st.checkbox(
+        "Pseudonymise user ids", key="upload_pseudonymise",
+        help="Store each user id as a keyed hash (the key is kept beside the database, not in it): analyses work "
+             "the same, but the stored data cannot be joined back to the real ids without the key. The README "
+             "says what this does not protect.")
     try:
         mapping = detected.with_overrides(overrides)
     except ValueError as exc:
@@ -113,11 +119,12 @@ def page() -> None:
     release_store()
     try:
         with Store.open(Path(config.store.path), config=config) as store:
+            key = load_or_create_key(key_path(config.store.path)) if pseudonymise else None
             report = ingest_file(store, source, config=config, mapping=mapping, dataset=dataset or None,
-                                 progress=progress(0.0, 0.6))
+                                 progress=progress(0.0, 0.6), pseudonym_key=key)
             rejects = store.rejects(report.dataset_id) if report.rows_rejected else pd.DataFrame()
             scoring = _score_new_events(store, config, report.rows_stored, progress(0.6, 0.4))
-    except IngestError as exc:
+    except (IngestError, PseudonymKeyError) as exc:
         bar.empty()
         st.error(f"This file cannot be used: {md(exc)}")
         return
