@@ -174,6 +174,8 @@ def ingest_file(
     report_progress: Progress = progress or (lambda fraction, message: None)
     path = Path(path)
     fmt = detect_format(path, max_bytes=config.store.max_file_bytes)
+    if fmt.compression == "gzip":
+        check_gzip_size(path, config.store.max_file_bytes)
     mapping = mapping or detect_mapping(fmt.columns)
     _check_mapping(mapping, fmt.columns, path)
     now = datetime.now(timezone.utc)
@@ -302,6 +304,31 @@ def _read_head(path: Path, max_bytes: int | None) -> tuple[bytes, str]:
     if b"\x00" in raw:
         raise IngestError(f"{path.name}: not a CSV (binary data)")
     return raw, compression
+
+
+def check_gzip_size(path: Path, max_bytes: int) -> int:
+    """The decompressed size of a gzip file; IngestError as soon as it passes `max_bytes`.
+
+    A few KB of gzip can expand to terabytes (a "gzip bomb"). The parser would decompress it all
+    into the database, so the content is counted first, in bounded chunks, and reading stops at
+    the limit: a bomb costs at most `max_bytes` of decompression, never its full size.
+    """
+    total = 0
+    buffer = bytearray(_GZIP_CHUNK_BYTES)
+    try:
+        with gzip.open(path, "rb") as f:
+            while size := f.readinto(buffer):  # type: ignore[attr-defined]
+                total += size
+                if total > max_bytes:
+                    raise IngestError(f"{path.name}: decompressed, it is over the {max_bytes / 1e6:.0f} MB limit "
+                                      "(reading stopped there)")
+    except (OSError, EOFError, zlib.error) as exc:  # gzip.BadGzipFile is an OSError
+        raise IngestError(f"{path.name}: damaged gzip file") from exc
+    return total
+
+
+# Decompressed per read while counting a gzip's size: big enough to keep Python out of the way.
+_GZIP_CHUNK_BYTES = 4 * 1024 * 1024
 
 
 def _content_hash(path: Path) -> str:

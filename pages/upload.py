@@ -9,7 +9,9 @@ handle for the load and writes through its own connection.
 
 from __future__ import annotations
 
+import re
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 
@@ -72,14 +74,16 @@ def page() -> None:
         if last is not None:
             _show_report(last)
         return
-    work = Path(tempfile.gettempdir()) / "interestgeo-uploads"
-    work.mkdir(exist_ok=True)
-    source = work / f"{upload.file_id}-{Path(upload.name).name}"
+    if last is not None and last.get("file_id") == upload.file_id:
+        _show_report(last)  # loaded: its copy is gone, and the report is what is left to see
+        return
+    source = upload_copy(upload.file_id, upload.name)
     if not source.exists():
         source.write_bytes(upload.getvalue())
     try:
         detected = detect_columns(source)
     except IngestError as exc:
+        source.unlink(missing_ok=True)
         st.error(f"This file cannot be used: {md(exc)}")
         return
     st.subheader("1. Columns")
@@ -120,7 +124,8 @@ def page() -> None:
     try:
         with Store.open(Path(config.store.path), config=config) as store:
             key = load_or_create_key(key_path(config.store.path)) if pseudonymise else None
-            report = ingest_file(store, source, config=config, mapping=mapping, dataset=dataset or None,
+            report = ingest_file(store, source, config=config, mapping=mapping,
+                                 dataset=dataset or _default_name(upload.name),
                                  progress=progress(0.0, 0.6), pseudonym_key=key)
             rejects = store.rejects(report.dataset_id) if report.rows_rejected else pd.DataFrame()
             scoring = _score_new_events(store, config, report.rows_stored, progress(0.6, 0.4))
@@ -128,12 +133,36 @@ def page() -> None:
         bar.empty()
         st.error(f"This file cannot be used: {md(exc)}")
         return
+    finally:
+        source.unlink(missing_ok=True)  # loaded or refused, the server keeps no copy of the file
     bar.progress(1.0, text="Done.")
     release_store()
     st.session_state["upload_report"] = {"file_id": upload.file_id, "report": report.to_dict(), "rejects": rejects,
                                          "scoring": scoring}
     # Rerun so the sidebar's dataset filter lists the new dataset.
     st.rerun()
+
+
+# Copies of uploads wait here between the upload and the load (DuckDB reads a file, not bytes).
+UPLOAD_DIR = Path(tempfile.gettempdir()) / "interestgeo-uploads"
+# A copy left by a session that never loaded its file is removed after this long.
+STALE_UPLOAD_S = 6 * 3600
+
+
+def upload_copy(file_id: str, name: str) -> Path:
+    """Where an upload's copy is written: a folder only this user can read, a name made of the
+    upload's id and a fixed suffix. The browser's file name never reaches the path (it could hold
+    `../`, NUL or names of other files); gzip is recognised by its content, not its name."""
+    UPLOAD_DIR.mkdir(mode=0o700, exist_ok=True)
+    now = time.time()
+    for old in UPLOAD_DIR.glob("upload-*"):
+        try:
+            if now - old.stat().st_mtime > STALE_UPLOAD_S:
+                old.unlink()
+        except OSError:  # another session removed it first
+            pass
+    safe_id = re.sub(r"[^A-Za-z0-9-]", "", str(file_id))[:64] or "file"
+    return UPLOAD_DIR / f"upload-{safe_id}{'.csv.gz' if name.lower().endswith('.gz') else '.csv'}"
 
 
 def _delete_dataset(config: Config) -> None:
