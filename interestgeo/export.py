@@ -45,6 +45,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
+from interestgeo.access import analyst_only
 from interestgeo.config import Config
 from interestgeo.text import embed_texts, text_hashes, text_model_id
 
@@ -93,6 +94,7 @@ class VectorExport:
         return {**asdict(self), "path": str(self.path)}
 
 
+@analyst_only  # the file holds user ids: a marketer config ([app] role) is refused
 def export_vectors(
     store: Store, config: Config, dataset: str, out: Path | str, *, encoder: TextEncoder | None = None
 ) -> VectorExport:

@@ -282,6 +282,10 @@ def _show_report(last: dict[str, object]) -> None:
         st.markdown("**Rejected rows** (line number in the file, reason, the raw line)")
         reasons = rejects.groupby("reason").size().rename("rows").reset_index().sort_values("rows", ascending=False)
         st.dataframe(reasons, hide_index=True, width="stretch")
+        if role(app_config()) != "analyst":
+            # a raw line is one person's event, user id and all
+            st.caption("The rejected lines themselves hold user ids: analysts see them.")
+            return
         st.dataframe(rejects.head(200), hide_index=True, width="stretch")
         csv_download(rejects, f"rejects-{report['dataset']}", label="Download all rejected rows")
 

@@ -25,7 +25,7 @@ PER_PERSON = {
     "interestgeo.analytics.user_event_positions", "interestgeo.analytics.user_profile",
     "interestgeo.analytics.user_drift", "interestgeo.analytics.next_interests",
     "interestgeo.explain.explain_user", "interestgeo.explain.explain_scored_user",
-    "interestgeo.explain.explain_command",
+    "interestgeo.explain.explain_command", "interestgeo.export.export_vectors",
 }
 
 
@@ -79,10 +79,13 @@ def test_the_cli_refuses_per_person_commands_under_a_marketer_config(database: P
     config = tmp_path / "marketer.toml"
     config.write_text('[privacy]\nk_min_users = 2\n\n[app]\nrole = "marketer"\n', encoding="utf-8")
     user = str(scored(database).events["user_id"].iloc[0])
-    for args in (["drift", "--user", user], ["explain", user]):
+    out = tmp_path / "vectors.parquet"
+    for args in (["drift", "--user", user], ["explain", user],
+                 ["export", "vectors", "--dataset", "nyc-sample", "--out", str(out)]):
         done = cli(*args, "--db", str(database), "--config", str(config))
         assert done.returncode == 2, done.stderr
         assert "analysts only" in done.stderr and user not in done.stdout
+    assert not out.exists()
 
 
 # --- the dashboard ---------------------------------------------------------------------------
@@ -126,3 +129,18 @@ def test_overview_hides_counts_of_fewer_than_k_people(marketer_env: Path) -> Non
     metrics = {m.label: m.value for m in at.metric}
     assert metrics["People"] == "fewer than 100000" and metrics["Events"] == "hidden"
     assert metrics["Events per person"] == "–"
+
+
+def test_a_marketer_sees_why_rows_were_rejected_but_not_the_lines(marketer_env: Path, tmp_path: Path) -> None:
+    from test_app import write_sample_csv
+
+    csv = write_sample_csv(tmp_path / "extra.csv", rows=40, skip=600)
+    data = csv.read_bytes() + b"secret-user,v1,Cafe X,Cafe,Food > Cafe,91.5,-73.9,2012-04-03T18:00:09Z,-240\n"
+    at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
+    at.switch_page("pages/upload.py").run()
+    at.file_uploader(key="upload_file").set_value(("extra.csv", data, "text/csv")).run()
+    at.button(key="upload_go").click().run()
+    assert_clean(at)
+    assert {m.label: m.value for m in at.metric}["Rows rejected"] == "1"
+    shown = " ".join(df.value.to_csv() for df in at.dataframe)
+    assert "secret-user" not in shown and not any("rejected" in d.label for d in at.download_button)
