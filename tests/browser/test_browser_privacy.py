@@ -1,0 +1,129 @@
+"""Privacy in a real browser: with accounts the login form is all a visitor gets, and a marketer's
+browser never receives a person's id, on any page it can reach or link to.
+
+The database is pseudonymised at load, so every user id is `p_` + 24 hex digits: a string that
+cannot occur by chance, searched for in everything the server sends (the websocket frames) and in
+the rendered page. An analyst's visit to the User page shows the same search finds them there.
+"""
+
+from __future__ import annotations
+
+import re
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from browser_helpers import RENDER_TIMEOUT_MS, VIEWPORT, go_to, start_server, wait_rendered
+from test_app import write_sample_csv
+
+from interestgeo.accounts import accounts_path, add_account
+from interestgeo.config import load_config
+from interestgeo.ingest import ingest_file
+from interestgeo.pseudonym import key_path, load_or_create_key
+from interestgeo.score import RecencySource, score_store
+from interestgeo.store import Store
+from interestgeo.text import TextEncoder, embed_texts
+
+pytestmark = pytest.mark.browser
+
+PASSWORD = "correct horse battery"
+PERSON = re.compile(rb"p_[0-9a-f]{24}")
+MARKETER_PAGES = ["Overview", "Map", "Drift", "Upload", "Model"]
+
+
+@pytest.fixture(scope="module")
+def private_server(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A server over a pseudonymised, scored database with an analyst and a marketer account."""
+    folder = tmp_path_factory.mktemp("browser-privacy")
+    config_file = folder / "interestgeo.toml"
+    config_file.write_text('[privacy]\nk_min_users = 2\n\n[app]\nwarm_up = false\n', encoding="utf-8")
+    db = folder / "private.duckdb"
+    config = load_config(config_file).with_db(db)
+    with Store.open(db, config=config) as store:
+        ingest_file(store, write_sample_csv(folder / "sample.csv", rows=600), config=config, dataset="nyc-sample",
+                    pseudonym_key=load_or_create_key(key_path(db)))
+        encoder = TextEncoder(config.text)
+        score_store(store, config, source=RecencySource(lambda t: embed_texts(store, encoder, t, warn=None)),
+                    encoder=encoder)
+    add_account(accounts_path(db), "ana", "analyst", PASSWORD)
+    add_account(accounts_path(db), "mo", "marketer", PASSWORD)
+    proc, url = start_server(db, config_file, folder / "streamlit.log")
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+
+
+def visit(browser: object, url: str) -> tuple[object, object, list[bytes]]:
+    """A fresh browser context on the app, recording every websocket frame the server sends."""
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
+    tab = context.new_page()
+    frames: list[bytes] = []
+    tab.on("websocket", lambda ws: ws.on(
+        "framereceived", lambda payload: frames.append(payload if isinstance(payload, bytes) else payload.encode())))
+    tab.goto(url)
+    tab.get_by_role("button", name="Log in").wait_for(timeout=RENDER_TIMEOUT_MS)
+    wait_rendered(tab, started=True)
+    return context, tab, frames
+
+
+def close_page_not_found(tab: object) -> None:
+    """Streamlit's "Page not found" dialog (a path outside this viewer's page list) covers the page."""
+    tab.wait_for_timeout(500)  # type: ignore[attr-defined]
+    if tab.get_by_role("dialog").count():  # type: ignore[attr-defined]
+        tab.keyboard.press("Escape")  # type: ignore[attr-defined]
+        tab.get_by_role("dialog").wait_for(state="detached", timeout=10_000)  # type: ignore[attr-defined]
+
+
+def log_in(tab: object, name: str) -> None:
+    tab.get_by_label("Account", exact=True).fill(name)  # type: ignore[attr-defined]
+    tab.get_by_label("Password", exact=True).fill(PASSWORD)  # type: ignore[attr-defined]
+    tab.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
+    tab.wait_for_selector('h1:has-text("Overview")', timeout=RENDER_TIMEOUT_MS)  # type: ignore[attr-defined]
+    wait_rendered(tab, started=True)
+
+
+def test_the_login_form_is_all_a_visitor_gets(browser: object, private_server: str) -> None:
+    context, tab, frames = visit(browser, private_server)
+    try:
+        assert tab.locator('[data-testid="stSidebarNavLink"]').count() == 0  # type: ignore[attr-defined]
+        assert tab.locator("h1", has_text="Overview").count() == 0  # type: ignore[attr-defined]
+        tab.goto(f"{private_server}/user")  # type: ignore[attr-defined]
+        tab.get_by_role("button", name="Log in").wait_for(timeout=RENDER_TIMEOUT_MS)  # type: ignore[attr-defined]
+        assert not PERSON.search(b"".join(frames))
+    finally:
+        context.close()
+
+
+def test_a_marketers_browser_never_receives_a_persons_id(browser: object, private_server: str) -> None:
+    context, tab, frames = visit(browser, private_server)
+    try:
+        log_in(tab, "mo")
+        links = tab.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()  # type: ignore[attr-defined]
+        assert "User" not in " ".join(links) and "Map" in " ".join(links)
+        for title in MARKETER_PAGES:
+            go_to(tab, title)
+            assert tab.locator('[data-testid="stException"]').count() == 0, title  # type: ignore[attr-defined]
+        tab.goto(f"{private_server}/user")  # type: ignore[attr-defined]  # a new session: log in again
+        tab.get_by_role("button", name="Log in").wait_for(timeout=RENDER_TIMEOUT_MS)  # type: ignore[attr-defined]
+        close_page_not_found(tab)
+        log_in(tab, "mo")
+        close_page_not_found(tab)  # the User page is not in a marketer's list either
+        assert tab.locator("h1", has_text="Overview").count() == 1  # type: ignore[attr-defined]
+        assert not PERSON.search(b"".join(frames))
+        assert not PERSON.search(tab.content().encode())  # type: ignore[attr-defined]
+    finally:
+        context.close()
+    # the search can fail: an analyst's User page sends the ids
+    context, tab, frames = visit(browser, private_server)
+    try:
+        log_in(tab, "ana")
+        go_to(tab, "User")
+        assert PERSON.search(b"".join(frames))
+    finally:
+        context.close()
