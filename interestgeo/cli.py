@@ -24,7 +24,7 @@ from typing import Any
 import duckdb
 
 from interestgeo.access import AccessDenied, declare_viewer
-from interestgeo.cli_admin import add_datasets_parser, add_users_parser
+from interestgeo.cli_admin import add_audit_parser, add_datasets_parser, add_users_parser
 from interestgeo.config import Config, load_config
 from interestgeo.ingest import IngestError, IngestReport, detect_columns, ingest_file
 from interestgeo.store import Store
@@ -553,7 +553,7 @@ SUBCOMMANDS: list[tuple[str, Callable[[argparse._SubParsersAction], None]]] = [
     ("export", _add_export_parser),
 ]
 # Administration: who may see the data (interestgeo/cli_admin.py).
-SUBCOMMANDS += [("users", add_users_parser), ("datasets", add_datasets_parser)]
+SUBCOMMANDS += [("users", add_users_parser), ("datasets", add_datasets_parser), ("audit", add_audit_parser)]
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -1,5 +1,6 @@
 """The CLI's administration commands: `interestgeo users ...` (dashboard accounts) and
-`interestgeo datasets [delete NAME]` (what is loaded, and removing it with everything derived).
+`interestgeo datasets [delete NAME]` (what is loaded, and removing it with everything derived) and
+`interestgeo audit` (who logged in and who looked at whom).
 
 Why a module of its own: these commands manage who may see the data rather than analyse it, and
 keeping them apart keeps `cli.py` about the analysis. They register in `cli.SUBCOMMANDS` like
@@ -22,7 +23,7 @@ from pathlib import Path
 from interestgeo.accounts import AccountsError, accounts_path, add_account, load_accounts, remove_account, set_password
 from interestgeo.config import load_config
 
-__all__ = ["add_datasets_parser", "add_users_parser", "read_password"]
+__all__ = ["add_audit_parser", "add_datasets_parser", "add_users_parser", "read_password"]
 
 EXIT_OK = 0
 
@@ -154,4 +155,31 @@ def _run_datasets(args: argparse.Namespace) -> int:
     else:
         print(f"deleted dataset {args.name!r}: {result['events']:,} events, {result['rejects']:,} rejected rows and "
               "everything derived from them (checkpoints are kept: retrain to forget it there too)")
+    return EXIT_OK
+
+
+def add_audit_parser(subparsers: argparse._SubParsersAction) -> None:
+    parser = subparsers.add_parser(
+        "audit", help="the audit log: logins, failed logins, persons viewed, datasets deleted",
+        description="Print <database>.audit.jsonl: one line per login, failed or refused login, logout, person "
+        "viewed on the User page and dataset deleted, with the account and the UTC time.",
+    )
+    parser.add_argument("--last", type=int, default=50, metavar="N", help="the last N entries (default 50; 0: all)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    _add_common(parser)
+    parser.set_defaults(handler=_run_audit)
+
+
+def _run_audit(args: argparse.Namespace) -> int:
+    from interestgeo.audit import audit_path, read_audit
+
+    entries = read_audit(audit_path(_db_path(args)), last=max(args.last, 0) or None)
+    if args.json:
+        print(json.dumps({"entries": entries}, ensure_ascii=False))
+        return EXIT_OK
+    if not entries:
+        print("the audit log is empty")
+    for e in entries:
+        detail = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("at", "event", "account"))
+        print(f"{e['at']}  {e['event']:<15} {e.get('account') or '-':<20} {detail}".rstrip())
     return EXIT_OK

@@ -100,6 +100,8 @@ def test_the_datasets_command_lists_and_deletes(two_datasets: Path, tmp_path: Pa
     missing = cli("datasets", "delete", "b", "--db", str(db))
     assert missing.returncode == 2 and "no dataset named 'b'" in missing.stderr
     assert [(e["event"], e["dataset"], e["via"]) for e in read_audit(audit_path(db))] == [("dataset_deleted", "b", "cli")]
+    log = cli("audit", "--db", str(db))
+    assert log.returncode == 0 and "dataset_deleted" in log.stdout and "dataset=b via=cli" in log.stdout
 
 
 @pytest.fixture
