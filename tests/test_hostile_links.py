@@ -70,6 +70,20 @@ def test_a_hostile_value_in_every_parameter_shows_no_error_on_any_page(scored_en
         assert at.title, page  # the page itself rendered, not only the frame
 
 
+# Each parameter alone (so no other bad value masks it), on the page that reads it.
+PAGE_OF = {"map_mode": "pages/map.py", "map_res": "pages/map.py", "map_window": "pages/map.py", "q": "pages/map.py",
+           "count_window": "pages/map.py", "count_res": "pages/map.py", "drift_window": "pages/drift.py",
+           "drift_vs": "pages/drift.py"}
+
+
+@pytest.mark.parametrize("param", PARAMS)
+def test_each_parameter_alone_with_the_worst_values_shows_no_error(scored_env: Path, param: str) -> None:
+    for name in ("too-big-number", "html", "huge", "unicode"):
+        at = open_link(PAGE_OF.get(param, PAGES[0]), {param: HOSTILE[name]})
+        assert_clean(at)
+        assert at.title, (param, name)
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_parse_cells_never_raises_and_keeps_only_valid_cells(text: str) -> None:
