@@ -9,7 +9,10 @@ vectors (what the interest model adds to the shares' own history).
 It only reads the database (default data/interestgeo.duckdb, as `make run` leaves it; it must be
 scored). Several databases can be given (e.g. a scored copy of ../shared/data/gowalla_nyc).
 
-    .venv/bin/python benchmarks/bench_forecast.py [--db PATH ...] [--repeats 5] [--windows week day]
+    .venv/bin/python benchmarks/bench_forecast.py [--db PATH ...] [--repeats 5] [--windows week day] [--ets]
+
+`--ets` also fits statsmodels' damped-trend ETS per region, topic and origin (when statsmodels is
+installed; the product does not need it) and scores it on the same backtest rows.
 """
 
 from __future__ import annotations
@@ -49,6 +52,39 @@ def seconds(fn, repeats: int) -> tuple[float, float]:  # type: ignore[no-untyped
     return first, statistics.median(times)
 
 
+def ets_mae(result: fc.Forecast) -> tuple[float, float, int] | None:
+    """statsmodels' damped-trend Holt-Winters ETS, one maximum-likelihood fit per region, topic and
+    origin on the region's observed shares up to the origin, scored on the backtest's own rows:
+    (its MAE, the forecast's MAE on the same rows, rows). None without statsmodels (not a dependency:
+    the product does not use it, see forecast.py's docstring)."""
+    try:
+        from statsmodels.tsa.holtwinters import ExponentialSmoothing
+    except ImportError:
+        return None
+    import warnings
+
+    histories = {r.label: r.history for r in result.regions}
+    rows = result.backtest.forecasts
+    rows = rows[rows["region"].isin(histories)]
+    predictions = np.full(len(rows), np.nan)
+    position = {key: i for i, key in enumerate(zip(rows["region"], rows["topic"], rows["origin"], rows["horizon"]))}
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        for (region, topic, origin), _ in rows.groupby(["region", "topic", "origin"], sort=False):
+            history = histories[region]
+            y = history[(history["topic"] == topic) & (history["window_start"] <= origin)]["share"].to_numpy()
+            model = ExponentialSmoothing(y, trend="add", damped_trend=True).fit()
+            # gaps are left out of the fitted series, so h steps ahead is h observed windows ahead
+            for h, value in enumerate(model.forecast(result.horizon), start=1):
+                i = position.get((region, topic, origin, h))
+                if i is not None:
+                    predictions[i] = value
+    ok = ~np.isnan(predictions)
+    actual = rows["actual"].to_numpy()[ok]
+    return (float(np.mean(np.abs(predictions[ok] - actual))), float(np.mean(np.abs(rows["model"].to_numpy()[ok] - actual))),
+            int(ok.sum()))
+
+
 def table(result: fc.Forecast, ablation: fc.Forecast | None) -> list[str]:
     rows = [f"  {'method':<22}{'MAE (pts)':>10}{'precision':>11}{'recall':>8}{'F1':>7}{'AUC':>7}{'coverage':>10}"]
     scores = dict(result.backtest.scores)
@@ -62,7 +98,7 @@ def table(result: fc.Forecast, ablation: fc.Forecast | None) -> list[str]:
     return rows
 
 
-def bench(db: Path, windows: list[str], repeats: int) -> bool:
+def bench(db: Path, windows: list[str], repeats: int, ets: bool) -> bool:
     config = load_config().with_db(db)
     with Store.open(db, config=config, read_only=True) as store:
         start = time.perf_counter()
@@ -100,6 +136,15 @@ def bench(db: Path, windows: list[str], repeats: int) -> bool:
               f"{bt.scores['model'].forecasts:,} share forecasts; a rise is +{100 * bt.rise_threshold:.0f} pts or more")
         print("\n".join(table(result, ablation)))
         print("  weights at the last origin:\n" + result.weights.round(3).to_string(index=False))
+        if ets and window == "week":
+            start = time.perf_counter()
+            ets = ets_mae(result)
+            if ets is None:
+                print("  statsmodels ETS: not installed, skipped")
+            else:
+                print(f"  statsmodels ETS (damped Holt, one fit per region x topic x origin, "
+                      f"{time.perf_counter() - start:.1f} s): MAE {100 * ets[0]:.2f} pts vs the forecast's "
+                      f"{100 * ets[1]:.2f} on the same {ets[2]:,} rows")
         model = bt.scores["model"]
         beats = bt.beats_baselines
         f1_ok = model.f1_rising > bt.scores["persistence"].f1_rising
@@ -115,9 +160,11 @@ def main() -> int:
     parser.add_argument("--db", type=Path, action="append", default=None, help="scored database (repeatable)")
     parser.add_argument("--windows", nargs="+", default=["week", "day"], choices=list(fc.FORECAST_WINDOWS))
     parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--ets", action="store_true",
+                        help="also score statsmodels' ETS per series on the weekly backtest (minutes: thousands of fits)")
     args = parser.parse_args()
     print(f"load before: {uptime()}")
-    ok = all([bench(db, args.windows, args.repeats) for db in (args.db or [ROOT / "data" / "interestgeo.duckdb"])])
+    ok = all([bench(db, args.windows, args.repeats, args.ets) for db in (args.db or [ROOT / "data" / "interestgeo.duckdb"])])
     print(f"\nload after: {uptime()}")
     return 0 if ok else 1
 
