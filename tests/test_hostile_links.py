@@ -84,6 +84,15 @@ def test_each_parameter_alone_with_the_worst_values_shows_no_error(scored_env: P
         assert at.title, (param, name)
 
 
+def test_a_hostile_free_text_query_is_scored_as_text(scored_env: Path) -> None:
+    """`q` is only read in the query mode: there it reaches the language model, as plain text."""
+    for name in ("sql", "html", "huge", "unicode", "markdown-image"):
+        at = open_link("pages/map.py", {"map_mode": "Free-text query", "q": HOSTILE[name][:5000]})
+        assert_clean(at)
+        value = at.text_input(key="q").value
+        assert value and HOSTILE[name].startswith(value)  # the box may cut it to its length limit
+
+
 @settings(max_examples=300, deadline=None)
 @given(st.text(max_size=200))
 def test_parse_cells_never_raises_and_keeps_only_valid_cells(text: str) -> None:
