@@ -222,9 +222,10 @@ class _Series:
     dow: np.ndarray  # (W,) weekday of each window start (0 = Monday)
     k: int
 
-    def subset(self, regions: np.ndarray) -> _Series:
-        """The same windows for some regions (positions)."""
-        return _Series(self.shares[regions], self.people[regions], self.users[regions], self.starts, self.dow, self.k)
+    @property
+    def observed(self) -> np.ndarray:
+        """(R, W) bool: the windows with at least k people."""
+        return ~np.isnan(self.shares[:, :, 0])
 
 
 def _grid(scored: ScoredEvents, idx: np.ndarray, window: str) -> tuple[int, int]:
@@ -234,7 +235,13 @@ def _grid(scored: ScoredEvents, idx: np.ndarray, window: str) -> tuple[int, int]
     return first, (last - first) // _STEP_DAYS[window] + 1
 
 
-def _series(scored: ScoredEvents, specs: list[RegionSpec], window: str, grid: tuple[int, int], k: int) -> _Series:
+def _series(
+    scored: ScoredEvents, specs: list[RegionSpec], window: str, grid: tuple[int, int], k: int, min_windows: int
+) -> tuple[_Series, np.ndarray, np.ndarray]:
+    """(the series of the candidate regions, people per region x window for every region (R, W),
+    the candidates' positions in `specs`). Candidates have at least `min_windows` windows of k
+    people: no other region can be forecast at any origin, so only theirs are kept (the Map's
+    finest cells by day would otherwise hold a share array per cell x day x topic)."""
     first, n_windows = grid
     n_regions, n_topics = len(specs), len(scored.topics)
     positions = np.concatenate([s.positions for s in specs]).astype(np.int64)
@@ -242,9 +249,10 @@ def _series(scored: ScoredEvents, specs: list[RegionSpec], window: str, grid: tu
     w = (scored.window_keys(window)[positions] - first) // _STEP_DAYS[window]
     inside = (w >= 0) & (w < n_windows)
     positions, region, w = positions[inside], region[inside], w[inside]
-    shares = np.full((n_regions, n_windows, n_topics), np.nan)
-    people = np.full((n_regions, n_windows, n_topics), np.nan)
-    users = np.zeros((n_regions, n_windows), dtype=np.int64)
+    users_all = np.zeros((n_regions, n_windows), dtype=np.int64)
+    candidates = np.zeros(0, dtype=np.int64)
+    shares = np.full((0, n_windows, n_topics), np.nan)
+    people = shares.copy()
     if len(positions):
         groups = _group(scored, positions, region * n_windows + w)
         probs = scored.topic_probs[positions]
@@ -259,12 +267,19 @@ def _series(scored: ScoredEvents, specs: list[RegionSpec], window: str, grid: tu
              for t in range(n_topics)], axis=1,
         ) / groups.users[:, None]
         g_region, g_window = groups.keys // n_windows, groups.keys % n_windows
-        users[g_region, g_window] = groups.users
+        users_all[g_region, g_window] = groups.users
         visible = groups.users >= k
-        shares[g_region[visible], g_window[visible]] = group_shares[visible]
-        people[g_region[visible], g_window[visible]] = group_people[visible]
+        candidates = np.flatnonzero(np.bincount(g_region[visible], minlength=n_regions) >= min_windows)
+        slot = np.full(n_regions, -1)
+        slot[candidates] = np.arange(len(candidates))
+        keep = visible & (slot[g_region] >= 0)
+        shares = np.full((len(candidates), n_windows, n_topics), np.nan)
+        people = shares.copy()
+        shares[slot[g_region[keep]], g_window[keep]] = group_shares[keep]
+        people[slot[g_region[keep]], g_window[keep]] = group_people[keep]
     keys = first + _STEP_DAYS[window] * np.arange(n_windows, dtype=np.int64)
-    return _Series(shares, people, users, window_starts(keys, window), (keys + 3) % 7, k)
+    series = _Series(shares, people, users_all[candidates], window_starts(keys, window), (keys + 3) % 7, k)
+    return series, users_all, candidates
 
 
 # --------------------------------------------------------------------------------------------
@@ -410,12 +425,14 @@ def _predict(stack: np.ndarray, anchor: np.ndarray, weights: np.ndarray, s: int)
     return np.where(total > 0, raw / np.where(total > 0, total, 1.0), anchor[:, s])
 
 
-def _eligible(series: _Series, upto: int, min_windows: int, max_stale: int) -> tuple[np.ndarray, list[str | None]]:
-    """(R,) bool: regions with enough observed windows up to `upto`, recent enough; and each one's reason if not."""
-    observed = ~np.isnan(series.shares[:, :upto + 1, 0])
+def _eligible(
+    observed: np.ndarray, starts: np.ndarray, k: int, upto: int, min_windows: int, max_stale: int
+) -> tuple[np.ndarray, list[str | None]]:
+    """(R,) bool: regions (observed: (R, W) windows with k people) with enough observed windows up
+    to `upto`, recent enough; and each one's reason if not."""
+    observed = observed[:, :upto + 1]
     counts = observed.sum(axis=1)
     last = np.where(observed.any(axis=1), upto - np.argmax(observed[:, ::-1], axis=1), -1)
-    k = series.k
     reasons: list[str | None] = []
     for n, at in zip(counts, last, strict=True):
         if n == 0:
@@ -424,7 +441,7 @@ def _eligible(series: _Series, upto: int, min_windows: int, max_stale: int) -> t
             reasons.append(f"only {n} window(s) with at least {k} people; a forecast needs {min_windows}")
         elif at < upto - max_stale + 1:
             reasons.append(f"no window with at least {k} people in the last {max_stale}; "
-                           f"the last was {pd.Timestamp(series.starts[at]).date()}")
+                           f"the last was {pd.Timestamp(starts[at]).date()}")
         else:
             reasons.append(None)
     return np.array([r is None for r in reasons], dtype=bool), reasons
@@ -468,7 +485,8 @@ def _backtest(
     n_regions = len(specs)
     parts: list[dict[str, np.ndarray]] = []
     for t in origins:
-        ok_regions, _ = _eligible(series, t, cfg.min_windows, cfg.max_stale_windows)
+        ok_regions, _ = _eligible(series.observed, series.starts, series.k, t, cfg.min_windows,
+                                  cfg.max_stale_windows)
         for h in range(1, min(horizon, last - t) + 1):
             weights, q = _fit(stacks[h], series.shares, feats.anchor, feats.noise, h, t, cfg.interval, ok_regions)
             pred = _predict(stacks[h], feats.anchor, weights, t)  # (R, T)
@@ -546,21 +564,18 @@ def forecast_regions(
                                                     if s.kind != "cell"],
                         sum(s.kind == "cell" for s in specs), None, pd.DataFrame(), k, cfg.rise_threshold)
     grid = _grid(scored, scope, window)
-    every = _series(scored, specs, window, grid, k)
+    series, users, candidates = _series(scored, specs, window, grid, k, cfg.min_windows)
     last = grid[1] - 1
-    origin = pd.Timestamp(every.starts[last])
-    observed = ~np.isnan(every.shares[:, :, 0])  # (R, W)
-    eligible, reasons = _eligible(every, last, cfg.min_windows, cfg.max_stale_windows)
-    # only regions with enough windows by the end can be forecast at any origin: the rest are not computed
-    candidates = np.flatnonzero(observed.sum(axis=1) >= cfg.min_windows)
+    origin = pd.Timestamp(series.starts[last])
+    observed = users >= k  # (R, W) for every region
+    eligible, reasons = _eligible(observed, series.starts, k, last, cfg.min_windows, cfg.max_stale_windows)
     skipped = [Skipped(spec.label, spec.kind, str(reasons[r])) for r, spec in enumerate(specs)
                if not eligible[r] and (spec.kind != "cell" or observed[r].any())]
     hidden_regions = sum(1 for r, spec in enumerate(specs) if spec.kind == "cell" and not observed[r].any())
     if len(candidates) == 0:
         return Forecast(window, horizon, origin, [], skipped, hidden_regions, None, pd.DataFrame(), k,
                         cfg.rise_threshold)
-    series = every.subset(candidates)
-    specs = [specs[r] for r in candidates]
+    specs = [specs[r] for r in candidates]  # from here on, the candidates only
     ma = cfg.moving_average_weeks if window == "week" else cfg.moving_average_days
     feats = _features(series, window, cfg.halflife_windows, ma, cfg.trend_windows)
     stacks = {h: _feature_stack(feats, h, series.dow) for h in range(1, horizon + 1)}
