@@ -163,8 +163,14 @@ def main() -> int:
     parser.add_argument("--ets", action="store_true",
                         help="also score statsmodels' ETS per series on the weekly backtest (minutes: thousands of fits)")
     args = parser.parse_args()
+    databases = args.db or [ROOT / "data" / "interestgeo.duckdb"]
+    missing = [str(db) for db in databases if not db.exists()]
+    if missing:
+        print(f"no database at {', '.join(missing)}: run `make run` (or `interestgeo demo`) first, or pass --db",
+              file=sys.stderr)
+        return 2
     print(f"load before: {uptime()}")
-    ok = all([bench(db, args.windows, args.repeats, args.ets) for db in (args.db or [ROOT / "data" / "interestgeo.duckdb"])])
+    ok = all([bench(db, args.windows, args.repeats, args.ets) for db in databases])
     print(f"\nload after: {uptime()}")
     return 0 if ok else 1
 
