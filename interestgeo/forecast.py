@@ -22,10 +22,12 @@ sum of what several forecasters expect on top of it:
 The weights are non-negative least squares (scipy's `nnls`) fitted per horizon on every
 (region, topic, window) pair *before* the forecast's origin, pooled across regions: a global
 model, so a thin neighbourhood borrows its weights from the whole city. Why not one statsmodels
-ETS per series: 10 topics x ~100 regions x 8 backtest origins are 8,000 maximum-likelihood fits
-(3-10 ms each, measured) where the target is 2 s for every region, most regions' series are
-too short and gappy to fit alone (statsmodels' Holt-Winters refuses gaps), and a per-series ETS
-cannot use the people's interest vectors. The smoothing itself is pandas', not hand-written.
+ETS per series: 10 topics x ~40 regions x 8 backtest origins are thousands of maximum-likelihood
+fits (3-10 ms each on an idle core; the demo's 3,000 took 278 s on 2 busy ones) where the target
+is 2 s for every region; most regions' series are too short and gappy to fit alone (statsmodels'
+Holt-Winters refuses gaps); a per-series ETS cannot use the people's interest vectors; and on the
+demo's weekly backtest a damped-trend ETS per series scored worse (MAE 2.74 points against 2.66;
+`benchmarks/bench_forecast.py --ets`). The smoothing itself is pandas', not hand-written.
 Intervals are empirical: the pooled fit's residuals, scaled by each series' window-to-window
 noise, give the quantile for `forecast.interval` coverage.
 
