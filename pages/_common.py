@@ -927,9 +927,14 @@ def login_gate(config: Config) -> str | None:
     def log_in() -> None:
         _login_form(config)
 
-    # a page list of its own, hidden: without st.navigation Streamlit would list the pages/ files
-    # in the sidebar, and any other address falls back to this one page
-    st.navigation([st.Page(log_in, title="Log in", url_path="login", default=True)], position="hidden").run()
+    # A page list of its own, hidden (without st.navigation Streamlit would list the pages/ files
+    # in the sidebar): the login form at every page's address. A shared link such as /drift?...
+    # then shows the form instead of "page not found", and after the login Streamlit runs the
+    # page of that address (a page's identity is the hash of its URL path), or the Overview when
+    # this viewer's list has no such page.
+    paths = sorted(p.stem for p in Path(__file__).parent.glob("*.py") if not p.stem.startswith("_"))
+    st.navigation([st.Page(log_in, title="Log in", url_path="login", default=True),
+                   *(st.Page(log_in, title="Log in", url_path=path) for path in paths)], position="hidden").run()
     st.stop()
     return None  # not reached
 

@@ -72,19 +72,17 @@ def visit(browser: object, url: str) -> tuple[object, object, list[bytes]]:
     return context, tab, frames
 
 
-def close_page_not_found(tab: object) -> None:
-    """Streamlit's "Page not found" dialog (a path outside this viewer's page list) covers the page."""
+def assert_no_page_not_found(tab: object) -> None:
+    """No "Page not found" dialog (it would cover the login form and say which pages exist)."""
     tab.wait_for_timeout(500)  # type: ignore[attr-defined]
-    if tab.get_by_role("dialog").count():  # type: ignore[attr-defined]
-        tab.keyboard.press("Escape")  # type: ignore[attr-defined]
-        tab.get_by_role("dialog").wait_for(state="detached", timeout=10_000)  # type: ignore[attr-defined]
+    assert tab.get_by_role("dialog").count() == 0  # type: ignore[attr-defined]
 
 
-def log_in(tab: object, name: str) -> None:
+def log_in(tab: object, name: str, lands_on: str = "Overview") -> None:
     tab.get_by_label("Account", exact=True).fill(name)  # type: ignore[attr-defined]
     tab.get_by_label("Password", exact=True).fill(PASSWORD)  # type: ignore[attr-defined]
     tab.get_by_role("button", name="Log in").click()  # type: ignore[attr-defined]
-    tab.wait_for_selector('h1:has-text("Overview")', timeout=RENDER_TIMEOUT_MS)  # type: ignore[attr-defined]
+    tab.wait_for_selector(f'h1:has-text("{lands_on}")', timeout=RENDER_TIMEOUT_MS)  # type: ignore[attr-defined]
     wait_rendered(tab, started=True)
 
 
@@ -95,7 +93,19 @@ def test_the_login_form_is_all_a_visitor_gets(browser: object, private_server: s
         assert tab.locator("h1", has_text="Overview").count() == 0  # type: ignore[attr-defined]
         tab.goto(f"{private_server}/user")  # type: ignore[attr-defined]
         tab.get_by_role("button", name="Log in").wait_for(timeout=RENDER_TIMEOUT_MS)  # type: ignore[attr-defined]
+        assert_no_page_not_found(tab)
         assert not PERSON.search(b"".join(frames))
+    finally:
+        context.close()
+
+
+def test_a_shared_link_opens_its_page_and_filters_after_the_login(browser: object, private_server: str) -> None:
+    context, tab, _ = visit(browser, f"{private_server}/drift?hours=6&hours=20")
+    try:
+        assert_no_page_not_found(tab)
+        log_in(tab, "ana", lands_on="Drift")
+        caption = tab.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()  # type: ignore[attr-defined]
+        assert "06:00–20:59" in caption
     finally:
         context.close()
 
@@ -111,10 +121,8 @@ def test_a_marketers_browser_never_receives_a_persons_id(browser: object, privat
             assert tab.locator('[data-testid="stException"]').count() == 0, title  # type: ignore[attr-defined]
         tab.goto(f"{private_server}/user")  # type: ignore[attr-defined]  # a new session: log in again
         tab.get_by_role("button", name="Log in").wait_for(timeout=RENDER_TIMEOUT_MS)  # type: ignore[attr-defined]
-        close_page_not_found(tab)
-        log_in(tab, "mo")
-        close_page_not_found(tab)  # the User page is not in a marketer's list either
-        assert tab.locator("h1", has_text="Overview").count() == 1  # type: ignore[attr-defined]
+        assert_no_page_not_found(tab)
+        log_in(tab, "mo")  # the User page is not in a marketer's list: the Overview
         assert not PERSON.search(b"".join(frames))
         assert not PERSON.search(tab.content().encode())  # type: ignore[attr-defined]
     finally:
