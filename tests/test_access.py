@@ -107,18 +107,24 @@ def test_a_marketer_has_no_user_page_and_a_user_link_shows_no_person(marketer_en
 
 
 def test_the_per_person_calls_refuse_a_marketer_session_even_when_cached(marketer_env: Path) -> None:
+    """The role comes from the secrets here, so both sessions share one config and one cache key:
+    the analyst's run fills the cache, and the marketer's is still refused."""
     script = (
         "import streamlit as st\n"
         "from pages import _common as ui\n"
         "config = ui.app_config()\n"
         "try:\n"
-        "    ui.list_users(ui.db_path(config), ui.config_key(config), None)\n"
+        "    st.write(f'{len(ui.list_users(ui.db_path(config), ui.config_key(config), None))} people')\n"
         "except Exception as exc:\n"
         "    st.write(type(exc).__name__)\n"
     )
-    at = AppTest.from_string(script, default_timeout=TIMEOUT)
-    at.run()
-    assert [m.value for m in at.markdown] == ["AccessDenied"]
+    results = []
+    for role in ("analyst", "marketer"):
+        at = AppTest.from_string(script, default_timeout=TIMEOUT)
+        at.secrets["role"] = role
+        results.append([m.value for m in at.run().markdown])
+    assert results[0][0].endswith(" people") and results[0][0] != "0 people"
+    assert results[1] == ["AccessDenied"]
 
 
 def test_overview_hides_counts_of_fewer_than_k_people(marketer_env: Path) -> None:
