@@ -34,6 +34,7 @@ def _db_path(args: argparse.Namespace) -> Path:
 
 
 def _add_common(parser: argparse.ArgumentParser) -> None:
+    # cli._add_common's options, repeated: cli.py imports this module to register its commands
     parser.add_argument("--db", type=Path, default=None, help="DuckDB file (default: config store.path)")
     parser.add_argument("--config", type=Path, default=None, help="TOML config file")
 
