@@ -141,9 +141,10 @@ def main() -> int:
                 results["full_score_cpu_s_per_1000"] = 1000 * (time.process_time() - cpu) / report.events
                 print(f"full score: {report.events:,} events in {report.elapsed_s:.1f} s "
                       f"({report.events / report.elapsed_s:,.0f} events/s for the whole run), vectors {report.source}")
-                if report.history_calibration:
-                    results["history_weight_mrr"] = report.history_calibration
-                    print("next-event MRR by history weight:", report.history_calibration)
+                if report.calibrations:
+                    results["calibrations"] = {k: c.to_dict() for k, c in report.calibrations.items()}
+                    for line in report.quality_lines():
+                        print(line)
         # reopened, as after `interestgeo score` exits: closing writes the full score's log into the
         # database file, which the next commit on the same connection would otherwise do (seconds)
         with Store.open(db, config=config) as store:

@@ -990,8 +990,16 @@ def next_interests(
     at: datetime | None = None,
     place: tuple[float, float] | None = None,
     k: int = 10,
+    venue_model: Callable[[pd.DataFrame, int], pd.DataFrame] | None = None,
 ) -> NextInterests:
     """Top-k next topics and venues for a user at a time, optionally near a place (lat, lon).
+
+    With `venue_model(the user's events up to then, n) -> its top-n venues with a `probability``
+    (the trained model's own next-venue distribution: InterestScorer.next_venues), venues are
+    ranked by it: the model's pointer, counts, transitions and distances, not text alone, so a
+    chain's branches do not tie. Near a place, the probabilities are those of the venues within
+    the radius, renormalised to sum to 1 there. Without it (no trained model) venues are ranked
+    by text similarity as follows.
 
     The user's interest vector right after their last event at or before `at` is dotted with
     each topic and each venue's text embedding (the model is trained so that this dot product
@@ -1003,6 +1011,16 @@ def next_interests(
     """
     profile = user_profile(scored, dataset_id, user_id, at)
     topics = profile.shares.rename(columns={"share": "score"}).head(k)
+    if venue_model is not None:
+        ev = scored.events
+        mine = ev[(ev["dataset_id"] == dataset_id) & (ev["user_id"].astype(str) == str(user_id))]
+        mine = mine[mine["ts"] <= profile.at] if profile.at is not None else mine
+        venues = venue_model(mine.reset_index(drop=True), k if place is None else 50 * k)
+        if place is not None:
+            venues = venues.assign(distance_km=_haversine_km(venues["lat"].to_numpy(), venues["lon"].to_numpy(), *place))
+            venues = venues[venues["distance_km"] <= scored.config.analytics.next_radius_km].head(k)
+            venues = venues.assign(probability=venues["probability"] / max(venues["probability"].sum(), 1e-12))
+        return NextInterests(topics.reset_index(drop=True), venues.reset_index(drop=True), profile.at)
     if scored.venues is None:
         raise LookupError("venues are not loaded: load the scored events with a text encoder")
     frame = scored.venues.frame.copy()

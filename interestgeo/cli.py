@@ -148,12 +148,14 @@ def format_report(report: IngestReport) -> str:
 
 def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
-        "demo", help="prepare the NYC demo: load, train and score what is missing",
+        "demo", help="prepare the NYC demo: load, register the shipped model and score what is missing",
         description=f"Load {DEMO_FILE.name} (Foursquare NYC check-ins, TSMC2014) as dataset {DEMO_DATASET!r}, "
-        "train the interest model if no checkpoint exists, and score events that have no interest vectors yet. "
-        "Each step is skipped when already done, so `make run` is fast after the first time.",
+        "register the pretrained model shipped in data/model when the store has no usable checkpoint (train one "
+        "when it is missing), and score events that have no interest vectors yet. Each step is skipped when "
+        "already done, so `make run` is fast after the first time.",
     )
     _add_common(parser)
+    parser.add_argument("--load-only", action="store_true", help="only load the demo data (e.g. to train a model on it)")
     parser.set_defaults(handler=_run_demo)
 
 
@@ -175,23 +177,35 @@ def load_demo(store: Store, config: Config) -> IngestReport | None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from interestgeo.score import fill_missing_similarities, score_command
-    from interestgeo.train import run_train_command
+    from interestgeo.train import SHIPPED_MODEL_DIR, has_usable_checkpoint, register_checkpoint, run_train_command
 
     config = _config(args)
     with _open_store(config) as store:
         report = load_demo(store, config)
-        trained = store.checkpoint(name="model") is not None
+        trained = has_usable_checkpoint(store)
+        shipped = None
+        if not trained and not args.load_only and (SHIPPED_MODEL_DIR / "model.safetensors").exists():
+            shipped = register_checkpoint(store, SHIPPED_MODEL_DIR)
     if report is None:
         print(f"demo data already loaded (dataset {DEMO_DATASET!r} in {config.store.path})")
     else:
         print(format_report(report))
-    if not trained:
-        # Once per database: the full training run (early stopping on validation), ~10-15 min on 2 cores.
+    if args.load_only:
+        return EXIT_OK
+    if shipped is not None:
+        print(f"registered the pretrained model shipped in {SHIPPED_MODEL_DIR} as checkpoint #{shipped}")
+    elif not trained:
+        # Only without the shipped model: the full training run (early stopping), ~10-15 min on 2 cores.
         print("training the interest model on the demo data (once; about 10-15 minutes on 2 CPU cores)", flush=True)
         run_train_command(config, epochs=None, seed=None, ablations=False, error=CliError)
     with _open_store(config) as store:
         unscored_users = len(store.unscored_events())
-    if unscored_users:
+    if shipped is not None:  # every vector from the newly registered model (older ones came from another)
+        print("scoring every event with the pretrained model", flush=True)
+        with _open_store(config) as store:
+            _payload, text = score_command(store, config)
+        print(text)
+    elif unscored_users:
         print(f"scoring the events of {unscored_users:,} users with the trained model", flush=True)
         with _open_store(config) as store:
             _payload, text = score_command(store, config, since="new" if trained else None)
@@ -448,6 +462,10 @@ def _add_evaluate_parser(subparsers: argparse._SubParsersAction) -> None:
     parser.add_argument("--json", action="store_true", help="print one JSON object {task: {scorer: metrics}}")
     parser.add_argument("--checkpoint", type=int, default=None, metavar="ID", help="model checkpoint (default: newest)")
     parser.add_argument("--part", choices=("test", "val"), default="test", help="samples to evaluate (default: test)")
+    parser.add_argument(
+        "--dataset", default=None, metavar="NAME",
+        help="that dataset alone, on its own split: the model zero-shot (or adapted) beside baselines fitted on it",
+    )
     parser.set_defaults(handler=_run_evaluate)
 
 
@@ -457,7 +475,7 @@ def _run_evaluate(args: argparse.Namespace) -> int:
     config = _config(args)
     try:
         with _open_store(config) as store:
-            run = run_evaluation(store, config, checkpoint_id=args.checkpoint, part=args.part)
+            run = run_evaluation(store, config, checkpoint_id=args.checkpoint, part=args.part, dataset=args.dataset)
     except EvaluationError as exc:
         raise CliError(str(exc)) from None
     if args.json:
@@ -485,13 +503,27 @@ def _add_train_parser(subparsers: argparse._SubParsersAction) -> None:
         "--ablations", action="store_true",
         help="instead, train the ablations (ID-only SASRec, no text, no space-time, no copy) for `evaluate`",
     )
+    parser.add_argument("--dataset", default=None, metavar="NAME", help="train on this dataset's events only")
+    parser.add_argument(
+        "--from", dest="init_from", default=None, metavar="CHECKPOINT",
+        help="adapt: warm-start from this checkpoint (id or name, e.g. 'model') and fine-tune on --dataset; "
+        "registered as 'adapted:NAME' and used when scoring that dataset",
+    )
+    parser.add_argument("--minutes", type=float, default=None, help="time budget (stops after the batch that passes it)")
+    parser.add_argument("--out", type=Path, default=None, metavar="FOLDER", help="write the checkpoint to this new folder")
+    parser.add_argument("--half", action="store_true", help="store float weights as float16 (the shipped model)")
     parser.set_defaults(handler=_run_train)
 
 
 def _run_train(args: argparse.Namespace) -> int:
     from interestgeo.train import run_train_command
 
-    return run_train_command(_config(args), epochs=args.epochs, seed=args.seed, ablations=args.ablations, error=CliError)
+    if args.init_from is not None and args.dataset is None:
+        raise CliError("--from adapts a model to one dataset: name it with --dataset")
+    return run_train_command(
+        _config(args), epochs=args.epochs, seed=args.seed, ablations=args.ablations, error=CliError,
+        dataset=args.dataset, init_from=args.init_from, minutes=args.minutes, folder=args.out, half=args.half,
+    )
 
 
 # ---------------------------------------------------------------------------- export

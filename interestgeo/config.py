@@ -83,16 +83,20 @@ class ModelConfig:
     n_head: int = 4
     # Dropout in embeddings, attention and MLP: the data is small (~90k training events).
     dropout: float = 0.2
-    # H3 resolutions with learned cell embeddings, summed: base res 10 plus parents so rare cells borrow.
-    cell_resolutions: tuple[int, ...] = (10, 9, 8, 7)
-    # Fourier frequencies per coordinate for lat/lon (smooth location beside the cell lookup).
-    fourier_freqs: int = 8
+    # H3 resolutions with learned cell embeddings, summed (e.g. (10, 9, 8, 7)). Empty by default:
+    # learned cells tie a checkpoint to the places it was trained on; the inductive model reads
+    # places through distances and counts computed from the scored data instead.
+    cell_resolutions: tuple[int, ...] = ()
+    # Fourier frequencies per coordinate of the offset from the data's centre. 0 by default: what a
+    # learned function of absolute position means in one city is noise in another.
+    fourier_freqs: int = 0
     # Feed the event's text embedding (projected) into the Transformer and represent venues by it.
     use_text: bool = True
     # Feed H3 cells, coordinates, local time, gaps and distances; also the distance-to-candidate logit.
     use_spacetime: bool = True
-    # Learned per-venue id embedding (input) and id offset in the text space (output).
-    use_item_id: bool = True
+    # Learned per-venue id embedding (input) and id offset in the text space (output): ties the
+    # checkpoint to its training venues (ablations only; the product's model is inductive).
+    use_item_id: bool = False
     # Repeat/explore: pointer over the user's own past venues + history-count and transition logits.
     use_copy: bool = True
     # Give the model the next event's local time (hour, weekday, gap) at the query position.
@@ -105,6 +109,9 @@ class ModelConfig:
     category_loss_weight: float = 0.2
     # AdamW learning rate, constant (no warm-up): the best validation MRR on NYC comes at epoch 4-5.
     learning_rate: float = 2e-3
+    # Learning rate when adapting a trained model to one dataset (`train --from`): half the
+    # from-scratch rate, so a few epochs adjust the weights rather than relearn them.
+    finetune_learning_rate: float = 1e-3
     # AdamW weight decay on matrices (not on biases, norms or embeddings of rare ids).
     weight_decay: float = 0.01
     # Training windows per optimizer step (x max_len positions).

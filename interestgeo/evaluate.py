@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
+import pandas as pd
 
 from interestgeo.config import Config
 from interestgeo.split import Samples, Split, make_split
@@ -166,13 +167,25 @@ class EvaluationRun:
         return format_table(self.results, title=title + "\n") + "".join(f"note: {n}\n" for n in self.notes)
 
 
-def run_evaluation(store: Store, config: Config, *, checkpoint_id: int | None = None, part: str = "test") -> EvaluationRun:
+def run_evaluation(
+    store: Store, config: Config, *, checkpoint_id: int | None = None, part: str = "test", dataset: str | None = None,
+) -> EvaluationRun:
     """Evaluate the trained model (newest "model" checkpoint, or `checkpoint_id`), its ablations
     and every baseline on the same split and samples. Without a checkpoint the baselines alone
-    are evaluated and a note says so."""
+    are evaluated and a note says so.
+
+    `dataset`: that dataset alone, on its own chronological split; the model scores it zero-shot
+    (its world is the dataset's training period, world.py) unless it was adapted to it, the
+    baselines are fitted on its training period, and a checkpoint that trained on events of its
+    validation or test period is refused (leakage). Ablations, tied to their training venues, are
+    left out."""
     from interestgeo.baselines import BlendScorer, NearestPopularScorer, make_baselines
 
-    events = store.events()
+    try:
+        dataset_id = None if dataset is None else store.require_dataset_id(dataset)
+    except LookupError as exc:
+        raise EvaluationError(str(exc)) from None
+    events = store.events(None if dataset_id is None else [dataset_id])
     if events.empty:
         raise EvaluationError("the store has no events: run `interestgeo demo` or `interestgeo ingest` first")
     split = make_split(events, config)
@@ -181,7 +194,9 @@ def run_evaluation(store: Store, config: Config, *, checkpoint_id: int | None = 
             f"no {'validation' if len(split.val) == 0 else part} samples: the data is too small or too short "
             "to evaluate (it needs trajectories ending after the 80% time cut by users and venues seen before it)"
         )
-    model_scorers, notes = _model_scorers(store, checkpoint_id)
+    model_scorers, notes = _model_scorers(store, checkpoint_id, dataset)
+    if dataset_id is not None:
+        notes = [*_leakage_notes(store, dataset_id, split, model_scorers), *notes]
     results = _evaluate_model(split, model_scorers, part)
     baselines = make_baselines(split)
     for task, by_name in evaluate_scorers(split, baselines, part=part).items():
@@ -205,7 +220,33 @@ def _evaluate_model(split: Split, scorers: list[Any], part: str) -> dict[str, di
         raise EvaluationError(f"the model cannot be scored: {exc}") from None
 
 
-def _model_scorers(store: Store, checkpoint_id: int | None) -> tuple[list[Any], list[str]]:
+def _leakage_notes(store: Store, dataset_id: int, split: Split, scorers: list[Any]) -> list[str]:
+    """Refuse a checkpoint that trained on this dataset's validation or test period; say which
+    scorers see the dataset zero-shot."""
+    content_hash = store.datasets().set_index("dataset_id").loc[dataset_id, "content_hash"]
+    notes: list[str] = []
+    seen_ids: set[int] = set()
+    for scorer in scorers:
+        checkpoint = scorer.checkpoint
+        if checkpoint.id in seen_ids:
+            continue
+        seen_ids.add(checkpoint.id)
+        mine = [t for t in checkpoint.trained_on if t.get("content_hash") == content_hash]
+        for entry in mine:
+            until = pd.Timestamp(entry["train_until"])
+            if until > split.val_start:
+                raise EvaluationError(
+                    f"checkpoint {checkpoint.id} trained on this dataset's events up to {until:%Y-%m-%d %H:%M}, past "
+                    f"its validation start {split.val_start:%Y-%m-%d %H:%M}: its scores would leak; evaluate another "
+                    "checkpoint (--checkpoint) or retrain on this dataset (`interestgeo train --dataset`)"
+                )
+        if not mine:
+            trained = ", ".join(sorted({str(t.get("dataset")) for t in checkpoint.trained_on})) or "other data"
+            notes.append(f"{scorer.name}: zero-shot (checkpoint {checkpoint.id} was trained on {trained}, never on this dataset)")
+    return notes
+
+
+def _model_scorers(store: Store, checkpoint_id: int | None, dataset: str | None = None) -> tuple[list[Any], list[str]]:
     """The model's scorers (the checkpoint and each trained ablation) and notes about them.
 
     The model code (torch) is imported only here: the baselines need none of it, so an
@@ -218,7 +259,7 @@ def _model_scorers(store: Store, checkpoint_id: int | None) -> tuple[list[Any], 
             raise EvaluationError(f"the model code cannot be imported ({exc})") from None
         return [], [f"the model code cannot be imported ({exc}): baselines only"]
     try:
-        scorers = model_scorers(store)
+        scorers = model_scorers(store, dataset)
         if checkpoint_id is not None:
             chosen = [InterestScorer.from_checkpoint(store, checkpoint_id, scorer_name="model")]
             if chosen[0].time_given:  # also show it without the next check-in's time, as for the newest

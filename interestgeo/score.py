@@ -28,8 +28,10 @@ full re-score (tests/test_score.py proves it). No retraining: the model's weight
 **Which vector.** The vector source is one call, `interest_vectors(source, events)`, where
 `source` is anything with `.interest_vectors(events) -> (N, D)`. The product's source is
 `load_source`: the trained model read as `ExpectedVenueSource` (the expected text embedding of the
-next venue under the model's FULL prediction), blended with the user's recent history
-(`BlendedSource`) by a weight chosen at each full score by next-event MRR. Why not the model's bare
+next venue under the model's FULL prediction, in the world of the event's own dataset: world.py),
+blended with the user's recent history (`BlendedSource`) by a weight chosen per dataset on that
+dataset's own most recent events (calibration.py), which also gives each score run its quality
+figure. Why not the model's bare
 interest vector: the model scores a venue as interest . text PLUS a pointer over the user's own
 past venues (returns are three check-ins in four), so the bare vector only says what a user would
 explore. Measured on NYC (1-epoch model, 15k events), MRR of the next event's text by dot product:
@@ -41,7 +43,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -49,6 +51,17 @@ import numpy as np
 import pandas as pd
 
 from interestgeo.analytics import Filters, ScoredEvents, aggregate_cell_windows, aggregate_user_windows
+from interestgeo.calibration import (
+    HISTORY_WEIGHTS,
+    SHARPNESS,
+    Calibration,
+    blend,
+    calibrate,
+    calibration_cutoff,
+    next_event_pairs,
+    next_text_mrr,
+)
+from interestgeo.calibration import unit as _unit
 from interestgeo.config import Config
 from interestgeo.topics import Topics, assign_event_topics, derive_topics, topic_similarities, topics_from_phrases
 
@@ -66,8 +79,10 @@ __all__ = [
     "source_label",
     "score_store",
     "score_command",
+    "adapt_to_dataset",
     "next_event_mrr",
     "HISTORY_WEIGHTS",
+    "Calibration",
 ]
 
 # Users are scored in chunks of about this many events, so the progress bar moves and memory stays flat.
@@ -132,8 +147,6 @@ class RecencySource:
         return out
 
 
-def _unit(x: np.ndarray) -> np.ndarray:
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
 
 
 def _unit_rows(x: np.ndarray, needed: np.ndarray | None) -> np.ndarray:
@@ -153,70 +166,91 @@ class BlendedSource:
     Its text-space vector therefore describes what a user would *explore* and can point away from
     where they keep going (on the tiny test model the just-visited venue ranks last). Analytics asks
     what people are into, returns included, so the stored vector is
-    normalise((1 - w) * model + w * history) with w = `analytics.history_weight` (0 = model only);
-    history = RecencySource. Explanations run through this same object, so what they explain is
-    exactly what is stored.
+    normalise((1 - w) * model + w * history) with w per dataset (`weights`, chosen by calibration
+    on the dataset's own recent events) or `analytics.history_weight` for all when set (0 = model
+    only); history = RecencySource. Explanations run through this same object, so what they
+    explain is exactly what is stored.
     """
 
     def __init__(
-        self, model: Any, text_vectors: Callable[[list[str]], np.ndarray], weight: float | None, half_life_days: float
+        self, model: Any, text_vectors: Callable[[list[str]], np.ndarray], weight: float | None, half_life_days: float,
+        weights: dict[int, float] | None = None,
     ) -> None:
         self.model = model
         self.history = RecencySource(text_vectors, half_life_days)
-        self.weight = None if weight is None else float(weight)  # None: chosen by the next full score
+        self.weight = None if weight is None else float(weight)  # fixed for every dataset (config)
+        self.weights: dict[int, float] = dict(weights or {})  # per dataset id, when not fixed
         self.name = model.name
         self.checkpoint = getattr(model, "checkpoint", None)
         self.max_len = getattr(model, "max_len", None)  # the events of history the model reads
 
-    def components(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """(model vectors, history vectors), each (N, D) L2-normalised."""
-        model = _unit(np.asarray(self.model.interest_vectors(events, neutralise_spacetime=neutralise_spacetime)))
-        return model, _unit(self.history.interest_vectors(events))
+    def weight_of(self, dataset_id: int) -> float:
+        """The history weight of one dataset's vectors."""
+        if self.weight is not None:
+            return self.weight
+        if int(dataset_id) not in self.weights:
+            raise LookupError(f"dataset {dataset_id} has no history weight yet: run `interestgeo score`")
+        return self.weights[int(dataset_id)]
 
-    @staticmethod
-    def blend(model: np.ndarray, history: np.ndarray, weight: float) -> np.ndarray:
-        """normalise((1 - w) * model + w * history) of unit vectors; the end weights pass one side through."""
-        if weight <= 0:
-            return model
-        if weight >= 1:
-            return history
-        return _unit((1.0 - weight) * model + weight * history)
+    def row_weights(self, events: pd.DataFrame) -> np.ndarray:
+        """(N,) each event's history weight (its dataset's)."""
+        ds = events["dataset_id"].to_numpy()
+        out = np.empty(len(ds))
+        for d in np.unique(ds):
+            out[ds == d] = self.weight_of(int(d))
+        return out
+
+    def use_cutoffs(self, cutoffs: dict[int, pd.Timestamp]) -> None:
+        if hasattr(self.model, "use_cutoffs"):
+            self.model.use_cutoffs(cutoffs)
+
+    blend = staticmethod(blend)
+
+    def blend_rows(self, model: np.ndarray, history: np.ndarray, weights: np.ndarray) -> np.ndarray:
+        """`blend` with a weight per row (each event's dataset's)."""
+        out = np.empty_like(model)
+        for w in np.unique(weights):
+            rows = weights == w
+            out[rows] = blend(model[rows], history[rows], float(w))
+        return out
 
     accepts_needed = True
 
     def interest_vectors(
         self, events: pd.DataFrame, neutralise_spacetime: bool = False, needed: np.ndarray | None = None
     ) -> np.ndarray:
-        if self.weight is None:
-            raise LookupError("the history weight is not chosen yet: run a full `interestgeo score`")
+        weights = self.row_weights(events)
         kwargs: dict[str, Any] = {"neutralise_spacetime": neutralise_spacetime}
         if needed is not None and getattr(self.model, "accepts_needed", False):
             kwargs["needed"] = needed
         model = _unit_rows(np.asarray(self.model.interest_vectors(events, **kwargs)), needed)
-        if self.weight <= 0:
+        if (weights <= 0).all():
             return model
         history = _unit_rows(self.history.interest_vectors(events), needed)
         if needed is None:
-            return self.blend(model, history, self.weight)
-        model[needed] = self.blend(model[needed], history[needed], self.weight)
+            return self.blend_rows(model, history, weights)
+        model[needed] = self.blend_rows(model[needed], history[needed], weights[needed])
         return model
 
     def last_interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
         """(users, D): each user's vector after their last event (the model part computed for it only)."""
-        if self.weight is None:
-            raise LookupError("the history weight is not chosen yet: run a full `interestgeo score`")
         keys = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
         last = np.append(np.flatnonzero(keys[1:] != keys[:-1]), len(keys) - 1)
+        weights = self.row_weights(events)[last]
         if hasattr(self.model, "last_interest_vectors"):
             model = _unit(np.asarray(self.model.last_interest_vectors(events, neutralise_spacetime)))
         else:
             model = _unit(np.asarray(self.model.interest_vectors(events, neutralise_spacetime=neutralise_spacetime)))[last]
-        if self.weight <= 0:
+        if (weights <= 0).all():
             return model
-        return self.blend(model, _unit(self.history.interest_vectors(events))[last], self.weight)
+        return self.blend_rows(model, _unit(self.history.interest_vectors(events))[last], weights)
 
     def attention_rollup(self, user_events: pd.DataFrame) -> np.ndarray:
         return self.model.attention_rollup(user_events)
+
+    def next_venues(self, user_events: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+        """The model's top-k next venues with probabilities (see InterestScorer.next_venues)."""
+        return self.model.next_venues(user_events, k)
 
 
 class ExpectedVenueSource:
@@ -228,6 +262,7 @@ class ExpectedVenueSource:
     with it is the expected similarity of the user's next venue to the phrase, returns included,
     which the model's bare interest vector cannot say (returns bypass it). Computed by
     InterestScorer.expected_venue_vectors (the model's windows and prediction head live there).
+    Per dataset, p may be sharpened (p^a renormalised, model.sharpen) by the a its calibration chose.
     """
 
     def __init__(self, scorer: Any) -> None:
@@ -235,62 +270,44 @@ class ExpectedVenueSource:
         self.name = scorer.name
         self.checkpoint = getattr(scorer, "checkpoint", None)
         self.max_len = scorer.max_len
+        self.sharpness: dict[int, float] = {}  # per dataset id (1 where missing)
 
     accepts_needed = True
 
     def interest_vectors(
         self, events: pd.DataFrame, neutralise_spacetime: bool = False, needed: np.ndarray | None = None
     ) -> np.ndarray:
-        return _unit_rows(self.scorer.expected_venue_vectors(events, neutralise_spacetime, needed=needed), needed)
+        vectors = self.scorer.expected_venue_vectors(events, neutralise_spacetime, needed=needed, sharpness=self.sharpness)
+        return _unit_rows(vectors, needed)
+
+    def variants(self, events: pd.DataFrame, needed: np.ndarray, sharpness: tuple[float, ...]) -> np.ndarray:
+        """(S, needed rows, D) unit vectors of the `needed` rows at each sharpness (calibration)."""
+        out = self.scorer.expected_venue_vectors(events, needed=needed, sharpness=sharpness)[:, needed]
+        return np.stack([_unit(v) for v in out])
 
     def last_interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
         """(users, D): each user's vector after their LAST event only (explanations need no more)."""
-        return _unit(self.scorer.expected_venue_vectors(events, neutralise_spacetime, last_only=True))
+        return _unit(self.scorer.expected_venue_vectors(
+            events, neutralise_spacetime, last_only=True, sharpness=self.sharpness))
 
     def attention_rollup(self, user_events: pd.DataFrame) -> np.ndarray:
         return self.scorer.attention_rollup(user_events)
 
-
-# Candidate history weights a full score chooses from (when analytics.history_weight is None).
-HISTORY_WEIGHTS = (0.0, 0.25, 0.5, 0.75, 1.0)
-# (event, next event) pairs the history weight is chosen on, evenly spread over the events.
-_MRR_PAIRS = 5000
+    def next_venues(self, user_events: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+        return self.scorer.next_venues(user_events, k)
 
 
 def next_event_mrr(
-    events: pd.DataFrame, vectors: np.ndarray, text_vectors: Callable[[list[str]], np.ndarray], limit: int = _MRR_PAIRS
+    events: pd.DataFrame, vectors: np.ndarray, text_vectors: Callable[[list[str]], np.ndarray],
+    cutoff: pd.Timestamp | None = None,
 ) -> float:
-    """Mean reciprocal rank of each event's NEXT text among all distinct texts, by dot product.
+    """Mean reciprocal rank of each event's NEXT text among all distinct texts, by dot product
+    (calibration.next_text_mrr), over up to 5,000 pairs whose next event is at/after `cutoff`.
 
     The yardstick of a stored interest vector: a free-text query is exactly this dot product.
-    Uses up to `limit` (event, next event of the same user) pairs, evenly spread.
     """
-    pairs, targets, candidates = _mrr_sample(events, text_vectors, limit)
-    return _mrr(vectors[pairs], targets, candidates)
-
-
-def _mrr_sample(
-    events: pd.DataFrame, text_vectors: Callable[[list[str]], np.ndarray], limit: int
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(rows of the sampled events (n,), index of each next text (n,), distinct text vectors (U, D))."""
-    users = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
-    pairs = np.flatnonzero(users[1:] == users[:-1])
-    texts = events["text"].astype(str).to_numpy()
-    distinct, inverse = np.unique(texts, return_inverse=True)
-    if len(pairs) == 0:
-        return pairs, pairs, np.zeros((0, 0), dtype=np.float32)
-    pairs = pairs[np.linspace(0, len(pairs) - 1, min(limit, len(pairs))).astype(int)]
-    return pairs, inverse[pairs + 1], text_vectors(list(distinct))
-
-
-def _mrr(vectors: np.ndarray, targets: np.ndarray, candidates: np.ndarray) -> float:
-    """MRR of candidate `targets[i]` among all `candidates` (U, D) scored by `vectors[i]` (n, D)."""
-    if len(targets) == 0:
-        return float("nan")
-    scores = vectors @ candidates.T  # (n, U)
-    target = scores[np.arange(len(targets)), targets][:, None]
-    ranks = 1 + (scores > target).sum(axis=1)
-    return float(np.mean(1.0 / ranks))
+    pairs, targets, distinct = next_event_pairs(events, cutoff)
+    return next_text_mrr(vectors[pairs], targets, text_vectors(distinct))
 
 
 def load_source(
@@ -310,24 +327,38 @@ def load_source(
         from interestgeo.text import TextEncoder
 
         encoder = TextEncoder(config.text)
-    model = InterestScorer(store, checkpoint, encoder=encoder)  # one text encoder for both
-    weight = config.analytics.history_weight
-    if weight is None:  # the weight the stored vectors were made with, when they came from this model
-        runs = store.score_runs()
-        if len(runs) and runs["source"].iloc[0].startswith(f"{model.name}#{model.checkpoint.id}+history"):
-            weight = float(runs["source"].iloc[0].rsplit("+history", 1)[1])
-    return BlendedSource(
-        ExpectedVenueSource(model), _text_vectors_fn(store, encoder), weight, config.analytics.history_half_life_days
+    if checkpoint.text_model_id and checkpoint.text_model_id != encoder.model_id:
+        raise LookupError(
+            f"checkpoint {checkpoint.id} was trained on text vectors of {checkpoint.text_model_id!r}, but this store's "
+            f"text model is {encoder.model_id!r}: train a model for it (`interestgeo train`) or switch the text model back"
+        )
+    model = InterestScorer(store, checkpoint, encoder=encoder, use_adapted=True)  # one text encoder for both
+    source = BlendedSource(
+        ExpectedVenueSource(model), _text_vectors_fn(store, encoder), config.analytics.history_weight,
+        config.analytics.history_half_life_days,
     )
+    # the weights the stored vectors were made with, when they came from this model
+    base = source_label(source).rsplit("+", 1)[0] + "+"
+    latest = store.latest_score_source()
+    if source.weight is None and latest is not None and latest.startswith(base + "history"):
+        source.weight = float(latest[len(base + "history"):])  # scored with a weight fixed then
+    calibrations = store.calibrations()
+    mine = calibrations[calibrations["source"] == source_label(source)]
+    source.weights = dict(zip(mine["dataset_id"].astype(int), mine["history_weight"].astype(float)))
+    source.model.sharpness.update(zip(mine["dataset_id"].astype(int), mine["sharpness"].astype(float)))
+    return source
 
 
 def source_label(source: VectorSource) -> str:
     """Which vectors these are: checkpoint id and history weight (names repeat across retrainings)."""
     checkpoint = getattr(source, "checkpoint", None)
     label = f"{source.name}#{checkpoint.id}" if checkpoint is not None else source.name
+    scorer = getattr(getattr(source, "model", None), "scorer", None)  # BlendedSource > ExpectedVenueSource > scorer
+    for dataset_id, adapted in sorted(getattr(scorer, "adapted", {}).items()):
+        label += f"+{adapted.name}#{adapted.id}"  # datasets scored by their adapted checkpoints
     if not isinstance(source, BlendedSource):
         return label
-    return f"{label}+history{source.weight:g}" if source.weight is not None else f"{label}+history?"
+    return f"{label}+history{source.weight:g}" if source.weight is not None else f"{label}+calibrated"
 
 
 @dataclass
@@ -343,8 +374,8 @@ class ScoreReport:
     topics: int
     topics_source: str
     since: str | None
-    # next-event MRR of the stored vectors per history weight, when the weight was chosen in this run
-    history_calibration: dict[float, float] | None = None
+    # per dataset (name): the blend chosen and how the stored vectors anticipate next events there
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
 
     @property
     def events_per_s(self) -> float:
@@ -355,8 +386,13 @@ class ScoreReport:
         """Wall time per 1,000 (re)scored events (the dynamic-update figure)."""
         return 1000.0 * self.elapsed_s / max(self.events, 1)
 
+    def quality_lines(self) -> list[str]:
+        """One sentence per calibrated dataset (calibration.Calibration.sentence)."""
+        return [c.sentence(name) for name, c in self.calibrations.items()]
+
     def to_dict(self) -> dict[str, Any]:
         out = asdict(self)
+        out["calibrations"] = {name: {**c.to_dict(), "sentence": c.sentence(name)} for name, c in self.calibrations.items()}
         out["events_per_s"] = self.events_per_s
         out["seconds_per_1000"] = self.seconds_per_1000
         return out
@@ -552,17 +588,16 @@ def score_store(
     events = store.events(datasets)
     if events.empty:
         raise LookupError("no events to score: ingest a CSV first (`interestgeo ingest FILE`)")
-    calibration = None
-    if isinstance(source, BlendedSource) and config.analytics.history_weight is None:
-        model_vectors, history_vectors = _by_user_chunks(lambda chunk, _: source.components(chunk), events, progress)
-        # each weight's MRR needs the blended vectors of the sampled rows only
-        pairs, targets, candidates = _mrr_sample(events, text_vectors, _MRR_PAIRS)
-        calibration = {
-            w: _mrr(source.blend(model_vectors[pairs], history_vectors[pairs], w), targets, candidates)
-            for w in HISTORY_WEIGHTS
-        }
-        source.weight = max(calibration, key=lambda w: (calibration[w], -w))
-        vectors = source.blend(model_vectors, history_vectors, source.weight)
+    calibrations: dict[int, Calibration] = {}
+    if isinstance(source, BlendedSource):
+        parts = []
+        for dataset_id, rows in _dataset_slices(events):
+            part, calibrations[dataset_id] = _calibrated_vectors(
+                source, events.iloc[rows].reset_index(drop=True), dataset_id, text_vectors, config,
+                _sub_progress(progress, rows, len(events)),
+            )
+            parts.append(part)
+        vectors = np.concatenate(parts)
     else:
         vectors = _vectors_by_user_chunks(source, events, progress)
     with store.transaction():
@@ -575,12 +610,76 @@ def score_store(
         )
         scored = ScoredEvents(events.assign(topic=event_topics), vectors, topics, config)
         _write_aggregates(store, config, scored, sorted(events["dataset_id"].unique().tolist()), None)
+        _write_calibrations(store, source, calibrations.values())
         elapsed = time.perf_counter() - started
         store.record_score_run(source_label(source), None, len(events), scored.user_codes.max() + 1, elapsed)
     return ScoreReport(
         source_label(source), "full", len(events), int(scored.user_codes.max()) + 1, len(events), elapsed,
-        len(topics), topics.source, None, calibration,
+        len(topics), topics.source, None, _by_name(store, calibrations),
     )
+
+
+def _dataset_slices(events: pd.DataFrame) -> list[tuple[int, slice]]:
+    """(dataset id, its rows) of events sorted by dataset first (store.events() order)."""
+    ds = events["dataset_id"].to_numpy()
+    bounds = np.flatnonzero(np.r_[True, ds[1:] != ds[:-1], True])
+    return [(int(ds[a]), slice(int(a), int(b))) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _sub_progress(
+    progress: Callable[[float, str], None] | None, rows: slice, total: int
+) -> Callable[[float, str], None] | None:
+    """A progress callback for `rows` of `total` events, reporting the whole run's fraction."""
+    if progress is None:
+        return None
+    start, size = rows.start, rows.stop - rows.start
+    return lambda fraction, _msg: progress(
+        (start + fraction * size) / max(total, 1), f"{int(start + fraction * size):,} of {total:,} events"
+    )
+
+
+def _calibrated_vectors(
+    source: BlendedSource, events: pd.DataFrame, dataset_id: int, text_vectors: Callable[[list[str]], np.ndarray],
+    config: Config, progress: Callable[[float, str], None] | None,
+) -> tuple[np.ndarray, Calibration]:
+    """One dataset's stored vectors and calibration: its world's counts stop at the cutoff of its
+    most recent tenth, where the history weight (and the model's sharpness) are chosen and the
+    quality figure measured. The model runs twice: over the few windows holding the measured
+    pairs (every sharpness at once), then over everything with the chosen values."""
+    cutoff = calibration_cutoff(events["ts"])
+    source.use_cutoffs({dataset_id: cutoff})
+    pairs, _, _ = next_event_pairs(events, cutoff)
+    needed = np.zeros(len(events), dtype=bool)
+    needed[pairs] = True
+    sharpness = getattr(source.model, "sharpness", None)
+    options = SHARPNESS if sharpness is not None else (1.0,)
+    if hasattr(source.model, "variants"):
+        model = source.model.variants(events, needed, options)  # (S, pairs, D)
+    else:
+        model = _unit(np.asarray(source.model.interest_vectors(events)))[needed][None]
+    history = _unit(source.history.interest_vectors(events))[needed]
+    calibration = calibrate(
+        dataset_id, events, model, history, text_vectors, cutoff, config.analytics.history_weight,
+        sharpness=options, rows=np.flatnonzero(needed),
+    )
+    if source.weight is None:
+        source.weights[dataset_id] = calibration.weight
+    if sharpness is not None:
+        sharpness[dataset_id] = calibration.sharpness
+    return _vectors_by_user_chunks(source, events, progress), calibration
+
+
+def _write_calibrations(store: Store, source: VectorSource, calibrations: Any) -> None:
+    for c in calibrations:
+        store.write_calibration(
+            c.dataset_id, source_label(source), c.cutoff.to_pydatetime(), c.weight, c.sharpness, c.pairs,
+            c.stored_mrr, c.history_mrr, c.model_mrr, c.weights_json(),
+        )
+
+
+def _by_name(store: Store, calibrations: dict[int, Calibration]) -> dict[str, Calibration]:
+    names = dict(zip(store.datasets()["dataset_id"].astype(int), store.datasets()["name"]))
+    return {names.get(d, str(d)): c for d, c in sorted(calibrations.items())}
 
 
 def _score_update(
@@ -601,6 +700,13 @@ def _score_update(
     if affected.empty:
         return ScoreReport(source_label(source), "update", 0, 0, 0, time.perf_counter() - started, 0, "", since_text)
     histories = store.user_histories(affected)
+    calibrations: dict[int, Calibration] = {}
+    if isinstance(source, BlendedSource):  # a dataset scored for the first time is calibrated first
+        for dataset_id in sorted(set(histories["dataset_id"].astype(int)) - set(source.weights)):
+            if store.calibration_cutoff(dataset_id) is None or source.weight is None:
+                _, calibrations[dataset_id] = _calibrated_vectors(
+                    source, store.events([dataset_id]), dataset_id, text_vectors, config, None
+                )
     first = histories[["dataset_id", "user_id"]].merge(
         affected.astype({"dataset_id": "int32"}), on=["dataset_id", "user_id"], how="left"
     )["ts"]
@@ -620,11 +726,39 @@ def _score_update(
         events, stored_vectors = store.scored_events(datasets, pd.Timestamp(earliest).to_pydatetime())
         scored = ScoredEvents(events, stored_vectors, topics, config)
         _write_aggregates(store, config, scored, datasets, starts)
+        _write_calibrations(store, source, calibrations.values())
         elapsed = time.perf_counter() - started
         store.record_score_run(source_label(source), since.to_pydatetime() if since is not None else None, len(new), len(affected), elapsed)
     return ScoreReport(
-        source_label(source), "update", len(new), len(affected), len(histories), elapsed, len(topics), topics.source, since_text
+        source_label(source), "update", len(new), len(affected), len(histories), elapsed, len(topics), topics.source,
+        since_text, _by_name(store, calibrations),
     )
+
+
+def adapt_to_dataset(
+    store: Store,
+    config: Config,
+    dataset: str,
+    *,
+    minutes: float,
+    encoder: Any | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> tuple[int, ScoreReport]:
+    """Fine-tune the newest model on one dataset within `minutes` (early stopping on its own
+    validation), register it as that dataset's ("adapted:NAME") and re-score the dataset with it.
+    Returns (checkpoint id, the score report with the dataset's new quality figure)."""
+    from interestgeo.train import CheckpointError, adapted_name, train_model
+
+    try:
+        checkpoint_id = train_model(
+            store, config, name=adapted_name(dataset), dataset=dataset, init_from="model", minutes=minutes, log=log,
+        )
+    except CheckpointError as exc:
+        raise LookupError(str(exc)) from None
+    dataset_id = store.dataset_id(dataset)
+    report = score_store(store, config, encoder=encoder, datasets=[dataset_id], progress=progress)
+    return checkpoint_id, report
 
 
 def fill_missing_similarities(store: Store) -> int:
@@ -683,8 +817,6 @@ def score_command(
         f"{report.elapsed_s:.1f} s, {report.events_per_s:,.0f} events/s through the model, "
         f"{report.seconds_per_1000:.3f} s per 1,000 events; {report.topics} topics from {report.topics_source}"
     )
-    if report.history_calibration:
-        text += "\nhistory weight chosen by next-event MRR: " + ", ".join(
-            f"{w:g}: {mrr:.3f}" for w, mrr in report.history_calibration.items()
-        )
+    for line in report.quality_lines():
+        text += "\n" + line
     return report.to_dict(), text

@@ -38,6 +38,8 @@ __all__ = [
     "Split",
     "make_split",
     "history_rows",
+    "item_keys",
+    "most_frequent",
     "previous_rows",
 ]
 
@@ -85,7 +87,7 @@ class Split:
 
     `events` has the store.events() columns plus `user_key`, `traj_id`, `part`, `venue_idx`
     (-1 when the venue never occurs in training) and `category_idx` (the venue's category, -1
-    with the venue). `venues` is indexed 0..V-1: dataset_id, item_id, category, category_idx,
+    with the venue). `venues` is indexed 0..V-1: key (`item_keys`), dataset_id, item_id, category, category_idx,
     text, lat, lon, count (training-period events).
     """
 
@@ -171,6 +173,18 @@ def make_split(events: pd.DataFrame, config: Config | None = None, protocol: Spl
     )
 
 
+def item_keys(events: pd.DataFrame) -> np.ndarray:
+    """(N,) object: each event's item, the one identity of a venue (or place) everywhere.
+
+    "dataset\x1fitem_id" when the event has an item id; else "dataset\x1f\x1etext\x1fcell" (the
+    same text in the same H3 cell is the same place: a dataset without ids still has items).
+    """
+    dataset = events["dataset_id"].astype(str) + "\x1f"
+    by_id = dataset + events["item_id"].astype(str)
+    by_text = dataset + "\x1e" + events["text"].astype(str) + "\x1f" + events["cell"].astype(str)
+    return by_id.where(events["item_id"].notna(), by_text).to_numpy(dtype=object)
+
+
 def history_rows(samples: Samples) -> tuple[np.ndarray, np.ndarray]:
     """Every (sample index, event row) history pair, grouped by sample and in time order."""
     lengths = samples.history_end - samples.history_start
@@ -203,12 +217,11 @@ def _first_row_of_run(user_code: np.ndarray, ts_ns: np.ndarray) -> np.ndarray:
 def _training_venues(ev: pd.DataFrame, train: np.ndarray) -> tuple[pd.DataFrame, list[str], np.ndarray]:
     """Candidate venues (those with a training-period event) and every event's venue index.
 
-    A venue is (dataset_id, item_id); events without an item id are keyed by their text so a
-    dataset without ids still has candidates. Its category, text and coordinates are the most
+    A venue is an item (`item_keys`: the item id, else text and cell, within the dataset). Its category, text and coordinates are the most
     frequent category and text and the mean position of its training events.
     """
+    key = pd.Series(item_keys(ev), index=ev.index)
     item = ev["item_id"].where(ev["item_id"].notna(), ev["text"]).astype(str)
-    key = ev["dataset_id"].astype(str) + "\x1f" + item
     category = ev["category"].where(ev["category"].notna(), NO_CATEGORY).astype(str)
     tr = pd.DataFrame(
         {
@@ -229,17 +242,17 @@ def _training_venues(ev: pd.DataFrame, train: np.ndarray) -> tuple[pd.DataFrame,
         lon=("lon", "mean"),
         count=("lat", "size"),
     )
-    venues["category"] = _modes(tr["key"], tr["category"]).reindex(venues.index)
-    venues["text"] = _modes(tr["key"], tr["text"]).reindex(venues.index)
+    venues["category"] = most_frequent(tr["key"], tr["category"]).reindex(venues.index)
+    venues["text"] = most_frequent(tr["key"], tr["text"]).reindex(venues.index)
     categories = sorted(venues["category"].unique().tolist())
     venues["category_idx"] = pd.Index(categories).get_indexer(venues["category"])
     keys = venues.index
-    venues = venues.reset_index(drop=True)
+    venues = venues.reset_index(names="key")
     venue_idx = keys.get_indexer(key).astype(np.int64)
     return venues, categories, venue_idx
 
 
-def _modes(keys: pd.Series, values: pd.Series) -> pd.Series:
+def most_frequent(keys: pd.Series, values: pd.Series) -> pd.Series:
     """The most frequent value per key, ties broken alphabetically so the split is deterministic."""
     counts = pd.DataFrame({"key": keys, "value": values}).value_counts().rename("n").reset_index()
     counts = counts.sort_values(["key", "n", "value"], ascending=[True, False, True], kind="stable")

@@ -245,6 +245,14 @@ class Store:
         row = self._first_row("SELECT dataset_id FROM datasets WHERE name = ?", [name])
         return None if row is None else int(row[0])
 
+    def require_dataset_id(self, name: str) -> int:
+        """The id of dataset `name`; a LookupError naming the known datasets when there is none."""
+        dataset_id = self.dataset_id(name)
+        if dataset_id is None:
+            known = ", ".join(self.datasets()["name"].astype(str)) or "none"
+            raise LookupError(f"no dataset named {name!r} (datasets: {known})")
+        return int(dataset_id)
+
     def dataset_by_hash(self, content_hash: str) -> tuple[int, str] | None:
         row = self._first_row(
             "SELECT dataset_id, name FROM datasets WHERE content_hash = ?", [content_hash]
@@ -755,6 +763,22 @@ class Store:
             elapsed_s DOUBLE NOT NULL,
             events_per_s DOUBLE NOT NULL
         )""",
+        # Per dataset, what the last calibrating score measured on its most recent events (score.py):
+        # the cutoff its world counts stop at, the history weight chosen, and the next-event MRR of
+        # the stored vectors against the history baseline on held-out pairs.
+        """CREATE TABLE IF NOT EXISTS dataset_calibration (
+            dataset_id INTEGER PRIMARY KEY,
+            source VARCHAR NOT NULL,
+            cutoff TIMESTAMPTZ NOT NULL,
+            history_weight DOUBLE NOT NULL,
+            sharpness DOUBLE NOT NULL,
+            pairs INTEGER NOT NULL,
+            stored_mrr DOUBLE,
+            history_mrr DOUBLE,
+            model_mrr DOUBLE,
+            weights VARCHAR NOT NULL,
+            calibrated_at TIMESTAMPTZ NOT NULL
+        )""",
     )
     # The window-vector tables `replace_window_vectors` may write (a whitelist of identifiers).
     _WINDOW_VECTOR_TABLES = ("user_window_vectors", "cell_window_vectors")
@@ -908,6 +932,8 @@ class Store:
             return
         for table in ("event_vectors", *self._WINDOW_VECTOR_TABLES):
             self.con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [int(dataset_id)])
+        if self._table_exists("dataset_calibration"):
+            self.con.execute("DELETE FROM dataset_calibration WHERE dataset_id = ?", [int(dataset_id)])
 
     def scored_events(
         self, datasets: Sequence[int] | None = None, local_from: datetime | pd.Timestamp | None = None
@@ -1215,6 +1241,44 @@ class Store:
         )
         return run_id
 
+    def write_calibration(
+        self, dataset_id: int, source: str, cutoff: datetime, history_weight: float, sharpness: float, pairs: int,
+        stored_mrr: float | None, history_mrr: float | None, model_mrr: float | None, weights_json: str,
+    ) -> None:
+        """Record (replace) one dataset's calibration."""
+        self.ensure_analytics_schema()
+        self.con.execute("DELETE FROM dataset_calibration WHERE dataset_id = ?", [int(dataset_id)])
+        self.con.execute(
+            "INSERT INTO dataset_calibration VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, now())",
+            [int(dataset_id), source, cutoff, float(history_weight), float(sharpness), int(pairs),
+             _finite_or_none(stored_mrr), _finite_or_none(history_mrr), _finite_or_none(model_mrr), weights_json],
+        )
+
+    def calibrations(self) -> pd.DataFrame:
+        """Every dataset's calibration with its dataset name, by dataset id (empty before any)."""
+        if not self._analytics_tables_exist() or not self._table_exists("dataset_calibration"):
+            return pd.DataFrame(columns=["dataset_id", "name", "source", "cutoff", "history_weight", "sharpness", "pairs",
+                                         "stored_mrr", "history_mrr", "model_mrr", "weights", "calibrated_at"])
+        return self.con.execute(
+            """SELECT c.dataset_id, d.name, c.source, c.cutoff, c.history_weight, c.sharpness, c.pairs, c.stored_mrr,
+                      c.history_mrr, c.model_mrr, c.weights, c.calibrated_at
+               FROM dataset_calibration c JOIN datasets d USING (dataset_id) ORDER BY c.dataset_id"""
+        ).df()
+
+    def calibration_cutoff(self, dataset_id: int) -> Any:
+        """The stored cutoff (a UTC pd.Timestamp) of a dataset's world, or None before its first calibration."""
+        if not self._analytics_tables_exist() or not self._table_exists("dataset_calibration"):
+            return None
+        row = self._first_row("SELECT epoch_us(cutoff) FROM dataset_calibration WHERE dataset_id = ?", [int(dataset_id)])
+        return None if row is None else pd.Timestamp(int(row[0]), unit="us", tz="UTC")
+
+    def _table_exists(self, table: str) -> bool:
+        row = self._first_row(
+            "SELECT count(*) FROM duckdb_tables() WHERE table_name = ? AND NOT temporary AND database_name = current_database()",
+            [table],
+        )
+        return bool(row and row[0])
+
     def score_runs(self) -> pd.DataFrame:
         """Every score run, newest first."""
         if not self._analytics_tables_exist():
@@ -1400,6 +1464,10 @@ def _events_frame(table: pa.Table) -> pd.DataFrame:
         if 0 < table.num_rows == table.column(name).null_count:  # as events() gives an all-null text column
             frame[name] = pd.Series([None] * len(frame), dtype=object)
     return frame.astype({"dataset_id": "int32", "tz_offset_min": "Int16", "local_hour": "int8", "dow": "int8"})
+
+
+def _finite_or_none(x: float | None) -> float | None:
+    return None if x is None or not np.isfinite(x) else float(x)
 
 
 def _k_threshold(df: pd.DataFrame, k: int) -> tuple[pd.DataFrame, int]:

@@ -29,7 +29,8 @@ from safetensors.torch import load_file, save_file
 
 from interestgeo.config import Config, ModelConfig
 from interestgeo.model import N_NEXT_TIME, Batch, InterestModel, ModelData
-from interestgeo.spacetime import CellVocab, cyclic_time, event_features
+from interestgeo.spacetime import CellVocab, event_features
+from interestgeo.world import World, calibration_cutoff, world_from_events, world_from_split
 
 if TYPE_CHECKING:
     from interestgeo.store import Store
@@ -41,11 +42,13 @@ __all__ = [
     "EventTable",
     "InterestScorer",
     "TrainResult",
-    "build_model_data",
     "checkpoint_dir",
     "load_checkpoint",
     "model_scorers",
     "run_train_command",
+    "SHIPPED_MODEL_DIR",
+    "has_usable_checkpoint",
+    "register_checkpoint",
     "save_checkpoint",
     "train_ablations",
     "train_model",
@@ -82,15 +85,16 @@ class EventTable:
     def build(
         cls,
         events: pd.DataFrame,
-        venue_index: pd.Series | dict[str, int],
-        category_index: dict[str, int],
+        venue: np.ndarray,
+        category: np.ndarray,
         text_vectors: np.ndarray,
         vocab: CellVocab,
         n_venues: int,
         rows: np.ndarray | None = None,
         text_codes: np.ndarray | None = None,
     ) -> EventTable:
-        """`venue_index` maps item_id -> venue idx; `text_vectors` is one row per event (per row of
+        """`venue` (N,) each event's venue idx (`n_venues`: unknown) and `category` (N,) its
+        category idx (-1: unknown), from a World; `text_vectors` is one row per event (per row of
         `rows`), or with `text_codes` (one per event / row of `rows`) the distinct vectors they index:
         a (N, E) copy per event would cost a fresh process more in page faults than its use.
 
@@ -100,7 +104,8 @@ class EventTable:
         a few windows of it). Their inputs are zeros.
         """
         n = len(events)
-        venue = venue_indices(events, venue_index, n_venues)
+        venue = np.asarray(venue, dtype=np.int64)
+        category = np.asarray(category, dtype=np.int64)
         user_start = user_starts(events)
         new_user = user_start == np.arange(n)
         if rows is None:
@@ -113,12 +118,7 @@ class EventTable:
             ctx[1:] |= rows[:-1] & ~new_user[1:]
             at = np.flatnonzero(ctx)
             events = events.iloc[at]
-        if "category_idx" in events:
-            category_at = events["category_idx"].to_numpy(dtype=np.int64)
-        else:  # category_index.get(c, -1), vectorised (dict keys are unique)
-            ids = np.append(np.fromiter(category_index.values(), np.int64, len(category_index)), -1)
-            pos = pd.Index(list(category_index), dtype=object).get_indexer(events["category"].astype(object))
-            category_at = ids[pos]  # pos -1 (unknown) reads the appended -1
+        category_at = category[at]
         feats = event_features(events)
         nt = np.zeros((len(at), N_NEXT_TIME), dtype=np.float32)  # time features of each row's next event
         if len(at) > 1:
@@ -227,24 +227,6 @@ def user_starts(events: pd.DataFrame) -> np.ndarray:
     return np.repeat(starts, np.diff(np.append(starts, n))).astype(np.int64)
 
 
-def venue_indices(frame: pd.DataFrame, venue_index: pd.Series | dict[str, int], n_venues: int) -> np.ndarray:
-    """(N,) int64 venue idx of each row (`n_venues` when unknown or without an item id).
-
-    A pd.Series (keys -> idx, unique keys) is looked up vectorised, a dict row by row.
-    """
-    if isinstance(venue_index, pd.Series):
-        keys = frame["dataset_id"].astype(str) + ":" + frame["item_id"].astype(str)
-        pos = venue_index.index.get_indexer(keys.where(frame["item_id"].notna(), ""))
-        return np.where(pos >= 0, venue_index.to_numpy(dtype=np.int64)[pos], n_venues).astype(np.int64)
-    return np.array([venue_index.get(k, n_venues) for k in venue_keys(frame)], dtype=np.int64)
-
-
-def venue_keys(frame: pd.DataFrame) -> list[str]:
-    """"dataset_id:item_id" per row: item ids are scoped to their dataset, like user ids."""
-    items = frame["item_id"].astype(object).where(frame["item_id"].notna(), None)
-    return [f"{d}:{i}" if i is not None else "" for d, i in zip(frame["dataset_id"].astype(str), items)]
-
-
 def history_windows(starts: np.ndarray, ends: np.ndarray, max_len: int) -> list[tuple[int, int]]:
     """Row ranges [max(start, end - max_len), end) — the last max_len events before each end."""
     return [(int(max(s, e - max_len)), int(e)) for s, e in zip(starts, ends)]
@@ -301,50 +283,28 @@ def length_batches(lengths: list[int], max_windows: int) -> list[tuple[int, int]
     return out
 
 
-# ---------------------------------------------------------------------------- model data
-def build_model_data(
-    split: Any, venue_vectors: np.ndarray, category_vectors: np.ndarray, vocab: CellVocab
-) -> ModelData:
-    """Venue/category embeddings, coordinates and training transition counts from a split."""
-    ev = split.events
-    venues = split.venues
-    cat_index = {c: i for i, c in enumerate(split.categories)}
-    V = len(venues)
-    train = (ev["part"] == "train").to_numpy()
-    vidx = ev["venue_idx"].to_numpy()
-    user = (ev["dataset_id"].astype(str) + ":" + ev["user_id"].astype(str)).to_numpy()
-    same = np.zeros(len(ev), dtype=bool)
-    same[1:] = user[1:] == user[:-1]
-    pair = same[1:] & train[1:] & train[:-1] & (vidx[1:] >= 0) & (vidx[:-1] >= 0)
-    src, dst = vidx[:-1][pair], vidx[1:][pair]
-    key, counts = np.unique(src * V + dst, return_counts=True)
-    return ModelData(
-        venue_text=torch.from_numpy(np.asarray(venue_vectors, dtype=np.float32)),
-        venue_lat=torch.tensor(venues["lat"].to_numpy(), dtype=torch.float32),
-        venue_lon=torch.tensor(venues["lon"].to_numpy(), dtype=torch.float32),
-        venue_category=torch.tensor(
-            venues["category_idx"].to_numpy() if "category_idx" in venues else [cat_index.get(c, 0) for c in venues["category"]],
-            dtype=torch.int64,
-        ),
-        category_text=torch.from_numpy(np.asarray(category_vectors, dtype=np.float32)),
-        markov_src=torch.from_numpy(key // V),
-        markov_dst=torch.from_numpy(key % V),
-        markov_count=torch.from_numpy(counts.astype(np.float32)),
-        cell_sizes=vocab.sizes(),
-        centre=(float(ev.loc[train, "lat"].mean()), float(ev.loc[train, "lon"].mean())),
-    )
-
-
+# ---------------------------------------------------------------------------- model inputs
 @dataclass
 class Prepared:
     """Everything training and scoring need for one split."""
 
     split: Any
     table: EventTable
-    data: ModelData
+    world: World
     vocab: CellVocab
-    item_ids: list[str]  # "dataset_id:item_id" of each model venue
-    categories: list[str]
+
+    @property
+    def data(self) -> ModelData:
+        return self.world.data
+
+
+def split_table(split: Any, world: World, vocab: CellVocab, text_of: Callable[[list[str]], np.ndarray]) -> EventTable:
+    """The model inputs of every event of the split, against `world` (built from the same split)."""
+    ev = split.events
+    codes, uniq = pd.factorize(ev["text"].fillna("").astype(str))
+    venue = np.where(ev["venue_idx"].to_numpy() >= 0, ev["venue_idx"].to_numpy(), world.n_venues)
+    category = world.categories_of(ev)
+    return EventTable.build(ev, venue, category, text_of(list(uniq)), vocab, world.n_venues, text_codes=codes)
 
 
 def prepare(split: Any, config: ModelConfig, text_of: Callable[[list[str]], np.ndarray]) -> Prepared:
@@ -352,17 +312,8 @@ def prepare(split: Any, config: ModelConfig, text_of: Callable[[list[str]], np.n
     ev = split.events
     train = (ev["part"] == "train").to_numpy()
     vocab = CellVocab.build(ev.loc[train, "cell"].to_numpy(dtype=np.int64), tuple(config.cell_resolutions))
-    texts = ev["text"].fillna("").astype(str).tolist()
-    uniq, inverse = np.unique(np.array(texts, dtype=object), return_inverse=True)
-    vecs = text_of(list(uniq))
-    venue_vectors = text_of(split.venues["text"].fillna("").astype(str).tolist())
-    category_vectors = text_of([str(c) for c in split.categories])
-    data = build_model_data(split, venue_vectors, category_vectors, vocab)
-    item_ids = venue_keys(split.venues)
-    venue_index = {v: i for i, v in enumerate(item_ids)}
-    cat_index = {c: i for i, c in enumerate(split.categories)}
-    table = EventTable.build(ev, venue_index, cat_index, vecs, vocab, len(item_ids), text_codes=inverse)
-    return Prepared(split, table, data, vocab, item_ids, list(split.categories))
+    world = world_from_split(split, text_of, vocab.sizes())
+    return Prepared(split, split_table(split, world, vocab, text_of), world, vocab)
 
 
 def training_windows(prep: Prepared, max_len: int) -> tuple[list[tuple[int, int]], np.ndarray, np.ndarray]:
@@ -376,7 +327,7 @@ def training_windows(prep: Prepared, max_len: int) -> tuple[list[tuple[int, int]
     nxt_same = np.zeros(n, dtype=bool)
     nxt_same[:-1] = t.user_start[1:] == t.user_start[:-1]
     ok = np.zeros(n, dtype=bool)
-    ok[:-1] = nxt_same[:-1] & train[1:] & train[:-1] & (t.venue[1:] < len(prep.item_ids))
+    ok[:-1] = nxt_same[:-1] & train[1:] & train[:-1] & (t.venue[1:] < prep.world.n_venues)
     target_v[:-1] = np.where(ok[:-1], t.venue[1:], -1)
     target_c[:-1] = np.where(ok[:-1], t.category[1:], -1)
     windows: list[tuple[int, int]] = []
@@ -466,8 +417,15 @@ def train_on_split(
     progress: bool = False,
     log: Callable[[str], None] | None = None,
     rank: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
+    time_budget_s: float | None = None,
 ) -> TrainResult:
-    """Train on the split's training events, early-stopping on validation MRR; returns the best model."""
+    """Train on the split's training events, early-stopping on validation MRR; returns the best model.
+
+    `init_state`: warm-start from these weights (fine-tuning); their own validation MRR is the
+    score to beat, so a fine-tune that does not help returns them unchanged. `time_budget_s`: stop
+    after the batch that passes it (the epoch is validated, the best state kept).
+    """
     from tqdm.auto import tqdm
 
     if rank is None:
@@ -477,6 +435,8 @@ def train_on_split(
     seed_everything(config.seed)
     prep = prep or prepare(split, config, text_of)
     model = InterestModel(config, prep.data)
+    if init_state is not None:
+        model.load_state_dict(init_state, strict=True)
     windows, tv, tc = training_windows(prep, config.max_len)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "wpe" not in n and not n.startswith(("id_", "spacetime.cells"))]
     other = [p for n, p in model.named_parameters() if not any(p is q for q in decay)]
@@ -486,6 +446,12 @@ def train_on_split(
     )
     rng = np.random.default_rng(config.seed)
     best: dict[str, Any] = {"mrr": -1.0, "epoch": 0, "state": None}
+    if init_state is not None:
+        v, _ = score_rows(model, prep.table, split.val, config.use_target_time, config.eval_batch_size)
+        start = rank(v, split.val.venue)
+        best = {"mrr": start["mrr"], "epoch": 0, "state": {k: x.detach().clone() for k, x in model.state_dict().items()}}
+        if log:
+            log(f"warm start: val acc@1 {start['acc@1']:.4f}  val mrr {start['mrr']:.4f}")
     history = []
     t0 = time.perf_counter()
     bad = 0
@@ -506,6 +472,9 @@ def train_on_split(
             opt.step()
             losses.append(loss.item())
             bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
+                break
+        out_of_time = time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
         v, _ = score_rows(model, prep.table, split.val, config.use_target_time, config.eval_batch_size)
         val = rank(v, split.val.venue)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), **{f"val_{k}": x for k, x in val.items()}})
@@ -519,6 +488,10 @@ def train_on_split(
             bad += 1
             if bad >= config.patience:
                 break
+        if out_of_time:
+            if log:
+                log(f"time budget of {time_budget_s / 60:g} min reached")
+            break
     if best["state"] is not None:
         model.load_state_dict(best["state"])
     model.eval()
@@ -541,13 +514,22 @@ def checkpoint_dir(config: Config) -> Path:
 
 
 def save_checkpoint(
-    store: Store, config: Config, name: str, model: InterestModel, prep: Prepared, metrics: dict[str, Any]
+    store: Store, config: Config, name: str, model: InterestModel, prep: Prepared, metrics: dict[str, Any],
+    *, folder: Path | None = None, half: bool = False, trained_on: list[dict[str, Any]] | None = None,
 ) -> int:
-    """Write weights (safetensors) + config/metrics/meta JSON to a new folder and register it."""
-    stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
-    folder = checkpoint_dir(config) / f"{name.replace(':', '-').replace('/', '-')}-{stamp}"
+    """Write weights (safetensors) + config/metrics/meta JSON to a new folder and register it.
+
+    `folder`: write there (default: a new folder under checkpoint_dir); `half`: float tensors as
+    float16 (the shipped model: half the size, the same rankings); `trained_on`: the datasets and
+    periods the weights saw (`evaluate --dataset` refuses a checkpoint that saw its test period).
+    """
+    if folder is None:
+        stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%S%fZ")
+        folder = checkpoint_dir(config) / f"{name.replace(':', '-').replace('/', '-')}-{stamp}"
     folder.mkdir(parents=True, exist_ok=False)
     tensors = {k: v.detach().contiguous().clone() for k, v in model.state_dict().items()}
+    if half:
+        tensors = {k: v.half() if v.is_floating_point() else v for k, v in tensors.items()}
     for res, cells in zip(prep.vocab.resolutions, prep.vocab.cells):
         tensors[f"vocab.cells.{res}"] = torch.from_numpy(np.ascontiguousarray(cells))
     save_file(tensors, str(folder / "model.safetensors"))
@@ -555,15 +537,16 @@ def save_checkpoint(
     metrics_json = json.dumps(metrics, indent=2)
     meta = {
         "name": name,
-        "venues": prep.item_ids,
-        "categories": prep.categories,
         "cell_resolutions": list(prep.vocab.resolutions),
-        "centre": list(prep.data.centre),
         "text_model_id": metrics.get("text_model_id"),
+        "text_dim": model.text_dim,
+        "tied_venues": model.tied_venues,
+        "tied_categories": model.tied_categories,
+        "trained_on": trained_on or [],
     }
     (folder / "config.json").write_text(config_json)
     (folder / "metrics.json").write_text(metrics_json)
-    (folder / "meta.json").write_text(json.dumps(meta))
+    (folder / "meta.json").write_text(json.dumps(meta, indent=2))
     return store.add_checkpoint(name, str(folder), config_json, metrics_json)
 
 
@@ -572,11 +555,18 @@ class LoadedCheckpoint:
     id: int
     name: str
     config: Config
-    model: InterestModel
+    model: InterestModel  # weights only: its world is set by whoever scores (InterestScorer)
     vocab: CellVocab
-    item_ids: list[str]
-    categories: list[str]
     metrics: dict[str, Any]
+    meta: dict[str, Any]
+
+    @property
+    def text_model_id(self) -> str | None:
+        return self.meta.get("text_model_id") or self.metrics.get("text_model_id")
+
+    @property
+    def trained_on(self) -> list[dict[str, Any]]:
+        return list(self.meta.get("trained_on") or [])
 
 
 class CheckpointError(Exception):
@@ -592,31 +582,62 @@ def load_checkpoint(store: Store, checkpoint_id: int | str | None = None, name: 
     if row is None:
         what = f"checkpoint {checkpoint_id}" if checkpoint_id is not None else f"checkpoint named {name or 'model'!r}"
         raise CheckpointError(f"no {what} in the store: run `interestgeo train` first")
-    folder = Path(row["path"])
+    return read_checkpoint(Path(row["path"]), int(row["id"]), str(row["name"]))
+
+
+def read_checkpoint(folder: Path, checkpoint_id: int = 0, name: str | None = None) -> LoadedCheckpoint:
+    """The checkpoint in `folder` (safetensors + JSON), float32 on the CPU."""
     if not (folder / "model.safetensors").exists():
-        raise CheckpointError(f"checkpoint {row['id']} files are missing at {folder}")
+        raise CheckpointError(f"checkpoint {checkpoint_id} files are missing at {folder}")
     config = Config.from_dict(json.loads((folder / "config.json").read_text()))
     meta = json.loads((folder / "meta.json").read_text())
-    tensors = load_file(str(folder / "model.safetensors"))
+    if "text_dim" not in meta:
+        raise CheckpointError(
+            f"checkpoint {checkpoint_id} at {folder} was made by an older version whose model knew only its "
+            "training venues: train again (`interestgeo train`) or use the shipped model (`interestgeo demo`)"
+        )
+    tensors = {k: v.float() if v.is_floating_point() else v for k, v in load_file(str(folder / "model.safetensors")).items()}
     resolutions = tuple(meta["cell_resolutions"])
     vocab = CellVocab(resolutions, [tensors.pop(f"vocab.cells.{r}").numpy() for r in resolutions])
-    data = ModelData(
-        venue_text=tensors["venue_text"],
-        venue_lat=tensors["venue_lat"],
-        venue_lon=tensors["venue_lon"],
-        venue_category=tensors["venue_category"],
-        category_text=tensors["category_text"],
-        markov_src=tensors["markov_src"],
-        markov_dst=tensors["markov_dst"],
-        markov_count=tensors["markov_count"],
-        cell_sizes=vocab.sizes(),
-        centre=(float(meta["centre"][0]), float(meta["centre"][1])),
-    )
-    model = InterestModel(config.model, data)
+    model = InterestModel(config.model, placeholder_world(meta["text_dim"], meta.get("tied_venues"), meta.get("tied_categories"), vocab))
     model.load_state_dict(tensors, strict=True)
     model.eval()
     metrics = json.loads((folder / "metrics.json").read_text())
-    return LoadedCheckpoint(int(row["id"]), str(row["name"]), config, model, vocab, meta["venues"], meta["categories"], metrics)
+    return LoadedCheckpoint(checkpoint_id, name or str(meta.get("name", "model")), config, model, vocab, metrics, meta)
+
+
+# The pretrained model that ships with the product (float16 safetensors + JSON; `make model` rebuilds it).
+SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "model"
+
+
+def register_checkpoint(store: Store, folder: Path, name: str = "model") -> int:
+    """Register a checkpoint folder written elsewhere (the shipped model) in this store; returns its id."""
+    checkpoint = read_checkpoint(folder, name=name)  # refuses a folder that does not load
+    return store.add_checkpoint(
+        name, str(Path(folder).resolve()), json.dumps(checkpoint.config.to_dict(), indent=2),
+        json.dumps(checkpoint.metrics, indent=2),
+    )
+
+
+def has_usable_checkpoint(store: Store, name: str = "model") -> bool:
+    """Whether the newest `name` checkpoint loads (False for none, missing files, or an older format)."""
+    try:
+        load_checkpoint(store, name=name)
+    except CheckpointError:
+        return False
+    return True
+
+
+def placeholder_world(text_dim: int, venues: int | None, categories: int | None, vocab: CellVocab) -> ModelData:
+    """An empty world of the right shapes, to build a model before the data it scores is known."""
+    V, K = venues or 1, categories or 1
+    return ModelData(
+        venue_text=torch.zeros(V, text_dim), venue_lat=torch.zeros(V), venue_lon=torch.zeros(V),
+        venue_category=torch.zeros(V, dtype=torch.int64), category_text=torch.zeros(K, text_dim),
+        markov_src=torch.zeros(0, dtype=torch.int64), markov_dst=torch.zeros(0, dtype=torch.int64),
+        markov_count=torch.zeros(0), venue_count=torch.zeros(V), candidate=torch.ones(V, dtype=torch.bool),
+        cell_sizes=vocab.sizes(), centre=(0.0, 0.0),
+    )
 
 
 @contextmanager
@@ -642,24 +663,26 @@ class InterestScorer:
 
     def __init__(
         self, store: Store, checkpoint: LoadedCheckpoint, *, time_given: bool | None = None, name: str | None = None,
-        encoder: TextEncoder | None = None,
+        encoder: TextEncoder | None = None, use_adapted: bool = False,
     ) -> None:
         self.store = store
         self.checkpoint = checkpoint
-        self.model = checkpoint.model
+        self.model = checkpoint.model  # the model of the dataset being scored (see _enter)
+        # with `use_adapted`, a dataset with a checkpoint adapted to it ("adapted:NAME") is scored by that one
+        self.adapted: dict[int, LoadedCheckpoint] = self._adapted_checkpoints() if use_adapted else {}
         self.config = checkpoint.config
         self.max_len = self.config.model.max_len
         self.time_given = self.config.model.use_target_time if time_given is None else time_given
         self.name = name or checkpoint.name
         # a caller's text encoder is shared when it is the model the checkpoint was trained with
         # (loading one costs about 0.2 s, as much as a dynamic update spends on a tenth of its events)
-        same = encoder is not None and encoder.model_id == checkpoint.metrics.get("text_model_id")
+        same = encoder is not None and encoder.model_id == checkpoint.text_model_id
         self._encoder: TextEncoder | None = encoder if same else None
-        self._venue_index = {k: i for i, k in enumerate(checkpoint.item_ids)}
-        # the same map as a Series, looked up vectorised (the keys are unique)
-        self._venue_series = pd.Series(np.arange(len(checkpoint.item_ids)), index=pd.Index(checkpoint.item_ids))
-        self._category_index = {c: i for i, c in enumerate(checkpoint.categories)}
-        self._tables: dict[int, EventTable] = {}
+        # per dataset: the world it is scored against, and the cutoff its counts stop at
+        self._worlds: dict[int, World] = {}
+        self._cutoffs: dict[int, pd.Timestamp | None] = {}
+        self._split: tuple[int, World, EventTable] | None = None  # the evaluation split's world and table
+        self._model_world: World | None = None  # the world the model holds now
         # model.expected_text's (rows, V) buffers, kept between calls (a fresh one costs page faults)
         self._workspace: dict[str, Any] = {}
 
@@ -678,35 +701,94 @@ class InterestScorer:
 
         if self._encoder is None:
             self._encoder = TextEncoder(self.config.text)
-        return embed_texts(self.store, self._encoder, texts)
+        return embed_texts(self.store, self._encoder, texts, warn=None)
+
+    def use_cutoffs(self, cutoffs: dict[int, pd.Timestamp | None]) -> None:
+        """Score dataset d against its events before cutoffs[d] (see world.py); a dataset without
+        one uses the cutoff its last calibration stored, else its own most recent tenth."""
+        for dataset_id, cutoff in cutoffs.items():
+            if dataset_id not in self._cutoffs or self._cutoffs[dataset_id] != cutoff:
+                self._cutoffs[dataset_id] = cutoff
+                self._worlds.pop(dataset_id, None)
+
+    def world(self, dataset_id: int) -> World:
+        """The world dataset `dataset_id` is scored against (built once per scorer from its events)."""
+        if dataset_id not in self._worlds:
+            events = self.store.events([dataset_id])
+            if events.empty:
+                raise LookupError(f"dataset {dataset_id} has no events")
+            if dataset_id in self._cutoffs:
+                cutoff = self._cutoffs[dataset_id]
+            else:
+                cutoff = self.store.calibration_cutoff(dataset_id)
+                if cutoff is None:
+                    cutoff = calibration_cutoff(events["ts"])
+                self._cutoffs[dataset_id] = cutoff
+            self._worlds[dataset_id] = world_from_events(events, cutoff, self.text_vectors, self.checkpoint.vocab.sizes())
+        return self._worlds[dataset_id]
+
+    def _adapted_checkpoints(self) -> dict[int, LoadedCheckpoint]:
+        """{dataset id: the newest checkpoint adapted to it} for the store's datasets."""
+        out = {}
+        for dataset_id, name in zip(self.store.datasets()["dataset_id"], self.store.datasets()["name"]):
+            row = self.store.checkpoint(name=adapted_name(str(name)))
+            if row is not None:
+                out[int(dataset_id)] = load_checkpoint(self.store, int(row["id"]))
+        return out
+
+    def _enter(self, world: World, dataset_id: int | None = None) -> None:
+        """Point the model of `dataset_id` (its adapted one, else the checkpoint's) at `world`
+        (its (rows, V) buffers go: V changes)."""
+        model = self.adapted[dataset_id].model if dataset_id in self.adapted else self.checkpoint.model
+        if self._model_world is not world or self.model is not model:
+            self.model = model
+            self.model.set_world(world.data)
+            self._workspace.clear()
+            self._model_world = world
 
     def table(self, events: pd.DataFrame, rows: np.ndarray | None = None) -> EventTable:
-        """The model inputs of `events` (all rows, or only `rows`: see EventTable.build)."""
+        """The model inputs of `events` against the current world (all rows, or only `rows`:
+        see EventTable.build)."""
+        if len(events):  # the events' dataset's world (one dataset: _by_dataset splits them)
+            self._enter(self.world(int(events["dataset_id"].iloc[0])), int(events["dataset_id"].iloc[0]))
+        world = self._model_world
+        assert world is not None
         texts = events["text"] if rows is None else events["text"][rows]
         codes, uniq = pd.factorize(texts.fillna("").astype(str))  # hashing: no sort of the strings
         vecs = self.text_vectors(list(uniq)) if len(uniq) else np.zeros((0, self.model.text_dim), np.float32)
-        venues = self._venue_series if self._venue_series.index.is_unique else self._venue_index
         return EventTable.build(
-            events, venues, self._category_index, vecs, self.checkpoint.vocab, len(self._venue_index),
-            rows=rows, text_codes=codes,
+            events, world.venues_of(events), world.categories_of(events), vecs, self.checkpoint.vocab,
+            world.n_venues, rows=rows, text_codes=codes,
         )
+
+    def _by_dataset(
+        self, events: pd.DataFrame, fn: Callable[[pd.DataFrame, slice], np.ndarray]
+    ) -> list[np.ndarray]:
+        """`fn(rows of one dataset, their slice of events)` for each dataset's (contiguous) rows,
+        with the model in that dataset's world."""
+        ds = events["dataset_id"].to_numpy()
+        bounds = np.flatnonzero(np.r_[True, ds[1:] != ds[:-1], True])
+        parts = []
+        for a, b in zip(bounds[:-1], bounds[1:]):
+            self._enter(self.world(int(ds[a])), int(ds[a]))
+            parts.append(fn(events.iloc[a:b].reset_index(drop=True), slice(int(a), int(b))))
+        return parts
 
     # -- Scorer protocol
     def score(self, split: Any, samples: Any) -> tuple[np.ndarray, np.ndarray]:
+        """(n, V) venue log-probs over split.venues and (n, K) category scores over split.categories:
+        the model scores the split's world (its training-period venues and counts), zero-shot when
+        it was trained on other data."""
         key = id(split.events)
-        if key not in self._tables:
-            self._tables = {key: self.table(split.events)}
-        v, c = score_histories(
-            self.model, self._tables[key], samples.history_start, samples.history_end,
+        if self._split is None or self._split[0] != key:
+            world = world_from_split(split, self.text_vectors, self.checkpoint.vocab.sizes())
+            self._split = (key, world, split_table(split, world, self.checkpoint.vocab, self.text_vectors))
+        _, world, table = self._split
+        self._enter(world)
+        return score_histories(
+            self.model, table, samples.history_start, samples.history_end,
             self.time_given, self.config.model.eval_batch_size,
         )
-        # Reorder columns to the split's venues and categories (identical order on the same data).
-        split_venues = venue_keys(split.venues)
-        cols = np.array([self._venue_index.get(k, -1) for k in split_venues])
-        venue_scores = np.where(cols >= 0, v[:, np.maximum(cols, 0)], -np.inf).astype(np.float32)
-        ccols = np.array([self._category_index.get(c_, -1) for c_ in split.categories])
-        category_scores = np.where(ccols >= 0, c[:, np.maximum(ccols, 0)], -np.inf).astype(np.float32)
-        return venue_scores, category_scores
 
     # -- analytics API
     def _cover_jobs(self, user_start: np.ndarray, needed: np.ndarray | None = None) -> list[tuple[int, int, int]]:
@@ -731,13 +813,16 @@ class InterestScorer:
         rows = np.cumsum(edges[:-1]) > 0  # (N,) inside some job's window
         return self.table(events, None if rows.all() else rows)
 
-    @torch.inference_mode()
     def interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
         """(N, E) float32 L2-normalised; row i uses only the same user's events up to i (causal)."""
-        out = np.zeros((len(events), self.model.text_dim), dtype=np.float32)
         if len(events) == 0:
-            return out
+            return np.zeros((0, self.model.text_dim), dtype=np.float32)
         events = events.reset_index(drop=True)
+        return np.concatenate(self._by_dataset(events, lambda part, _: self._bare_vectors(part, neutralise_spacetime)))
+
+    @torch.inference_mode()
+    def _bare_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool) -> np.ndarray:
+        out = np.zeros((len(events), self.model.text_dim), dtype=np.float32)
         jobs = self._cover_jobs(user_starts(events))
         table = self._jobs_table(events, jobs)
         for _, chunk, _, h in self._hidden_batches(table, jobs, neutralise_spacetime):
@@ -761,13 +846,39 @@ class InterestScorer:
                 batch = table.batch([(s, e) for s, e, _ in chunk], self.max_len, False)
                 yield i, chunk, batch, self.model.hidden(batch, neutralise_spacetime=neutralise_spacetime)
 
-    @torch.inference_mode()
     def expected_venue_vectors(
         self,
         events: pd.DataFrame,
         neutralise_spacetime: bool = False,
         needed: np.ndarray | None = None,
         last_only: bool = False,
+        sharpness: float | dict[int, float] | tuple[float, ...] = 1.0,
+    ) -> np.ndarray:
+        """(N, E) float32, unnormalised: row i = the expected text embedding of the user's next
+        venue after event i under the model's full prediction in the world of the event's dataset
+        (see _expected_vectors; `needed`, `last_only` too).
+
+        `sharpness` (model.sharpen): one for all, one per dataset id (1 where missing), or a tuple
+        of them: then (S, N, E), one expectation per value, from one run of the model."""
+        events = events.reset_index(drop=True)
+        variants = isinstance(sharpness, tuple)
+        if len(events) == 0:
+            return np.zeros(((len(sharpness),) if variants else ()) + (0, self.model.text_dim), dtype=np.float32)
+
+        def run(part: pd.DataFrame, rows: slice) -> np.ndarray:
+            a = sharpness.get(int(part["dataset_id"].iloc[0]), 1.0) if isinstance(sharpness, dict) else sharpness
+            return self._expected_vectors(part, neutralise_spacetime, None if needed is None else needed[rows], last_only, a)
+
+        return np.concatenate(self._by_dataset(events, run), axis=1 if variants else 0)
+
+    @torch.inference_mode()
+    def _expected_vectors(
+        self,
+        events: pd.DataFrame,
+        neutralise_spacetime: bool = False,
+        needed: np.ndarray | None = None,
+        last_only: bool = False,
+        sharpness: float | tuple[float, ...] = 1.0,
     ) -> np.ndarray:
         """(N, E) float32, unnormalised: row i = the expected text embedding of the user's next venue
         after event i under the model's full prediction (model.expected_text), from the same
@@ -793,7 +904,8 @@ class InterestScorer:
             jobs = self._cover_jobs(user_start, needed)
         # inputs for the rows in some window only: an update's older history is read for its counts
         table = self._jobs_table(events, jobs)
-        out = np.zeros((len(jobs) if last_only else len(events), E), dtype=np.float32)
+        lead = (len(sharpness),) if isinstance(sharpness, tuple) else ()  # (S,) variants first
+        out = np.zeros(lead + (len(jobs) if last_only else len(events), E), dtype=np.float32)
         for i, chunk, batch, h in self._hidden_batches(table, jobs, neutralise_spacetime):
             qb = np.concatenate([np.full(e - owned, b) for b, (s, e, owned) in enumerate(chunk)])  # (n,)
             qt = np.concatenate([np.arange(owned - s, e - s) for s, e, owned in chunk])  # (n,)
@@ -807,9 +919,29 @@ class InterestScorer:
             for k in range(0, len(rows), self._HEAD_ROWS):
                 sl = slice(k, k + self._HEAD_ROWS)
                 qb_t, qt_t = torch.from_numpy(qb[sl]), torch.from_numpy(qt[sl])
-                expected = self.model.expected_text(h, batch, qb_t, qt_t, self._workspace)
-                out[rows[sl]] = expected.numpy()  # (n, E)
+                expected = self.model.expected_text(h, batch, qb_t, qt_t, self._workspace, sharpness)
+                out[..., rows[sl], :] = expected.numpy()  # ([S,] n, E)
         return out
+
+    @torch.inference_mode()
+    def next_venues(self, user_events: pd.DataFrame, k: int = 10) -> pd.DataFrame:
+        """The model's own next-venue distribution after a person's last event (one dataset):
+        the top `k` items of their dataset's world with their probabilities (pointer, counts,
+        transitions, distance and interests together; the next event's time is not given), and
+        the person's past venues among them. Columns: item_id, text, category, lat, lon, visits
+        (everyone's, before the world's cutoff), probability."""
+        events = user_events.reset_index(drop=True)
+        if events.empty:
+            raise LookupError("no events to predict from")
+        dataset_id = int(events["dataset_id"].iloc[0])
+        world = self.world(dataset_id)
+        self._enter(world, dataset_id)
+        start = max(0, len(events) - self.max_len)
+        table = self.table(events.iloc[start:].reset_index(drop=True))
+        logp, _ = self.model.score_last(table.batch([(0, len(events) - start)], self.max_len, False))
+        p = logp[0].exp().numpy()
+        top = np.argsort(-p, kind="stable")[:k]
+        return world.items.iloc[top].assign(probability=p[top]).reset_index(drop=True)
 
     @torch.no_grad()
     def attention_rollup(self, user_events: pd.DataFrame) -> np.ndarray:
@@ -823,6 +955,7 @@ class InterestScorer:
         if n == 0:
             return out
         events = user_events.reset_index(drop=True)
+        self._enter(self.world(int(events["dataset_id"].iloc[0])), int(events["dataset_id"].iloc[0]))
         table = self.table(events)
         start = max(0, n - self.max_len)
         batch = table.batch([(start, n)], self.max_len, False)
@@ -840,11 +973,13 @@ class InterestScorer:
 
 
 # ---------------------------------------------------------------------------- entry points
-def _split_and_text(store: Store, config: Config, progress: bool) -> tuple[Any, Callable[[list[str]], np.ndarray], str]:
+def _split_and_text(
+    store: Store, config: Config, progress: bool, datasets: list[int] | None = None
+) -> tuple[Any, Callable[[list[str]], np.ndarray], str]:
     from interestgeo.split import make_split
     from interestgeo.text import TextEncoder, embed_texts
 
-    events = store.events()
+    events = store.events(datasets)
     if events.empty:
         raise CheckpointError("the store has no events: run `interestgeo demo` or `interestgeo ingest` first")
     split = make_split(events, config)
@@ -874,13 +1009,60 @@ def train_model(
     name: str = "model",
     progress: bool = False,
     log: Callable[[str], None] | None = None,
+    dataset: str | None = None,
+    init_from: int | str | None = None,
+    minutes: float | None = None,
+    folder: Path | None = None,
+    half: bool = False,
 ) -> int:
-    """Train on the store's events (split.py protocol), save and register a checkpoint; returns its id."""
+    """Train on the store's events (split.py protocol), save and register a checkpoint; returns its id.
+
+    `dataset`: that dataset's events only. `init_from` (a checkpoint id or name): warm-start from
+    it and fine-tune (its architecture, `model.finetune_learning_rate`); `minutes`: a time budget.
+    `folder`/`half`: where and how the checkpoint is written (the shipped model: float16 in data/).
+    """
     config = _with_overrides(config, epochs=epochs, seed=seed)
-    split, text_of, model_id = _split_and_text(store, config, progress)
-    result = train_on_split(split, config.model, text_of, progress=progress, log=log)
-    metrics = {**result.metrics, **_test_metrics(result.model, result.prep, split), "text_model_id": model_id}
-    return save_checkpoint(store, config, name, result.model, result.prep, metrics)
+    try:
+        dataset_ids = None if dataset is None else [store.require_dataset_id(dataset)]
+    except LookupError as exc:
+        raise CheckpointError(str(exc)) from None
+    init = None
+    if init_from is not None:
+        by_id = isinstance(init_from, int) or str(init_from).isdigit()
+        init = load_checkpoint(store, int(init_from) if by_id else None, None if by_id else str(init_from))
+        if init.model.tied_venues is not None or init.vocab.resolutions:
+            raise CheckpointError(f"checkpoint {init.id} has learned venue ids or cells: only an inductive model can be adapted")
+        model_config = replace(
+            init.config.model, epochs=config.model.epochs, seed=config.model.seed,
+            learning_rate=config.model.finetune_learning_rate, threads=config.model.threads,
+        )
+        config = replace(config, model=model_config)
+    split, text_of, model_id = _split_and_text(store, config, progress, dataset_ids)
+    if init is not None and init.text_model_id != model_id:
+        raise CheckpointError(
+            f"checkpoint {init.id} reads text vectors of {init.text_model_id!r}, this store's text model is {model_id!r}"
+        )
+    result = train_on_split(
+        split, config.model, text_of, progress=progress, log=log,
+        init_state=None if init is None else init.model.state_dict(),
+        time_budget_s=None if minutes is None else 60.0 * minutes,
+    )
+    metrics = {
+        **result.metrics, **_test_metrics(result.model, result.prep, split), "text_model_id": model_id,
+        "warm_start": None if init is None else init.id,
+    }
+    trained_on = _trained_on(store, split) + ([] if init is None else init.trained_on)
+    return save_checkpoint(store, config, name, result.model, result.prep, metrics, folder=folder, half=half, trained_on=trained_on)
+
+
+def _trained_on(store: Store, split: Any) -> list[dict[str, Any]]:
+    """The datasets a split trains on, each with its content hash and the end of the training period."""
+    datasets = store.datasets().set_index("dataset_id")
+    until = split.val_start.isoformat()
+    return [
+        {"dataset": str(datasets.loc[d, "name"]), "content_hash": str(datasets.loc[d, "content_hash"]), "train_until": until}
+        for d in sorted(split.events["dataset_id"].unique().tolist())
+    ]
 
 
 def train_ablations(
@@ -909,21 +1091,28 @@ def train_ablations(
     return ids
 
 
-def model_scorers(store: Store) -> list[InterestScorer]:
+def model_scorers(store: Store, dataset: str | None = None) -> list[InterestScorer]:
     """Every scorer the evaluation table shows for the model: the newest "model" checkpoint with and
-    without the next event's time, and the newest checkpoint of each ablation that exists."""
+    without the next event's time, and the newest checkpoint of each ablation that exists.
+
+    With `dataset`: the newest "model" (zero-shot there unless it trained on it) and the newest
+    checkpoint adapted to that dataset ("adapted:NAME"), each with and without the next time;
+    no ablations (their learned ids tie them to their training venues)."""
     scorers: list[InterestScorer] = []
-    try:
-        main = load_checkpoint(store, name="model")
-    except CheckpointError:
-        main = None
-    if main is not None:
-        spec = main.config.model
+    names = [("model", "model")] + ([(adapted_name(dataset), "model adapted")] if dataset else [])
+    for checkpoint_name, label in names:
+        try:
+            ck = load_checkpoint(store, name=checkpoint_name)
+        except CheckpointError:
+            continue
+        spec = ck.config.model
         if spec.use_target_time and spec.use_spacetime:
-            scorers.append(InterestScorer(store, main, time_given=True, name="model"))
-            scorers.append(InterestScorer(store, main, time_given=False, name="model (next time not given)"))
+            scorers.append(InterestScorer(store, ck, time_given=True, name=label))
+            scorers.append(InterestScorer(store, ck, time_given=False, name=f"{label} (next time not given)"))
         else:
-            scorers.append(InterestScorer(store, main, name="model"))
+            scorers.append(InterestScorer(store, ck, name=label))
+    if dataset:
+        return scorers
     for ablation in ABLATIONS:
         try:
             ck = load_checkpoint(store, name=f"ablation:{ablation}")
@@ -931,6 +1120,11 @@ def model_scorers(store: Store) -> list[InterestScorer]:
             continue
         scorers.append(InterestScorer(store, ck, name=f"ablation: {ablation}"))
     return scorers
+
+
+def adapted_name(dataset: str) -> str:
+    """The checkpoint name of a model adapted to one dataset (scoring that dataset prefers it)."""
+    return f"adapted:{dataset}"
 
 
 def _with_overrides(config: Config, *, epochs: int | None, seed: int | None) -> Config:
@@ -943,7 +1137,9 @@ def _with_overrides(config: Config, *, epochs: int | None, seed: int | None) -> 
 
 
 def run_train_command(
-    config: Config, *, epochs: int | None, seed: int | None, ablations: bool, error: type[Exception]
+    config: Config, *, epochs: int | None, seed: int | None, ablations: bool, error: type[Exception],
+    dataset: str | None = None, init_from: str | None = None, minutes: float | None = None,
+    folder: Path | None = None, half: bool = False,
 ) -> int:
     """The `interestgeo train` command: progress bars on stderr, one summary line per epoch and a
     final line naming the checkpoint; expected failures are raised as `error` (one line)."""
@@ -961,7 +1157,11 @@ def run_train_command(
                 ids = train_ablations(store, config, epochs=epochs, seed=seed, progress=True, log=log)
                 log("ablation checkpoints: " + ", ".join(f"{k} #{v}" for k, v in ids.items()))
                 return 0
-            checkpoint_id = train_model(store, config, epochs=epochs, seed=seed, progress=True, log=log)
+            name = adapted_name(dataset) if init_from is not None and dataset is not None else "model"
+            checkpoint_id = train_model(
+                store, config, epochs=epochs, seed=seed, progress=True, log=log, name=name,
+                dataset=dataset, init_from=init_from, minutes=minutes, folder=folder, half=half,
+            )
             row = store.checkpoint(checkpoint_id)
     except (CheckpointError, TextModelError) as exc:
         raise error(str(exc)) from None

@@ -451,6 +451,12 @@ def score_runs(path: str, config_json: str) -> pd.DataFrame:
         return store.score_runs()
 
 
+@st.cache_data(show_spinner=False, max_entries=8)
+def calibrations(path: str, config_json: str) -> pd.DataFrame:
+    with store_for(_config_from(config_json)) as store:
+        return store.calibrations()
+
+
 def next_interests(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.NextInterests:
     require_analyst()  # before the cache: an analyst's cached result must not reach a marketer
     return _next_interests(path, config_json, dataset_id, user_id)
@@ -458,7 +464,11 @@ def next_interests(path: str, config_json: str, dataset_id: int, user_id: str) -
 
 @st.cache_data(show_spinner="Predicting...", max_entries=64)
 def _next_interests(path: str, config_json: str, dataset_id: int, user_id: str) -> analytics.NextInterests:
-    person = copy.copy(user_scored(path, config_json, dataset_id, user_id))
+    person = user_scored(path, config_json, dataset_id, user_id)
+    model = interest_model(path, config_json)
+    if model is not None and hasattr(model, "next_venues"):  # the model's own next-venue probabilities
+        return analytics.next_interests(person, dataset_id, user_id, venue_model=model.next_venues)
+    person = copy.copy(person)
     person.venues = venues(path, config_json)  # a shallow copy: the cached one stays venue-free
     return analytics.next_interests(person, dataset_id, user_id)
 

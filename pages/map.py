@@ -87,7 +87,6 @@ def _vectors_parquet(config: Config, dataset_ids: tuple[int, ...]) -> bytes:
         return export.vectors_parquet(store, config, dataset_ids, encoder=ui.text_encoder(ui.config_key(config)))
 
 
-
 def _auto_resolution(filters: ui.FilterState, resolutions: tuple[int, ...]) -> int:
     """Fit the cell size to the region: the whole city, or the picked cells' extent."""
     extent_km = 40.0

@@ -40,11 +40,13 @@ def page() -> None:
         tiles = st.columns([2, 1, 1, 1])  # the source id is the longest value
         tiles[0].metric("Vectors from", _source_words(str(last["source"])),
                         help=f"Source id `{last['source']}`. Recency: decayed mean of past text embeddings (no "
-                             "training); otherwise the trained Transformer checkpoint, blended with the person's "
-                             "recent history by the weight chosen at scoring (next-event MRR).")
+                             "training); otherwise the trained Transformer checkpoint (or the one adapted to a "
+                             "dataset), blended with the person's recent history by a weight chosen per dataset "
+                             "on its own most recent events (next-event MRR).")
         tiles[1].metric("Events scored", f"{int(last['events']):,}")
         tiles[2].metric("People", f"{int(last['users']):,}")
         tiles[3].metric("Scoring speed", f"{float(last['events_per_s']):,.0f}/s", help="Events scored per second.")
+        _quality(path, key)
     st.subheader("Checkpoints")
     table = ui.checkpoints(path, key)
     if table.empty:
@@ -120,6 +122,25 @@ def _train(config: Config) -> None:
     st.button("Show it in the table", key="train_refresh")
 
 
+def _quality(path: str, key: str) -> None:
+    """Per dataset: how well its stored vectors anticipate people's next events (calibration.py)."""
+    from interestgeo.calibration import stored_calibrations
+
+    quality = stored_calibrations(ui.calibrations(path, key))
+    if not quality:
+        return
+    st.subheader("How good are the interest vectors, per dataset")
+    for name, calibration in quality:
+        sentence = calibration.sentence(name)
+        if calibration.measured and calibration.gain < -0.005:
+            st.warning(sentence, icon=":material/warning:")
+        else:
+            st.markdown(f"- {ui.md(sentence)}")
+    st.caption("Measured at scoring on each dataset's most recent tenth of events, which the model's counts never "
+               "saw: the vector after an event should rank the person's next event's text first among the "
+               "dataset's texts (MRR), against a decayed mean of their recent events (\"recent history\").")
+
+
 def _test_results(metrics: dict[str, object]) -> pd.DataFrame:
     """Rows: variant x task; columns: the rank metrics."""
     rows = []
@@ -137,10 +158,15 @@ def _test_results(metrics: dict[str, object]) -> pd.DataFrame:
 
 def _source_words(source: str) -> str:
     """`model#1+history0` -> "checkpoint 1": a score run's source id as a reader says it."""
-    match = re.fullmatch(r"(?P<name>[\w-]+)(?:#(?P<id>\d+))?(?:\+history(?P<weight>[\d.]+|\?))?", source)
+    match = re.fullmatch(
+        r"(?P<name>[\w-]+)(?:#(?P<id>\d+))?(?P<adapted>(?:\+adapted:[^#+]+#\d+)*)"
+        r"(?:\+history(?P<weight>[\d.]+|\?)|\+calibrated)?", source,
+    )
     if match is None or match["name"] == "recency":
         return source
     words = f"checkpoint {match['id']}" if match["id"] else match["name"]
+    if match["adapted"]:
+        words += " + adapted"
     weight = match["weight"]
     return words if weight in (None, "0", "?") else f"{words} + {weight} history"
 

@@ -216,8 +216,62 @@ def _score_new_events(store: Store, config: Config, stored: int, progress: Calla
         result = score_store(store, config, source=source, encoder=encoder, update=True, progress=progress)
     except (LookupError, FileNotFoundError) as exc:
         return f"The new events could not be scored ({exc}); run `interestgeo score --since new`."
+    quality = "".join(f" {line}." for line in result.quality_lines())
     return (f"Scored {result.events:,} events of {result.users:,} people with `{result.source}` in "
-            f"{result.elapsed_s:.1f} s (no retraining).")
+            f"{result.elapsed_s:.1f} s (no retraining).{quality}")
+
+
+def _adapt(report: dict[str, object]) -> None:
+    """For analysts, after a load: fine-tune the model on the new dataset (a time budget, early
+    stopping on its own validation) and re-score it; one run at a time per server."""
+    config = app_config()
+    if role(config) != "analyst" or report.get("already_loaded") or not report.get("rows_stored"):
+        return
+    name = str(report["dataset"])
+    adapted = st.session_state.get("upload_adapted")
+    if adapted and adapted.get("dataset") == name:
+        st.success(md(adapted["message"]), icon=":material/model_training:")
+        return
+    st.subheader("3. Adapt the model to this data")
+    left, right = st.columns([1, 3], vertical_alignment="bottom")
+    minutes = left.number_input("Minutes", min_value=1, max_value=30, value=5, key="adapt_minutes",
+                                help="Time budget; training also stops when this data's own validation stops improving.")
+    right.caption("Fine-tunes the shared model on this dataset alone and re-scores it with the result (the other "
+                  "datasets keep theirs). Every page waits while it runs: the database is open for writing.")
+    if not st.button("Adapt the model to this data", key="adapt_go", icon=":material/model_training:"):
+        return
+    if not TRAINING.acquire(blocking=False):
+        st.info("A training run is already in progress; try again when it is done.")
+        return
+    from interestgeo.score import adapt_to_dataset
+
+    bar = st.progress(0.0, text="Preparing the data (text embeddings, split)...")
+    started = pd.Timestamp.now()
+
+    def log(message: str) -> None:
+        spent = (pd.Timestamp.now() - started).total_seconds() / 60.0
+        bar.progress(min(spent / float(minutes), 0.95), text=message)
+
+    try:
+        release_store()
+        with Store.open(Path(config.store.path), config=config) as store:
+            checkpoint, result = adapt_to_dataset(
+                store, config, name, minutes=float(minutes), encoder=text_encoder(config_key(config)), log=log,
+            )
+    except LookupError as exc:
+        bar.empty()
+        st.error(f"The model could not be adapted: {md(exc)}")
+        return
+    finally:
+        TRAINING.release()
+        release_store()
+    bar.progress(1.0, text="Done.")
+    quality = " ".join(result.quality_lines())
+    st.session_state["upload_adapted"] = {
+        "dataset": name, "message": f"Checkpoint {checkpoint} is adapted to {name} and scored its "
+        f"{result.events:,} events. {quality}",
+    }
+    st.rerun()
 
 
 def _preview(source: Path) -> None:
@@ -277,6 +331,7 @@ def _show_report(last: dict[str, object]) -> None:
     )
     if last.get("scoring"):
         st.caption(md(last["scoring"]))
+    _adapt(report)
     rejects = last.get("rejects")
     if isinstance(rejects, pd.DataFrame) and not rejects.empty:
         st.markdown("**Rejected rows** (line number in the file, reason, the raw line)")

@@ -112,7 +112,9 @@ def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
         # the venue text already ends with its category (name, category): no category column; the venue
         # column gets what the narrow number columns leave of the ~480 px column at 1280 px (310 px), so
         # long names are cut less
-        venues = nxt.venues[[c for c in ("text", "branches", "visits", "score") if c in nxt.venues]]
+        venues = nxt.venues[[c for c in ("text", "branches", "visits", "score", "probability") if c in nxt.venues]]
+        if "probability" in venues:
+            venues = venues.assign(probability=100 * venues["probability"])
         st.dataframe(venues, hide_index=True, width="stretch",
                      column_config={"text": st.column_config.TextColumn("venue", width=310, help="Name, category."),
                                     "branches": st.column_config.NumberColumn(
@@ -122,7 +124,12 @@ def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
                                         width=50, help="Check-ins at this place by everyone in the data."),
                                     "score": st.column_config.NumberColumn(
                                         format="%.3f", width=55, help="How well the venue matches this person's "
-                                                                       "current interests (higher = more likely).")})
+                                                                       "current interests (higher = more likely)."),
+                                    "probability": st.column_config.NumberColumn(
+                                        "chance", format="%.1f%%", width=62,
+                                        help="The model's probability that this is the person's next place: "
+                                             "their own habits (returns, routines), everyone's transitions, "
+                                             "distance and their interests together.")})
         ui.csv_download(nxt.venues, f"user-{dataset_id}-{user_id}-next", label="Download predictions CSV")
 
 

@@ -18,6 +18,7 @@ import threading
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
 from streamlit.testing.v1 import AppTest
 
@@ -569,3 +570,28 @@ def test_training_is_for_analysts_and_one_run_at_a_time(scored_env: Path, monkey
     assert_clean(at)
     assert "train_go" not in [b.key for b in at.button]
     assert any("for the analyst role" in c.value for c in at.caption)
+
+
+def _histories_csv(n_users: int = 6) -> bytes:
+    """Whole histories of a few moderately active demo people (months long: a split has validation)."""
+    frame = pd.read_csv(ROOT / "data" / "nyc_checkins.csv.gz", dtype=str)
+    users = frame["user_id"].value_counts().index[200 : 200 + n_users]
+    return frame[frame["user_id"].isin(users)].to_csv(index=False).encode("utf-8")
+
+
+def test_upload_adapts_the_model_to_the_new_data_and_reports_its_quality(scored_env: Path) -> None:
+    at = open_app("pages/upload.py")
+    at.file_uploader(key="upload_file").set_value(("regulars.csv", _histories_csv(), "text/csv")).run()
+    at.button(key="upload_go").click().run()
+    assert_clean(at)
+    assert any("recent history" in c.value for c in at.caption)  # the new dataset's quality figure
+    at.number_input(key="adapt_minutes").set_value(1).run()
+    at.button(key="adapt_go").click().run()
+    assert_clean(at)
+    (done,) = [s.value for s in at.success if "adapted to regulars" in s.value]
+    assert "recent history" in done
+    with Store.open(Path(os.environ["INTERESTGEO_DB"]), read_only=True) as store:
+        assert store.checkpoint(name="adapted:regulars") is not None
+    model = open_app("pages/model.py")
+    assert_clean(model)
+    assert any("regulars" in m.value for m in model.markdown) or any("regulars" in w.value for w in model.warning)

@@ -147,15 +147,38 @@ def test_cli_explain_prints_both_views_as_json(scored_store, capsys: pytest.Capt
     assert "no scored user" in capsys.readouterr().err
 
 
-def test_full_score_chooses_the_history_weight_that_best_ranks_the_next_event(tmp_path: Path) -> None:
+def test_full_score_calibrates_each_dataset_and_a_later_load_reuses_its_weight(tmp_path: Path) -> None:
     db, config = trained_store(tmp_path)
     assert config.analytics.history_weight is None
     with Store.open(db, config=config) as store:
         encoder = TextEncoder(config.text)
         source = load_source(store, config, encoder=encoder)
         report = score_store(store, config, source=source, encoder=encoder)
-        mrr = report.history_calibration
-        assert set(mrr) == {0.0, 0.25, 0.5, 0.75, 1.0} and source.weight == max(mrr, key=mrr.get)
-        assert report.source.endswith(f"+history{source.weight:g}")
-        # a later load of the model reuses the weight the stored vectors were made with
-        assert load_source(store, config, encoder=encoder).weight == source.weight
+        assert report.source.endswith("+calibrated")
+        (name, calibration), = report.calibrations.items()
+        stored = store.calibrations()
+        assert list(stored["name"]) == [name] and stored["history_weight"].iloc[0] == calibration.weight
+        assert source.weights == {calibration.dataset_id: calibration.weight}
+        mrr = calibration.by_weight
+        assert set(mrr) == {0.0, 0.25, 0.5, 0.75, 1.0} and calibration.weight == max(mrr, key=lambda w: (mrr[w], -w))
+        assert calibration.measured and "recent history" in report.quality_lines()[0]
+        assert json.loads(json.dumps(report.to_dict()))["calibrations"][name]["pairs"] == calibration.pairs > 0
+        # a later load of the model reuses the weights the stored vectors were made with
+        assert load_source(store, config, encoder=encoder).weights == source.weights
+
+
+def test_next_venues_are_the_models_own_probabilities_not_text_ties(scored_store) -> None:
+    store, config, model, scored, _ = scored_store
+    nxt = an.next_interests(scored, 1, "u3", venue_model=model.next_venues)
+    venues = nxt.venues
+    assert len(venues) == min(10, len(set(scored.events["item_id"])))
+    assert venues["probability"].is_monotonic_decreasing and venues["probability"].sum() <= 1 + 1e-6
+    mine = scored.events[scored.events["user_id"] == "u3"].reset_index(drop=True)
+    everything = model.next_venues(mine, k=10_000)
+    assert everything["probability"].sum() == pytest.approx(1.0, abs=1e-4)  # a distribution over the world
+    # returns dominate: the person's most visited venue is among the model's first three
+    favourite = mine["item_id"].value_counts().index[0]
+    assert favourite in venues["item_id"].head(3).tolist()
+    near = an.next_interests(scored, 1, "u3", place=(40.7306, -73.9891), venue_model=model.next_venues)
+    assert (near.venues["distance_km"] <= config.analytics.next_radius_km).all()
+    assert near.venues["probability"].sum() == pytest.approx(1.0, abs=1e-4)  # renormalised near the place

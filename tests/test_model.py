@@ -9,6 +9,7 @@ import pytest
 import torch
 
 from interestgeo.config import ModelConfig
+from interestgeo import model as model_module
 from interestgeo.model import N_NEXT_TIME, Batch, InterestModel, ModelData
 from interestgeo.spacetime import N_CONT_FEATURES
 
@@ -30,6 +31,8 @@ def model_data(seed: int = 0) -> ModelData:
         markov_src=torch.tensor([0, 1, 2]),
         markov_dst=torch.tensor([1, 2, 0]),
         markov_count=torch.tensor([3.0, 2.0, 1.0]),
+        venue_count=torch.arange(V, dtype=torch.float32) % 4,
+        candidate=torch.arange(V) < V - 3,  # the last three only through the pointer
         cell_sizes=[7, 4],
         centre=(40.72, -73.98),
     )
@@ -66,7 +69,7 @@ def small_config(**changes: object) -> ModelConfig:
 
 VARIANTS = {
     "full": {},
-    "sasrec": dict(use_text=False, use_spacetime=False, use_copy=False),
+    "sasrec": dict(use_text=False, use_spacetime=False, use_copy=False, use_item_id=True),
     "no-text": dict(use_text=False),
     "no-spacetime": dict(use_spacetime=False),
     "no-copy": dict(use_copy=False),
@@ -137,6 +140,12 @@ def test_expected_text_is_the_head_distribution_times_venue_text(variant: str) -
     second = model.expected_text(h, batch, qb[:half], qt[:half], workspace)
     assert torch.allclose(torch.cat([second, first]), expected, atol=1e-5)
     assert not torch.allclose(expected[0], expected[-1])
+    # sharpened expectations: under p^a / sum p^a, several from one pass
+    p = model.head(h, batch, qb, qt)[0].exp()
+    sharp = model.expected_text(h, batch, qb, qt, workspace, sharpness=(1.0, 3.0))
+    assert sharp.shape == (2, len(qb), E) and torch.allclose(sharp[0], expected, atol=1e-5)
+    assert torch.allclose(sharp[1], (p**3 / (p**3).sum(1, keepdim=True)) @ model.venue_text, atol=1e-5)
+    assert torch.allclose(model_module.sharpen(p, 40.0).argmax(1), p.argmax(1))
 
 
 def test_expected_text_from_query_rows_equals_the_dense_tables() -> None:
@@ -164,7 +173,7 @@ def test_model_overfits_one_small_batch() -> None:
     torch.manual_seed(0)
     model = InterestModel(small_config(), model_data())
     batch = random_batch()
-    targets = torch.randint(0, V, (B, T), generator=torch.Generator().manual_seed(1))
+    targets = torch.randint(0, V - 3, (B, T), generator=torch.Generator().manual_seed(1))  # candidates
     targets[batch.venue == V] = -1
     opt = torch.optim.AdamW(model.parameters(), lr=1e-2)
     first = None
@@ -187,3 +196,62 @@ def test_unknown_venues_and_empty_pre_history_are_safe() -> None:
     batch.venue[:, :] = V  # every event at a venue the model never saw
     logp, _ = model(batch)
     assert torch.isfinite(logp).all() and np.allclose(logp.detach().exp().sum(-1).numpy(), 1.0, atol=1e-4)
+
+
+def world_of(n: int, seed: int) -> ModelData:
+    """Another dataset's world: n venues elsewhere, other texts and counts."""
+    g = torch.Generator().manual_seed(seed)
+    return ModelData(
+        venue_text=torch.nn.functional.normalize(torch.randn(n, E, generator=g), dim=1),
+        venue_lat=35.6 + 0.05 * torch.rand(n, generator=g),
+        venue_lon=139.7 + 0.05 * torch.rand(n, generator=g),
+        venue_category=torch.arange(n) % 3,
+        category_text=torch.nn.functional.normalize(torch.randn(3, E, generator=g), dim=1),
+        markov_src=torch.tensor([0, 4]), markov_dst=torch.tensor([4, 0]), markov_count=torch.tensor([2.0, 1.0]),
+        venue_count=torch.ones(n), candidate=torch.arange(n) >= 2,
+        cell_sizes=[1], centre=(35.65, 139.72),
+    )
+
+
+def test_one_inductive_model_scores_a_world_of_another_size() -> None:
+    torch.manual_seed(0)
+    model = InterestModel(small_config(cell_resolutions=()), model_data()).eval()
+    before = model.state_dict()
+    n = 45
+    model.set_world(world_of(n, seed=3))
+    assert set(model.state_dict()) == set(before)  # the world is not part of the weights
+    batch = random_batch()
+    batch.venue[batch.venue < V] %= n
+    batch.venue[0, :4] = torch.tensor([0, 1, 0, 1])  # non-candidates 0 and 1 in one history
+    logp, _ = model(batch)
+    p = logp.exp()
+    assert logp.shape == (B, n) and torch.allclose(p.sum(-1), torch.ones(B), atol=1e-4)
+    assert p[1:, :2].max() < 1e-9  # a non-candidate is reached only through its own history
+    assert p[0, :2].sum() > 0.01
+
+
+def test_a_model_with_learned_ids_refuses_another_world() -> None:
+    model = InterestModel(small_config(use_item_id=True), model_data())
+    with pytest.raises(ValueError, match="learned venue ids"):
+        model.set_world(world_of(V + 5, seed=1))
+
+
+def test_large_worlds_score_from_rows_with_the_dense_tables_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    model = InterestModel(small_config(), model_data()).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    batch = random_batch()
+    batch.venue[0, 3] = V
+    qb, qt = (torch.arange(T)[None, :] < batch.length[:, None]).nonzero(as_tuple=True)
+    targets = torch.where(batch.venue[qb, qt] < V - 3, batch.venue[qb, qt], 0)
+    with torch.no_grad():
+        h = model.hidden(batch)
+        dense = model.head(h, batch, qb, qt)[0], model.head(h, batch, qb, qt, targets=targets)[0]
+        monkeypatch.setattr(model_module, "MAX_DENSE_VENUES", V - 1)
+        rows = model.head(h, batch, qb, qt)[0], model.head(h, batch, qb, qt, targets=targets)[0]
+        expected = model.expected_text(h, batch, qb, qt, {})
+    assert model._markov_dense is not None  # built before the limit moved; the rows path ignores it
+    assert torch.allclose(dense[0], rows[0], atol=1e-5) and torch.allclose(dense[1], rows[1], atol=1e-5)
+    assert torch.allclose(expected, dense[0].exp() @ model.venue_text, atol=1e-5)
