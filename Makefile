@@ -8,7 +8,7 @@ STAMP  := $(VENV)/.installed
 PORT   ?= 8501
 ADDRESS ?= localhost
 
-.PHONY: setup run demo test browser bench clean
+.PHONY: setup run demo test browser bench model clean
 
 setup: $(STAMP)
 
@@ -45,6 +45,15 @@ browser:
 
 test: setup browser
 	$(PY) -m pytest -q
+
+# Rebuild the pretrained model shipped in data/model (trained on the shipped demo data only, seed 0,
+# float16; about 10-15 minutes on 2 CPU cores). `make run` registers it instead of training.
+MODEL_DB := .cache/model-build.duckdb
+model: setup
+	rm -rf data/model $(MODEL_DB) $(MODEL_DB).wal
+	mkdir -p .cache
+	$(VENV)/bin/interestgeo demo --load-only --db $(MODEL_DB)
+	$(VENV)/bin/interestgeo train --db $(MODEL_DB) --seed 0 --out data/model --half
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

@@ -83,16 +83,20 @@ def test_console_script_never_shows_a_traceback(tmp_path: Path, fixtures_dir: Pa
     assert result.stderr.strip() == "interestgeo ingest: binary.csv: not a CSV (binary data)"
 
 
-def test_demo_loads_once(capsys, tmp_path: Path) -> None:
+@pytest.mark.slow
+def test_demo_loads_once_with_the_shipped_model_and_scores_every_event(capsys, tmp_path: Path) -> None:
     db = tmp_path / "demo.duckdb"
     code, out, _ = _run(capsys, "demo", "--db", str(db))
     assert code == 0 and "rows read 113,344" in out
+    assert "registered the pretrained model" in out and "training" not in out  # make run trains nothing
+    assert "than recent history" in out  # the demo's quality figure
     code, out, _ = _run(capsys, "demo", "--db", str(db))
-    assert code == 0 and "already loaded" in out
+    assert code == 0 and "already loaded" in out and "every event already has its interest vector" in out
     with Store.open(db, read_only=True) as store:
         datasets = store.datasets()
         assert datasets["name"].tolist() == [DEMO_DATASET]
         events = store.events()
+        assert len(store.unscored_events()) == 0 and len(store.checkpoints()) == 1
     assert len(events) == datasets["rows_stored"].iloc[0]
     assert events["item_id"].notna().all() and events["category"].notna().all()
     assert events["category_path"].notna().mean() > 0.99  # a few venues have no current path
