@@ -218,7 +218,11 @@ def test_secrets_role_overrides_the_config(app_env: Path) -> None:
 
 def test_no_database_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("INTERESTGEO_DB", str(tmp_path / "missing.duckdb"))
-    monkeypatch.delenv("INTERESTGEO_CONFIG", raising=False)
+    # the analyst role, so the User page is there too (with no role set, AppTest's server has no
+    # address and counts as reachable from elsewhere: the marketer view, without that page)
+    config = tmp_path / "interestgeo.toml"
+    config.write_text('[app]\nrole = "analyst"\n', encoding="utf-8")
+    monkeypatch.setenv("INTERESTGEO_CONFIG", str(config))
     for page in PAGES:
         at = open_app(page)
         assert_clean(at)

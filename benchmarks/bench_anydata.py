@@ -1,0 +1,202 @@
+"""Any-data interest model: zero-shot on strangers, per-dataset calibration, adaptation, the demo.
+
+What it measures, side by side in one run (each figure beside its reference):
+
+1. **Strangers, zero-shot** (`../shared/data/gowalla_nyc`, `tokyo`; skipped loudly when absent):
+   a fresh store, the shipped model registered (no training), `score`; then each person's next
+   event's text is ranked among the dataset's distinct texts by dot product with the stored vector
+   of the event before it (MRR), on the dataset's most recent tenth (the held-out pairs whose
+   counts the model's world never saw, less the pairs the calibration chose the blend on), against a decayed average of the person's past text
+   embeddings (weight 0.9 per event) and the last event's own text. Printed as ratios.
+2. **`evaluate --dataset`** on gowalla: the shipped model zero-shot beside every baseline fitted on
+   gowalla's own training period.
+3. **Adaptation**: `train --dataset gowalla --from model --minutes M`, then evaluate and re-score.
+4. **The demo**: `evaluate` on the NYC demo with the shipped model (no regression; the
+   README's table) and `interestgeo demo` on an existing venv (fresh database).
+
+Usage: .venv/bin/python benchmarks/bench_anydata.py [--shared ../shared/data] [--minutes 5] [--work DIR]
+       [--skip-adapt] [--skip-nyc]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from interestgeo.calibration import calibration_cutoff, next_event_pairs, next_text_mrr  # noqa: E402
+from interestgeo.config import Config  # noqa: E402
+from interestgeo.evaluate import run_evaluation  # noqa: E402
+from interestgeo.ingest import ingest_file  # noqa: E402
+from interestgeo.score import score_store  # noqa: E402
+from interestgeo.store import Store  # noqa: E402
+from interestgeo.text import TextEncoder, embed_texts  # noqa: E402
+from interestgeo.train import SHIPPED_MODEL_DIR, adapted_name, register_checkpoint, train_model  # noqa: E402
+
+STRANGERS = {
+    "gowalla": "gowalla_nyc/gowalla_nyc_checkins.csv.gz",
+    "tokyo": "tokyo/tky_checkins_sample.csv.gz",
+}
+
+
+def load() -> str:
+    return os.getloadavg().__repr__()
+
+
+def decayed_average(events: pd.DataFrame, text: np.ndarray, decay: float = 0.9) -> np.ndarray:
+    """(N, D) sum_{j <= i} decay^(i - j) text_j over the same person's events (unit rows)."""
+    users = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
+    out = np.empty_like(text)
+    state = np.zeros(text.shape[1])
+    for i in range(len(events)):
+        state = text[i] + (decay * state if i and users[i] == users[i - 1] else 0.0)
+        out[i] = state
+    return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
+
+
+def next_event_figures(store: Store, encoder: TextEncoder, dataset_id: int) -> dict[str, float]:
+    """Next-event MRR of the stored vectors and the two trivial baselines on the held-out pairs."""
+    events, stored = store.scored_events([dataset_id])
+    text_of = lambda texts: embed_texts(store, encoder, texts, warn=None)  # noqa: E731
+    codes, uniq = pd.factorize(events["text"].astype(str))
+    text = text_of(list(uniq))[codes]
+    cutoff = calibration_cutoff(events["ts"])
+    pairs, targets, distinct = next_event_pairs(events, cutoff, limit=1_000_000)
+    # leave out the pairs the calibration chose the dataset's blend on (its sample's even half)
+    choosing = next_event_pairs(events, cutoff)[0][::2]
+    keep = ~np.isin(pairs, choosing)
+    pairs, targets = pairs[keep], targets[keep]
+    candidates = text_of(distinct)
+    figures = {
+        "pairs": len(pairs),
+        "stored": next_text_mrr(stored[pairs], targets, candidates),
+        "decayed_avg_0.9": next_text_mrr(decayed_average(events, text)[pairs], targets, candidates),
+        "last_text": next_text_mrr(text[pairs], targets, candidates),
+    }
+    best = max(figures["decayed_avg_0.9"], figures["last_text"])
+    figures["ratio_vs_best_trivial"] = figures["stored"] / best
+    return figures
+
+
+def show_eval(title: str, run) -> dict[str, dict[str, float]]:
+    venue = run.results["next_venue"]
+    print(f"  {title}: {run.n_samples} samples among {run.n_venues} venues")
+    for name, m in sorted(venue.items(), key=lambda kv: -kv[1]["mrr"]):
+        print(f"    {name:<34} acc@1 {m['acc@1']:.4f}  mrr {m['mrr']:.4f}")
+    for note in run.notes:
+        print(f"    note: {note}")
+    return {k: {"acc@1": v["acc@1"], "mrr": v["mrr"]} for k, v in venue.items()}
+
+
+def stranger(
+    name: str, csv: Path, work: Path, encoder: TextEncoder, minutes: float, adapt: bool, checkpoint: Path
+) -> dict:
+    db = work / f"{name}.duckdb"
+    config = Config().with_db(db)
+    out: dict = {}
+    with Store.open(db, config=config) as store:
+        t = time.perf_counter()
+        report = ingest_file(store, csv, config=config, dataset=name)
+        out["ingest_s"] = time.perf_counter() - t
+        out["events"] = report.rows_stored
+        register_checkpoint(store, checkpoint)
+        t = time.perf_counter()
+        scored = score_store(store, config, encoder=encoder)
+        out["score_s"] = time.perf_counter() - t
+        out["quality"] = {k: v.to_dict() for k, v in scored.calibrations.items()}
+        for line in scored.quality_lines():
+            print(f"  quality figure: {line}")
+        dataset_id = store.dataset_id(name)
+        out["zero_shot"] = next_event_figures(store, encoder, dataset_id)
+        z = out["zero_shot"]
+        print(f"  {name} zero-shot ({out['events']:,} events, scored in {out['score_s']:.0f} s), next-event MRR on "
+              f"{z['pairs']:,} held-out pairs: stored {z['stored']:.4f} | decayed avg {z['decayed_avg_0.9']:.4f} | "
+              f"last text {z['last_text']:.4f} -> {z['ratio_vs_best_trivial']:.2f}x the best trivial baseline")
+        if name != "gowalla":
+            return out
+        t = time.perf_counter()
+        out["evaluate_zero_shot"] = show_eval("evaluate --dataset (zero-shot)", run_evaluation(store, config, dataset=name))
+        out["evaluate_s"] = time.perf_counter() - t
+        if not adapt:
+            return out
+        t = time.perf_counter()
+        train_model(store, config, name=adapted_name(name), dataset=name, init_from="model", minutes=minutes)
+        out["adapt_s"] = time.perf_counter() - t
+        out["evaluate_adapted"] = show_eval(f"after train --minutes {minutes:g}", run_evaluation(store, config, dataset=name))
+        blend = out["evaluate_adapted"]["blend"]["mrr"]
+        adapted = out["evaluate_adapted"].get("model adapted", {}).get("mrr", float("nan"))
+        print(f"  adapted model MRR {adapted:.4f} vs blend {blend:.4f} -> {adapted / blend:.2f}x")
+        scored = score_store(store, config, encoder=encoder)
+        out["adapted_quality"] = {k: v.to_dict() for k, v in scored.calibrations.items()}
+        out["adapted"] = next_event_figures(store, encoder, dataset_id)
+        print(f"  re-scored with the adapted model: stored {out['adapted']['stored']:.4f} -> "
+              f"{out['adapted']['ratio_vs_best_trivial']:.2f}x the best trivial baseline")
+    return out
+
+
+def nyc(work: Path, encoder: TextEncoder) -> dict:
+    """The demo: `interestgeo demo` into a fresh database (timed), then evaluate."""
+    db = work / "nyc.duckdb"
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "interestgeo.cli", "demo", "--db", str(db)], check=True, cwd=ROOT,
+                   stdout=subprocess.DEVNULL)
+    out: dict = {"demo_command_s": time.perf_counter() - t}
+    print(f"  `interestgeo demo` (fresh database, shipped model): {out['demo_command_s']:.0f} s (target <= 60 s)")
+    config = Config().with_db(db)
+    with Store.open(db, config=config) as store:
+        out["quality"] = {k: v.to_dict() for k, v in score_store(store, config, encoder=encoder).calibrations.items()}
+        out["next_event"] = next_event_figures(store, encoder, store.dataset_id("nyc-demo"))
+        out["evaluate"] = show_eval("evaluate (NYC demo, test split)", run_evaluation(store, config))
+    m, b = out["evaluate"]["model"], out["evaluate"]["blend"]
+    nt = out["evaluate"]["model (next time not given)"]
+    print(f"  model with next time {m['acc@1']:.4f} / {m['mrr']:.4f} (target >= 0.33 / 0.456); without "
+          f"{nt['acc@1']:.4f} / {nt['mrr']:.4f} vs blend {b['acc@1']:.4f} / {b['mrr']:.4f}")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--minutes", type=float, default=5.0)
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--skip-adapt", action="store_true")
+    parser.add_argument("--skip-nyc", action="store_true")
+    parser.add_argument("--only", choices=sorted(STRANGERS), default=None)
+    parser.add_argument("--checkpoint", type=Path, default=SHIPPED_MODEL_DIR, help="checkpoint folder (default: shipped)")
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_anydata-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"load average at start: {load()} (2 shared cores); work folder {work}; checkpoint {args.checkpoint}")
+    encoder = TextEncoder(Config().text)
+    results: dict = {}
+    for name, rel in STRANGERS.items():
+        if args.only and name != args.only:
+            continue
+        csv = args.shared / rel
+        if not csv.exists():
+            print(f"!!! {csv} not found: the {name} stranger is SKIPPED (it lives in ../shared, beside the checkout)")
+            continue
+        print(f"{name}:")
+        results[name] = stranger(name, csv, work, encoder, args.minutes, not args.skip_adapt, args.checkpoint)
+    if not args.skip_nyc and not args.only:
+        print("nyc-demo:")
+        results["nyc"] = nyc(work, encoder)
+    print(f"load average at end: {load()}")
+    (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"figures in {work / 'results.json'}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
