@@ -34,12 +34,22 @@ viewer = role(config)
 # Every analyst-only core call in this run checks it (interestgeo/access.py).
 declare_viewer(viewer)
 
+overview = st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True)
+
+
+def _no_person_pages() -> None:
+    """A marketer's /user address (an analyst's shared link): the Overview, not Streamlit's
+    page-not-found dialog; nothing of the person is read."""
+    st.switch_page(overview)
+
+
 pages = [
-    st.Page("pages/overview.py", title="Overview", icon=":material/dashboard:", default=True),
+    overview,
     st.Page("pages/map.py", title="Map", icon=":material/map:"),
     st.Page("pages/drift.py", title="Drift", icon=":material/timeline:"),
     # not in a marketer's page list at all: no link, no /user address (the page refuses them too)
-    *([st.Page("pages/user.py", title="User", icon=":material/person:")] if viewer == "analyst" else []),
+    st.Page("pages/user.py", title="User", icon=":material/person:") if viewer == "analyst" else
+    st.Page(_no_person_pages, title="User", url_path="user", visibility="hidden"),
     st.Page("pages/upload.py", title="Upload", icon=":material/upload_file:"),
     st.Page("pages/model.py", title="Model", icon=":material/model_training:"),
 ]

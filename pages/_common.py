@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import datetime as dt
+import functools
 import json
 import logging
 import re
@@ -1056,6 +1057,17 @@ def run_guarded(page: Callable[[], None]) -> None:
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
         st.error(f"This page could not be built: {md(first)}. Try other filters or reload; "
                  "the server log has the details.")
+
+
+def guarded_fragment(fn: Callable[..., None]) -> Callable[..., None]:
+    """`st.fragment` with run_guarded's one-sentence error: a fragment reruns alone, outside the
+    page's guard, so an error there would otherwise reach the person as Streamlit's own box."""
+
+    @functools.wraps(fn)
+    def body(*args: Any, **kwargs: Any) -> None:
+        run_guarded(lambda: fn(*args, **kwargs))
+
+    return st.fragment(body)
 
 
 def run_page(page: Callable[[], None]) -> None:

@@ -236,7 +236,7 @@ def _legend(cells: pd.DataFrame, colors: dict[str, tuple[int, int, int]]) -> Non
                "cell's interest).")
 
 
-@st.fragment
+@ui.guarded_fragment
 def _draw_region(config: object, filters: ui.FilterState, resolution: int,
                  colors: dict[str, tuple[int, int, int]]) -> None:
     """Every cell (whatever the region filter) on lon/lat axes; the lasso drawn becomes the region.

@@ -154,7 +154,7 @@ def _forecast(config: object, path: str, key: str, dataset_id: int, user_id: str
     st.caption(f"Expected to rise by {100 * result.rise_threshold:.0f} points or more: {rising or 'nothing'}.{scored}")
 
 
-@st.fragment
+@ui.guarded_fragment
 def _explain(path: str, key: str, dataset_id: int, user_id: str) -> None:
     """On demand, in a fragment: the explanation loads the model and re-runs it once per past event
     (seconds the first time), so the rest of the page shows without waiting for it, and turning it

@@ -599,3 +599,22 @@ def test_upload_adapts_the_model_to_the_new_data_and_reports_its_quality(scored_
     model = open_app("pages/model.py")
     assert_clean(model)
     assert any("regulars" in m.value for m in model.markdown) or any("regulars" in w.value for w in model.warning)
+
+
+def test_an_error_inside_a_fragment_is_one_sentence_not_a_traceback() -> None:
+    def script(root: str) -> None:
+        import sys
+
+        sys.path.insert(0, root)
+        from pages import _common as ui
+
+        @ui.guarded_fragment
+        def broken() -> None:
+            raise ValueError("the fragment's data is gone\nsecond line with details")
+
+        broken()
+
+    at = AppTest.from_function(script, args=(str(ROOT),), default_timeout=TIMEOUT).run()
+    assert not at.exception
+    (error,) = at.error
+    assert "could not be built: the fragment's data is gone." in error.value and "second line" not in error.value

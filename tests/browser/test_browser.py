@@ -151,3 +151,49 @@ def test_uploaded_csv_shows_up_in_the_dataset_filter(page: object, server: Serve
     option = page.get_by_role("option", name="browser-upload")  # type: ignore[attr-defined]
     option.wait_for(timeout=10_000)
     assert option.count() == 1
+
+
+def test_an_upload_adapts_the_model_with_progress_and_says_how_good_it_is(
+    page: object, server: Server, tmp_path: Path
+) -> None:
+    from test_app import _histories_csv
+
+    csv = tmp_path / "regulars-browser.csv"
+    csv.write_bytes(_histories_csv(n_users=5))
+    open_app(page, server.url)
+    go_to(page, "Upload")
+    page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(csv))  # type: ignore[attr-defined]
+    page.get_by_role("button", name="Load into the database").click(timeout=60_000)  # type: ignore[attr-defined]
+    page.get_by_text("Adapt the model to this data").first.wait_for(timeout=120_000)  # type: ignore[attr-defined]
+    minutes = page.get_by_role("spinbutton", name="Minutes")  # type: ignore[attr-defined]
+    minutes.fill("1")
+    minutes.press("Enter")
+    wait_rendered(page)
+    page.get_by_role("button", name="Adapt the model to this data").click(timeout=60_000)  # type: ignore[attr-defined]
+    page.get_by_test_id("stProgress").first.wait_for(timeout=60_000)  # type: ignore[attr-defined]  # progress while it trains
+    done = page.get_by_text(re.compile(r"is adapted to regulars-browser"))  # type: ignore[attr-defined]
+    done.wait_for(timeout=300_000)
+    wait_rendered(page)
+    full_page_screenshot(page, "upload-adapted")
+    assert "recent history" in done.inner_text()
+
+
+def test_a_marketer_opening_a_user_link_lands_on_the_overview_without_a_dialog(
+    browser: object, server: Server, tmp_path: Path
+) -> None:
+    db = Path(shutil.copy(server.db, tmp_path / "marketer.duckdb"))
+    config = tmp_path / "marketer.toml"
+    config.write_text('[privacy]\nk_min_users = 2\n\n[app]\nrole = "marketer"\nwarm_up = false\n', encoding="utf-8")
+    proc, url = start_server(db, config, tmp_path / "streamlit.log")
+    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
+    try:
+        tab = context.new_page()
+        tab.goto(f"{url}/user?user=1:123")
+        tab.wait_for_selector('h1:has-text("Overview")', timeout=RENDER_TIMEOUT_MS)
+        wait_rendered(tab)
+        assert tab.get_by_role("dialog").count() == 0  # not Streamlit's page-not-found box
+        assert tab.locator('[data-testid="stSidebarNavLink"]', has_text="User").count() == 0
+    finally:
+        context.close()
+        proc.terminate()
+        proc.wait(timeout=10)
