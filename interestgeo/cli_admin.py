@@ -106,8 +106,8 @@ def add_datasets_parser(subparsers: argparse._SubParsersAction) -> None:
         "datasets", help="list the loaded datasets, or delete one with everything derived from it",
         description="`interestgeo datasets` lists the loaded datasets; `interestgeo datasets delete NAME` removes "
         "one dataset in one transaction: its events, rejected rows, cell aggregates, interest and window vectors, "
-        "calibration, and the cached embeddings of texts no other dataset has. Checkpoints trained while it was "
-        "loaded are kept (they record no datasets): retrain to forget it there too.",
+        "calibration, the cached embeddings of texts no other dataset has and the checkpoints adapted to it. Other "
+        "checkpoints that trained while it was loaded are kept (their meta.json names it): retrain to forget it there too.",
     )
     parser.add_argument("action", nargs="?", default="list", choices=("list", "delete"), help="default: list")
     parser.add_argument("name", nargs="?", default=None, help="the dataset to delete")
@@ -155,7 +155,8 @@ def _run_datasets(args: argparse.Namespace) -> int:
         print(json.dumps(result, ensure_ascii=False))
     else:
         print(f"deleted dataset {args.name!r}: {result['events']:,} events, {result['rejects']:,} rejected rows and "
-              "everything derived from them (checkpoints are kept: retrain to forget it there too)")
+              "everything derived from them, its adapted checkpoints included (other checkpoints are kept: retrain to "
+              "forget it there too)")
     return EXIT_OK
 
 

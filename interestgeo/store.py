@@ -27,6 +27,7 @@ the evening where the event happened. Weeks start on Monday (ISO).
 
 from __future__ import annotations
 
+import shutil
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from datetime import datetime, timedelta
@@ -50,7 +51,7 @@ from interestgeo.schema import (
     Reason,
 )
 
-__all__ = ["Store", "WINDOWS", "EVENT_COLUMNS", "cell_window_counts"]
+__all__ = ["Store", "WINDOWS", "EVENT_COLUMNS", "adapted_checkpoint_name", "cell_window_counts"]
 
 # Window name -> DuckDB date_trunc part (a whitelist: these are the only window identifiers).
 WINDOWS: dict[str, str] = {"hour": "hour", "day": "day", "week": "week"}
@@ -372,11 +373,18 @@ class Store:
     def delete_dataset(self, dataset_id: int) -> bool:
         """Remove a dataset and everything derived from it (atomic). False when it did not exist.
 
-        Derived: interest vectors, window vectors, calibration, cell aggregates, rejects, and the
-        cached text embeddings of texts no other dataset has (they hold the texts themselves).
+        Derived: interest vectors, window vectors, calibration, cell aggregates, rejects, the
+        cached text embeddings of texts no other dataset has (they hold the texts themselves) and
+        the checkpoints adapted to it (registry rows in the transaction, their folders after it).
         """
+        adapted: list[str] = []
         with self.transaction():
             existed = self._first_row("SELECT count(*) FROM datasets WHERE dataset_id = ?", [dataset_id])
+            name = self._first_row("SELECT name FROM datasets WHERE dataset_id = ?", [dataset_id])
+            if name is not None and self._model_table_exists("checkpoints"):
+                checkpoint = adapted_checkpoint_name(str(name[0]))
+                adapted = [r[0] for r in self.con.execute("SELECT path FROM checkpoints WHERE name = ?", [checkpoint]).fetchall()]
+                self.con.execute("DELETE FROM checkpoints WHERE name = ?", [checkpoint])
             # Derived tables owned by other areas first (interest vectors; see their section).
             self.delete_dataset_vectors(dataset_id)
             if self._model_table_exists("text_embeddings"):
@@ -388,6 +396,8 @@ class Store:
                 )
             for table in _DATASET_TABLES:
                 self.con.execute(f"DELETE FROM {table} WHERE dataset_id = ?", [dataset_id])
+        for folder in adapted:
+            shutil.rmtree(folder, ignore_errors=True)
         return bool(existed and existed[0])
 
     # --- ingest steps. Called by interestgeo.ingest inside one transaction. ---
@@ -1464,6 +1474,12 @@ def _events_frame(table: pa.Table) -> pd.DataFrame:
         if 0 < table.num_rows == table.column(name).null_count:  # as events() gives an all-null text column
             frame[name] = pd.Series([None] * len(frame), dtype=object)
     return frame.astype({"dataset_id": "int32", "tz_offset_min": "Int16", "local_hour": "int8", "dow": "int8"})
+
+
+def adapted_checkpoint_name(dataset: str) -> str:
+    """The registry name of a checkpoint adapted to one dataset (scoring that dataset prefers it;
+    deleting the dataset deletes it)."""
+    return f"adapted:{dataset}"
 
 
 def _finite_or_none(x: float | None) -> float | None:

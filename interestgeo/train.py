@@ -1124,7 +1124,9 @@ def model_scorers(store: Store, dataset: str | None = None) -> list[InterestScor
 
 def adapted_name(dataset: str) -> str:
     """The checkpoint name of a model adapted to one dataset (scoring that dataset prefers it)."""
-    return f"adapted:{dataset}"
+    from interestgeo.store import adapted_checkpoint_name
+
+    return adapted_checkpoint_name(dataset)
 
 
 def _with_overrides(config: Config, *, epochs: int | None, seed: int | None) -> Config:

@@ -178,8 +178,9 @@ def _delete_dataset(config: Config) -> None:
         return
     with st.expander("Delete a dataset"), st.form("delete_dataset", clear_on_submit=True, border=False):
         name = st.selectbox("Dataset", names, index=None, key="delete_name", placeholder="Choose a dataset")
-        sure = st.checkbox("Delete its events, rejected rows, aggregates and interest vectors for good. Checkpoints "
-                           "trained while it was loaded are kept: retrain to forget it there too.", key="delete_sure")
+        sure = st.checkbox("Delete its events, rejected rows, aggregates, interest vectors and the model adapted to "
+                           "it for good. Other checkpoints trained while it was loaded are kept: retrain to forget it "
+                           "there too.", key="delete_sure")
         if not st.form_submit_button("Delete", type="primary", icon=":material/delete:"):
             return
     if not (name and sure):

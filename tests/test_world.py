@@ -20,10 +20,10 @@ import pytest
 from analytics_data import ingest, tiny_model_config
 from interestgeo.calibration import calibration_cutoff, next_event_pairs, next_text_mrr
 from interestgeo.evaluate import EvaluationError, run_evaluation
-from interestgeo.score import RecencySource, load_source, score_store
+from interestgeo.score import RecencySource, load_source, score_store, source_label
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts
-from interestgeo.train import InterestScorer, load_checkpoint, register_checkpoint, train_model
+from interestgeo.train import InterestScorer, adapted_name, load_checkpoint, register_checkpoint, train_model
 from interestgeo.world import world_from_events
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
@@ -174,3 +174,21 @@ def test_a_checkpoint_for_another_text_model_is_refused_by_name(two_cities, tmp_
         register_checkpoint(store, copy)
         with pytest.raises(LookupError, match="'some-multilingual-encoder'.*" + TextEncoder(config.text).model_id):
             load_source(store, config, encoder=TextEncoder(config.text))
+
+
+def test_an_adapted_model_scores_its_dataset_and_goes_with_it(two_cities, tmp_path: Path) -> None:
+    config, base_id = two_cities
+    config = private_copy(config, tmp_path, "adapt.duckdb")
+    with Store.open(config.store.path, config=config) as store:
+        adapted_id = train_model(store, config, name=adapted_name("shelbyville"), dataset="shelbyville",
+                                 init_from=base_id, minutes=0.2)
+        adapted = load_checkpoint(store, adapted_id)
+        assert adapted.metrics["warm_start"] == base_id
+        assert [t["dataset"] for t in adapted.trained_on] == ["shelbyville", "springfield"]
+        source = load_source(store, config, encoder=TextEncoder(config.text))
+        assert set(source.model.scorer.adapted) == {store.dataset_id("shelbyville")}
+        assert source_label(source).endswith(f"+{adapted_name('shelbyville')}#{adapted_id}+calibrated")
+        folder = Path(store.checkpoint(adapted_id)["path"])
+        assert store.delete_dataset(store.dataset_id("shelbyville"))
+        assert store.checkpoint(adapted_id) is None and not folder.exists()
+        assert store.checkpoint(base_id) is not None  # the shared model stays
