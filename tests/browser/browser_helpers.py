@@ -21,6 +21,8 @@ import subprocess
 import sys
 import time
 import urllib.request
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -94,6 +96,20 @@ def start_server(db: Path, config: Path, log: Path, script: Path = ROOT / "app.p
     raise RuntimeError(f"streamlit did not answer within {SERVER_START_S} s; see {log}")
 
 
+
+
+@contextmanager
+def running_server(db: Path, config: Path, log: Path) -> Iterator[str]:
+    """`start_server` for the `with` block: yields its URL, stops the server after."""
+    proc, url = start_server(db, config, log)
+    try:
+        yield url
+    finally:
+        proc.terminate()
+        try:
+            proc.wait(timeout=10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
 
 
 def wait_rendered(tab: object, *, started: bool = False, timeout_ms: int = RENDER_TIMEOUT_MS) -> None:

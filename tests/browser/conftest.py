@@ -6,7 +6,6 @@ The plumbing lives in browser_helpers.py, shared with benchmarks/bench_pages.py.
 from __future__ import annotations
 
 import shutil
-import subprocess
 import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ import pytest
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from browser_helpers import CHROMIUM_ARGS, VIEWPORT, Server, chromium_or_skip, start_server  # noqa: E402
+from browser_helpers import CHROMIUM_ARGS, VIEWPORT, Server, chromium_or_skip, running_server  # noqa: E402
 from test_app import shared_database  # noqa: E402
 
 
@@ -33,15 +32,8 @@ def server(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator
     folder = tmp_path_factory.mktemp("browser")
     db = Path(shutil.copy(db, folder / "browser.duckdb"))
     log = folder / "streamlit.log"
-    proc, url = start_server(db, config, log)
-    try:
+    with running_server(db, config, log) as url:
         yield Server(url, db, config, log)
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 @pytest.fixture(scope="session")

@@ -17,7 +17,7 @@ from browser_helpers import (
     full_page_screenshot,
     go_to,
     open_app,
-    start_server,
+    running_server,
     wait_rendered,
 )
 
@@ -121,19 +121,17 @@ def test_a_link_as_a_fresh_servers_first_request_opens_its_page_and_filters(
     before app.py's page list exists, and the app must still land on that page with the link's
     filters (it used to fall back to the Overview and drop them)."""
     db = Path(shutil.copy(server.db, tmp_path / "fresh.duckdb"))
-    proc, url = start_server(db, server.config, tmp_path / "streamlit.log")
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
-    try:
-        tab = context.new_page()
-        tab.goto(f"{url}/drift?hours=6&hours=20")
-        tab.wait_for_selector('h1:has-text("Drift")', timeout=RENDER_TIMEOUT_MS)
-        wait_rendered(tab, started=True)
-        caption = tab.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
-        assert "06:00–20:59" in caption
-    finally:
-        context.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+    with running_server(db, server.config, tmp_path / "streamlit.log") as url:
+        context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
+        try:
+            tab = context.new_page()
+            tab.goto(f"{url}/drift?hours=6&hours=20")
+            tab.wait_for_selector('h1:has-text("Drift")', timeout=RENDER_TIMEOUT_MS)
+            wait_rendered(tab, started=True)
+            caption = tab.locator('[data-testid="stMain"] [data-testid="stCaptionContainer"]').first.inner_text()
+            assert "06:00–20:59" in caption
+        finally:
+            context.close()
 
 
 def test_uploaded_csv_shows_up_in_the_dataset_filter(page: object, server: Server, tmp_path) -> None:
@@ -184,16 +182,14 @@ def test_a_marketer_opening_a_user_link_lands_on_the_overview_without_a_dialog(
     db = Path(shutil.copy(server.db, tmp_path / "marketer.duckdb"))
     config = tmp_path / "marketer.toml"
     config.write_text('[privacy]\nk_min_users = 2\n\n[app]\nrole = "marketer"\nwarm_up = false\n', encoding="utf-8")
-    proc, url = start_server(db, config, tmp_path / "streamlit.log")
-    context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
-    try:
-        tab = context.new_page()
-        tab.goto(f"{url}/user?user=1:123")
-        tab.wait_for_selector('h1:has-text("Overview")', timeout=RENDER_TIMEOUT_MS)
-        wait_rendered(tab)
-        assert tab.get_by_role("dialog").count() == 0  # not Streamlit's page-not-found box
-        assert tab.locator('[data-testid="stSidebarNavLink"]', has_text="User").count() == 0
-    finally:
-        context.close()
-        proc.terminate()
-        proc.wait(timeout=10)
+    with running_server(db, config, tmp_path / "streamlit.log") as url:
+        context = browser.new_context(viewport=VIEWPORT)  # type: ignore[attr-defined]
+        try:
+            tab = context.new_page()
+            tab.goto(f"{url}/user?user=1:123")
+            tab.wait_for_selector('h1:has-text("Overview")', timeout=RENDER_TIMEOUT_MS)
+            wait_rendered(tab)
+            assert tab.get_by_role("dialog").count() == 0  # not Streamlit's page-not-found box
+            assert tab.locator('[data-testid="stSidebarNavLink"]', has_text="User").count() == 0
+        finally:
+            context.close()

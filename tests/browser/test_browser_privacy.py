@@ -9,12 +9,11 @@ the rendered page. An analyst's visit to the User page shows the same search fin
 from __future__ import annotations
 
 import re
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_helpers import RENDER_TIMEOUT_MS, VIEWPORT, go_to, start_server, wait_rendered
+from browser_helpers import RENDER_TIMEOUT_MS, VIEWPORT, go_to, running_server, wait_rendered
 from test_app import write_sample_csv
 
 from interestgeo.accounts import accounts_path, add_account
@@ -48,15 +47,8 @@ def private_server(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> 
                     encoder=encoder)
     add_account(accounts_path(db), "ana", "analyst", PASSWORD)
     add_account(accounts_path(db), "mo", "marketer", PASSWORD)
-    proc, url = start_server(db, config_file, folder / "streamlit.log")
-    try:
+    with running_server(db, config_file, folder / "streamlit.log") as url:
         yield url
-    finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
 
 
 def visit(browser: object, url: str) -> tuple[object, object, list[bytes]]:
