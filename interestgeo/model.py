@@ -37,7 +37,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from interestgeo.config import ModelConfig
-from interestgeo.spacetime import N_CONT_FEATURES, N_TIME_FEATURES, SpaceTimeEncoder
+from interestgeo.spacetime import N_TIME_FEATURES, SpaceTimeEncoder
 
 __all__ = ["Batch", "InterestModel", "ModelData", "sharpen"]
 

@@ -59,7 +59,6 @@ from interestgeo.calibration import (
     calibrate,
     calibration_cutoff,
     next_event_pairs,
-    next_text_mrr,
 )
 from interestgeo.calibration import unit as _unit
 from interestgeo.config import Config
@@ -80,7 +79,6 @@ __all__ = [
     "score_store",
     "score_command",
     "adapt_to_dataset",
-    "next_event_mrr",
     "HISTORY_WEIGHTS",
     "Calibration",
 ]
@@ -174,12 +172,11 @@ class BlendedSource:
 
     def __init__(
         self, model: Any, text_vectors: Callable[[list[str]], np.ndarray], weight: float | None, half_life_days: float,
-        weights: dict[int, float] | None = None,
     ) -> None:
         self.model = model
         self.history = RecencySource(text_vectors, half_life_days)
         self.weight = None if weight is None else float(weight)  # fixed for every dataset (config)
-        self.weights: dict[int, float] = dict(weights or {})  # per dataset id, when not fixed
+        self.weights: dict[int, float] = {}  # per dataset id, when not fixed (calibration sets them)
         self.name = model.name
         self.checkpoint = getattr(model, "checkpoint", None)
         self.max_len = getattr(model, "max_len", None)  # the events of history the model reads
@@ -203,8 +200,6 @@ class BlendedSource:
     def use_cutoffs(self, cutoffs: dict[int, pd.Timestamp]) -> None:
         if hasattr(self.model, "use_cutoffs"):
             self.model.use_cutoffs(cutoffs)
-
-    blend = staticmethod(blend)
 
     def blend_rows(self, model: np.ndarray, history: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """`blend` with a weight per row (each event's dataset's)."""
@@ -295,19 +290,6 @@ class ExpectedVenueSource:
 
     def next_venues(self, user_events: pd.DataFrame, k: int = 10) -> pd.DataFrame:
         return self.scorer.next_venues(user_events, k)
-
-
-def next_event_mrr(
-    events: pd.DataFrame, vectors: np.ndarray, text_vectors: Callable[[list[str]], np.ndarray],
-    cutoff: pd.Timestamp | None = None,
-) -> float:
-    """Mean reciprocal rank of each event's NEXT text among all distinct texts, by dot product
-    (calibration.next_text_mrr), over up to 5,000 pairs whose next event is at/after `cutoff`.
-
-    The yardstick of a stored interest vector: a free-text query is exactly this dot product.
-    """
-    pairs, targets, distinct = next_event_pairs(events, cutoff)
-    return next_text_mrr(vectors[pairs], targets, text_vectors(distinct))
 
 
 def load_source(

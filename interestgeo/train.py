@@ -13,7 +13,6 @@ registered in the store's `checkpoints` table. `InterestScorer.from_checkpoint` 
 from __future__ import annotations
 
 import json
-import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -30,7 +29,8 @@ from safetensors.torch import load_file, save_file
 from interestgeo.config import Config, ModelConfig
 from interestgeo.model import N_NEXT_TIME, Batch, InterestModel, ModelData
 from interestgeo.spacetime import CellVocab, event_features
-from interestgeo.world import World, calibration_cutoff, world_from_events, world_from_split
+from interestgeo.calibration import calibration_cutoff
+from interestgeo.world import World, world_from_events, world_from_split
 
 if TYPE_CHECKING:
     from interestgeo.store import Store

@@ -27,7 +27,6 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interestgeo.calibration import calibration_cutoff
 from interestgeo.model import ModelData
 from interestgeo.split import NO_CATEGORY, item_keys, most_frequent
 

@@ -12,7 +12,6 @@ import pytest
 from interestgeo.cli import DEMO_FILE
 from interestgeo.config import Config
 from interestgeo.score import load_source, score_store
-from interestgeo.store import Store
 from interestgeo.text import TextEncoder
 from interestgeo.train import SHIPPED_MODEL_DIR, load_checkpoint, read_checkpoint, register_checkpoint
 from model_data import small_store
