@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from interestgeo.access import ANALYST_ONLY, analyst_only
-from interestgeo.cells import cell_to_parent
+from interestgeo.cells import cell_to_parent, latlng_to_cell
 from interestgeo.changepoints import change_points
 from interestgeo.config import Config
 from interestgeo.topics import Topics, probabilities_from_similarities, topic_probabilities, topic_similarities
@@ -976,6 +976,19 @@ class NextInterests:
     at: pd.Timestamp
 
 
+def _same_place_once(venues: pd.DataFrame) -> pd.DataFrame:
+    """Items with the same text in the same H3 cell (res 9, ~0.1 km2) as one row: a dataset often
+    holds one place under several ids (several "Home (private)" at one address). Probabilities and
+    visits add up; `branches` counts the ids; the likeliest id's place and item_id are kept."""
+    cell = latlng_to_cell(venues["lat"].to_numpy(), venues["lon"].to_numpy(), 9)
+    keyed = venues.assign(_cell=cell, branches=1)
+    merged = keyed.groupby(["text", "_cell"], sort=False).agg(
+        {**{c: "first" for c in venues.columns if c not in ("probability", "visits")},
+         "probability": "sum", "visits": "sum", "branches": "sum"}
+    )
+    return merged.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)
+
+
 def _haversine_km(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float) -> np.ndarray:
     p = np.pi / 180.0
     a = np.sin((lat - lat0) * p / 2) ** 2 + np.cos(lat0 * p) * np.cos(lat * p) * np.sin((lon - lon0) * p / 2) ** 2
@@ -1015,11 +1028,14 @@ def next_interests(
         ev = scored.events
         mine = ev[(ev["dataset_id"] == dataset_id) & (ev["user_id"].astype(str) == str(user_id))]
         mine = mine[mine["ts"] <= profile.at] if profile.at is not None else mine
-        venues = venue_model(mine.reset_index(drop=True), k if place is None else 50 * k)
+        venues = _same_place_once(venue_model(mine.reset_index(drop=True), 3 * k if place is None else 50 * k))
+        # how far each is (from the place, else from the person's latest event)
+        origin = place if place is not None else (float(mine["lat"].iloc[-1]), float(mine["lon"].iloc[-1]))
+        venues = venues.assign(distance_km=_haversine_km(venues["lat"].to_numpy(), venues["lon"].to_numpy(), *origin))
         if place is not None:
-            venues = venues.assign(distance_km=_haversine_km(venues["lat"].to_numpy(), venues["lon"].to_numpy(), *place))
             venues = venues[venues["distance_km"] <= scored.config.analytics.next_radius_km].head(k)
             venues = venues.assign(probability=venues["probability"] / max(venues["probability"].sum(), 1e-12))
+        venues = venues.head(k)
         return NextInterests(topics.reset_index(drop=True), venues.reset_index(drop=True), profile.at)
     if scored.venues is None:
         raise LookupError("venues are not loaded: load the scored events with a text encoder")

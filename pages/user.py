@@ -112,14 +112,22 @@ def _next(path: str, key: str, dataset_id: int, user_id: str) -> None:
         # the venue text already ends with its category (name, category): no category column; the venue
         # column gets what the narrow number columns leave of the ~480 px column at 1280 px (310 px), so
         # long names are cut less
-        venues = nxt.venues[[c for c in ("text", "branches", "visits", "score", "probability") if c in nxt.venues]]
+        venues = nxt.venues[[c for c in ("text", "branches", "distance_km", "visits", "score", "probability")
+                             if c in nxt.venues]]
+        # the model's columns (km, chance) take 100 px of the venue's 310
+        venue_width = 310
         if "probability" in venues:
             venues = venues.assign(probability=100 * venues["probability"])
+            venue_width = 210
         st.dataframe(venues, hide_index=True, width="stretch",
-                     column_config={"text": st.column_config.TextColumn("venue", width=310, help="Name, category."),
+                     column_config={"text": st.column_config.TextColumn("venue", width=venue_width, help="Name, category."),
                                     "branches": st.column_config.NumberColumn(
-                                        width=62, help="Places with this same name and category (a chain's "
-                                                       "branches): they score alike, so they are listed once."),
+                                        width=62, help="Places this row stands for: ids with this name in one "
+                                                       "~100 m cell, their chances added (ranked by text alone, without "
+                                                       "a trained model: a chain's branches, which score alike)."),
+                                    "distance_km": st.column_config.NumberColumn(
+                                        "km", format="%.1f", width=50,
+                                        help="How far it is from the person's latest place."),
                                     "visits": st.column_config.NumberColumn(
                                         width=50, help="Check-ins at this place by everyone in the data."),
                                     "score": st.column_config.NumberColumn(

@@ -271,3 +271,19 @@ def test_vectors_given_later_are_loaded_once_on_first_use_and_change_nothing() -
     wrong = an.ScoredEvents(events, lambda: eager.vectors[:-1], eager.topics, eager.config, topic_sims=sims)
     with pytest.raises(ValueError, match="events but"):
         wrong.vectors  # noqa: B018
+
+
+def test_places_that_share_a_name_and_a_spot_are_listed_once_with_their_chances_added() -> None:
+    venues = pd.DataFrame({
+        "item_id": ["h1", "c1", "h2", "h3"],
+        "text": ["Home (private)", "Cafe, Coffee Shop", "Home (private)", "Home (private)"],
+        "category": ["Home (private)", "Coffee Shop", "Home (private)", "Home (private)"],
+        "lat": [40.75000, 40.76000, 40.75001, 40.80000],  # h1 and h2 one door apart, h3 elsewhere
+        "lon": [-73.98000, -73.98000, -73.98001, -73.95000],
+        "visits": [10, 5, 7, 3],
+        "probability": [0.5, 0.3, 0.15, 0.05],
+    })
+    once = an._same_place_once(venues)
+    assert once["item_id"].tolist() == ["h1", "c1", "h3"]  # the likelier id names the merged place
+    assert once["probability"].tolist() == pytest.approx([0.65, 0.3, 0.05])
+    assert once["visits"].tolist() == [17, 5, 3] and once["branches"].tolist() == [2, 1, 1]

@@ -173,6 +173,9 @@ def test_next_venues_are_the_models_own_probabilities_not_text_ties(scored_store
     venues = nxt.venues
     assert len(venues) == min(10, len(set(scored.events["item_id"])))
     assert venues["probability"].is_monotonic_decreasing and venues["probability"].sum() <= 1 + 1e-6
+    last = scored.events[scored.events["user_id"] == "u3"].iloc[-1]
+    here = venues["text"] == last["text"]  # the latest place itself is 0 km away from it
+    assert (venues.loc[here, "distance_km"] < 0.2).any() and (venues["distance_km"] >= 0).all()
     mine = scored.events[scored.events["user_id"] == "u3"].reset_index(drop=True)
     everything = model.next_venues(mine, k=10_000)
     assert everything["probability"].sum() == pytest.approx(1.0, abs=1e-4)  # a distribution over the world
