@@ -47,7 +47,7 @@ test: setup browser
 	$(PY) -m pytest -q
 
 # Rebuild the pretrained model shipped in data/model (trained on the shipped demo data only, seed 0,
-# float16; about 10-15 minutes on 2 CPU cores). `make run` registers it instead of training.
+# float16; about 15-20 minutes on 2 CPU cores). `make run` registers it instead of training.
 MODEL_DB := .cache/model-build.duckdb
 model: setup
 	rm -rf data/model $(MODEL_DB) $(MODEL_DB).wal
