@@ -4,13 +4,13 @@ next window's leading topic, the User page's per-person forecast (Streamlit's Ap
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
 
 from forecast_data import recency_store
+from test_app import use_copy
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60
@@ -23,13 +23,8 @@ def built(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
 
 @pytest.fixture
 def env(built: tuple[Path, Path], tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
-    db = tmp_path / "app.duckdb"
-    shutil.copy(built[0], db)
-    config = tmp_path / "interestgeo.toml"
-    shutil.copy(built[1], config)
-    monkeypatch.setenv("INTERESTGEO_DB", str(db))
-    monkeypatch.setenv("INTERESTGEO_CONFIG", str(config))
-    return db
+    use_copy(built, tmp_path, monkeypatch)
+    return tmp_path / "app.duckdb"
 
 
 def page_with(page: str, params: dict[str, str]) -> AppTest:
