@@ -304,12 +304,12 @@ def _add_query_parser(subparsers: argparse._SubParsersAction) -> None:
 
 def _run_query(args: argparse.Namespace) -> int:
     from interestgeo.analytics import query_command
-    from interestgeo.text import TextEncoder
+    from interestgeo.text import encoder_for
 
     return _analytics_run(
         args,
         lambda store, config: query_command(
-            store, config, TextEncoder(config.text), args.phrase, _filters(args, store), args.resolution, args.top
+            store, config, encoder_for(config.text), args.phrase, _filters(args, store), args.resolution, args.top
         ),
     )
 

@@ -242,9 +242,9 @@ class _TextVectors:
         missing = [t for t, h in zip(unique, hashes, strict=True) if h not in found]
         if missing:
             if self.encoder is None:
-                from interestgeo.text import TextEncoder  # torch and transformers: seconds, only when needed
+                from interestgeo.text import encoder_for  # torch and transformers: seconds, only when needed
 
-                self.encoder = TextEncoder(self.config.text)
+                self.encoder = encoder_for(self.config.text)
             found.update(zip(text_hashes(missing), embed_texts(self.store, self.encoder, missing, warn=None),
                              strict=True))
         by_unique = np.stack([found[h] for h in hashes]).astype(np.float32, copy=False)  # (U, D)

@@ -306,9 +306,9 @@ def load_source(
     except CheckpointError as exc:
         raise LookupError(f"no trained model ({exc}): run `interestgeo train` first") from None
     if encoder is None:
-        from interestgeo.text import TextEncoder
+        from interestgeo.text import encoder_for
 
-        encoder = TextEncoder(config.text)
+        encoder = encoder_for(config.text)
     if checkpoint.text_model_id and checkpoint.text_model_id != encoder.model_id:
         raise LookupError(
             f"checkpoint {checkpoint.id} was trained on text vectors of {checkpoint.text_model_id!r}, but this store's "
@@ -547,9 +547,9 @@ def score_store(
     """
     started = time.perf_counter()
     if encoder is None:
-        from interestgeo.text import TextEncoder
+        from interestgeo.text import encoder_for
 
-        encoder = TextEncoder(config.text)
+        encoder = encoder_for(config.text)
     if source is None:
         source = load_source(store, config, encoder=encoder)
     text_vectors = _text_vectors_fn(store, encoder)
@@ -766,14 +766,14 @@ def score_command(
     """`interestgeo score`: (JSON-ready payload, text for people). `since` is a time or "new"."""
     from tqdm.auto import tqdm
 
-    from interestgeo.text import TextEncoder
+    from interestgeo.text import encoder_for
 
     ids = None
     if datasets:
         ids = [store.dataset_id(name) for name in datasets]
         if None in ids:
             raise ValueError(f"unknown dataset among {', '.join(datasets)}")
-    encoder = TextEncoder(config.text)
+    encoder = encoder_for(config.text)
     if source_name == "recency":
         source: VectorSource = RecencySource(_text_vectors_fn(store, encoder), config.analytics.history_half_life_days)
     else:

@@ -32,7 +32,7 @@ from interestgeo.config import TextConfig
 if TYPE_CHECKING:
     from interestgeo.store import Store
 
-__all__ = ["TextEncoder", "TextModelError", "embed_texts", "text_hashes", "packaged_model_dir"]
+__all__ = ["TextEncoder", "TextModelError", "embed_texts", "encoder_for", "text_hashes", "packaged_model_dir"]
 
 # The folder name the packaged zip is extracted to inside the cache dir; also the default model id.
 PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2"
@@ -172,6 +172,11 @@ class TextEncoder:
         """The texts whose word pieces are mostly unknown to this model (over the configured share)."""
         shares = self.unknown_share(texts)
         return [t for t, s in zip(texts, shares) if s > self.config.unknown_token_warn_share]
+
+
+def encoder_for(config: TextConfig | None = None) -> TextEncoder:
+    """The text encoder a config names: the one way the product builds an encoder."""
+    return TextEncoder(config)
 
 
 def unreadable_warning(encoder: TextEncoder, texts: list[str], examples: int = 3) -> str | None:

@@ -697,10 +697,10 @@ class InterestScorer:
 
     # -- inputs
     def text_vectors(self, texts: list[str]) -> np.ndarray:
-        from interestgeo.text import TextEncoder, embed_texts
+        from interestgeo.text import embed_texts, encoder_for
 
         if self._encoder is None:
-            self._encoder = TextEncoder(self.config.text)
+            self._encoder = encoder_for(self.config.text)
         return embed_texts(self.store, self._encoder, texts, warn=None)
 
     def use_cutoffs(self, cutoffs: dict[int, pd.Timestamp | None]) -> None:
@@ -977,7 +977,7 @@ def _split_and_text(
     store: Store, config: Config, progress: bool, datasets: list[int] | None = None
 ) -> tuple[Any, Callable[[list[str]], np.ndarray], str]:
     from interestgeo.split import make_split
-    from interestgeo.text import TextEncoder, embed_texts
+    from interestgeo.text import embed_texts, encoder_for
 
     events = store.events(datasets)
     if events.empty:
@@ -985,7 +985,7 @@ def _split_and_text(
     split = make_split(events, config)
     if len(split.val) == 0:
         raise CheckpointError("no validation samples: the data is too small or too short to train on")
-    encoder = TextEncoder(config.text)
+    encoder = encoder_for(config.text)
     return split, (lambda texts: embed_texts(store, encoder, texts, progress=progress)), encoder.model_id
 
 
