@@ -42,7 +42,7 @@ bare vector 0.065, history alone 0.184, expected next venue 0.298. Before any mo
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from typing import TYPE_CHECKING, Any, Protocol
@@ -380,53 +380,154 @@ class ScoreReport:
         return out
 
 
-def _vectors_by_user_chunks(
-    source: VectorSource,
-    events: pd.DataFrame,
-    progress: Callable[[float, str], None] | None,
-    needed: np.ndarray | None = None,
-) -> np.ndarray:
-    """interest_vectors over chunks of whole users (vectors depend only on the same user's events).
+# ---------------------------------------------------------------------------- one chunk of users
+class TextTable:
+    """The text vectors of a fixed set of texts, looked up without a store or an encoder.
 
-    With `needed` (N,) bool: (needed rows, D), the vectors of those rows only.
+    Why: a chunk of users is scored where no store is open (a worker process, a Ray actor), so
+    every text the chunks can meet is embedded once, before them (`chunk_state`), and travels
+    with the state. Picklable (a pandas Index and an array).
     """
-    def vectors(chunk: pd.DataFrame, a: int) -> tuple[np.ndarray]:
-        if needed is None:
-            return (interest_vectors(source, chunk),)
-        rows = needed[a : a + len(chunk)]
-        return (interest_vectors(source, chunk, rows)[rows],)
 
-    return _by_user_chunks(vectors, events, progress, needed)[0]
+    def __init__(self, texts: list[str], vectors: np.ndarray) -> None:
+        self.index = pd.Index(texts)
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not self.index.is_unique or len(self.index) != len(self.vectors):
+            raise ValueError("a text table needs one vector per distinct text")
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        pos = self.index.get_indexer(pd.Index(texts, dtype=object))
+        if (pos < 0).any():
+            first = texts[int(np.flatnonzero(pos < 0)[0])]
+            raise LookupError(f"{int((pos < 0).sum())} texts were not embedded for this run (e.g. {first!r})")
+        return self.vectors[pos]
 
 
-def _by_user_chunks(
-    fn: Callable[[pd.DataFrame, int], tuple[np.ndarray, ...]],
-    events: pd.DataFrame,
-    progress: Callable[[float, str], None] | None,
-    counted: np.ndarray | None = None,
-) -> tuple[np.ndarray, ...]:
-    """`fn(chunk, first_row)` (a tuple of (n, D) arrays) over chunks of whole users, concatenated.
+@dataclass
+class ChunkState:
+    """Everything `score_chunk` reads, built once per run by `chunk_state` (worlds built, datasets
+    calibrated, topics chosen, texts embedded); picklable when built with `detach=True`."""
 
-    A chunk holds about _CHUNK_EVENTS events, or of the `counted` (N,) bool rows when given: an
-    update counts its new rows (the older history is cheap context, and every chunk costs a few
-    fixed steps: text lookups, partly filled batches).
+    source: VectorSource
+    topics: Topics
+    text_vectors: Callable[[list[str]], np.ndarray]
+    config: Config
+
+
+@dataclass
+class ChunkScores:
+    """What `score_chunk` returns for one chunk of whole users.
+
+    Per event (the chunk's rows in order, or its `needed` rows): ids, topic, unit vector and topic
+    similarities. Per chunk (full runs only, empty with `needed`): the user x window vectors of its
+    users, and for every stored resolution x window its cells' SUMS of per-user mean vectors with
+    their user and event counts: a cell's users are split over chunks, and the user-weighted mean
+    of a cell is (sum over chunks of these sums) / (sum of users), so chunks merge exactly.
     """
-    if len(events) == 0:
-        return (np.zeros((0, 0), dtype=np.float32),)
-    keys = events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)
-    starts = np.flatnonzero(np.r_[True, keys.to_numpy()[1:] != keys.to_numpy()[:-1]])
-    done = np.arange(len(events) + 1) if counted is None else np.r_[0, np.cumsum(counted)]  # counted rows before
-    bounds = [0]
-    for s in starts[1:]:
-        if done[s] - done[bounds[-1]] >= _CHUNK_EVENTS:
-            bounds.append(int(s))
-    bounds.append(len(events))
-    parts = []
-    for a, b in zip(bounds[:-1], bounds[1:]):
-        parts.append(fn(events.iloc[a:b].reset_index(drop=True), a))
-        if progress is not None:
-            progress(done[b] / done[-1], f"{done[b]:,} of {done[-1]:,} events")
-    return tuple(np.concatenate([part[i] for part in parts]) for i in range(len(parts[0])))
+
+    dataset_id: np.ndarray  # (n,) int32
+    event_id: np.ndarray  # (n,) int64
+    topic: np.ndarray  # (n,) int16
+    vectors: np.ndarray  # (n, D) float32 L2-normalised
+    topic_sims: np.ndarray  # (n, T) float32
+    user_windows: pd.DataFrame  # dataset_id, user_id, window_size, window_start, events
+    user_window_vectors: np.ndarray  # (U, D) float32 L2-normalised
+    cell_windows: pd.DataFrame  # dataset_id, resolution, window_size, window_start, cell, events, users
+    cell_window_sums: np.ndarray  # (G, D) float32 sum over the chunk's users of their mean vector there
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+
+def score_chunk(state: ChunkState, events: pd.DataFrame, needed: np.ndarray | None = None) -> ChunkScores:
+    """Score one chunk of users: `events` in store.events() format and order, holding WHOLE user
+    histories (a vector depends on the user's earlier events only, never on other users).
+
+    Pure given the state (the same events give the same numbers wherever it runs: locally, in a
+    worker process, in a Ray actor). `needed` (N,) bool: only those rows are returned (a dynamic
+    update's new events; the rest is context) and no aggregates.
+    """
+    events = events.reset_index(drop=True)
+    vectors = interest_vectors(state.source, events, needed)
+    rows = events if needed is None else events.loc[needed].reset_index(drop=True)
+    if needed is not None:
+        vectors = vectors[needed]
+    topics = state.topics
+    event_topics = _event_topics(topics, state.text_vectors, rows)
+    sims = topic_similarities(vectors, topics)
+    dim = vectors.shape[1]
+    user_frames, user_vectors, cell_frames, cell_sums = [], [], [], []
+    if needed is None and len(rows):
+        scored = ScoredEvents(rows.assign(topic=event_topics), vectors, topics, state.config, topic_sims=sims)
+        for dataset_id in np.unique(scored.dataset_ids):
+            for window in state.config.analytics.stored_windows:
+                filters = Filters(datasets=(int(dataset_id),))
+                frame, vecs = aggregate_user_windows(scored, filters, window)
+                user_frames.append(frame.assign(window_size=window))
+                user_vectors.append(vecs)
+                for resolution in state.config.analytics.stored_resolutions:
+                    frame, vecs = aggregate_cell_windows(scored, filters, resolution, window)
+                    sums = vecs * (frame["coherence"].to_numpy(np.float32) * frame["users"].to_numpy(np.float32))[:, None]
+                    cell_frames.append(frame.drop(columns=["coherence"]).assign(
+                        dataset_id=np.int32(dataset_id), resolution=np.int8(resolution), window_size=window))
+                    cell_sums.append(sums.astype(np.float32))
+    return ChunkScores(
+        dataset_id=rows["dataset_id"].to_numpy(np.int32),
+        event_id=rows["event_id"].to_numpy(np.int64),
+        topic=np.asarray(event_topics, dtype=np.int16),
+        vectors=np.ascontiguousarray(vectors, dtype=np.float32),
+        topic_sims=np.ascontiguousarray(sims, dtype=np.float32),
+        user_windows=_frames(user_frames, _USER_WINDOW_COLUMNS),
+        user_window_vectors=np.concatenate(user_vectors) if user_vectors else np.zeros((0, dim), np.float32),
+        cell_windows=_frames(cell_frames, _CELL_WINDOW_COLUMNS),
+        cell_window_sums=np.concatenate(cell_sums) if cell_sums else np.zeros((0, dim), np.float32),
+    )
+
+
+_USER_WINDOW_COLUMNS = ["dataset_id", "user_id", "window_size", "window_start", "events"]
+_CELL_WINDOW_COLUMNS = ["dataset_id", "resolution", "window_size", "window_start", "cell", "events", "users"]
+
+
+def _frames(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame({c: [] for c in columns})
+    return pd.concat([f[columns] for f in frames], ignore_index=True)
+
+
+def chunk_state(
+    store: Store, config: Config, source: VectorSource, topics: Topics, datasets: list[int],
+    text_vectors: Callable[[list[str]], np.ndarray], *, detach: bool = False,
+) -> ChunkState:
+    """The state `score_chunk` needs for `datasets` (calibrate them first: the source's weights and
+    sharpness are read here). With `detach`: no store or encoder inside (worlds built now, every
+    event text of the datasets embedded into a TextTable), so it pickles for another process."""
+    if not detach:
+        return ChunkState(source, topics, text_vectors, config)
+    texts = store.distinct_texts(datasets)
+    table = TextTable(texts, text_vectors(texts) if texts else np.zeros((0, topics.vectors.shape[1]), np.float32))
+    return ChunkState(detach_source(source, datasets, table), topics, table, config)
+
+
+def detach_source(source: VectorSource, datasets: list[int], table: TextTable) -> VectorSource:
+    """A copy of `source` that reads texts from `table` and holds no store (see chunk_state)."""
+    if isinstance(source, RecencySource):
+        return RecencySource(table, source.half_life_days)
+    if isinstance(source, BlendedSource):
+        out = BlendedSource(detach_source(source.model, datasets, table), table, source.weight, source.history.half_life_days)
+        out.weights = dict(source.weights)
+        out.name, out.checkpoint, out.max_len = source.name, source.checkpoint, source.max_len
+        return out
+    if isinstance(source, ExpectedVenueSource):
+        out_ev = ExpectedVenueSource(source.scorer.detached(datasets, table))
+        out_ev.sharpness = dict(source.sharpness)
+        return out_ev
+    raise TypeError(f"cannot detach a {type(source).__name__} from its store")
+
+
+def local_chunks(state: ChunkState, chunks: Iterable[pd.DataFrame]) -> Iterator[ChunkScores]:
+    """The local engine: `score_chunk` over the chunks in this process, in order."""
+    for events in chunks:
+        yield score_chunk(state, events)
 
 
 def _text_vectors_fn(store: Store, encoder: Any) -> Callable[[list[str]], np.ndarray]:
@@ -437,12 +538,13 @@ def _text_vectors_fn(store: Store, encoder: Any) -> Callable[[list[str]], np.nda
 
 def _topics(
     store: Store, config: Config, text_vectors: Callable[[list[str]], np.ndarray], events: pd.DataFrame, refresh: bool
-) -> Topics:
-    """Stored topics unless missing, refreshed, or the configured phrases changed."""
+) -> tuple[Topics, bool]:
+    """Stored topics unless missing, refreshed, or the configured phrases changed; and whether
+    they are new (the caller writes new ones in its transaction)."""
     phrases = tuple(config.analytics.topic_phrases)
     stored = None if refresh else store.analytics_topics()
     if stored is not None and (not phrases or (stored.source == "phrases" and stored.labels == phrases)):
-        return stored
+        return stored, False
     if phrases:
         topics = topics_from_phrases(phrases, text_vectors(list(phrases)))
     else:
@@ -455,8 +557,7 @@ def _topics(
             clusters=config.analytics.topic_clusters,
             seed=config.model.seed,
         )
-    store.write_topics(topics.labels, topics.source, topics.vectors)
-    return topics
+    return topics, True
 
 
 def _event_topics(topics: Topics, text_vectors: Callable[[list[str]], np.ndarray], events: pd.DataFrame) -> np.ndarray:
@@ -500,16 +601,11 @@ def _write_aggregates(
             filled = [part for part in parts if len(part[1])] or parts[:1]
             cells = pd.concat([f for _, f, _ in filled], ignore_index=True)
             cell_vectors = np.concatenate([v for _, _, v in filled])
-            columns = {
-                "dataset_id": np.full(len(cells), dataset_id, dtype=np.int32),
-                "resolution": np.repeat(np.array([r for r, _, _ in filled], dtype=np.int8), [len(f) for _, f, _ in filled]),
-                "window_size": [window] * len(cells),
-                "window_start": cells["window_start"].to_numpy("datetime64[us]"),
-                "cell": cells["cell"].to_numpy(np.int64),
-                "events": cells["events"].to_numpy(np.int32),
-                "users": cells["users"].to_numpy(np.int32),
-                "coherence": cells["coherence"].to_numpy(np.float32),
-            }
+            cells = cells.assign(
+                dataset_id=dataset_id,
+                resolution=np.repeat(np.array([r for r, _, _ in filled], dtype=np.int8), [len(f) for _, f, _ in filled]),
+            )
+            columns = _cell_window_columns(cells, window)
             store.replace_window_vectors(
                 "cell_window_vectors", window, columns, cell_vectors,
                 datasets=[dataset_id], from_start=window_from, resolution=resolutions,
@@ -537,6 +633,7 @@ def score_store(
     update: bool = False,
     refresh_topics: bool = False,
     progress: Callable[[float, str], None] | None = None,
+    runner: ChunkRunner | None = None,
 ) -> ScoreReport:
     """Score the store's events and store vectors, topics and window aggregates.
 
@@ -544,6 +641,10 @@ def score_store(
     time): only users with unscored events or events at/after `since`, from their first such event
     on. `source` defaults to the latest trained checkpoint; `encoder` (a TextEncoder) to the
     configured one. Raises LookupError with a one-line message when there is nothing to score with.
+
+    A full run scores chunks of whole users (`score_chunk`) with `runner` (default `local_chunks`;
+    another engine gets a detached, picklable state), stages their results as Parquet beside the
+    database and writes everything in one short transaction at the end.
     """
     started = time.perf_counter()
     if encoder is None:
@@ -570,35 +671,210 @@ def score_store(
     events = store.events(datasets)
     if events.empty:
         raise LookupError("no events to score: ingest a CSV first (`interestgeo ingest FILE`)")
+    dataset_ids = sorted(int(d) for d in events["dataset_id"].unique())
     calibrations: dict[int, Calibration] = {}
     if isinstance(source, BlendedSource):
-        parts = []
         for dataset_id, rows in _dataset_slices(events):
-            part, calibrations[dataset_id] = _calibrated_vectors(
-                source, events.iloc[rows].reset_index(drop=True), dataset_id, text_vectors, config,
-                _sub_progress(progress, rows, len(events)),
+            calibrations[dataset_id] = _calibrate(
+                source, events.iloc[rows].reset_index(drop=True), dataset_id, text_vectors, config
             )
-            parts.append(part)
-        vectors = np.concatenate(parts)
-    else:
-        vectors = _vectors_by_user_chunks(source, events, progress)
-    with store.transaction():
-        topics = _topics(store, config, text_vectors, events, refresh_topics)
-        event_topics = _event_topics(topics, text_vectors, events)
-        store.delete_event_vectors(datasets)
-        store.write_event_vectors(
-            events["dataset_id"].to_numpy(), events["event_id"].to_numpy(), event_topics, vectors,
-            topic_similarities(vectors, topics),
-        )
-        scored = ScoredEvents(events.assign(topic=event_topics), vectors, topics, config)
-        _write_aggregates(store, config, scored, sorted(events["dataset_id"].unique().tolist()), None)
-        _write_calibrations(store, source, calibrations.values())
-        elapsed = time.perf_counter() - started
-        store.record_score_run(source_label(source), None, len(events), scored.user_codes.max() + 1, elapsed)
+    topics, topics_fresh = _topics(store, config, text_vectors, events, refresh_topics)
+    state = chunk_state(store, config, source, topics, dataset_ids, text_vectors, detach=runner is not None)
+    bounds = _chunk_bounds(events)
+    chunks = (events.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:]))
+    bounds_users = np.flatnonzero(_new_user(events))
+    with _Staging(store.path) as staging:
+        cells = _CellWindowSums()
+        for result in (runner or local_chunks)(state, chunks):
+            staging.add(result)
+            cells.add(result.cell_windows, result.cell_window_sums)
+            if progress is not None:
+                progress(staging.events / len(events), f"{staging.events:,} of {len(events):,} events")
+        if staging.events != len(events):
+            raise RuntimeError(f"the scoring engine returned {staging.events:,} of {len(events):,} events")
+        users = len(bounds_users)
+        # one short transaction: what the chunks wrote to Parquet goes in at once (all or nothing)
+        with store.transaction():
+            if topics_fresh:
+                store.write_topics(topics.labels, topics.source, topics.vectors)
+            store.delete_event_vectors(datasets)
+            store.insert_parquet("event_vectors", staging.files("event_vectors"))
+            for window in config.analytics.stored_windows:
+                store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=dataset_ids)
+            store.insert_parquet("user_window_vectors", staging.files("user_window_vectors"))
+            _write_cell_windows(store, config, cells.result(), dataset_ids)
+            _write_calibrations(store, source, calibrations.values())
+            elapsed = time.perf_counter() - started
+            store.record_score_run(source_label(source), None, len(events), users, elapsed)
     return ScoreReport(
-        source_label(source), "full", len(events), int(scored.user_codes.max()) + 1, len(events), elapsed,
+        source_label(source), "full", len(events), users, len(events), elapsed,
         len(topics), topics.source, None, _by_name(store, calibrations),
     )
+
+
+ChunkRunner = Callable[[ChunkState, Iterable[pd.DataFrame]], Iterable[ChunkScores]]
+"""An engine: scores chunks of whole users (`score_chunk` on each), yielding one ChunkScores per
+chunk in any order. `local_chunks` is the local one; ray_engine.py holds one over Ray actors."""
+
+
+def _chunk_bounds(events: pd.DataFrame, counted: np.ndarray | None = None) -> list[int]:
+    """Row bounds of chunks of whole users of about _CHUNK_EVENTS events (of `counted` rows when given)."""
+    if len(events) == 0:
+        return [0]
+    starts = np.flatnonzero(_new_user(events))
+    done = np.arange(len(events) + 1) if counted is None else np.r_[0, np.cumsum(counted)]  # counted rows before
+    bounds = [0]
+    for s in starts[1:]:
+        if done[s] - done[bounds[-1]] >= _CHUNK_EVENTS:
+            bounds.append(int(s))
+    bounds.append(len(events))
+    return bounds
+
+
+def _new_user(events: pd.DataFrame) -> np.ndarray:
+    """(N,) bool: row i is its user's first (events in store.events() order)."""
+    new = np.ones(len(events), dtype=bool)
+    if len(events) > 1:
+        dataset = events["dataset_id"].to_numpy()
+        user = events["user_id"].to_numpy(dtype=object)
+        new[1:] = (dataset[1:] != dataset[:-1]) | (user[1:] != user[:-1])
+    return new
+
+
+class _Staging:
+    """A temporary folder beside the database where a run's chunk results wait as Parquet, so the
+    run holds one chunk in memory and the store's write transaction lasts only for the final
+    inserts (DuckDB reads Parquet fast). Removed on exit, committed or not."""
+
+    def __init__(self, db_path: Any) -> None:
+        import tempfile
+        from pathlib import Path
+
+        folder = Path(db_path).resolve().parent if db_path else None
+        self.folder = Path(tempfile.mkdtemp(prefix=".interestgeo-score-", dir=folder))
+        self._files: dict[str, list[str]] = {"event_vectors": [], "user_window_vectors": []}
+        self.events = 0
+
+    def __enter__(self) -> _Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def add(self, result: ChunkScores) -> None:
+        n = len(self._files["event_vectors"])
+        self._write("event_vectors", n, {
+            "dataset_id": result.dataset_id, "event_id": result.event_id, "topic": result.topic,
+        }, vector=result.vectors, topic_sims=result.topic_sims)
+        if len(result.user_windows):
+            w = result.user_windows
+            self._write("user_window_vectors", n, {
+                "dataset_id": w["dataset_id"].to_numpy(np.int32), "user_id": w["user_id"].astype(str).to_numpy(object),
+                "window_size": w["window_size"].astype(str).to_numpy(object),
+                "window_start": w["window_start"].to_numpy("datetime64[us]"), "events": w["events"].to_numpy(np.int32),
+            }, vector=result.user_window_vectors)
+        self.events += len(result)
+
+    def _write(self, table: str, n: int, columns: dict[str, np.ndarray], **matrices: np.ndarray) -> None:
+        import pyarrow.parquet as pq
+
+        path = self.folder / f"{table}-{n:06d}.parquet"
+        pq.write_table(_arrow_with_vectors(columns, **matrices), path)
+        self._files[table].append(str(path))
+
+    def files(self, table: str) -> list[str]:
+        return list(self._files[table])
+
+
+def _arrow_with_vectors(columns: dict[str, np.ndarray], **matrices: np.ndarray) -> Any:
+    """An Arrow table of `columns` plus one list<float32> column per named (n, D) matrix."""
+    import pyarrow as pa
+
+    table = pa.table({name: pa.array(values) for name, values in columns.items()})
+    for name, matrix in matrices.items():
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        n, d = matrix.shape
+        offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
+        table = table.append_column(name, pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1))))
+    return table
+
+
+class _CellWindowSums:
+    """The cell x window sums of the chunks so far, merged by key now and then (bounded by the
+    number of distinct cells x windows, not by the events)."""
+
+    _KEYS = ["dataset_id", "resolution", "window_size", "window_start", "cell"]
+
+    def __init__(self, reduce_rows: int = 200_000) -> None:
+        self.frames: list[pd.DataFrame] = []
+        self.sums: list[np.ndarray] = []
+        self.rows = 0
+        self.merged_rows = 0
+        self.reduce_rows = reduce_rows
+
+    def add(self, frame: pd.DataFrame, sums: np.ndarray) -> None:
+        if not len(frame):
+            return
+        self.frames.append(frame)
+        self.sums.append(np.asarray(sums, dtype=np.float64))
+        self.rows += len(frame)
+        if self.rows > max(self.reduce_rows, 2 * self.merged_rows):
+            self._reduce()
+
+    def _reduce(self) -> None:
+        if len(self.frames) <= 1:
+            return
+        frame = pd.concat(self.frames, ignore_index=True)
+        sums = np.concatenate(self.sums)
+        group = frame.groupby(self._KEYS, sort=False).ngroup().to_numpy()
+        order = np.argsort(group, kind="stable")
+        starts = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]])
+        merged = frame.groupby(self._KEYS, sort=False, as_index=False)[["events", "users"]].sum()
+        self.frames, self.sums = [merged], [np.add.reduceat(sums[order], starts, axis=0)]
+        self.rows = self.merged_rows = len(merged)
+
+    def result(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """(frame[keys, events, users, coherence], (G, D) float32 L2-normalised user-weighted means)."""
+        self._reduce()
+        if not self.frames:
+            return pd.DataFrame({c: [] for c in [*self._KEYS, "events", "users", "coherence"]}), np.zeros((0, 0), np.float32)
+        frame, sums = self.frames[0].copy(), self.sums[0]
+        means = sums / frame["users"].to_numpy(np.float64)[:, None]
+        norms = np.linalg.norm(means, axis=1)
+        frame["coherence"] = norms.astype(np.float32)
+        return frame, (means / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
+
+
+def _write_cell_windows(
+    store: Store, config: Config, merged: tuple[pd.DataFrame, np.ndarray], datasets: list[int]
+) -> None:
+    """Replace the cell x window vectors of `datasets` by the merged sums of a full run."""
+    resolutions = list(config.analytics.stored_resolutions)
+    if not resolutions:
+        return
+    frame, vectors = merged
+    for window in config.analytics.stored_windows:
+        rows = (frame["window_size"] == window).to_numpy() if len(frame) else np.zeros(0, dtype=bool)
+        store.replace_window_vectors(
+            "cell_window_vectors", window, _cell_window_columns(frame.loc[rows], window),
+            vectors[rows] if len(frame) else np.zeros((0, 0)), datasets=datasets, resolution=resolutions,
+        )
+
+
+def _cell_window_columns(cells: pd.DataFrame, window: str) -> dict[str, Any]:
+    """The cell_window_vectors columns (besides the vector) of a frame of cell x window rows."""
+    return {
+        "dataset_id": cells["dataset_id"].to_numpy(np.int32),
+        "resolution": cells["resolution"].to_numpy(np.int8),
+        "window_size": [window] * len(cells),
+        "window_start": cells["window_start"].to_numpy("datetime64[us]"),
+        "cell": cells["cell"].to_numpy(np.int64),
+        "events": cells["events"].to_numpy(np.int32),
+        "users": cells["users"].to_numpy(np.int32),
+        "coherence": cells["coherence"].to_numpy(np.float32),
+    }
 
 
 def _dataset_slices(events: pd.DataFrame) -> list[tuple[int, slice]]:
@@ -620,14 +896,14 @@ def _sub_progress(
     )
 
 
-def _calibrated_vectors(
+def _calibrate(
     source: BlendedSource, events: pd.DataFrame, dataset_id: int, text_vectors: Callable[[list[str]], np.ndarray],
-    config: Config, progress: Callable[[float, str], None] | None,
-) -> tuple[np.ndarray, Calibration]:
-    """One dataset's stored vectors and calibration: its world's counts stop at the cutoff of its
+    config: Config,
+) -> Calibration:
+    """One dataset's calibration, set on `source`: its world's counts stop at the cutoff of its
     most recent tenth, where the history weight (and the model's sharpness) are chosen and the
-    quality figure measured. The model runs twice: over the few windows holding the measured
-    pairs (every sharpness at once), then over everything with the chosen values."""
+    quality figure measured. The model runs over the few windows holding the measured pairs
+    (every sharpness at once); the chunks then score everything with the chosen values."""
     cutoff = calibration_cutoff(events["ts"])
     source.use_cutoffs({dataset_id: cutoff})
     pairs, _, _ = next_event_pairs(events, cutoff)
@@ -648,7 +924,7 @@ def _calibrated_vectors(
         source.weights[dataset_id] = calibration.weight
     if sharpness is not None:
         sharpness[dataset_id] = calibration.sharpness
-    return _vectors_by_user_chunks(source, events, progress), calibration
+    return calibration
 
 
 def _write_calibrations(store: Store, source: VectorSource, calibrations: Any) -> None:
@@ -686,23 +962,27 @@ def _score_update(
     if isinstance(source, BlendedSource):  # a dataset scored for the first time is calibrated first
         for dataset_id in sorted(set(histories["dataset_id"].astype(int)) - set(source.weights)):
             if store.calibration_cutoff(dataset_id) is None or source.weight is None:
-                _, calibrations[dataset_id] = _calibrated_vectors(
-                    source, store.events([dataset_id]), dataset_id, text_vectors, config, None
-                )
+                calibrations[dataset_id] = _calibrate(source, store.events([dataset_id]), dataset_id, text_vectors, config)
     first = histories[["dataset_id", "user_id"]].merge(
         affected.astype({"dataset_id": "int32"}), on=["dataset_id", "user_id"], how="left"
     )["ts"]
     keep = (histories["ts"] >= first).to_numpy()  # (aligned Series: no per-row Timestamp objects)
     # earlier events are context only: the model skips the windows and predictions it need not make
-    vectors = _vectors_by_user_chunks(source, histories, progress, needed=keep)  # (new events, D)
+    state = chunk_state(store, config, source, topics, sorted(int(d) for d in histories["dataset_id"].unique()), text_vectors)
+    bounds = _chunk_bounds(histories, keep)  # chunks of about _CHUNK_EVENTS new events
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        parts.append(score_chunk(state, histories.iloc[a:b], keep[a:b]))
+        if progress is not None:
+            progress(b / len(histories), f"{int(keep[:b].sum()):,} of {int(keep.sum()):,} events")
+    vectors = np.concatenate([p.vectors for p in parts])  # (new events, D)
+    event_topics = np.concatenate([p.topic for p in parts])
+    sims = np.concatenate([p.topic_sims for p in parts])
     new = histories.loc[keep].reset_index(drop=True)
-    event_topics = _event_topics(topics, text_vectors, new)
     from_day = new.groupby("dataset_id")["local_ts"].min().to_numpy("datetime64[D]")
     datasets = sorted(new["dataset_id"].unique().tolist())
     with store.transaction():
-        store.write_event_vectors(
-            new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors, topic_similarities(vectors, topics)
-        )
+        store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors, sims)
         starts = dict(zip(datasets, from_day))
         earliest = min(_window_floor(d, w) for d in from_day for w in config.analytics.stored_windows)
         events, stored_vectors = store.scored_events(datasets, pd.Timestamp(earliest).to_pydatetime())

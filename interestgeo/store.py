@@ -1089,6 +1089,27 @@ class Store:
             self.con.unregister("analytics_users")
         return _events_frame(table)
 
+    def distinct_texts(self, datasets: Sequence[int] | None = None) -> list[str]:
+        """The distinct event texts of some datasets (all when None), sorted: what scoring embeds."""
+        ids = _id_list(datasets)
+        rows = self.con.execute(
+            """SELECT DISTINCT coalesce(text, '') FROM events
+               WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id) ORDER BY 1""",
+            [ids, ids],
+        ).fetchall()
+        return [str(r[0]) for r in rows]
+
+    def user_event_counts(self, datasets: Sequence[int] | None = None) -> pd.DataFrame:
+        """(dataset_id, user_id, events) of every user, in `events()` order: how scoring cuts its
+        chunks of whole users without reading the events."""
+        ids = _id_list(datasets)
+        return self._arrow_query(
+            """SELECT dataset_id, user_id, count(*)::BIGINT AS events FROM events
+               WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)
+               GROUP BY ALL ORDER BY dataset_id, user_id""",
+            params=[ids, ids],
+        ).df()
+
     def unscored_events(self) -> pd.DataFrame:
         """(dataset_id, user_id, ts) of events without an interest vector: what `score --since` must add."""
         self.ensure_analytics_schema()

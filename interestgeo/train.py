@@ -12,6 +12,7 @@ registered in the store's `checkpoints` table. `InterestScorer.from_checkpoint` 
 
 from __future__ import annotations
 
+import copy
 import json
 import time
 from collections.abc import Iterator
@@ -685,6 +686,8 @@ class InterestScorer:
         self._model_world: World | None = None  # the world the model holds now
         # model.expected_text's (rows, V) buffers, kept between calls (a fresh one costs page faults)
         self._workspace: dict[str, Any] = {}
+        # texts without the store (a detached scorer): a lookup of every text it will meet
+        self._text_lookup: Callable[[list[str]], np.ndarray] | None = None
 
     @classmethod
     def from_checkpoint(
@@ -699,9 +702,30 @@ class InterestScorer:
     def text_vectors(self, texts: list[str]) -> np.ndarray:
         from interestgeo.text import embed_texts, encoder_for
 
+        if self._text_lookup is not None:  # a detached scorer (see `detached`)
+            return self._text_lookup(texts)
         if self._encoder is None:
             self._encoder = encoder_for(self.config.text)
         return embed_texts(self.store, self._encoder, texts, warn=None)
+
+    def detached(self, datasets: list[int], text_vectors: Callable[[list[str]], np.ndarray]) -> InterestScorer:
+        """A copy that scores `datasets` with no store and no text encoder: their worlds are built
+        now, texts come from `text_vectors` (a picklable lookup: score.TextTable). It pickles, so a
+        worker process or a Ray actor can hold one (score.chunk_state). Its models are copies:
+        pointing them at a world does not move this scorer's."""
+        for dataset_id in datasets:
+            self.world(int(dataset_id))
+        out = copy.copy(self)
+        out.store = None  # type: ignore[assignment]
+        out._encoder = None
+        out._text_lookup = text_vectors
+        out._worlds = {int(d): self._worlds[int(d)] for d in datasets}
+        out._cutoffs = {int(d): self._cutoffs.get(int(d)) for d in datasets}
+        out.checkpoint = copy.deepcopy(self.checkpoint)
+        out.adapted = {d: copy.deepcopy(c) for d, c in self.adapted.items() if d in out._worlds}
+        out.model = out.checkpoint.model
+        out._split, out._model_world, out._workspace = None, None, {}
+        return out
 
     def use_cutoffs(self, cutoffs: dict[int, pd.Timestamp | None]) -> None:
         """Score dataset d against its events before cutoffs[d] (see world.py); a dataset without

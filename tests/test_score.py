@@ -207,3 +207,34 @@ def test_cli_scores_queries_and_reports_drift_as_json(
     assert drift["subject"] == "user" and len(drift["timeline"]) >= 3
     assert main(["query", "jazz", "--db", str(tmp_path / "empty.duckdb")]) == 2
     assert "run `interestgeo score`" in capsys.readouterr().err
+
+
+def test_a_chunked_run_equals_one_chunk_and_a_pickled_detached_state_scores_the_same(
+    tmp_path: Path, encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # peak memory is set by the chunk size, never the answer: many small chunks (cell x window
+    # sums merged across them) == one chunk == chunks scored from a state that went through pickle
+    # (what a worker process or a Ray actor receives: no store, no encoder inside)
+    import pickle
+
+    from interestgeo import score as score_module
+
+    db, config = trained_store(tmp_path)
+    with Store.open(db, config=config) as store:
+        monkeypatch.setattr(score_module, "_CHUNK_EVENTS", 10**9)
+        score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder)
+        whole = snapshot(store)
+        monkeypatch.setattr(score_module, "_CHUNK_EVENTS", 37)
+        score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder)
+        assert_same(whole, snapshot(store))
+
+        states: list[score_module.ChunkState] = []
+
+        def pickled(state: score_module.ChunkState, chunks):  # type: ignore[no-untyped-def]
+            copy = pickle.loads(pickle.dumps(state))
+            states.append(copy)
+            return score_module.local_chunks(copy, chunks)
+
+        score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder, runner=pickled)
+        assert_same(whole, snapshot(store))
+    assert states[0].source.model.scorer.store is None
