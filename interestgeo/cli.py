@@ -15,6 +15,7 @@ from __future__ import annotations
 import argparse
 import contextvars
 import json
+import functools
 import os
 import sys
 from collections.abc import Callable, Sequence
@@ -280,15 +281,36 @@ def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
 def _run_score(args: argparse.Namespace) -> int:
     from interestgeo.score import score_command
 
-    return _analytics_run(
-        args,
-        lambda store, config: score_command(
-            store, config, datasets=args.dataset, since=args.since, refresh_topics=args.refresh_topics,
-            source_name=args.source, show_progress=not args.json,
-        ),
+    from interestgeo.ray_engine import RayEngineError, RayOptions, score_store_ray  # Ray itself loads only when run
+
+    engine = None
+    if args.engine == "ray":
+        if args.since is not None:
+            raise CliError("--engine ray runs full scores: run an update (--since) with --engine local")
+        if args.ray_workers < 1:
+            raise CliError("--ray-workers must be at least 1")
+        engine = functools.partial(score_store_ray, options=RayOptions(address=args.ray_address, workers=args.ray_workers))
+    try:
+        return _analytics_run(
+            args,
+            lambda store, config: score_command(
+                store, config, datasets=args.dataset, since=args.since, refresh_topics=args.refresh_topics,
+                source_name=args.source, show_progress=not args.json, engine=engine,
+            ),
+        )
+    except RayEngineError as exc:
+        raise CliError(str(exc)) from None
+
+
+    parser.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local: this process (default); ray: Ray Data stages on a Ray cluster (pip install 'interestgeo[ray]')",
     )
-
-
+    parser.add_argument(
+        "--ray-address", default=None, metavar="ADDRESS",
+        help="with --engine ray: the cluster to join (auto, or ray://HOST:10001); default a local cluster on this machine",
+    )
+    parser.add_argument("--ray-workers", type=int, default=2, metavar="N", help="with --engine ray: scoring actors (default 2)")
 def _add_query_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "query", help="where and when people are interested in a phrase",

@@ -334,11 +334,16 @@ def score_store_ray(
     datasets: list[int] | None = None,
     refresh_topics: bool = False,
     progress: Callable[[float, str], None] | None = None,
+    since: Any = None,
+    update: bool = False,
 ) -> ScoreReport:
     """`score.score_store` (a full score) on Ray: the same vectors, aggregates, topics and
-    calibrations in the store. Raises RayEngineError / LookupError with one-line messages."""
+    calibrations in the store. Raises RayEngineError / LookupError with one-line messages.
+    A dynamic update (`since`, `update`) touches few users: it runs locally, never here."""
     from interestgeo import score as sc
 
+    if since is not None or update:
+        raise RayEngineError("the Ray engine runs full scores: run an update (--since) with --engine local")
     options = options or RayOptions()
     say = progress or (lambda _f, _m: None)
     started = time.perf_counter()

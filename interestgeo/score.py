@@ -1043,7 +1043,9 @@ def score_command(
     source_name: str = "model",
     show_progress: bool = True,
 ) -> tuple[dict[str, Any], str]:
-    """`interestgeo score`: (JSON-ready payload, text for people). `since` is a time or "new"."""
+    """`interestgeo score`: (JSON-ready payload, text for people). `since` is a time or "new".
+    `engine`: what runs the score in place of `score_store`, with its arguments (`--engine ray`:
+    ray_engine.score_store_ray)."""
     from tqdm.auto import tqdm
 
     from interestgeo.text import encoder_for
@@ -1068,7 +1070,7 @@ def score_command(
     update = since is not None
     since_time = None if since in (None, "new") else since
     try:
-        report = score_store(
+        report = (engine or score_store)(
             store, config, source=source, encoder=encoder, datasets=ids, since=since_time,
             update=update, refresh_topics=refresh_topics, progress=progress,
         )
@@ -1082,3 +1084,4 @@ def score_command(
     for line in report.quality_lines():
         text += "\n" + line
     return report.to_dict(), text
+    engine: Callable[..., ScoreReport] | None = None,

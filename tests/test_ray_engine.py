@@ -9,6 +9,7 @@ user and cell windows, calibrations. Also the partitioned Parquet layout both en
 
 from __future__ import annotations
 
+import json
 import shutil
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from analytics_data import ingest, trained_store, write_checkins
+from interestgeo.cli import main
 from interestgeo.config import Config
 from interestgeo.store import Store
 
@@ -43,8 +45,9 @@ def stored(path: Path, config: Config) -> dict[str, object]:
 
 
 @pytest.mark.slow
-def test_the_ray_engine_on_a_local_cluster_stores_what_the_local_engine_stores(tmp_path: Path) -> None:
-    from interestgeo.ray_engine import RayOptions, score_store_ray
+def test_the_ray_engine_on_a_local_cluster_stores_what_the_local_engine_stores(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from interestgeo.score import score_store
 
     db, config = trained_store(tmp_path)
@@ -54,14 +57,18 @@ def test_the_ray_engine_on_a_local_cluster_stores_what_the_local_engine_stores(t
     ray_db = tmp_path / "ray.duckdb"
     shutil.copy(db, ray_db)
     ray_config = config.with_db(ray_db)
+    toml = tmp_path / "tiny.toml"  # the settings of tiny_model_config that scoring reads
+    toml.write_text("[privacy]\nk_min_users = 2\n[analytics]\nstored_resolutions = [8, 9]\n")
 
     with Store.open(db, config=config) as store:
         local = score_store(store, config)
-    with Store.open(ray_db, config=ray_config) as store:
-        report = score_store_ray(store, ray_config, RayOptions(workers=2, bucket_events=150, object_store_mb=256))
+    # two scoring actors on a local cluster, the users hashed into two buckets
+    assert main(["score", "--db", str(ray_db), "--config", str(toml), "--engine", "ray", "--ray-workers", "2", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
     assert not ray.is_initialized()  # the engine started a local cluster and shut it down
 
-    assert (report.events, report.users, report.source) == (local.events, local.users, local.source) == (540, 16, local.source)
+    assert (report["events"], report["users"], report["source"]) == (local.events, local.users, local.source)
+    assert (local.events, local.users) == (540, 16)
     a, b = stored(db, config), stored(ray_db, ray_config)
     assert np.abs(a["vectors"] - b["vectors"]).max() <= 1e-4
     for key in ("sims", "coherence", "cell_vectors", "user_vectors"):
@@ -91,3 +98,9 @@ def test_events_export_as_parquet_folders_by_dataset_week_and_parent_and_read_ba
     for f in files:  # every file is complete on its own: its keys are columns too, one value per folder
         keys = pq.read_table(f, columns=["dataset_id", "week", "parent"], partitioning=None).to_pandas()
         assert f.parent.name == f"parent={keys['parent'].iloc[0]}" and keys.nunique().max() == 1
+
+
+def test_a_ray_update_is_refused_in_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["score", "--db", str(tmp_path / "s.duckdb"), "--engine", "ray", "--since", "new"]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.count("\n") == 0 and "--engine local" in err and "Traceback" not in err
