@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import argparse
 import contextvars
-import json
 import functools
 import os
+import json
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
