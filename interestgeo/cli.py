@@ -15,8 +15,8 @@ from __future__ import annotations
 import argparse
 import contextvars
 import functools
-import os
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
