@@ -6,8 +6,9 @@ args returning the exit code) with `set_defaults`. Adding a subcommand is one fu
 list entry, so several people can extend the CLI without touching each other's code.
 
 Users never see a traceback: expected failures (IngestError, bad arguments, a locked or missing
-database) become one line on stderr and exit code 2; an unexpected error (a bug) is one line too,
-exit code 1, with its traceback only when INTERESTGEO_TRACEBACK is set.
+database, a write that waited too long for another) become one line on stderr and exit code 2; an
+unexpected error (a bug) is one line too, exit code 1, with its traceback only when
+INTERESTGEO_TRACEBACK is set.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from interestgeo.cli_admin import add_audit_parser, add_datasets_parser, add_use
 from interestgeo.config import Config, load_config
 from interestgeo.ingest import IngestError, IngestReport, detect_columns, ingest_file
 from interestgeo.store import Store
+from interestgeo.store_access import StoreBusy
 
 __all__ = ["main", "SUBCOMMANDS", "CliError", "DEMO_DATASET", "DEMO_FILE"]
 
@@ -62,7 +64,18 @@ def _config(args: argparse.Namespace) -> Config:
 
 
 def _open_store(config: Config) -> Store:
-    return Store.open(config.store.path, config=config)
+    """The store for writing. Another write (a load, scoring, training, an upload) makes it wait,
+    up to `store.write_wait_s`, and say so once on stderr; a dashboard that is open never does
+    for longer than its current query (see store_access.py)."""
+    return Store.open(config.store.path, config=config, on_wait=_say_waiting(config))
+
+
+def _say_waiting(config: Config) -> Callable[[str], None]:
+    def say(message: str) -> None:
+        print(f"interestgeo: {message} (waiting up to {config.store.write_wait_s:.0f} s)...", file=sys.stderr,
+              flush=True)
+
+    return say
 
 
 # ---------------------------------------------------------------------------- ingest
@@ -626,7 +639,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         # in a copy of the context: the viewer a command declares (see _config) ends with it
         return int(contextvars.copy_context().run(args.handler, args))
-    except (CliError, IngestError, ValueError, FileNotFoundError, AccessDenied) as exc:
+    except (CliError, IngestError, ValueError, FileNotFoundError, AccessDenied, StoreBusy) as exc:
         print(f"interestgeo {args.command}: {exc}", file=sys.stderr)
     except (KeyboardInterrupt, duckdb.InterruptException):
         print(f"interestgeo {args.command}: interrupted; nothing from the unfinished file was kept", file=sys.stderr)

@@ -39,6 +39,7 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
+from interestgeo import store_access
 from interestgeo.cells import cell_to_parent, latlng_to_cell, parent_masks
 from interestgeo.config import Config
 from interestgeo.schema import (
@@ -132,32 +133,60 @@ class Store:
         self._analytics_ready = False
         # Files created before local_hour and dow became generated columns store them (see _create_schema).
         self._stored_hour_dow = False
+        # This thread's claim on the file (store_access), released by close().
+        self._access: store_access.FileAccess | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
     @classmethod
-    def open(cls, path: Path | str, read_only: bool = False, *, config: Config | None = None) -> Store:
-        """Open (creating file and schema when missing, unless read_only) the store at `path`."""
+    def open(
+        cls,
+        path: Path | str,
+        read_only: bool = False,
+        *,
+        config: Config | None = None,
+        wait_s: float | None = None,
+        on_wait: Callable[[str], None] | None = None,
+    ) -> Store:
+        """Open (creating file and schema when missing, unless read_only) the store at `path`.
+
+        Several processes share the file through store_access: a read-only store waits up to
+        `wait_s` (default config.store.read_wait_s) for a writer's commit, a writing one up to
+        `wait_s` (default config.store.write_wait_s) for another writer and for readers' current
+        queries, telling `on_wait` once when it has to wait; past the wait, StoreBusy (one plain
+        sentence). Close it soon: while it is open, nobody else writes (read-write) or nobody
+        writes at all (read-only).
+        """
         config = config or Config()
         path = Path(path)
         if read_only and not path.exists():
             raise FileNotFoundError(f"no database at {path}")
         if not read_only:
             path.parent.mkdir(parents=True, exist_ok=True)
-        con = duckdb.connect(str(path), read_only=read_only)
-        # UTC session time zone: TIMESTAMPTZ values come back as UTC and naive ISO timestamps in
-        # CSVs are read as UTC (schema.py). Fetch timestamps via pandas/arrow (fetchall of
-        # TIMESTAMPTZ needs pytz, which we do not depend on).
-        con.execute("SET TimeZone = 'UTC'")
-        if config.store.threads:
-            con.execute("SET threads = ?", [int(config.store.threads)])
-        store = cls(con, path, read_only, config)
-        if not read_only:
-            store._create_schema()
+        if wait_s is None:
+            wait_s = config.store.read_wait_s if read_only else config.store.write_wait_s
+        con, access = store_access.connect(path, read_only=read_only, wait_s=wait_s, on_wait=on_wait)
+        try:
+            # UTC session time zone: TIMESTAMPTZ values come back as UTC and naive ISO timestamps in
+            # CSVs are read as UTC (schema.py). Fetch timestamps via pandas/arrow (fetchall of
+            # TIMESTAMPTZ needs pytz, which we do not depend on).
+            con.execute("SET TimeZone = 'UTC'")
+            if config.store.threads:
+                con.execute("SET threads = ?", [int(config.store.threads)])
+            store = cls(con, path, read_only, config)
+            store._access = access
+            if not read_only:
+                store._create_schema()
+        except BaseException:
+            con.close()
+            access.release()
+            raise
         return store
 
     def close(self) -> None:
         self.con.close()
+        if self._access is not None:
+            self._access.release()  # after the close: the file is free once the claim is
 
     def __enter__(self) -> Store:
         return self

@@ -1,4 +1,4 @@
-"""Streamlit-only plumbing shared by every page: the store handle, cached core calls, the filter bar.
+"""Streamlit-only plumbing shared by every page: store access, cached core calls, the filter bar.
 
 Why this module exists: the core (`interestgeo/`) never imports streamlit, so caching, session
 state and widgets live here, in the UI layer, and the pages stay thin (widgets -> one core call
@@ -20,7 +20,7 @@ import re
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,32 +46,6 @@ SCORE_HINT = "run `interestgeo train` and then `interestgeo score` (or `make run
 # --- store ------------------------------------------------------------------------------------
 
 
-@dataclass(frozen=True, eq=False)
-class StoreHandle:
-    """The app's one read-only store connection and the lock that serialises its use.
-
-    Streamlit runs each browser session in its own thread; one DuckDB connection must not run two
-    queries at once, so every call goes through `lock`.
-    """
-
-    store: Any
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-
-def _close_handle(handle: StoreHandle) -> None:
-    with handle.lock:
-        handle.store.close()
-
-
-@st.cache_resource(show_spinner=False, on_release=_close_handle)
-def _open_store(path: str, config_json: str) -> StoreHandle:
-    from interestgeo.store import Store
-
-    # Read-only: the dashboard only reads what the core wrote, and several read-only handles can
-    # share the file. Uploads release this handle and write through their own connection.
-    return StoreHandle(Store.open(path, read_only=True, config=_config_from(config_json)))
-
-
 def app_config() -> Config:
     """The config for this run (`$INTERESTGEO_CONFIG`, `$INTERESTGEO_DB`); cheap, so not cached.
 
@@ -93,12 +67,38 @@ def refuse_to_start(what: str, exc: BaseException) -> None:
 
 
 def config_key(config: Config) -> str:
-    """The config as a JSON string: a stable cache key that rebuilds the same Config."""
-    return json.dumps(config.to_dict(), sort_keys=True)
+    """The cache key of every cached call: the config as JSON (it rebuilds the same Config, see
+    `_config_from`) plus the database's data version, so a reload after a load or a scoring run,
+    from this dashboard or from the CLI in another process, reads the new data.
+
+    The version is a stat of the file (store_access.data_version: no connection); it holds still
+    while a writer works, so the cached views stay up during a load. When it moves, the big
+    per-database resources (the scored events and their vectors, the venues, the model) of the
+    old version are dropped at once rather than when their cache evicts them.
+    """
+    from interestgeo.store_access import data_version
+
+    path = db_path(config)
+    version = data_version(path)
+    with _VERSIONS_LOCK:
+        moved = _VERSIONS.get(path, version) != version
+        _VERSIONS[path] = version
+    if moved:
+        for loader in (scored_events, venues, user_scored, interest_model):
+            loader.clear()
+    return json.dumps({**config.to_dict(), _VERSION_KEY: version}, sort_keys=True)
+
+
+# The data version's key inside config_key's JSON (not a Config setting: _config_from drops it).
+_VERSION_KEY = "data_version"
+_VERSIONS: dict[str, str] = {}
+_VERSIONS_LOCK = threading.Lock()
 
 
 def _config_from(config_json: str) -> Config:
-    return Config.from_dict(json.loads(config_json))
+    data = json.loads(config_json)
+    data.pop(_VERSION_KEY, None)
+    return Config.from_dict(data)
 
 
 def db_path(config: Config) -> str:
@@ -113,18 +113,25 @@ TRAINING_NOTE = ("a new interest model is training (Model page); pages that read
 
 @contextmanager
 def store_for(config: Config) -> Iterator[Any]:
-    """The shared read-only store, held for the length of one core call."""
+    """A read-only store for the length of one core call, closed after it.
+
+    No connection outlives the call: a connection held between requests kept every writer out
+    (DuckDB: one read-write process or several read-only ones), so `interestgeo ingest` failed
+    while the dashboard was open. Opening one costs milliseconds, and results are cached. While
+    a writer commits, the open waits `store.read_wait_s` and then raises StoreBusy, which the page
+    shows as one sentence ("reload in a moment").
+    """
+    from interestgeo.store import Store
+
     if TRAINING.locked():
         # DuckDB keeps one writer and no readers in a process: say so instead of failing to open
         raise RuntimeError(TRAINING_NOTE)
-    handle = _open_store(db_path(config), config_key(config))
-    with handle.lock:
-        yield handle.store
+    with Store.open(db_path(config), read_only=True, config=config) as store:
+        yield store
 
 
 def release_store() -> None:
-    """Drop the read-only handle and every cached result (after an upload changed the database)."""
-    _open_store.clear()
+    """Drop every cached result (after an upload or training changed the database in this process)."""
     for loader in (scored_events, venues, user_scored, interest_model):
         loader.clear()
     st.cache_data.clear()
@@ -217,7 +224,7 @@ def scored_events(path: str, config_json: str) -> analytics.ScoredEvents | None:
             return store.event_vectors(event_ids)
 
     # Its own read-only connection (the same database instance in this process): the load takes
-    # seconds, and through the shared handle every other session's queries waited for it.
+    # seconds, and other sessions' queries should not queue behind it.
     with Store.open(path, read_only=True, config=config) as store:
         try:
             return analytics.load_scored(store, config, None, vector_loader=vectors)
@@ -415,13 +422,18 @@ def interest_model(path: str, config_json: str) -> Any | None:
     """The trained model (latest checkpoint), or None when none is trained yet."""
     from interestgeo.score import load_source
 
+    from interestgeo.store_access import StoreOnDemand
+
     config = _config_from(config_json)
-    with store_for(config) as store:
-        try:
-            # the app's one text encoder (loading a second would cost seconds and memory)
-            return load_source(store, config, encoder=text_encoder(config_json))
-        except (LookupError, FileNotFoundError):
-            return None
+    if TRAINING.locked():
+        raise RuntimeError(TRAINING_NOTE)
+    try:
+        # The model keeps its store for later lookups (cached text embeddings): one that connects per
+        # call, not a connection held for the server's life. The app's one text encoder (loading a
+        # second would cost seconds and memory).
+        return load_source(StoreOnDemand(path, config), config, encoder=text_encoder(config_json))
+    except (LookupError, FileNotFoundError):
+        return None
 
 
 def explain_user(path: str, config_json: str, dataset_id: int, user_id: str) -> Any | None:
@@ -739,12 +751,18 @@ def filter_bar(config: Config) -> FilterState | None:
     if TRAINING.locked():
         st.sidebar.info(f"Filters: {TRAINING_NOTE}.")
         return None
-    frame = datasets(db_path(config), config_key(config))
+    from interestgeo.store_access import StoreBusy
+
+    try:
+        frame = datasets(db_path(config), config_key(config))
+        labels = topic_labels(db_path(config), config_key(config)) if not frame.empty else ()
+    except StoreBusy as busy:  # a writer is committing: the page says so too (page_frame)
+        st.sidebar.info(f"Filters: {md(str(busy))}.", icon=":material/hourglass_top:")
+        return None
     if frame.empty:
         return None
     names = frame["name"].astype(str).tolist()
     lo, hi = _date_bounds(frame)
-    labels = topic_labels(db_path(config), config_key(config))
     with st.sidebar:
         st.subheader("Filters")
         chosen = st.multiselect(
@@ -1039,6 +1057,11 @@ def start_page(title: str, *, needs_scores: str | None = None) -> tuple[Config, 
         st.info(f"Not now: {TRAINING_NOTE}.", icon=":material/hourglass_top:")
         return None
     if filters is None:
+        from interestgeo.store_access import BUSY_READ, writer_active
+
+        if writer_active(config.store.path):  # no filters because a writer holds the file, not for want of data
+            st.info(f"Not now: {BUSY_READ}.", icon=":material/hourglass_top:")
+            return None
         st.info("No events yet: run `make run` (the NYC demo) or load a CSV on the **Upload** page.")
         return None
     if needs_scores and not is_scored(config):
@@ -1050,8 +1073,13 @@ def start_page(title: str, *, needs_scores: str | None = None) -> tuple[Config, 
 
 def run_guarded(page: Callable[[], None]) -> None:
     """Run a page; an unexpected error becomes one message (the traceback goes to the server log)."""
+    from interestgeo.store_access import StoreBusy
+
     try:
         page()
+    except StoreBusy as exc:  # a writer is committing: not an error, and never DuckDB's lock message
+        log.info("page waited for a writer: %s", exc)
+        st.info(f"Not now: {md(str(exc))}.", icon=":material/hourglass_top:")
     except Exception as exc:
         log.exception("page failed")
         first = str(exc).splitlines()[0] if str(exc) else type(exc).__name__

@@ -320,7 +320,7 @@ def test_loading_the_vectors_does_not_hold_the_shared_connection(scored_env: Pat
     path, key = _common.db_path(config), _common.config_key(config)
     _common.scored_events.clear()
     loaded: list[object] = []
-    with _common._open_store(path, key).lock:  # another session's query in progress
+    with _common.store_for(config):  # another session's query in progress, on its own connection
         loader = threading.Thread(target=lambda: loaded.append(_common.scored_events(path, key)), daemon=True)
         loader.start()
         loader.join(TIMEOUT)
