@@ -30,30 +30,36 @@ demo: setup
 run: demo
 	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS)
 
-# Debian's chromium for the browser tests (Playwright drives it; no `playwright install`).
+# Debian's chromium for the browser tests (Playwright drives it; no `playwright install`), and the
+# Noto CJK fonts so Chinese, Japanese and Korean text renders as glyphs, not boxes.
 # Outside CI a failed install is only a loud warning and the browser tests skip;
-# in CI (CI set) the browser tests fail when chromium is missing.
+# in CI (CI set) the browser tests fail when chromium or the fonts are missing.
 browser:
-	@if ! command -v chromium >/dev/null 2>&1; then \
+	@if ! command -v chromium >/dev/null 2>&1 || ! fc-list 2>/dev/null | grep -q "CJK"; then \
 	  if [ "$$(id -u)" = 0 ]; then \
-	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null) \
-	      || echo "!!! could not install chromium: browser tests will be skipped (or fail in CI)"; \
+	    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium fonts-noto-cjk >/dev/null) \
+	      || echo "!!! could not install chromium and fonts-noto-cjk: browser tests will be skipped (or fail in CI)"; \
 	  else \
-	    echo "!!! chromium missing and not root: install it (apt-get install chromium) or browser tests skip"; \
+	    echo "!!! chromium or CJK fonts missing and not root: apt-get install chromium fonts-noto-cjk (or browser tests skip)"; \
 	  fi; \
 	fi
 
 test: setup browser
 	$(PY) -m pytest -q
 
-# Rebuild the pretrained model shipped in data/model (trained on the shipped demo data only, seed 0,
-# float16; about 15-20 minutes on 2 CPU cores). `make run` registers it instead of training.
-MODEL_DB := .cache/model-build.duckdb
+# Rebuild a pretrained model shipped in data/model/<encoder> (trained on the shipped demo data only,
+# seed 0, float16; about 15-20 minutes on 2 CPU cores). One per packaged text encoder:
+# `make model` (the default, use-multilingual-v3) and `make model ENCODER=all-MiniLM-L6-v2`.
+# `make run` registers the one for the configured encoder instead of training.
+ENCODER   ?= use-multilingual-v3
+MODEL_DB  := .cache/model-build-$(ENCODER).duckdb
+MODEL_CFG := .cache/model-build-$(ENCODER).toml
 model: setup
-	rm -rf data/model $(MODEL_DB) $(MODEL_DB).wal
+	rm -rf data/model/$(ENCODER) $(MODEL_DB) $(MODEL_DB).wal
 	mkdir -p .cache
-	$(VENV)/bin/interestgeo demo --load-only --db $(MODEL_DB)
-	$(VENV)/bin/interestgeo train --db $(MODEL_DB) --seed 0 --out data/model --half
+	printf '[text]\nencoder = "%s"\n' "$(ENCODER)" > $(MODEL_CFG)
+	$(VENV)/bin/interestgeo demo --load-only --db $(MODEL_DB) --config $(MODEL_CFG)
+	$(VENV)/bin/interestgeo train --db $(MODEL_DB) --config $(MODEL_CFG) --seed 0 --out data/model/$(ENCODER) --half
 
 bench: setup
 	for b in benchmarks/bench_*.py; do $(PY) $$b || exit 1; done

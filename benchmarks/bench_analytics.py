@@ -37,7 +37,7 @@ from interestgeo.cli import load_demo  # noqa: E402
 from interestgeo.config import load_config  # noqa: E402
 from interestgeo.score import RecencySource, VectorSource, load_source, score_store  # noqa: E402
 from interestgeo.store import Store  # noqa: E402
-from interestgeo.text import TextEncoder, embed_texts  # noqa: E402
+from interestgeo.text import TextEncoder, embed_texts, encoder_for  # noqa: E402
 
 
 def median_ms(fn: Callable[[], Any], repeats: int) -> float:
@@ -128,7 +128,7 @@ def main() -> int:
         with Store.open(db, config=config) as store:
             if load_demo(store, config) is not None:
                 print("loaded the demo data into the benchmark copy")
-            encoder = TextEncoder(config.text)
+            encoder = encoder_for(config.text)
             source = pick_source(store, config, encoder)
             results["source"] = source.name
             results["load_average_1min_start"] = os.getloadavg()[0]

@@ -41,8 +41,8 @@ from interestgeo.evaluate import run_evaluation  # noqa: E402
 from interestgeo.ingest import ingest_file  # noqa: E402
 from interestgeo.score import score_store  # noqa: E402
 from interestgeo.store import Store  # noqa: E402
-from interestgeo.text import TextEncoder, embed_texts  # noqa: E402
-from interestgeo.train import SHIPPED_MODEL_DIR, adapted_name, register_checkpoint, train_model  # noqa: E402
+from interestgeo.text import TextEncoder, embed_texts, encoder_for, text_model_id  # noqa: E402
+from interestgeo.train import adapted_name, register_checkpoint, shipped_model_dir, train_model  # noqa: E402
 
 STRANGERS = {
     "gowalla": "gowalla_nyc/gowalla_nyc_checkins.csv.gz",
@@ -52,6 +52,14 @@ STRANGERS = {
 
 def load() -> str:
     return os.getloadavg().__repr__()
+
+
+def finish(work: Path, results: dict) -> int:
+    """The end of a benchmark run: the load now, and every figure as JSON in the work folder."""
+    print(f"load average at end: {load()}")
+    (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
+    print(f"figures in {work / 'results.json'}")
+    return 0
 
 
 def decayed_average(events: pd.DataFrame, text: np.ndarray, decay: float = 0.9) -> np.ndarray:
@@ -173,12 +181,13 @@ def main() -> int:
     parser.add_argument("--skip-adapt", action="store_true")
     parser.add_argument("--skip-nyc", action="store_true")
     parser.add_argument("--only", choices=sorted(STRANGERS), default=None)
-    parser.add_argument("--checkpoint", type=Path, default=SHIPPED_MODEL_DIR, help="checkpoint folder (default: shipped)")
+    parser.add_argument("--checkpoint", type=Path, default=shipped_model_dir(text_model_id(Config().text)),
+                        help="checkpoint folder (default: the shipped one for the default encoder)")
     args = parser.parse_args()
     work = args.work or Path(tempfile.mkdtemp(prefix="bench_anydata-"))
     work.mkdir(parents=True, exist_ok=True)
     print(f"load average at start: {load()} (2 shared cores); work folder {work}; checkpoint {args.checkpoint}")
-    encoder = TextEncoder(Config().text)
+    encoder = encoder_for(Config().text)
     results: dict = {}
     for name, rel in STRANGERS.items():
         if args.only and name != args.only:
@@ -192,10 +201,7 @@ def main() -> int:
     if not args.skip_nyc and not args.only:
         print("nyc-demo:")
         results["nyc"] = nyc(work, encoder)
-    print(f"load average at end: {load()}")
-    (work / "results.json").write_text(json.dumps(results, indent=2, default=str))
-    print(f"figures in {work / 'results.json'}")
-    return 0
+    return finish(work, results)
 
 
 if __name__ == "__main__":

@@ -122,14 +122,14 @@ def demo_database() -> Path:
         return built
     from interestgeo.ingest import ingest_file
     from interestgeo.score import RecencySource, score_store
-    from interestgeo.text import TextEncoder, embed_texts
+    from interestgeo.text import embed_texts, encoder_for
 
     print(f"building {built} (the NYC demo, scored with the recency source; minutes, once)", flush=True)
     built.parent.mkdir(parents=True, exist_ok=True)
     config = Config().with_db(built)
     with Store.open(built, config=config) as store:
         ingest_file(store, ROOT / "data" / "nyc_checkins.csv.gz", config=config, dataset="nyc-demo")
-        encoder = TextEncoder(config.text)
+        encoder = encoder_for(config.text)
         source = RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None))
         score_store(store, config, source=source, encoder=encoder)
     return built

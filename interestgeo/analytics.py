@@ -804,23 +804,14 @@ def embed_phrase(encoder: Any, phrase: str, store: Store | None = None) -> np.nd
     With a writable `store` the embedding goes through the store's text-embedding cache, so a
     phrase asked before costs a lookup instead of a forward pass of the language model.
     """
-    import torch
-
     phrase = phrase.strip()
     if not phrase:
         raise ValueError("the query phrase is empty")
-    # One short phrase is a tiny forward pass: a second thread buys nothing and, when other
-    # processes share the two cores, waiting for it cost 10-40x (measured: ~10 ms vs ~400 ms).
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        if store is not None and not store.read_only:
-            from interestgeo.text import embed_texts
+    if store is not None and not store.read_only:
+        from interestgeo.text import embed_texts
 
-            return np.asarray(embed_texts(store, encoder, [phrase], warn=None), dtype=np.float32)[0]
-        return np.asarray(encoder.encode([phrase]), dtype=np.float32)[0]
-    finally:
-        torch.set_num_threads(threads)
+        return np.asarray(embed_texts(store, encoder, [phrase], warn=None), dtype=np.float32)[0]
+    return np.asarray(encoder.encode([phrase]), dtype=np.float32)[0]
 
 
 def query_interest(

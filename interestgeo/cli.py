@@ -164,7 +164,7 @@ def _add_demo_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "demo", help="prepare the NYC demo: load, register the shipped model and score what is missing",
         description=f"Load {DEMO_FILE.name} (Foursquare NYC check-ins, TSMC2014) as dataset {DEMO_DATASET!r}, "
-        "register the pretrained model shipped in data/model when the store has no usable checkpoint (train one "
+        "register the pretrained model shipped in data/model/<text encoder> when the store has no usable checkpoint (train one "
         "when it is missing), and score events that have no interest vectors yet. Each step is skipped when "
         "already done, so `make run` is fast after the first time.",
     )
@@ -191,15 +191,18 @@ def load_demo(store: Store, config: Config) -> IngestReport | None:
 
 def _run_demo(args: argparse.Namespace) -> int:
     from interestgeo.score import fill_missing_similarities, score_command
-    from interestgeo.train import SHIPPED_MODEL_DIR, has_usable_checkpoint, register_checkpoint, run_train_command
+    from interestgeo.text import text_model_id
+    from interestgeo.train import has_usable_checkpoint, register_checkpoint, run_train_command, shipped_model_dir
 
     config = _config(args)
+    model_id = text_model_id(config.text)
+    folder = shipped_model_dir(model_id)
     with _open_store(config) as store:
         report = load_demo(store, config)
-        trained = has_usable_checkpoint(store)
+        trained = has_usable_checkpoint(store, text_model_id=model_id)
         shipped = None
-        if not trained and not args.load_only and (SHIPPED_MODEL_DIR / "model.safetensors").exists():
-            shipped = register_checkpoint(store, SHIPPED_MODEL_DIR)
+        if not trained and not args.load_only and (folder / "model.safetensors").exists():
+            shipped = register_checkpoint(store, folder)
     if report is None:
         print(f"demo data already loaded (dataset {DEMO_DATASET!r} in {config.store.path})")
     else:
@@ -207,7 +210,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     if args.load_only:
         return EXIT_OK
     if shipped is not None:
-        print(f"registered the pretrained model shipped in {SHIPPED_MODEL_DIR} as checkpoint #{shipped}")
+        print(f"registered the pretrained model shipped in {folder} as checkpoint #{shipped}")
     elif not trained:
         # Only without the shipped model: the full training run (early stopping), ~10-15 min on 2 cores.
         print("training the interest model on the demo data (once; about 10-15 minutes on 2 CPU cores)", flush=True)

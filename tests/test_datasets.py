@@ -19,7 +19,7 @@ from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
 from interestgeo.score import RecencySource, score_store
 from interestgeo.store import Store
-from interestgeo.text import TextEncoder, embed_texts
+from interestgeo.text import embed_texts, encoder_for
 
 # Tables with a dataset_id column: what a deleted dataset must leave no row in.
 PER_DATASET = ("events", "datasets", "rejects", "cell_windows", "event_vectors", "user_window_vectors",
@@ -40,7 +40,7 @@ def two_datasets(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with Store.open(db, config=config) as store:
         ingest_file(store, write_sample_csv(folder / "a.csv", rows=ROWS), config=config, dataset="a")
         ingest_file(store, b, config=config, dataset="b")
-        encoder = TextEncoder(config.text)
+        encoder = encoder_for(config.text)
         score_store(store, config, source=RecencySource(lambda t: embed_texts(store, encoder, t, warn=None)),
                     encoder=encoder)
     return db

@@ -18,7 +18,7 @@ from interestgeo.cli import main
 from interestgeo.explain import explain_scored_user, explain_user
 from interestgeo.score import load_source, score_store
 from interestgeo.store import Store
-from interestgeo.text import TextEncoder
+from interestgeo.text import encoder_for
 
 
 @pytest.fixture(scope="module")
@@ -27,7 +27,7 @@ def scored_store(tmp_path_factory: pytest.TempPathFactory):
     # the model alone (no history blend): these tests are about what the model does
     config = dataclasses.replace(config, analytics=dataclasses.replace(config.analytics, history_weight=0.0))
     store = Store.open(db, config=config)
-    encoder = TextEncoder(config.text)
+    encoder = encoder_for(config.text)
     model = load_source(store, config, encoder=encoder)
     score_store(store, config, source=model, encoder=encoder)
     yield store, config, model, an.load_scored(store, config, encoder=encoder), encoder
@@ -126,7 +126,7 @@ def test_model_dynamic_update_equals_a_full_rescore(tmp_path: Path) -> None:
     config = dataclasses.replace(config, analytics=dataclasses.replace(config.analytics, history_weight=0.5))
     write_checkins(tmp_path / "may.csv.gz", ["n1", "n2", "n3"], "2012-04-20", days=20, per_user=15, seed=2)
     with Store.open(db, config=config) as store:
-        encoder = TextEncoder(config.text)
+        encoder = encoder_for(config.text)
         model = load_source(store, config, encoder=encoder)
         score_store(store, config, source=model, encoder=encoder)
         ingest(store, tmp_path / "may.csv.gz", config, "may")
@@ -151,7 +151,7 @@ def test_full_score_calibrates_each_dataset_and_a_later_load_reuses_its_weight(t
     db, config = trained_store(tmp_path)
     assert config.analytics.history_weight is None
     with Store.open(db, config=config) as store:
-        encoder = TextEncoder(config.text)
+        encoder = encoder_for(config.text)
         source = load_source(store, config, encoder=encoder)
         report = score_store(store, config, source=source, encoder=encoder)
         assert report.source.endswith("+calibrated")

@@ -24,14 +24,14 @@ from interestgeo.config import Config, PrivacyConfig
 from interestgeo.export import VECTOR_SCHEMA, ExportError, export_vectors, vectors_parquet
 from interestgeo.score import RecencySource, score_store
 from interestgeo.store import Store
-from interestgeo.text import TextEncoder, TextModelError, embed_texts, text_hashes
+from interestgeo.text import TextEncoder, TextModelError, embed_texts, encoder_for, text_hashes
 
 USERS = [f"u{i}" for i in range(12)]
 
 
 @pytest.fixture(scope="module")
 def encoder() -> TextEncoder:
-    return TextEncoder(Config().text)
+    return encoder_for(Config().text)
 
 
 def config_for(db: Path) -> Config:

@@ -16,7 +16,7 @@ from interestgeo.cli import main
 from interestgeo.config import Config, PrivacyConfig
 from interestgeo.score import RecencySource, fill_missing_similarities, load_source, score_store
 from interestgeo.store import Store
-from interestgeo.text import TextEncoder, embed_texts
+from interestgeo.text import TextEncoder, embed_texts, encoder_for
 from interestgeo.topics import topic_similarities
 
 USERS_A = [f"u{i}" for i in range(12)]
@@ -24,7 +24,7 @@ USERS_A = [f"u{i}" for i in range(12)]
 
 @pytest.fixture(scope="module")
 def encoder() -> TextEncoder:
-    return TextEncoder(Config().text)
+    return encoder_for(Config().text)
 
 
 @pytest.fixture(scope="module")

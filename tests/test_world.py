@@ -22,7 +22,7 @@ from interestgeo.calibration import calibration_cutoff, next_event_pairs, next_t
 from interestgeo.evaluate import EvaluationError, run_evaluation
 from interestgeo.score import RecencySource, load_source, score_store, source_label
 from interestgeo.store import Store
-from interestgeo.text import TextEncoder, embed_texts
+from interestgeo.text import TextEncoder, embed_texts, encoder_for
 from interestgeo.train import InterestScorer, adapted_name, load_checkpoint, register_checkpoint, train_model
 from interestgeo.world import world_from_events
 
@@ -95,7 +95,7 @@ def next_event_mrr(store: Store, encoder: TextEncoder, events: pd.DataFrame, vec
 
 def test_a_model_trained_on_one_city_beats_history_in_a_city_it_never_saw(two_cities) -> None:
     config, checkpoint_id = two_cities
-    encoder = TextEncoder(config.text)
+    encoder = encoder_for(config.text)
     with Store.open(config.store.path, config=config) as store:
         checkpoint = load_checkpoint(store, checkpoint_id)
         assert [t["dataset"] for t in checkpoint.trained_on] == ["springfield"]
@@ -113,7 +113,7 @@ def test_a_model_trained_on_one_city_beats_history_in_a_city_it_never_saw(two_ci
 
 def test_world_counts_stop_at_the_cutoff_and_later_items_are_not_candidates(two_cities) -> None:
     config, _ = two_cities
-    encoder = TextEncoder(config.text)
+    encoder = encoder_for(config.text)
     with Store.open(config.store.path, config=config) as store:
         events = store.events([store.dataset_id("shelbyville")])
         late = events["item_id"] == events["item_id"].iloc[-1]
@@ -133,7 +133,7 @@ def test_scoring_a_stranger_calibrates_it_and_evaluate_dataset_says_zero_shot(tw
     config, _ = two_cities
     config = private_copy(config, tmp_path, "copy.duckdb")
     with Store.open(config.store.path, config=config) as store:
-        encoder = TextEncoder(config.text)
+        encoder = encoder_for(config.text)
         report = score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder)
         assert set(report.calibrations) == {"springfield", "shelbyville"}
         assert report.calibrations["shelbyville"].measured
@@ -172,8 +172,8 @@ def test_a_checkpoint_for_another_text_model_is_refused_by_name(two_cities, tmp_
         meta["text_model_id"] = "some-multilingual-encoder"
         (copy / "meta.json").write_text(json.dumps(meta))
         register_checkpoint(store, copy)
-        with pytest.raises(LookupError, match="'some-multilingual-encoder'.*" + TextEncoder(config.text).model_id):
-            load_source(store, config, encoder=TextEncoder(config.text))
+        with pytest.raises(LookupError, match="'some-multilingual-encoder'.*" + encoder_for(config.text).model_id):
+            load_source(store, config, encoder=encoder_for(config.text))
 
 
 def test_an_adapted_model_scores_its_dataset_and_goes_with_it(two_cities, tmp_path: Path) -> None:
@@ -185,7 +185,7 @@ def test_an_adapted_model_scores_its_dataset_and_goes_with_it(two_cities, tmp_pa
         adapted = load_checkpoint(store, adapted_id)
         assert adapted.metrics["warm_start"] == base_id
         assert [t["dataset"] for t in adapted.trained_on] == ["shelbyville", "springfield"]
-        source = load_source(store, config, encoder=TextEncoder(config.text))
+        source = load_source(store, config, encoder=encoder_for(config.text))
         assert set(source.model.scorer.adapted) == {store.dataset_id("shelbyville")}
         assert source_label(source).endswith(f"+{adapted_name('shelbyville')}#{adapted_id}+calibrated")
         folder = Path(store.checkpoint(adapted_id)["path"])

@@ -22,7 +22,7 @@ from interestgeo.ingest import ingest_file
 from interestgeo.pseudonym import key_path, load_or_create_key
 from interestgeo.score import RecencySource, score_store
 from interestgeo.store import Store
-from interestgeo.text import TextEncoder, embed_texts
+from interestgeo.text import embed_texts, encoder_for
 
 pytestmark = pytest.mark.browser
 
@@ -42,7 +42,7 @@ def private_server(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     with Store.open(db, config=config) as store:
         ingest_file(store, write_sample_csv(folder / "sample.csv", rows=600), config=config, dataset="nyc-sample",
                     pseudonym_key=load_or_create_key(key_path(db)))
-        encoder = TextEncoder(config.text)
+        encoder = encoder_for(config.text)
         score_store(store, config, source=RecencySource(lambda t: embed_texts(store, encoder, t, warn=None)),
                     encoder=encoder)
     add_account(accounts_path(db), "ana", "analyst", PASSWORD)

@@ -1,0 +1,186 @@
+"""Text encoders side by side: the figures the default encoder was chosen on.
+
+For each packaged encoder (`use-multilingual-v3`, `all-MiniLM-L6-v2`), in one run:
+
+1. **Bilingual retrieval**: `bilingual_categories.csv` (70 venue-category names in English and
+   Chinese, written for this benchmark): each English name's nearest Chinese name (and back) by
+   cosine; top-1 accuracy (target >= 90 %).
+2. **Speed**: texts/s encoding the demo's distinct English texts and (when ../shared is present) the
+   Weibo posts, with the encoder's configured threads, on whatever the machine's two cores give.
+3. **English NYC**: `interestgeo demo` into a fresh store with that encoder (its shipped model,
+   no training), then `evaluate` (the model's next-venue Acc@1 / MRR on the demo's test split) and
+   the free-text query hits: for each demo category that has a Chinese name in the CSV and >= 200
+   events, `query` ranks res-8 cells by the phrase; the hit figure is the lift of that category's
+   share of events in the top 10 cells over its share everywhere (1.0 = no better than chance),
+   averaged over the categories, for the English phrase and for its Chinese name.
+4. **Chinese posts** (`../shared/data/weibo_hefei`; skipped loudly when absent): a fresh store, the
+   encoder's shipped model registered (trained on the English demo only: zero-shot), `score`, then
+   next-event MRR of the stored vectors against the trivial baselines on held-out pairs, as in
+   bench_anydata.py (target: stored >= 1.1 x the best trivial baseline).
+
+Usage: .venv/bin/python benchmarks/bench_text.py [--shared ../shared/data] [--work DIR] [--skip-nyc]
+       [--skip-weibo] [--only ENCODER]
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import h3
+import numpy as np
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from bench_anydata import finish, next_event_figures, show_eval  # noqa: E402
+from interestgeo.analytics import Filters, query_command  # noqa: E402
+from interestgeo.config import Config  # noqa: E402
+from interestgeo.evaluate import run_evaluation  # noqa: E402
+from interestgeo.ingest import ingest_file  # noqa: E402
+from interestgeo.score import score_store  # noqa: E402
+from interestgeo.store import Store  # noqa: E402
+from interestgeo.text import ENCODERS, TextEncoder, encoder_for  # noqa: E402
+from interestgeo.train import register_checkpoint, shipped_model_dir  # noqa: E402
+
+PAIRS = Path(__file__).resolve().parent / "bilingual_categories.csv"
+WEIBO = "weibo_hefei/weibo_hefei_posts.csv.gz"
+DEMO_CSV = ROOT / "data" / "nyc_checkins.csv.gz"
+MIN_CATEGORY_EVENTS = 200
+
+
+def load() -> str:
+    return ", ".join(f"{x:.1f}" for x in os.getloadavg())
+
+
+def config_for(encoder_id: str, db: Path) -> tuple[Config, Path]:
+    """The default config with this encoder, and a TOML file saying so (for the CLI)."""
+    config = Config().with_db(db)
+    config = dataclasses.replace(config, text=dataclasses.replace(config.text, encoder=encoder_id))
+    toml = db.with_suffix(".toml")
+    toml.write_text(f'[text]\nencoder = "{encoder_id}"\n')
+    return config, toml
+
+
+def bilingual(encoder: TextEncoder) -> dict[str, float]:
+    pairs = pd.read_csv(PAIRS)
+    en, zh = encoder.encode(pairs["en"].tolist()), encoder.encode(pairs["zh"].tolist())
+    sim = en @ zh.T
+    truth = np.arange(len(pairs))
+    return {"pairs": len(pairs), "en_to_zh_top1": float(np.mean(sim.argmax(1) == truth)),
+            "zh_to_en_top1": float(np.mean(sim.argmax(0) == truth))}
+
+
+def speed(encoder: TextEncoder, texts: list[str]) -> float:
+    encoder.encode(texts[:50])  # weights loaded, caches warm
+    t = time.perf_counter()
+    encoder.encode(texts)
+    return len(texts) / (time.perf_counter() - t)
+
+
+def query_hits(store: Store, config: Config, encoder: TextEncoder, phrases: pd.DataFrame) -> dict[str, float]:
+    """Mean lift of each category's share in the query's top-10 res-8 cells, English and Chinese phrases."""
+    events = store.events()
+    cells = np.array([h3.latlng_to_cell(a, b, 8) for a, b in zip(events["lat"], events["lon"])])
+    category = events["category"].astype(str).to_numpy()
+    out: dict[str, float] = {}
+    for lang in ("en", "zh"):
+        lifts = []
+        for row in phrases.itertuples():
+            payload, _ = query_command(store, config, encoder, getattr(row, lang), Filters(), 8, 10)
+            top = {c if isinstance(c, str) else h3.int_to_str(int(c)) for c in (r["cell"] for r in payload["cells"])}
+            inside = np.isin(cells, list(top))
+            overall = np.mean(category == row.en)
+            lifts.append(np.mean(category[inside] == row.en) / overall if inside.any() else 0.0)
+        out[f"lift_{lang}"] = float(np.mean(lifts))
+    out["phrases"] = len(phrases)
+    return out
+
+
+def nyc(encoder_id: str, encoder: TextEncoder, work: Path) -> dict:
+    db = work / f"nyc-{encoder_id}.duckdb"
+    config, toml = config_for(encoder_id, db)
+    t = time.perf_counter()
+    subprocess.run([sys.executable, "-m", "interestgeo.cli", "demo", "--db", str(db), "--config", str(toml)],
+                   check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    out: dict = {"demo_s": time.perf_counter() - t}
+    demo = pd.read_csv(DEMO_CSV, usecols=["venue_category"])["venue_category"].value_counts()
+    pairs = pd.read_csv(PAIRS)
+    phrases = pairs[pairs["en"].map(lambda c: demo.get(c, 0) >= MIN_CATEGORY_EVENTS)].reset_index(drop=True)
+    with Store.open(db, config=config) as store:
+        out["evaluate"] = show_eval(f"evaluate (NYC demo, {encoder_id})", run_evaluation(store, config))
+        out["query"] = query_hits(store, config, encoder, phrases)
+    m = out["evaluate"]["model"]
+    print(f"  NYC with {encoder_id}: model acc@1 {m['acc@1']:.4f} mrr {m['mrr']:.4f}; query lift over chance in the "
+          f"top 10 cells: English {out['query']['lift_en']:.2f}, Chinese {out['query']['lift_zh']:.2f} "
+          f"({out['query']['phrases']} categories); demo command {out['demo_s']:.0f} s")
+    return out
+
+
+def weibo(encoder_id: str, encoder: TextEncoder, csv: Path, work: Path) -> dict:
+    db = work / f"weibo-{encoder_id}.duckdb"
+    config, _ = config_for(encoder_id, db)
+    out: dict = {}
+    with Store.open(db, config=config) as store:
+        report = ingest_file(store, csv, config=config, dataset="weibo")
+        out["events"] = report.rows_stored
+        register_checkpoint(store, shipped_model_dir(encoder_id))
+        t = time.perf_counter()
+        scored = score_store(store, config, encoder=encoder)
+        out["score_s"] = time.perf_counter() - t
+        out["quality"] = [line for line in scored.quality_lines()]
+        out["next_event"] = next_event_figures(store, encoder, store.dataset_id("weibo"))
+    z = out["next_event"]
+    print(f"  Weibo with {encoder_id} ({out['events']:,} posts, scored in {out['score_s']:.0f} s): next-event MRR on "
+          f"{z['pairs']:,} held-out pairs: stored {z['stored']:.4f} | decayed avg {z['decayed_avg_0.9']:.4f} | last "
+          f"text {z['last_text']:.4f} -> {z['ratio_vs_best_trivial']:.2f}x the best trivial baseline (target 1.1)")
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    parser.add_argument("--work", type=Path, default=None)
+    parser.add_argument("--skip-nyc", action="store_true")
+    parser.add_argument("--skip-weibo", action="store_true")
+    parser.add_argument("--only", choices=sorted(ENCODERS), default=None)
+    args = parser.parse_args()
+    work = args.work or Path(tempfile.mkdtemp(prefix="bench_text-"))
+    work.mkdir(parents=True, exist_ok=True)
+    print(f"load average at start: {load()} (2 shared cores); work folder {work}")
+    english = pd.read_csv(DEMO_CSV, usecols=["venue_name", "venue_category"]).dropna()
+    english = list(dict.fromkeys((english["venue_name"] + ", " + english["venue_category"]).tolist()))[:4000]
+    weibo_csv = args.shared / WEIBO
+    chinese = pd.read_csv(weibo_csv, usecols=["text"])["text"].astype(str).tolist()[:4000] if weibo_csv.exists() else []
+    if not chinese:
+        print(f"!!! {weibo_csv} not found: the Chinese speed and Weibo figures are SKIPPED")
+    results: dict = {}
+    for encoder_id in ENCODERS:
+        if args.only and encoder_id != args.only:
+            continue
+        encoder = encoder_for(dataclasses.replace(Config().text, encoder=encoder_id))
+        r: dict = {"bilingual": bilingual(encoder), "en_texts_per_s": speed(encoder, english)}
+        if chinese:
+            r["zh_texts_per_s"] = speed(encoder, chinese)
+        b = r["bilingual"]
+        print(f"{encoder_id} ({encoder.dim}-d): EN->ZH top-1 {b['en_to_zh_top1']:.3f}, ZH->EN {b['zh_to_en_top1']:.3f} "
+              f"({b['pairs']} category pairs); {r['en_texts_per_s']:,.0f} English texts/s"
+              + (f", {r['zh_texts_per_s']:,.0f} Chinese posts/s" if chinese else "") + f" (load {load()})")
+        if not args.skip_nyc:
+            r["nyc"] = nyc(encoder_id, encoder, work)
+        if chinese and not args.skip_weibo:
+            r["weibo"] = weibo(encoder_id, encoder, weibo_csv, work)
+        results[encoder_id] = r
+    return finish(work, results)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
