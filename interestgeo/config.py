@@ -194,6 +194,9 @@ class AnalyticsConfig:
     history_weight: float | None = None
     # Half-life of an event in that history mean (and in the no-model `--source recency` vectors).
     history_half_life_days: float = 7.0
+    # Processes `interestgeo score` runs its chunks of users in (local engine). None: one per CPU core
+    # when a run has at least 4 chunks (a process costs ~3 s to start); 1: in the calling process.
+    score_workers: int | None = None
 
 
 @dataclass(frozen=True)

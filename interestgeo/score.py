@@ -78,6 +78,14 @@ __all__ = [
     "source_label",
     "score_store",
     "score_command",
+    "ChunkRunner",
+    "ChunkScores",
+    "ChunkState",
+    "TextTable",
+    "chunk_state",
+    "local_chunks",
+    "process_chunks",
+    "score_chunk",
     "adapt_to_dataset",
     "HISTORY_WEIGHTS",
     "Calibration",
@@ -530,6 +538,62 @@ def local_chunks(state: ChunkState, chunks: Iterable[pd.DataFrame]) -> Iterator[
         yield score_chunk(state, events)
 
 
+def process_chunks(workers: int) -> ChunkRunner:
+    """The local engine over `workers` processes (results in the order they finish).
+
+    Why processes and not torch threads: the model's (rows, venues) steps are many small
+    memory-bound passes, and on 2 shared cores two OpenMP threads scored slower than one (they wait
+    for each other on every pass); two processes each scoring its own users with one thread use
+    both cores. Each worker receives the detached state once; at most two chunks per worker are
+    in flight, so memory stays bounded.
+    """
+    def run(state: ChunkState, chunks: Iterable[pd.DataFrame]) -> Iterator[ChunkScores]:
+        import multiprocessing
+        import pickle
+        from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+        context = multiprocessing.get_context("spawn")  # no forked torch / DuckDB state
+        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
+                                 initargs=(pickle.dumps(state),)) as pool:
+            pending: set[Future[ChunkScores]] = set()
+            for events in chunks:
+                pending.add(pool.submit(_worker_score, events))
+                if len(pending) >= 2 * workers:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    yield from (f.result() for f in done)
+            while pending:
+                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                yield from (f.result() for f in done)
+
+    return run
+
+
+_WORKER_STATE: ChunkState | None = None  # a worker process's state (process_chunks)
+
+
+def _worker_start(state: bytes) -> None:
+    import pickle
+
+    global _WORKER_STATE
+    _WORKER_STATE = pickle.loads(state)
+
+
+def _worker_score(events: pd.DataFrame) -> ChunkScores:
+    assert _WORKER_STATE is not None
+    return score_chunk(_WORKER_STATE, events)
+
+
+def _default_runner(config: Config, chunks: int) -> ChunkRunner | None:
+    """process_chunks when the config (or the CPU count, for a run of 4+ chunks) asks for several
+    processes; None (in this process) otherwise."""
+    import os
+
+    workers = config.analytics.score_workers
+    if workers is None:
+        workers = (os.cpu_count() or 1) if chunks >= 4 else 1
+    return process_chunks(workers) if workers > 1 else None
+
+
 def _text_vectors_fn(store: Store, encoder: Any) -> Callable[[list[str]], np.ndarray]:
     from interestgeo.text import embed_texts
 
@@ -679,8 +743,12 @@ def score_store(
                 source, events.iloc[rows].reset_index(drop=True), dataset_id, text_vectors, config
             )
     topics, topics_fresh = _topics(store, config, text_vectors, events, refresh_topics)
-    state = chunk_state(store, config, source, topics, dataset_ids, text_vectors, detach=runner is not None)
     bounds = _chunk_bounds(events)
+    runner = runner or _default_runner(config, len(bounds) - 1)
+    try:
+        state = chunk_state(store, config, source, topics, dataset_ids, text_vectors, detach=runner is not None)
+    except TypeError:  # a source that cannot leave this process (a caller's own): score here
+        runner, state = None, chunk_state(store, config, source, topics, dataset_ids, text_vectors)
     chunks = (events.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:]))
     bounds_users = np.flatnonzero(_new_user(events))
     with _Staging(store.path) as staging:
@@ -818,7 +886,7 @@ class _CellWindowSums:
         if not len(frame):
             return
         self.frames.append(frame)
-        self.sums.append(np.asarray(sums, dtype=np.float64))
+        self.sums.append(np.asarray(sums, dtype=np.float32))
         self.rows += len(frame)
         if self.rows > max(self.reduce_rows, 2 * self.merged_rows):
             self._reduce()
@@ -841,7 +909,7 @@ class _CellWindowSums:
         if not self.frames:
             return pd.DataFrame({c: [] for c in [*self._KEYS, "events", "users", "coherence"]}), np.zeros((0, 0), np.float32)
         frame, sums = self.frames[0].copy(), self.sums[0]
-        means = sums / frame["users"].to_numpy(np.float64)[:, None]
+        means = sums / frame["users"].to_numpy(np.float32)[:, None]
         norms = np.linalg.norm(means, axis=1)
         frame["coherence"] = norms.astype(np.float32)
         return frame, (means / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
@@ -911,11 +979,16 @@ def _calibrate(
     needed[pairs] = True
     sharpness = getattr(source.model, "sharpness", None)
     options = SHARPNESS if sharpness is not None else (1.0,)
+    # the model and the history run over the histories of the users owning a pair only (a few
+    # thousand users at most, however big the dataset); the MRR candidates stay all the texts
+    owner = np.cumsum(_new_user(events))  # (N,) user number of each row
+    users = events.iloc[np.flatnonzero(np.isin(owner, owner[needed]))].reset_index(drop=True)
+    rows = needed[np.isin(owner, owner[needed])]
     if hasattr(source.model, "variants"):
-        model = source.model.variants(events, needed, options)  # (S, pairs, D)
+        model = source.model.variants(users, rows, options)  # (S, pairs, D)
     else:
-        model = _unit(np.asarray(source.model.interest_vectors(events)))[needed][None]
-    history = _unit(source.history.interest_vectors(events))[needed]
+        model = _unit(np.asarray(source.model.interest_vectors(users)))[rows][None]
+    history = _unit(source.history.interest_vectors(users))[rows]
     calibration = calibrate(
         dataset_id, events, model, history, text_vectors, cutoff, config.analytics.history_weight,
         sharpness=options, rows=np.flatnonzero(needed),
@@ -1042,6 +1115,7 @@ def score_command(
     refresh_topics: bool = False,
     source_name: str = "model",
     show_progress: bool = True,
+    engine: Callable[..., ScoreReport] | None = None,
 ) -> tuple[dict[str, Any], str]:
     """`interestgeo score`: (JSON-ready payload, text for people). `since` is a time or "new".
     `engine`: what runs the score in place of `score_store`, with its arguments (`--engine ray`:
@@ -1084,4 +1158,3 @@ def score_command(
     for line in report.quality_lines():
         text += "\n" + line
     return report.to_dict(), text
-    engine: Callable[..., ScoreReport] | None = None,
