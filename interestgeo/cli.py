@@ -290,6 +290,15 @@ def _add_score_parser(subparsers: argparse._SubParsersAction) -> None:
         "--source", choices=("model", "recency"), default="model",
         help="model: the trained checkpoint (default); recency: decayed mean of text embeddings, no training needed",
     )
+    parser.add_argument(
+        "--engine", choices=("local", "ray"), default="local",
+        help="local: this process (default); ray: Ray Data stages on a Ray cluster (pip install 'interestgeo[ray]')",
+    )
+    parser.add_argument(
+        "--ray-address", default=None, metavar="ADDRESS",
+        help="with --engine ray: the cluster to join (auto, or ray://HOST:10001); default a local cluster on this machine",
+    )
+    parser.add_argument("--ray-workers", type=int, default=2, metavar="N", help="with --engine ray: scoring actors (default 2)")
     parser.add_argument("--json", action="store_true", help="print one JSON object")
     parser.set_defaults(handler=_run_score)
 
@@ -318,15 +327,6 @@ def _run_score(args: argparse.Namespace) -> int:
         raise CliError(str(exc)) from None
 
 
-    parser.add_argument(
-        "--engine", choices=("local", "ray"), default="local",
-        help="local: this process (default); ray: Ray Data stages on a Ray cluster (pip install 'interestgeo[ray]')",
-    )
-    parser.add_argument(
-        "--ray-address", default=None, metavar="ADDRESS",
-        help="with --engine ray: the cluster to join (auto, or ray://HOST:10001); default a local cluster on this machine",
-    )
-    parser.add_argument("--ray-workers", type=int, default=2, metavar="N", help="with --engine ray: scoring actors (default 2)")
 def _add_query_parser(subparsers: argparse._SubParsersAction) -> None:
     parser = subparsers.add_parser(
         "query", help="where and when people are interested in a phrase",
