@@ -1,0 +1,131 @@
+"""Scale benchmark (issue 14): the NYC demo replicated N times, through the CLI as a user runs it.
+
+Why whole processes: the targets are what a person waits for and what the machine must hold
+(`interestgeo score` events/s and peak RSS, `interestgeo query` wall time), so each step runs as
+its own process under GNU time (wall seconds, peak RSS), beside the same steps on the demo alone
+(1x) in the same run as the reference. Replication: copy k gets user ids "<id>-r<k>" and its
+times shifted by k weeks, so users, histories and windows grow with N and the venues stay the
+demo's. The machine load (os.getloadavg) is printed with the figures.
+
+    .venv/bin/python benchmarks/bench_scale.py --copies 45 --work /tmp/scale-bench   # 5.1M events
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+CLI = str(ROOT / ".venv" / "bin" / "interestgeo")
+DEMO = ROOT / "data" / "nyc_checkins.csv.gz"
+MAPPING = ["user_id=user_id", "ts=utc_time", "lat=latitude", "lon=longitude", "text=venue_name+venue_category",
+           "item_id=venue_id", "category=venue_category", "category_path=category_path", "tz_offset_min=tz_offset_min"]
+
+
+def replicate(copies: int, out: Path) -> int:
+    """Write the demo file `copies` times (new user ids, shifted weeks) to `out`; returns its rows."""
+    import duckdb
+
+    con = duckdb.connect()
+    parts = " UNION ALL ".join(
+        f"""SELECT user_id || '-r{k}' AS user_id, venue_id, venue_name, venue_category, category_path, latitude,
+                   longitude, strftime(utc_time::TIMESTAMP + INTERVAL {7 * k} DAY, '%Y-%m-%dT%H:%M:%SZ') AS utc_time,
+                   tz_offset_min FROM demo"""
+        for k in range(copies)
+    )
+    source = str(DEMO).replace("'", "''")  # a path of ours; DuckDB cannot prepare a view's parameters
+    con.execute(f"CREATE VIEW demo AS SELECT * FROM read_csv('{source}', all_varchar = true)")
+    con.execute(f"COPY ({parts}) TO '{out}' (HEADER, COMPRESSION gzip)")
+    return int(con.execute(f"SELECT count(*) FROM read_csv('{out}')").fetchone()[0])
+
+
+def timed(args: list[str]) -> dict[str, object]:
+    """Run a command under GNU time: wall seconds, peak RSS (GB), its last output line."""
+    result = subprocess.run(["/usr/bin/time", "-f", "TIME %e %M", *args], capture_output=True, text=True)
+    match = re.search(r"TIME ([\d.]+) (\d+)", result.stderr)
+    if result.returncode != 0 or match is None:
+        raise SystemExit(f"{' '.join(args[:3])} failed: {result.stderr.strip()[-400:]}")
+    lines = [line for line in result.stdout.strip().splitlines() if line.strip()]
+    return {"wall_s": float(match.group(1)), "peak_gb": int(match.group(2)) / 1e6, "out": lines[-1] if lines else ""}
+
+
+def register_model(db: Path, config: str | None) -> None:
+    """The shipped pretrained model for the configured encoder, registered in `db` (no scoring)."""
+    code = (
+        "import sys; from interestgeo.config import load_config; from interestgeo.store import Store; "
+        "from interestgeo import train; from interestgeo.text import encoder_for; "
+        "c = load_config(sys.argv[2] or None); "
+        "d = train.shipped_model_dir(encoder_for(c.text).model_id) if hasattr(train, 'shipped_model_dir') "
+        "else train.SHIPPED_MODEL_DIR; s = Store.open(sys.argv[1], config=c); train.register_checkpoint(s, d); s.close()"
+    )
+    subprocess.run([sys.executable, "-c", code, str(db), config or ""], check=True)
+
+
+def run_size(copies: int, work: Path, config: str | None, phrase: str) -> dict[str, object]:
+    """ingest, score and query the demo replicated `copies` times in a fresh store."""
+    csv = work / f"nyc-x{copies}.csv.gz"
+    db = work / f"scale-x{copies}.duckdb"
+    for path in (db, Path(f"{db}.wal")):
+        path.unlink(missing_ok=True)
+    rows = replicate(copies, csv) if not csv.exists() else None
+    common = ["--db", str(db)] + (["--config", config] if config else [])
+    ingest = timed([CLI, "ingest", str(csv), "--dataset", f"nyc-x{copies}", *[a for m in MAPPING for a in ("--map", m)],
+                    "--json", *common])
+    register_model(db, config)
+    score = timed([CLI, "score", "--json", *common])
+    report = json.loads(score["out"])
+    query = timed([CLI, "query", phrase, "--json", *common])
+    events = int(report["events"])
+    return {
+        "copies": copies, "events": events, "rows_written": rows,
+        "ingest_s": ingest["wall_s"], "ingest_peak_gb": ingest["peak_gb"],
+        "score_s": score["wall_s"], "score_events_per_s": events / score["wall_s"], "score_peak_gb": score["peak_gb"],
+        "score_model_events_per_s": report["events_per_s"],
+        "query_s": query["wall_s"], "query_peak_gb": query["peak_gb"],
+        "calibration": {k: v.get("sentence") for k, v in report.get("calibrations", {}).items()},
+    }
+
+
+def ray_curve(args: argparse.Namespace, work: Path) -> list[dict[str, object]]:
+    """Ray scaling curve (the Ray helper's additive hunk goes here: `score --engine ray` by actors)."""
+    return []
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--copies", type=int, default=45, help="replicas of the demo (45: 5.1M events)")
+    parser.add_argument("--work", type=Path, default=Path("/tmp/interestgeo-scale"))
+    parser.add_argument("--config", default=None, help="TOML config (e.g. the text encoder of the shipped model)")
+    parser.add_argument("--phrase", default="jazz club")
+    parser.add_argument("--no-reference", action="store_true", help="skip the 1x reference run")
+    args = parser.parse_args()
+    if not DEMO.exists():
+        print(f"SKIPPED: the demo file {DEMO} is missing", file=sys.stderr)
+        return 2
+    args.work.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()} at start")
+    sizes = ([] if args.no_reference or args.copies == 1 else [1]) + [args.copies]
+    results = [run_size(n, args.work, args.config, args.phrase) for n in sizes]
+    results += ray_curve(args, args.work)
+    for r in results:
+        print(
+            f"x{r['copies']:<3} {r['events']:>10,} events | ingest {r['ingest_s']:.1f} s | score {r['score_s']:.1f} s = "
+            f"{r['score_events_per_s']:,.0f} events/s, peak {r['score_peak_gb']:.2f} GB | query {r['query_s']:.2f} s, "
+            f"peak {r['query_peak_gb']:.2f} GB"
+        )
+        for sentence in r["calibration"].values():
+            print("     ", sentence)
+    print(f"load {os.getloadavg()} at the end; {time.perf_counter() - started:.0f} s in all")
+    print(json.dumps(results))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
