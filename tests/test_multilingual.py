@@ -83,3 +83,18 @@ def test_a_checkpoint_for_the_other_encoder_is_refused_by_name(mixed: Config, tm
         register_checkpoint(store, shipped_model_dir(PACKAGED_MODEL_NAME))  # reads MiniLM's 384-d vectors
         with pytest.raises(LookupError, match=f"'{PACKAGED_MODEL_NAME}'.*{text_model_id(config.text)}"):
             load_source(store, config, encoder=encoder_for(config.text))
+
+
+def test_the_maps_phrase_box_takes_chinese(mixed: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from test_app import assert_clean, deck_specs, open_with_params
+
+    config_file = tmp_path / "interestgeo.toml"
+    config_file.write_text('[app]\nrole = "analyst"\nwarm_up = false\n', encoding="utf-8")
+    monkeypatch.setenv("INTERESTGEO_DB", str(mixed.store.path))
+    monkeypatch.setenv("INTERESTGEO_CONFIG", str(config_file))
+    at = open_with_params("pages/map.py", {"map_mode": "Free-text query", "q": "火锅", "map_res": "8"})
+    assert_clean(at)
+    top = at.dataframe[0].value
+    assert top.iloc[0]["cell"] == cell("hotpot")  # the Chinese phrase's best cell, as the core ranks it
+    tooltips = [d["tooltip"] for d in deck_specs(at)[0]["layers"][0]["data"]]
+    assert all(t.startswith("“火锅” score") for t in tooltips)  # the phrase as plain text, not boxes or escapes
