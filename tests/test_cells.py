@@ -37,7 +37,7 @@ def test_bit_arithmetic_parent_matches_h3_at_every_coarser_resolution(points: tu
 
 
 def test_parent_preserves_integer_order(points: tuple[np.ndarray, np.ndarray]) -> None:
-    # store.cell_window_counts relies on this: parents of sorted cells are sorted.
+    # ingest.aggregate.cell_window_counts relies on this: parents of sorted cells are sorted.
     cells = np.sort(latlng_to_cell(*points, 10))
     for res in range(0, 10):
         parents = cell_to_parent(cells, res)

@@ -10,11 +10,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 import pytest
+from cell_windows_data import expected_cell_windows, sorted_cell_windows
 
 from interestgeo.config import Config
 from interestgeo.ingest import ingest_file
 import interestgeo.store as store_module
-from interestgeo.store import Store, cell_window_counts
+from interestgeo.store import Store
 
 EVENT_DTYPES = {
     "dataset_id": "int32", "event_id": "int64", "user_id": "str", "ts": "datetime64[us, UTC]",
@@ -23,24 +24,6 @@ EVENT_DTYPES = {
 }
 OPTIONAL_TEXT = ("item_id", "category", "category_path", "event_type")
 
-
-def _expected_aggregates(events: pd.DataFrame, resolution: int, window: str) -> pd.DataFrame:
-    """The same aggregation computed independently: h3-py parents, pandas windows, nunique users."""
-    frame = events.copy()
-    frame["cell"] = [h3.str_to_int(h3.cell_to_parent(h3.int_to_str(int(c)), resolution)) for c in frame["cell"]]
-    if window == "week":
-        day = frame["local_ts"].dt.floor("D")
-        frame["window_start"] = day - pd.to_timedelta(day.dt.day_of_week, unit="D")
-    else:
-        frame["window_start"] = frame["local_ts"].dt.floor({"hour": "h", "day": "D"}[window])
-    frame["user_key"] = frame["dataset_id"].astype(str) + ":" + frame["user_id"]
-    out = frame.groupby(["cell", "window_start"]).agg(events=("event_id", "size"), users=("user_key", "nunique"))
-    return out.reset_index().sort_values(["window_start", "cell"]).reset_index(drop=True)
-
-
-def _sorted(frame: pd.DataFrame) -> pd.DataFrame:
-    frame = frame.sort_values(["window_start", "cell"]).reset_index(drop=True)
-    return frame.astype({"window_start": "datetime64[us]", "events": "int64", "users": "int64"})
 
 
 def test_events_columns_dtypes_and_order(sample_store: Store) -> None:
@@ -72,7 +55,7 @@ def test_cell_aggregates_match_pandas(sample_store: Store, resolution: int, wind
     got, hidden = sample_store.cell_aggregates(resolution, window, k=1)
     assert hidden == 0
     assert got["cell"].dtype == np.int64
-    pd.testing.assert_frame_equal(_sorted(got), _expected_aggregates(sample_store.events(), resolution, window))
+    pd.testing.assert_frame_equal(sorted_cell_windows(got), expected_cell_windows(sample_store.events(), resolution, window))
 
 
 def test_k_threshold_hides_small_groups_and_counts_them(sample_store: Store) -> None:
@@ -104,60 +87,18 @@ def test_one_window_start_and_several_datasets(
     lines = demo_sample_csv.read_text(encoding="utf-8").splitlines(keepends=True)
     copy.write_text("".join(lines[:1] + lines[1:150] + ["\n"]), encoding="utf-8")
     ingest_file(sample_store, copy, config=tmp_config)
-    expected = _expected_aggregates(sample_store.events(), 7, "day")
+    expected = expected_cell_windows(sample_store.events(), 7, "day")
     both, _ = sample_store.cell_aggregates(7, "day", k=1)
-    pd.testing.assert_frame_equal(_sorted(both), expected)
+    pd.testing.assert_frame_equal(sorted_cell_windows(both), expected)
     busiest = expected.groupby("window_start")["events"].sum().idxmax()
     one, _ = sample_store.cell_aggregates(7, "day", window_start=busiest, datasets=[1, 2], k=1)
-    pd.testing.assert_frame_equal(_sorted(one), expected[expected["window_start"] == busiest].reset_index(drop=True))
+    pd.testing.assert_frame_equal(sorted_cell_windows(one), expected[expected["window_start"] == busiest].reset_index(drop=True))
     only_first, _ = sample_store.cell_aggregates(7, "day", datasets=[1], k=1)
     pd.testing.assert_frame_equal(
-        _sorted(only_first), _expected_aggregates(sample_store.events([1]), 7, "day")
+        sorted_cell_windows(only_first), expected_cell_windows(sample_store.events([1]), 7, "day")
     )
     assert list(sample_store.window_starts("day")) == sorted(expected["window_start"].unique())
 
-
-def test_cell_window_counts_matches_pandas_on_random_data() -> None:
-    rng = np.random.default_rng(3)
-    n = 5_000
-    lat, lon = rng.normal(40.73, 0.05, n), rng.normal(-73.95, 0.05, n)
-    cells = np.array([h3.str_to_int(h3.latlng_to_cell(a, b, 10)) for a, b in zip(lat, lon, strict=True)])
-    users = rng.integers(0, 40, n)
-    hours = rng.integers(372_000, 372_000 + 24 * 60, n)
-    local_ts = pd.to_datetime(hours * 3600, unit="s").astype("datetime64[us]")
-    events = pd.DataFrame({"dataset_id": 1, "event_id": np.arange(n), "user_id": users.astype(str),
-                           "cell": cells, "local_ts": local_ts})
-    got = cell_window_counts(users, cells, hours, (6, 8))
-    for (resolution, window), part in got.groupby(["resolution", "window_size"], observed=True):
-        expected = _expected_aggregates(events, int(resolution), str(window))
-        pd.testing.assert_frame_equal(_sorted(part[["cell", "window_start", "events", "users"]]), expected)
-
-
-def test_cell_window_counts_hour_resolutions_subset() -> None:
-    rng = np.random.default_rng(5)
-    n = 2_000
-    cells = np.array([h3.str_to_int(h3.latlng_to_cell(a, b, 10))
-                      for a, b in zip(rng.normal(40.73, 0.05, n), rng.normal(-73.95, 0.05, n), strict=True)])
-    users, hours = rng.integers(0, 30, n), rng.integers(372_000, 372_000 + 24 * 30, n)
-    full = cell_window_counts(users, cells, hours, (6, 7, 8, 9))
-    sparse = cell_window_counts(users, cells, hours, (6, 7, 8, 9), hour_resolutions=(7,))
-    combos = set(map(tuple, sparse[["window_size", "resolution"]].drop_duplicates().astype(str).to_numpy()))
-    assert ("hour", "7") in combos and ("hour", "6") not in combos and ("hour", "9") not in combos
-    assert ("day", "9") in combos and ("week", "6") in combos
-    kept = (full["window_size"] != "hour") | (full["resolution"] == 7)
-    pd.testing.assert_frame_equal(sparse, full[kept].reset_index(drop=True))
-
-
-def test_cell_window_counts_sort_path_equals_bincount_path(monkeypatch: pytest.MonkeyPatch) -> None:
-    # Sparse (window, cell) groups are counted by sorting instead of bincount; both must agree.
-    rng = np.random.default_rng(11)
-    n = 3_000
-    cells = np.array([h3.str_to_int(h3.latlng_to_cell(a, b, 10))
-                      for a, b in zip(rng.normal(40.73, 0.05, n), rng.normal(-73.95, 0.05, n), strict=True)])
-    users, hours = rng.integers(0, 25, n), rng.integers(372_000, 372_000 + 24 * 400, n)
-    dense = cell_window_counts(users, cells, hours, (6, 9))
-    monkeypatch.setattr(store_module, "_BINCOUNT_DENSITY", 0.0)
-    pd.testing.assert_frame_equal(cell_window_counts(users, cells, hours, (6, 9)), dense)
 
 
 def test_hour_maps_not_precomputed_are_counted_from_events(sample_store: Store) -> None:
@@ -169,16 +110,16 @@ def test_hour_maps_not_precomputed_are_counted_from_events(sample_store: Store) 
     assert stored == [(6,)]
     events = sample_store.events()
     for resolution in (7, 9):
-        expected = _expected_aggregates(events, resolution, "hour")
+        expected = expected_cell_windows(events, resolution, "hour")
         got, hidden = sample_store.cell_aggregates(resolution, "hour", k=1)
         assert hidden == 0
-        pd.testing.assert_frame_equal(_sorted(got), expected)
+        pd.testing.assert_frame_equal(sorted_cell_windows(got), expected)
         busiest = expected.groupby("window_start")["events"].sum().idxmax()
         one, _ = sample_store.cell_aggregates(resolution, "hour", window_start=busiest, k=1)
         pd.testing.assert_frame_equal(
-            _sorted(one), expected[expected["window_start"] == busiest].reset_index(drop=True))
+            sorted_cell_windows(one), expected[expected["window_start"] == busiest].reset_index(drop=True))
     assert list(sample_store.window_starts("hour")) == sorted(
-        _expected_aggregates(events, 9, "hour")["window_start"].unique())
+        expected_cell_windows(events, 9, "hour")["window_start"].unique())
 
 
 def test_unknown_window_and_resolution_raise(sample_store: Store) -> None:
@@ -228,7 +169,7 @@ def test_windows_use_local_time_with_odd_offsets(tmp_store: Store, tmp_config: C
     assert events["local_ts"].dt.strftime("%H:%M").tolist() == ["05:10", "05:29", "10:40", "16:40", "00:00"]
     for window in ("hour", "day", "week"):
         got, _ = tmp_store.cell_aggregates(9, window, k=1)
-        pd.testing.assert_frame_equal(_sorted(got), _expected_aggregates(events, 9, window))
+        pd.testing.assert_frame_equal(sorted_cell_windows(got), expected_cell_windows(events, 9, window))
 
 
 def _cell_rows(resolutions: list[int], events: int) -> tuple[dict[str, object], np.ndarray]:
@@ -316,7 +257,7 @@ def test_duplicates_are_skipped_before_counting(tmp_store: Store, tmp_config: Co
     assert sorted(events["event_id"] - events["event_id"].min()) == [0, 2, 5, 6, 7]
     for resolution, window in [(6, "hour"), (9, "day"), (7, "week")]:
         got, _ = tmp_store.cell_aggregates(resolution, window, k=1)
-        pd.testing.assert_frame_equal(_sorted(got), _expected_aggregates(events, resolution, window))
+        pd.testing.assert_frame_equal(sorted_cell_windows(got), expected_cell_windows(events, resolution, window))
 
 
 def test_vectors_from_arrow_scatters_selected_rows_across_chunks() -> None:
