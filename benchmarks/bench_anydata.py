@@ -35,10 +35,11 @@ import pandas as pd
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from interestgeo.calibration import calibration_cutoff, next_event_pairs, next_text_mrr  # noqa: E402
+from interestgeo.calibration import calibration_cutoff, next_event_pairs  # noqa: E402
 from interestgeo.config import Config  # noqa: E402
-from interestgeo.evaluate import run_evaluation  # noqa: E402
+from interestgeo.eval.run import run_evaluation  # noqa: E402
 from interestgeo.ingest import ingest_file  # noqa: E402
+from interestgeo.metrics import next_text_mrr  # noqa: E402
 from interestgeo.score import score_store  # noqa: E402
 from interestgeo.store import Store  # noqa: E402
 from interestgeo.text import TextEncoder, embed_texts, encoder_for, text_model_id  # noqa: E402

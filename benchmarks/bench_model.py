@@ -2,7 +2,7 @@
 
 Prints the full training time, the ablations' training time, inference speed (interest vectors
 per second over every stored event, and scored samples per second), and the evaluation table of
-the model, its ablations and every baseline on the same test samples (interestgeo.evaluate).
+the model, its ablations and every baseline on the same test samples (interestgeo.eval.run).
 
     .venv/bin/python benchmarks/bench_model.py [--db PATH] [--epochs N] [--ablation-epochs N]
         [--skip-training] [--skip-ablations] [--json]
@@ -23,7 +23,7 @@ import torch
 
 from interestgeo.cli import load_demo
 from interestgeo.config import load_config
-from interestgeo.evaluate import run_evaluation
+from interestgeo.eval.run import run_evaluation
 from interestgeo.split import make_split
 from interestgeo.store import Store
 from interestgeo.train import InterestScorer, train_ablations, train_model

@@ -44,7 +44,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from bench_anydata import finish, next_event_figures, show_eval  # noqa: E402
 from interestgeo.analytics import Filters, query_command  # noqa: E402
 from interestgeo.config import Config  # noqa: E402
-from interestgeo.evaluate import run_evaluation  # noqa: E402
+from interestgeo.eval.run import run_evaluation  # noqa: E402
 from interestgeo.ingest import ingest_file  # noqa: E402
 from interestgeo.score import score_store  # noqa: E402
 from interestgeo.store import Store  # noqa: E402

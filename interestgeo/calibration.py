@@ -24,6 +24,8 @@ from typing import Callable
 import numpy as np
 import pandas as pd
 
+from interestgeo.metrics import next_text_mrr
+
 __all__ = [
     "Calibration",
     "HISTORY_WEIGHTS",
@@ -33,7 +35,6 @@ __all__ = [
     "calibrate",
     "calibration_cutoff",
     "next_event_pairs",
-    "next_text_mrr",
     "stored_calibrations",
 ]
 
@@ -71,22 +72,6 @@ def blend(model: np.ndarray, history: np.ndarray, weight: float) -> np.ndarray:
     if weight >= 1:
         return history
     return unit((1.0 - weight) * model + weight * history)
-
-
-def next_text_mrr(vectors: np.ndarray, targets: np.ndarray, candidates: np.ndarray) -> float:
-    """MRR of candidate `targets[i]` among all `candidates` (U, D) scored by `vectors[i]` (n, D).
-
-    Ties count for the target (rank = 1 + strictly higher scores), so a zero vector is not
-    rewarded: its scores tie everywhere and rank 1 only if every candidate is 0 too.
-    """
-    if len(targets) == 0:
-        return float("nan")
-    out = np.empty(len(targets))
-    for a in range(0, len(targets), 1024):  # (1024, U) score blocks: bounded memory for large U
-        scores = vectors[a : a + 1024] @ candidates.T
-        target = scores[np.arange(len(scores)), targets[a : a + 1024]][:, None]
-        out[a : a + 1024] = 1.0 / (1 + (scores > target).sum(axis=1))
-    return float(out.mean())
 
 
 def next_event_pairs(

@@ -31,6 +31,7 @@ from interestgeo.config import Config, ModelConfig
 from interestgeo.model import N_NEXT_TIME, Batch, InterestModel, ModelData
 from interestgeo.spacetime import CellVocab, event_features
 from interestgeo.calibration import calibration_cutoff
+from interestgeo.metrics import rank_metrics
 from interestgeo.world import World, world_from_events, world_from_split
 
 if TYPE_CHECKING:
@@ -418,7 +419,6 @@ def train_on_split(
     prep: Prepared | None = None,
     progress: bool = False,
     log: Callable[[str], None] | None = None,
-    rank: Callable[[np.ndarray, np.ndarray], dict[str, float]] | None = None,
     init_state: dict[str, torch.Tensor] | None = None,
     time_budget_s: float | None = None,
 ) -> TrainResult:
@@ -430,8 +430,6 @@ def train_on_split(
     """
     from tqdm.auto import tqdm
 
-    if rank is None:
-        from interestgeo.evaluate import rank_metrics as rank
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
@@ -450,7 +448,7 @@ def train_on_split(
     best: dict[str, Any] = {"mrr": -1.0, "epoch": 0, "state": None}
     if init_state is not None:
         v, _ = score_rows(model, prep.table, split.val, config.use_target_time, config.eval_batch_size)
-        start = rank(v, split.val.venue)
+        start = rank_metrics(v, split.val.venue)
         best = {"mrr": start["mrr"], "epoch": 0, "state": {k: x.detach().clone() for k, x in model.state_dict().items()}}
         if log:
             log(f"warm start: val acc@1 {start['acc@1']:.4f}  val mrr {start['mrr']:.4f}")
@@ -478,7 +476,7 @@ def train_on_split(
                 break
         out_of_time = time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
         v, _ = score_rows(model, prep.table, split.val, config.use_target_time, config.eval_batch_size)
-        val = rank(v, split.val.venue)
+        val = rank_metrics(v, split.val.venue)
         history.append({"epoch": epoch, "loss": float(np.mean(losses)), **{f"val_{k}": x for k, x in val.items()}})
         msg = f"epoch {epoch}: loss {np.mean(losses):.4f}  val acc@1 {val['acc@1']:.4f}  val mrr {val['mrr']:.4f}  ({time.perf_counter() - t0:.0f}s)"
         if log:
@@ -1022,8 +1020,6 @@ def _split_and_text(
 
 
 def _test_metrics(model: InterestModel, prep: Prepared, split: Any) -> dict[str, Any]:
-    from interestgeo.evaluate import rank_metrics
-
     out: dict[str, Any] = {}
     variants = [("time_given", True), ("no_time", False)] if model.config.use_target_time and model.config.use_spacetime else [("no_time", False)]
     for label, given in variants:

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from interestgeo.config import Config
-from interestgeo.evaluate import evaluate_scorers
+from interestgeo.eval.run import evaluate_scorers
 from interestgeo.split import make_split
 from interestgeo.store import Store
 from interestgeo.train import (

@@ -18,8 +18,9 @@ import pandas as pd
 import pytest
 
 from analytics_data import ingest, tiny_model_config
-from interestgeo.calibration import calibration_cutoff, next_event_pairs, next_text_mrr
-from interestgeo.evaluate import EvaluationError, run_evaluation
+from interestgeo.calibration import calibration_cutoff, next_event_pairs
+from interestgeo.eval.run import EvaluationError, run_evaluation
+from interestgeo.metrics import next_text_mrr
 from interestgeo.score import RecencySource, load_source, score_store, source_label
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts, encoder_for

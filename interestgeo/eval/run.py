@@ -1,37 +1,34 @@
-"""Ranking metrics and the one evaluation loop every scorer goes through.
+"""The one evaluation loop every scorer goes through, and the `evaluate` run.
 
 The model, the baselines and the ablations are compared only when they rank the same samples
 with the same code, so scoring is split from measuring: a *scorer* turns samples into scores
-(see `Scorer`), and this module turns scores into Acc@k, MRR and NDCG@10 for the next venue and
-the next category.
+(`metrics.Scorer`), and this module turns scores into Acc@k, MRR and NDCG@10 for the next venue
+and the next category (`metrics.rank_metrics`: ties count against the target).
 
-Ties are counted against the target (pessimistic rank): a scorer that gives every venue the same
-score ranks the target last, not first, so a constant or degenerate scorer cannot look good.
+This is the one module that composes the model's scorers and the baselines, so it sits on top of
+both: nothing in the core imports it (the CLI and benchmarks do). The model code (torch) is
+imported lazily in `_model_scorers` only, so the baselines run without it.
 """
 
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
 
 from interestgeo.config import Config
-from interestgeo.split import Samples, Split, make_split
+from interestgeo.eval.baselines import BlendScorer, NearestPopularScorer, make_baselines
+from interestgeo.metrics import METRICS, TASKS, Scorer, rank_metrics, venue_to_category_scores
+from interestgeo.split import Split, make_split
 
 if TYPE_CHECKING:
     from interestgeo.store import Store
 
 __all__ = [
-    "METRICS",
-    "Scorer",
-    "rank_metrics",
-    "target_ranks",
-    "venue_to_category_scores",
     "evaluate_scorers",
     "format_table",
     "results_to_json",
@@ -39,58 +36,6 @@ __all__ = [
     "EvaluationRun",
     "run_evaluation",
 ]
-
-METRICS = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg@10")
-TASKS = ("next_venue", "next_category")
-
-
-class Scorer(Protocol):
-    """Anything that scores candidates for samples; higher means more likely."""
-
-    name: str
-
-    def score(self, split: Split, samples: Samples) -> tuple[np.ndarray, np.ndarray | None]:
-        """(venue scores (n, V) float32, category scores (n, C) float32 or None)."""
-        ...
-
-
-def target_ranks(scores: np.ndarray, targets: np.ndarray) -> np.ndarray:
-    """(n,) 1-based rank of each target: 1 + candidates scoring higher + other candidates tied.
-
-    NaN scores count as the lowest possible score, so a NaN target ranks behind everything.
-    """
-    scores = np.asarray(scores)  # (n, V), compared in the scorer's own precision
-    if scores.dtype.kind == "f" and np.isnan(scores).any():
-        scores = np.nan_to_num(scores, nan=-np.inf)
-    targets = np.asarray(targets, dtype=np.int64)
-    if scores.ndim != 2 or scores.shape[0] != len(targets):
-        raise ValueError(f"scores {scores.shape} do not match {len(targets)} targets")
-    target_score = scores[np.arange(len(targets)), targets][:, None]  # (n, 1)
-    at_least = (scores >= target_score).sum(axis=1)  # higher or tied, the target included
-    return at_least.astype(np.int64)
-
-
-def rank_metrics(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
-    """Acc@1/5/10, MRR and NDCG@10 (one relevant item, so DCG = 1/log2(rank+1)) of the targets."""
-    ranks = target_ranks(scores, targets).astype(np.float64)
-    if len(ranks) == 0:
-        return {m: math.nan for m in METRICS}
-    return {
-        "acc@1": float(np.mean(ranks <= 1)),
-        "acc@5": float(np.mean(ranks <= 5)),
-        "acc@10": float(np.mean(ranks <= 10)),
-        "mrr": float(np.mean(1.0 / ranks)),
-        "ndcg@10": float(np.mean(np.where(ranks <= 10, 1.0 / np.log2(ranks + 1.0), 0.0))),
-    }
-
-
-def venue_to_category_scores(split: Split, venue_probs: np.ndarray) -> np.ndarray:
-    """(n, C) category scores as the sum of the venue probabilities of each category."""
-    venue_probs = np.asarray(venue_probs, dtype=np.float32)
-    one_hot = np.zeros((len(split.venues), len(split.categories)), dtype=np.float32)  # (V, C)
-    one_hot[np.arange(len(split.venues)), split.venues["category_idx"].to_numpy()] = 1.0
-    return venue_probs @ one_hot  # (n, C): a matmul is ~5x faster than np.add.at here
-
 
 def _softmax(scores: np.ndarray) -> np.ndarray:
     scores = np.nan_to_num(scores.astype(np.float64), nan=-np.inf)
@@ -179,8 +124,6 @@ def run_evaluation(
     baselines are fitted on its training period, and a checkpoint that trained on events of its
     validation or test period is refused (leakage). Ablations, tied to their training venues, are
     left out."""
-    from interestgeo.baselines import BlendScorer, NearestPopularScorer, make_baselines
-
     try:
         dataset_id = None if dataset is None else store.require_dataset_id(dataset)
     except LookupError as exc:

@@ -1,10 +1,9 @@
-"""Ranking metrics against hand-computed ranks (ties counted against the target), and the
-evaluation loop on a tiny split."""
+"""The evaluation loop on a tiny split (every scorer, both tasks, the checks on scorers), its
+table and JSON, and the `evaluate` command on a small ingested store."""
 
 from __future__ import annotations
 
 import json
-import math
 
 import numpy as np
 import pandas as pd
@@ -13,68 +12,9 @@ from eval_data import random_events
 
 from interestgeo.cli import main
 
-from interestgeo.evaluate import (
-    METRICS,
-    evaluate_scorers,
-    format_table,
-    rank_metrics,
-    results_to_json,
-    target_ranks,
-    venue_to_category_scores,
-)
+from interestgeo.eval.run import evaluate_scorers, format_table, results_to_json
+from interestgeo.metrics import METRICS
 from interestgeo.split import make_split
-
-
-def test_ranks_count_higher_scores_and_ties_against_the_target():
-    scores = np.array(
-        [
-            [0.1, 0.5, 0.3, 0.0],  # target 2: one higher -> rank 2
-            [0.2, 0.2, 0.2, 0.2],  # target 1: all tied -> rank 4 (last), not 1
-            [0.9, 0.1, 0.1, 0.1],  # target 0: highest -> rank 1
-            [0.4, 0.4, 0.5, 0.1],  # target 0: one higher, one tie -> rank 3
-        ],
-        dtype=np.float32,
-    )
-    targets = np.array([2, 1, 0, 0])
-    assert target_ranks(scores, targets).tolist() == [2, 4, 1, 3]
-
-
-def test_metrics_match_hand_computed_values():
-    # ranks 2, 4, 1, 3 as above
-    scores = np.array([[0.1, 0.5, 0.3, 0.0], [0.2, 0.2, 0.2, 0.2], [0.9, 0.1, 0.1, 0.1], [0.4, 0.4, 0.5, 0.1]])
-    metrics = rank_metrics(scores, np.array([2, 1, 0, 0]))
-    assert metrics["acc@1"] == pytest.approx(1 / 4)
-    assert metrics["acc@5"] == pytest.approx(1.0)
-    assert metrics["mrr"] == pytest.approx((1 / 2 + 1 / 4 + 1 + 1 / 3) / 4)
-    ndcg = (1 / math.log2(3) + 1 / math.log2(5) + 1 + 1 / math.log2(4)) / 4
-    assert metrics["ndcg@10"] == pytest.approx(ndcg)
-    assert list(metrics) == list(METRICS)
-
-
-def test_cutoffs_at_5_and_10_are_inclusive():
-    scores = np.tile(-np.arange(12, dtype=np.float32), (3, 1))  # candidate i has rank i + 1
-    metrics = rank_metrics(scores, np.array([4, 9, 10]))  # ranks 5, 10, 11
-    assert metrics["acc@5"] == pytest.approx(1 / 3)
-    assert metrics["acc@10"] == pytest.approx(2 / 3)
-    assert metrics["ndcg@10"] == pytest.approx((1 / math.log2(6) + 1 / math.log2(11)) / 3)
-
-
-def test_nan_scores_rank_last():
-    scores = np.array([[np.nan, 0.1, 0.2], [0.5, np.nan, 0.1]])
-    assert target_ranks(scores, np.array([0, 0])).tolist() == [3, 1]
-
-
-def test_mismatched_shapes_are_an_error():
-    with pytest.raises(ValueError, match="do not match"):
-        rank_metrics(np.zeros((2, 3)), np.array([0, 1, 2]))
-
-
-def test_category_scores_sum_venue_probabilities():
-    split = make_split(random_events(seed=0))
-    probs = np.full((2, len(split.venues)), 1.0 / len(split.venues), dtype=np.float32)
-    categories = venue_to_category_scores(split, probs)
-    share = split.venues["category_idx"].value_counts(normalize=True).sort_index().to_numpy()
-    np.testing.assert_allclose(categories[0], share, rtol=1e-5)
 
 
 class _Oracle:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from interestgeo.evaluate import Scorer, rank_metrics, venue_to_category_scores
+from interestgeo.metrics import Scorer, rank_metrics, venue_to_category_scores
 from interestgeo.split import Samples, Split, history_rows, previous_rows
 
 __all__ = [
