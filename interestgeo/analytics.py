@@ -53,13 +53,13 @@ from interestgeo.cells import cell_to_parent, latlng_to_cell
 from interestgeo.changepoints import change_points
 from interestgeo.config import Config
 from interestgeo.topics import Topics, probabilities_from_similarities, topic_probabilities, topic_similarities
+from interestgeo.windows import window_keys, window_starts
 
 if TYPE_CHECKING:
     from interestgeo.store import Store
 
 __all__ = [
     "ANALYST_ONLY",
-    "WINDOWS",
     "Filters",
     "ScoredEvents",
     "Venues",
@@ -87,7 +87,6 @@ __all__ = [
     "user_profile",
     "user_drift",
     "next_interests",
-    "window_starts",
     "user_event_positions",
     "to_utc",
     "parse_ranges",
@@ -99,8 +98,6 @@ __all__ = [
     "drift_command",
     "h3_str",
 ]
-
-WINDOWS = ("hour", "day", "week", "month")
 
 
 # --------------------------------------------------------------------------------------------
@@ -304,22 +301,8 @@ class ScoredEvents:
         return self._parents[resolution]
 
     def window_keys(self, window: str) -> np.ndarray:
-        """(N,) int64 key of each event's local time window (see `window_starts`)."""
-        if window == "hour":
-            return self.local_ns.astype("datetime64[h]").astype(np.int64)
-        if window == "day":
-            return self.day
-        if window == "week":
-            return (self.day + 3) // 7 * 7 - 3  # the Monday on or before (1970-01-01 was a Thursday)
-        if window == "month":
-            return self.local_ns.astype("datetime64[M]").astype(np.int64)
-        raise ValueError(f"unknown window {window!r}; windows are {', '.join(WINDOWS)}")
-
-
-def window_starts(keys: np.ndarray, window: str) -> np.ndarray:
-    """Window keys (from `ScoredEvents.window_keys`) -> naive local datetime64[ns] window starts."""
-    unit = {"hour": "h", "day": "D", "week": "D", "month": "M"}[window]
-    return np.asarray(keys, dtype=np.int64).astype(f"datetime64[{unit}]").astype("datetime64[ns]")
+        """(N,) int64 key of each event's local time window (see `windows.window_starts`)."""
+        return window_keys(self.local_ns, window)
 
 
 def load_scored(

@@ -55,10 +55,10 @@ from interestgeo.analytics import (
     analyst_only,
     filter_mask,
     user_event_positions,
-    window_starts,
 )
 from interestgeo.areas import AREAS_FILE, named_area_geometries, points_to_areas
 from interestgeo.cells import cells_to_str
+from interestgeo.windows import weekday, window_starts
 
 __all__ = [
     "FORECAST_WINDOWS",
@@ -280,7 +280,7 @@ def _series(
         shares[slot[g_region[keep]], g_window[keep]] = group_shares[keep]
         people[slot[g_region[keep]], g_window[keep]] = group_people[keep]
     keys = first + _STEP_DAYS[window] * np.arange(n_windows, dtype=np.int64)
-    series = _Series(shares, people, users_all[candidates], window_starts(keys, window), (keys + 3) % 7, k)
+    series = _Series(shares, people, users_all[candidates], window_starts(keys, window), weekday(keys), k)
     return series, users_all, candidates
 
 

@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from interestgeo.config import Config, TextConfig
+from interestgeo.windows import monday_on_or_before
 
 if TYPE_CHECKING:
     from interestgeo.score import ScoreReport
@@ -215,7 +216,7 @@ def _partition_keys(day_ns: np.ndarray, cells: np.ndarray, parent_resolution: in
     from interestgeo.cells import cell_to_parent
 
     day = np.asarray(day_ns).astype("datetime64[D]").astype(np.int64)
-    week = ((day + 3) // 7 * 7 - 3).astype("datetime64[D]")  # the Monday on or before (1970-01-01 was a Thursday)
+    week = monday_on_or_before(day).astype("datetime64[D]")
     return week, cell_to_parent(cells, parent_resolution)
 
 

@@ -63,6 +63,7 @@ from interestgeo.calibration import (
 from interestgeo.calibration import unit as _unit
 from interestgeo.config import Config
 from interestgeo.topics import Topics, assign_event_topics, derive_topics, topic_similarities, topics_from_phrases
+from interestgeo.windows import window_floor
 
 if TYPE_CHECKING:
     from interestgeo.store import Store
@@ -637,7 +638,7 @@ def _write_aggregates(
         start = None if from_day is None else from_day[dataset_id]
         for window in config.analytics.stored_windows:
             # windows overlapping the start day are recomputed whole: start from the window's start
-            window_from = None if start is None else _window_floor(start, window)
+            window_from = None if start is None else window_floor(start, window)
             filters = Filters(
                 datasets=(dataset_id,),
                 date_from=None if window_from is None else pd.Timestamp(window_from).date(),
@@ -674,16 +675,6 @@ def _write_aggregates(
                 "cell_window_vectors", window, columns, cell_vectors,
                 datasets=[dataset_id], from_start=window_from, resolution=resolutions,
             )
-
-
-def _window_floor(day: np.datetime64, window: str) -> np.datetime64:
-    """Start (local, naive) of the window holding local day `day`."""
-    d = np.datetime64(day, "D").astype(np.int64)
-    if window == "week":
-        d = (d + 3) // 7 * 7 - 3
-    elif window == "month":
-        return np.datetime64(np.datetime64(day, "M"), "D")
-    return np.datetime64(int(d), "D")
 
 
 def score_store(
@@ -1057,7 +1048,7 @@ def _score_update(
     with store.transaction():
         store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors, sims)
         starts = dict(zip(datasets, from_day))
-        earliest = min(_window_floor(d, w) for d in from_day for w in config.analytics.stored_windows)
+        earliest = min(window_floor(d, w) for d in from_day for w in config.analytics.stored_windows)
         events, stored_vectors = store.scored_events(datasets, pd.Timestamp(earliest).to_pydatetime())
         scored = ScoredEvents(events, stored_vectors, topics, config)
         _write_aggregates(store, config, scored, datasets, starts)

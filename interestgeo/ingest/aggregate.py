@@ -15,11 +15,10 @@ import numpy as np
 import pandas as pd
 
 from interestgeo.cells import cell_to_parent
+from interestgeo.windows import MONDAY_OFFSET_H, WINDOW_HOURS
 
 __all__ = ["cell_window_counts"]
 
-_MONDAY_OFFSET_H = 4 * 24
-_WINDOW_HOURS = {"hour": 1, "day": 24, "week": 168}
 # Groups are counted with bincount while there are at most this many possible (window, cell)
 # groups per row; sparser ones are sorted (first-touching big bincount arrays cost more).
 _BINCOUNT_DENSITY = 1.0
@@ -65,8 +64,8 @@ def cell_window_counts(
         # (parent rank of each unique cell, the distinct parents in rank order)
         parents[resolution] = (np.cumsum(changed, dtype=np.int32), parent_of_unique[run_starts])
     parts = []
-    for window, width in _WINDOW_HOURS.items():
-        offset = _MONDAY_OFFSET_H if window == "week" else 0
+    for window, width in WINDOW_HOURS.items():
+        offset = MONDAY_OFFSET_H if window == "week" else 0
         counted = [r for r in resolutions if window != "hour" or hour_resolutions is None or r in hour_resolutions]
         if not counted:
             continue
@@ -85,7 +84,7 @@ def cell_window_counts(
             keys, events, visitors = _group_counts(group, first_visit, n_windows * len(parent_cells))
             parts.append((
                 np.full(len(keys), resolution, dtype=np.int8),
-                np.full(len(keys), list(_WINDOW_HOURS).index(window), dtype=np.int8),
+                np.full(len(keys), list(WINDOW_HOURS).index(window), dtype=np.int8),
                 ((keys // len(parent_cells) + first) * width + offset).astype("datetime64[h]").astype("datetime64[us]"),
                 parent_cells[keys % len(parent_cells)],
                 events.astype(np.int32),
@@ -96,7 +95,7 @@ def cell_window_counts(
         np.empty(0, dtype) for dtype in (np.int8, np.int8, "datetime64[us]", np.int64, np.int32, np.int32)]
     return pd.DataFrame({
         "resolution": columns[0],
-        "window_size": pd.Categorical.from_codes(columns[1], categories=list(_WINDOW_HOURS)),
+        "window_size": pd.Categorical.from_codes(columns[1], categories=list(WINDOW_HOURS)),
         "window_start": columns[2],
         "cell": columns[3],
         "events": columns[4],
