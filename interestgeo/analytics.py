@@ -52,6 +52,7 @@ from interestgeo.access import ANALYST_ONLY, analyst_only
 from interestgeo.cells import cell_to_parent, latlng_to_cell
 from interestgeo.changepoints import change_points
 from interestgeo.config import Config
+from interestgeo.geo import haversine_km
 from interestgeo.topics import Topics, probabilities_from_similarities, topic_probabilities, topic_similarities
 from interestgeo.windows import window_keys, window_starts
 
@@ -963,12 +964,6 @@ def _same_place_once(venues: pd.DataFrame) -> pd.DataFrame:
     return merged.sort_values("probability", ascending=False, kind="stable").reset_index(drop=True)
 
 
-def _haversine_km(lat: np.ndarray, lon: np.ndarray, lat0: float, lon0: float) -> np.ndarray:
-    p = np.pi / 180.0
-    a = np.sin((lat - lat0) * p / 2) ** 2 + np.cos(lat0 * p) * np.cos(lat * p) * np.sin((lon - lon0) * p / 2) ** 2
-    return 2 * 6371.0088 * np.arcsin(np.sqrt(a))
-
-
 @analyst_only
 def next_interests(
     scored: ScoredEvents,
@@ -1005,7 +1000,7 @@ def next_interests(
         venues = _same_place_once(venue_model(mine.reset_index(drop=True), 3 * k if place is None else 50 * k))
         # how far each is (from the place, else from the person's latest event)
         origin = place if place is not None else (float(mine["lat"].iloc[-1]), float(mine["lon"].iloc[-1]))
-        venues = venues.assign(distance_km=_haversine_km(venues["lat"].to_numpy(), venues["lon"].to_numpy(), *origin))
+        venues = venues.assign(distance_km=haversine_km(*origin, venues["lat"].to_numpy(), venues["lon"].to_numpy()))
         if place is not None:
             venues = venues[venues["distance_km"] <= scored.config.analytics.next_radius_km].head(k)
             venues = venues.assign(probability=venues["probability"] / max(venues["probability"].sum(), 1e-12))
@@ -1016,7 +1011,7 @@ def next_interests(
     frame = scored.venues.frame.copy()
     frame["score"] = scored.venues.vectors @ profile.vector
     if place is not None:
-        frame["distance_km"] = _haversine_km(frame["lat"].to_numpy(), frame["lon"].to_numpy(), place[0], place[1])
+        frame["distance_km"] = haversine_km(place[0], place[1], frame["lat"].to_numpy(), frame["lon"].to_numpy())
         frame = frame[frame["distance_km"] <= scored.config.analytics.next_radius_km]
     frame["branches"] = frame.groupby("text")["text"].transform("size")
     # equal texts can differ in the last float bits (BLAS blocking), so ties are judged at 1e-6

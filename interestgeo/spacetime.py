@@ -22,13 +22,13 @@ import torch.nn as nn
 
 from interestgeo.cells import cell_to_parent
 from interestgeo.config import ModelConfig
+from interestgeo.geo import KM_PER_DEG_LAT, haversine_km
 
 __all__ = [
     "CellVocab",
     "EventFeatures",
     "SpaceTimeEncoder",
     "cyclic_time",
-    "distances_km",
     "event_features",
     "fourier_features",
 ]
@@ -36,7 +36,6 @@ __all__ = [
 # Continuous per-event features fed to the encoder (besides cells): see `EventFeatures.cont`.
 N_TIME_FEATURES = 6  # sin/cos hour, sin/cos weekday, sin/cos hour-of-week
 N_CONT_FEATURES = N_TIME_FEATURES + 2  # + log gap since previous, log distance from previous
-_KM_PER_DEG_LAT = 110.57
 
 
 @dataclass
@@ -71,14 +70,6 @@ class CellVocab:
         return out
 
 
-def distances_km(lat1: np.ndarray, lon1: np.ndarray, lat2: np.ndarray, lon2: np.ndarray) -> np.ndarray:
-    """Great-circle distance in km (haversine), elementwise with numpy broadcasting."""
-    p1, p2 = np.radians(lat1), np.radians(lat2)
-    dp, dl = p2 - p1, np.radians(lon2) - np.radians(lon1)
-    a = np.sin(dp / 2) ** 2 + np.cos(p1) * np.cos(p2) * np.sin(dl / 2) ** 2
-    return 2 * 6371.0088 * np.arcsin(np.sqrt(np.clip(a, 0.0, 1.0)))
-
-
 def cyclic_time(local_hour: np.ndarray, dow: np.ndarray) -> np.ndarray:
     """(N, 6) float32: sin/cos of the hour of day, the weekday and the hour of the week.
 
@@ -96,8 +87,8 @@ def fourier_features(lat: torch.Tensor, lon: torch.Tensor, n_freqs: int, centre:
 
     Coordinates are first turned into km offsets from `centre` (the training data's mean).
     """
-    y = (lat - centre[0]) * _KM_PER_DEG_LAT
-    x = (lon - centre[1]) * _KM_PER_DEG_LAT * math.cos(math.radians(centre[0]))
+    y = (lat - centre[0]) * KM_PER_DEG_LAT
+    x = (lon - centre[1]) * KM_PER_DEG_LAT * math.cos(math.radians(centre[0]))
     scales = torch.logspace(math.log10(0.2), math.log10(50.0), n_freqs, dtype=lat.dtype, device=lat.device)
     xy = torch.stack([x, y], dim=-1).unsqueeze(-1) / scales * 2 * math.pi  # (..., 2, F)
     return torch.cat([torch.sin(xy), torch.cos(xy)], dim=-1).flatten(-2)  # (..., 4F)
@@ -135,7 +126,7 @@ def event_features(events: pd.DataFrame) -> EventFeatures:
     dist = np.zeros(n, dtype=np.float64)
     if n > 1:
         gap[1:] = np.where(same[1:], (ts[1:] - ts[:-1]) / 3600.0, 0.0)
-        dist[1:] = np.where(same[1:], distances_km(lat[:-1], lon[:-1], lat[1:], lon[1:]), 0.0)
+        dist[1:] = np.where(same[1:], haversine_km(lat[:-1], lon[:-1], lat[1:], lon[1:]), 0.0)
     gap = np.clip(gap, 0.0, None)
     cont = np.concatenate(
         [cyclic_time(hour, dow), np.log1p(gap)[:, None], np.log1p(dist)[:, None]], axis=1

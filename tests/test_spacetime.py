@@ -9,12 +9,12 @@ import torch
 
 from interestgeo.cells import latlng_to_cell
 from interestgeo.config import ModelConfig
+from interestgeo.geo import haversine_km
 from interestgeo.spacetime import (
     N_CONT_FEATURES,
     CellVocab,
     SpaceTimeEncoder,
     cyclic_time,
-    distances_km,
     event_features,
     fourier_features,
 )
@@ -43,12 +43,6 @@ def test_cyclic_time_wraps_around_midnight_and_the_week() -> None:
     assert np.abs(t[2] - t[1]).max() > 0.5
 
 
-def test_distances_match_h3_great_circle() -> None:
-    got = distances_km(np.array([40.7580]), np.array([-73.9855]), np.array([40.6892]), np.array([-74.0445]))
-    want = h3.great_circle_distance((40.7580, -73.9855), (40.6892, -74.0445), unit="km")
-    assert abs(got[0] - want) < 1e-3
-
-
 def test_event_features_look_only_at_the_same_users_previous_event() -> None:
     ts = pd.to_datetime(["2012-04-02 10:00", "2012-04-02 12:00", "2012-04-02 13:00"], utc=True)
     events = pd.DataFrame({
@@ -60,7 +54,7 @@ def test_event_features_look_only_at_the_same_users_previous_event() -> None:
     assert f.cont.shape == (3, N_CONT_FEATURES)
     np.testing.assert_allclose(f.gap_hours, [0.0, 2.0, 0.0])  # user b's first event has no gap
     assert f.cont[0, 7] == 0.0 and f.cont[2, 7] == 0.0
-    assert abs(np.expm1(f.cont[1, 7]) - distances_km(40.70, -74.0, 40.71, -74.0)) < 1e-4
+    assert abs(np.expm1(f.cont[1, 7]) - haversine_km(40.70, -74.0, 40.71, -74.0)) < 1e-4
 
 
 def test_encoder_output_shape_and_fourier_scales() -> None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from interestgeo.geo import pairwise_haversine_km
 from interestgeo.metrics import Scorer, rank_metrics, venue_to_category_scores
 from interestgeo.split import Samples, Split, history_rows, previous_rows
 
@@ -34,10 +35,9 @@ __all__ = [
     "visit_counts",
     "user_transition_counts",
     "global_transition_counts",
-    "distances_km",
+    "venue_distances_km",
 ]
 
-EARTH_RADIUS_KM = 6371.0088
 # Distance-decay lengths tried on validation: from "next door" to "across the neighbourhood".
 DECAY_KM_GRID = (0.05, 0.1, 0.2, 0.5, 1.0, 2.0)
 # Blend weights tried per component; relative to the user Markov weight, which stays 1.
@@ -108,15 +108,11 @@ def global_transition_counts(split: Split, samples: Samples) -> np.ndarray:
     return out
 
 
-def distances_km(split: Split, samples: Samples) -> np.ndarray:
+def venue_distances_km(split: Split, samples: Samples) -> np.ndarray:
     """(n, V) great-circle distance from each sample's previous event to every venue."""
     previous = previous_rows(samples)
-    lat = np.radians(split.events["lat"].to_numpy()[previous])[:, None]  # (n, 1)
-    lon = np.radians(split.events["lon"].to_numpy()[previous])[:, None]
-    venue_lat = np.radians(split.venues["lat"].to_numpy())[None, :]  # (1, V)
-    venue_lon = np.radians(split.venues["lon"].to_numpy())[None, :]
-    h = np.sin((venue_lat - lat) / 2) ** 2 + np.cos(lat) * np.cos(venue_lat) * np.sin((venue_lon - lon) / 2) ** 2
-    return (2 * EARTH_RADIUS_KM * np.arcsin(np.sqrt(np.clip(h, 0.0, 1.0)))).astype(np.float32)
+    lat, lon = split.events["lat"].to_numpy()[previous], split.events["lon"].to_numpy()[previous]
+    return pairwise_haversine_km(lat, lon, split.venues["lat"].to_numpy(), split.venues["lon"].to_numpy()).astype(np.float32)
 
 
 def _previous_venues(split: Split, samples: Samples) -> np.ndarray:
@@ -175,7 +171,7 @@ _FEATURES = {
     "visits": visit_counts,
     "user_transitions": user_transition_counts,
     "global_transitions": global_transition_counts,
-    "distances": distances_km,
+    "distances": venue_distances_km,
 }
 
 

@@ -15,7 +15,7 @@ from interestgeo.eval.baselines import (
     NearestPopularScorer,
     PopularityScorer,
     UserFrequencyScorer,
-    distances_km,
+    venue_distances_km,
     global_transition_counts,
     make_baselines,
     popularity,
@@ -117,7 +117,7 @@ def test_features_match_plain_loops_on_the_first_four_samples():
 
 def test_distances_are_great_circle_kilometres():
     split = _hand_split()
-    distance = distances_km(split, split.test)
+    distance = venue_distances_km(split, split.test)
     ev = split.events
     prev = previous_rows(split.test)[0]
     venue = split.venues["item_id"].tolist().index(ev.loc[prev, "item_id"])
