@@ -53,6 +53,7 @@ from interestgeo.cells import cell_to_parent, latlng_to_cell
 from interestgeo.changepoints import change_points
 from interestgeo.config import Config
 from interestgeo.geo import haversine_km
+from interestgeo.schema import user_key_columns, user_keys
 from interestgeo.topics import Topics, probabilities_from_similarities, topic_probabilities, topic_similarities
 from interestgeo.windows import window_keys, window_starts
 
@@ -251,8 +252,7 @@ class ScoredEvents:
                 topic_probabilities(self._vectors, topics, temperature)
                 if topic_sims is None else probabilities_from_similarities(topic_sims, temperature)
             )
-        user_keys = ev["dataset_id"].astype(np.int64).astype(str) + ":" + ev["user_id"].astype(str)
-        codes, self.user_keys = pd.factorize(user_keys, sort=True)
+        codes, self.user_keys = pd.factorize(user_keys(ev), sort=True)
         self.user_codes = codes.astype(np.int64)  # (N,) dense code of (dataset_id, user_id)
         self.cells = ev["cell"].to_numpy(np.int64)
         self.dataset_ids = ev["dataset_id"].to_numpy(np.int64)
@@ -598,11 +598,11 @@ def aggregate_user_windows(
     vectors, _ = _normalise(groups.mean_rows(scored.vectors))
     n_windows = len(window_values)
     keys = pd.Series(np.asarray(scored.user_keys, dtype=object)[user_values[groups.keys // n_windows]])
-    parts = keys.str.split(":", n=1, expand=True) if len(keys) else pd.DataFrame({0: [], 1: []})
+    users = user_key_columns(keys)
     frame = pd.DataFrame(
         {
-            "dataset_id": parts[0].astype(np.int64).to_numpy(),
-            "user_id": parts[1].astype(str).to_numpy(),
+            "dataset_id": users["dataset_id"].to_numpy(),
+            "user_id": users["user_id"].to_numpy(),
             "window_start": window_starts(window_values[groups.keys % n_windows], window),
             "events": groups.events,
         }
@@ -878,11 +878,11 @@ def interested_users(
     groups = _group(scored, idx, np.zeros(len(idx), dtype=np.int64))
     affinity = groups.pair_mean(s) if len(idx) else np.zeros(0)
     keys = pd.Series(np.asarray(scored.user_keys, dtype=object)[groups.pair_user])
-    parts = keys.str.split(":", n=1, expand=True) if len(keys) else pd.DataFrame({0: [], 1: []})
+    users = user_key_columns(keys)
     out = pd.DataFrame(
         {
-            "dataset_id": parts[0].astype(np.int64),
-            "user_id": parts[1].astype(str),
+            "dataset_id": users["dataset_id"],
+            "user_id": users["user_id"],
             "events": np.bincount(groups.pair, minlength=len(affinity)),
             "affinity": affinity,
         }

@@ -25,6 +25,7 @@ import numpy as np
 import pandas as pd
 
 from interestgeo.metrics import next_text_mrr
+from interestgeo.schema import user_keys
 
 __all__ = [
     "Calibration",
@@ -80,7 +81,7 @@ def next_event_pairs(
     """(rows i (n,), index of event i + 1's text (n,), the distinct texts): up to `limit` pairs of
     consecutive events of one user whose second event is at or after `cutoff` (all when None),
     evenly spread, in row order."""
-    users = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
+    users = user_keys(events).to_numpy()
     texts = events["text"].astype(str).to_numpy()
     distinct, inverse = np.unique(texts, return_inverse=True)
     ok = users[1:] == users[:-1]

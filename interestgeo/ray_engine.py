@@ -50,6 +50,7 @@ import numpy as np
 import pandas as pd
 
 from interestgeo.config import Config, TextConfig
+from interestgeo.schema import user_keys
 from interestgeo.windows import monday_on_or_before
 
 if TYPE_CHECKING:
@@ -205,8 +206,7 @@ def embed_missing_texts(
 def _user_buckets(table: Any, buckets: int) -> np.ndarray:
     """(N,) int64 bucket of each event's (dataset, user): a stable hash (Python's hash() is salted
     per process, and every process must agree)."""
-    dataset = table.column("dataset_id").to_numpy().astype(str).astype(object)
-    keys = dataset + ":" + np.asarray(table.column("user_id").to_pylist(), dtype=object)
+    keys = user_keys(table.select(["dataset_id", "user_id"]).to_pandas()).to_numpy(dtype=object)
     return (pd.util.hash_array(keys) % np.uint64(buckets)).astype(np.int64)
 
 

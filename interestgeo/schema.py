@@ -33,6 +33,9 @@ import re
 from dataclasses import dataclass, field, fields, replace
 from datetime import datetime, timezone
 
+import numpy as np
+import pandas as pd
+
 __all__ = [
     "ColumnMapping",
     "OPTIONAL_FIELDS",
@@ -46,6 +49,8 @@ __all__ = [
     "MAX_TZ_OFFSET_MIN",
     "detect_mapping",
     "normalise_name",
+    "user_keys",
+    "user_key_columns",
 ]
 
 REQUIRED_FIELDS = ("user_id", "ts", "lat", "lon", "text")
@@ -203,3 +208,22 @@ def detect_mapping(columns: list[str]) -> ColumnMapping:
     if found["category"]:
         text_cols.append(found["category"])
     return ColumnMapping(**found, text=tuple(text_cols), source_columns=list(columns))
+
+
+# ---------------------------------------------------------------------------- the user key
+
+# A user is (dataset_id, user_id): user ids are scoped to their dataset. Joined into one string
+# "dataset_id:user_id" wherever users are grouped, compared or factorised in one pandas pass; the
+# dataset id (an integer) never holds ":", so the first ":" splits a key back.
+USER_KEY_SEPARATOR = ":"
+
+
+def user_keys(events: pd.DataFrame) -> pd.Series:
+    """(N,) object "dataset_id:user_id" of each row of a frame with those two columns."""
+    return events["dataset_id"].astype(str) + USER_KEY_SEPARATOR + events["user_id"].astype(str)
+
+
+def user_key_columns(keys: pd.Series) -> pd.DataFrame:
+    """Keys from `user_keys` -> columns dataset_id (int64) and user_id (str), index kept."""
+    parts = keys.str.split(USER_KEY_SEPARATOR, n=1, expand=True) if len(keys) else pd.DataFrame({0: [], 1: []})
+    return pd.DataFrame({"dataset_id": parts[0].astype(np.int64), "user_id": parts[1].astype(str)})

@@ -62,6 +62,7 @@ from interestgeo.calibration import (
 )
 from interestgeo.calibration import unit as _unit
 from interestgeo.config import Config
+from interestgeo.schema import user_keys
 from interestgeo.topics import Topics, assign_event_topics, derive_topics, topic_similarities, topics_from_phrases
 from interestgeo.windows import window_floor
 
@@ -141,7 +142,7 @@ class RecencySource:
         texts = self._text_vectors(list(unique))  # (U, D): one lookup per distinct text, not per event
         out = np.zeros((len(events), texts.shape[1]), dtype=np.float32)
         seconds = events["ts"].to_numpy("datetime64[ns]").astype(np.int64) / 1e9
-        users = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
+        users = user_keys(events).to_numpy()
         rate = np.log(2.0) / (self.half_life_days * 86400.0)
         state = np.zeros(texts.shape[1], dtype=np.float64)
         for i in range(len(events)):
@@ -238,7 +239,7 @@ class BlendedSource:
 
     def last_interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
         """(users, D): each user's vector after their last event (the model part computed for it only)."""
-        keys = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
+        keys = user_keys(events).to_numpy()
         last = np.append(np.flatnonzero(keys[1:] != keys[:-1]), len(keys) - 1)
         weights = self.row_weights(events)[last]
         if hasattr(self.model, "last_interest_vectors"):

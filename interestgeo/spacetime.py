@@ -23,6 +23,7 @@ import torch.nn as nn
 from interestgeo.cells import cell_to_parent
 from interestgeo.config import ModelConfig
 from interestgeo.geo import KM_PER_DEG_LAT, haversine_km
+from interestgeo.schema import user_keys
 
 __all__ = [
     "CellVocab",
@@ -118,7 +119,7 @@ def event_features(events: pd.DataFrame) -> EventFeatures:
     lon = events["lon"].to_numpy(dtype=np.float64)
     # seconds since the epoch; via datetime64[ns] explicitly, whatever unit the frame's column uses
     ts = pd.to_datetime(events["ts"], utc=True).dt.tz_localize(None).to_numpy("datetime64[ns]").astype(np.int64) / 1e9
-    user = (events["dataset_id"].astype(str) + ":" + events["user_id"].astype(str)).to_numpy()
+    user = user_keys(events).to_numpy()
     same = np.zeros(n, dtype=bool)
     if n > 1:
         same[1:] = user[1:] == user[:-1]

@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 
 from interestgeo.config import Config
+from interestgeo.schema import user_keys
 
 __all__ = [
     "PARTS",
@@ -125,7 +126,7 @@ def make_split(events: pd.DataFrame, config: Config | None = None, protocol: Spl
     if len(events) == 0:
         raise ValueError("no events to split")
     ev = events.sort_values(["dataset_id", "user_id", "ts", "event_id"], kind="stable").reset_index(drop=True)
-    ev["user_key"] = ev["dataset_id"].astype(str) + ":" + ev["user_id"].astype(str)
+    ev["user_key"] = user_keys(ev)
     ts_ns = ev["ts"].to_numpy(dtype="datetime64[ns]").astype(np.int64)
 
     val_start, test_start = _period_starts(ts_ns, ev["event_id"].to_numpy(), protocol)

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+import pandas as pd
 import pytest
 
-from interestgeo.schema import ColumnMapping, detect_mapping, normalise_name
+from interestgeo.schema import ColumnMapping, detect_mapping, normalise_name, user_key_columns, user_keys
 
 NYC = ["user_id", "venue_id", "venue_name", "venue_category", "category_path", "latitude", "longitude",
        "utc_time", "tz_offset_min"]
@@ -71,3 +73,12 @@ def test_bad_overrides_raise_one_line_value_errors(override: str, message: str) 
 def test_to_dict_lists_only_mapped_fields() -> None:
     d = ColumnMapping(user_id="u", ts="t", lat="a", lon="b", text=("x", "y")).to_dict()
     assert d == {"user_id": "u", "ts": "t", "lat": "a", "lon": "b", "text": ["x", "y"]}
+
+
+def test_user_keys_join_dataset_and_user_and_split_back_at_the_first_colon():
+    events = pd.DataFrame({"dataset_id": np.array([1, 12, 1], dtype=np.int32), "user_id": ["a", "b:c", "7"]})
+    keys = user_keys(events)
+    assert keys.tolist() == ["1:a", "12:b:c", "1:7"]
+    back = user_key_columns(keys)
+    assert back["dataset_id"].tolist() == [1, 12, 1] and back["user_id"].tolist() == ["a", "b:c", "7"]
+    assert list(user_key_columns(keys.iloc[:0]).columns) == ["dataset_id", "user_id"]
