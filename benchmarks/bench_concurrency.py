@@ -1,6 +1,6 @@
 """What short-lived read connections cost the dashboard, and how long a load waits for it.
 
-Since the dashboard stopped holding a connection (store_access.py), each uncached query opens a
+Since the dashboard stopped holding a connection (store/file_access.py), each uncached query opens a
 read-only store and closes it. In one run, on the demo store (the shipped NYC file, 113k events):
 
     1. reference: `Store.datasets()` on a connection held open (the old dashboard);
@@ -35,7 +35,7 @@ READ_LOOP = """
 import sys, time
 from interestgeo.config import Config, StoreConfig
 from interestgeo.store import Store
-from interestgeo.store_access import StoreBusy
+from interestgeo.store import StoreBusy
 db = sys.argv[1]
 config = Config(store=StoreConfig(path=db, read_wait_s=0.5))
 print("ready", flush=True)

@@ -53,7 +53,7 @@ class StoreConfig:
     # DuckDB threads; None lets DuckDB use every core.
     threads: int | None = None
     # How long a reader (a dashboard query) waits for a writer's commit before saying "reload in a
-    # moment": short, as a person is looking at the page (see store_access.py).
+    # moment": short, as a person is looking at the page (see store/file_access.py).
     read_wait_s: float = 3.0
     # How long a writer (ingest, score, an upload) waits for another write or for readers'
     # queries before giving up with one sentence; a second load waits for the first this long.

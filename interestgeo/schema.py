@@ -15,7 +15,7 @@ Column detection works on normalised header names (lower case, only letters and 
 plain alias table: predictable, explainable on the Upload page, and overridable with an
 explicit mapping (`--map text=venue_name+venue_category`).
 
-Timestamps (parsed in SQL by store.py, tried in this order):
+Timestamps (parsed in SQL by store/ingest_session.py, tried in this order):
     ISO 8601                       `2012-04-03T18:00:09Z`, `2012-04-03 18:00:09+02:00`, fractional
                                    seconds, a bare date; without an offset the time is taken as UTC
     epoch seconds / milliseconds   a plain number; >= 1e11 means milliseconds (1e11 s is the

@@ -71,12 +71,12 @@ def config_key(config: Config) -> str:
     `_config_from`) plus the database's data version, so a reload after a load or a scoring run,
     from this dashboard or from the CLI in another process, reads the new data.
 
-    The version is a stat of the file (store_access.data_version: no connection); it holds still
+    The version is a stat of the file (store.data_version: no connection); it holds still
     while a writer works, so the cached views stay up during a load. When it moves, the big
     per-database resources (the scored events and their vectors, the venues, the model) of the
     old version are dropped at once rather than when their cache evicts them.
     """
-    from interestgeo.store_access import data_version
+    from interestgeo.store import data_version
 
     path = db_path(config)
     version = data_version(path)
@@ -422,7 +422,7 @@ def interest_model(path: str, config_json: str) -> Any | None:
     """The trained model (latest checkpoint), or None when none is trained yet."""
     from interestgeo.score import load_source
 
-    from interestgeo.store_access import StoreOnDemand
+    from interestgeo.store import StoreOnDemand
 
     config = _config_from(config_json)
     if TRAINING.locked():
@@ -751,7 +751,7 @@ def filter_bar(config: Config) -> FilterState | None:
     if TRAINING.locked():
         st.sidebar.info(f"Filters: {TRAINING_NOTE}.")
         return None
-    from interestgeo.store_access import StoreBusy
+    from interestgeo.store import StoreBusy
 
     try:
         frame = datasets(db_path(config), config_key(config))
@@ -1057,7 +1057,7 @@ def start_page(title: str, *, needs_scores: str | None = None) -> tuple[Config, 
         st.info(f"Not now: {TRAINING_NOTE}.", icon=":material/hourglass_top:")
         return None
     if filters is None:
-        from interestgeo.store_access import BUSY_READ, writer_active
+        from interestgeo.store.file_access import BUSY_READ, writer_active
 
         if writer_active(config.store.path):  # no filters because a writer holds the file, not for want of data
             st.info(f"Not now: {BUSY_READ}.", icon=":material/hourglass_top:")
@@ -1073,7 +1073,7 @@ def start_page(title: str, *, needs_scores: str | None = None) -> tuple[Config, 
 
 def run_guarded(page: Callable[[], None]) -> None:
     """Run a page; an unexpected error becomes one message (the traceback goes to the server log)."""
-    from interestgeo.store_access import StoreBusy
+    from interestgeo.store import StoreBusy
 
     try:
         page()

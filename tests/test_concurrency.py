@@ -18,11 +18,11 @@ from pathlib import Path
 
 import pytest
 
-from interestgeo import store_access
+from interestgeo.store import file_access
 from interestgeo.config import Config, StoreConfig
 from interestgeo.ingest import ingest_file
 from interestgeo.store import Store
-from interestgeo.store_access import StoreBusy, data_version, writer_active
+from interestgeo.store import StoreBusy, data_version, writer_active
 from test_app import app_env  # noqa: F401 (a fixture: a copy of the test database, events not scored)
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -93,7 +93,7 @@ READ_LOOP = """
 import json, sys, time
 from interestgeo.config import Config, StoreConfig
 from interestgeo.store import Store
-from interestgeo.store_access import StoreBusy
+from interestgeo.store import StoreBusy
 db, out, until = sys.argv[1], sys.argv[2], time.monotonic() + float(sys.argv[3])
 config = Config(store=StoreConfig(path=db, read_wait_s=0.2))
 seen, busy = [], 0
@@ -191,7 +191,7 @@ def test_a_reader_during_a_write_gets_one_plain_sentence_after_its_short_wait(db
         assert 0.3 <= time.monotonic() - started < 5
     finally:
         _finish(holder)
-    assert str(busy.value) == store_access.BUSY_READ
+    assert str(busy.value) == file_access.BUSY_READ
     assert not writer_active(db)  # the kernel dropped the killed writer's lock
     assert _counts(db)[2] == ["first"]
 
@@ -303,7 +303,7 @@ def test_the_dashboard_says_reload_in_a_moment_during_a_write_and_shows_the_new_
         fresh.run()
         assert_clean(fresh)
         notes = [i.value.replace("\\", "") for i in fresh.info]  # markdown-escaped
-        assert f"Not now: {store_access.BUSY_READ}." in notes, notes
+        assert f"Not now: {file_access.BUSY_READ}." in notes, notes
         shown = " ".join(str(e.value) for e in [*fresh.info, *fresh.markdown, *fresh.caption])
         assert not any(word in shown for word in LOCK_WORDS)
     finally:

@@ -31,7 +31,7 @@ from interestgeo.ingest._sniff import CsvFormat, check_gzip_size, content_hash, 
 from interestgeo.ingest.aggregate import cell_window_counts
 from interestgeo.ingest.report import REPORT_REJECTS, IngestError, IngestReport, Reject
 from interestgeo.schema import ColumnMapping, detect_mapping
-from interestgeo.store import Store
+from interestgeo.store import IngestSession, Store
 
 __all__ = ["Progress", "ingest_file"]
 
@@ -73,25 +73,26 @@ def ingest_file(
     mapping = mapping or detect_mapping(fmt.columns)
     _check_mapping(mapping, fmt.columns, path)
     now = datetime.now(timezone.utc)
-    try:
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            # The hash (the re-ingest key) is computed while DuckDB parses: on two cores this hides
-            # it. A file loaded before is found right after the parse and rolled back.
-            hashing = pool.submit(content_hash, path)
-            with store.transaction():
-                report = _load(store, path, fmt, mapping, dataset, hashing, now, pool, report_progress,
-                               pseudonym_key)
-    except _AlreadyLoaded as loaded:
-        return IngestReport(loaded.dataset_id, loaded.name, 0, 0, 0, 0, [], time.perf_counter() - started, 0.0, True,
-                            str(path), fmt.encoding, fmt.delimiter)
-    finally:
-        store.drop_ingest_temps()
+    # The session's temp tables are dropped when it ends, after the commit or the rollback.
+    with store.ingest_session() as session:
+        try:
+            with ThreadPoolExecutor(max_workers=1) as pool:
+                # The hash (the re-ingest key) is computed while DuckDB parses: on two cores this hides
+                # it. A file loaded before is found right after the parse and rolled back.
+                hashing = pool.submit(content_hash, path)
+                with store.transaction():
+                    report = _load(store, session, path, fmt, mapping, dataset, hashing, now, pool, report_progress,
+                                   pseudonym_key)
+        except _AlreadyLoaded as loaded:
+            return IngestReport(loaded.dataset_id, loaded.name, 0, 0, 0, 0, [], time.perf_counter() - started, 0.0,
+                                True, str(path), fmt.encoding, fmt.delimiter)
     elapsed = time.perf_counter() - started
     return replace(report, elapsed_s=elapsed, events_per_s=report.rows_read / elapsed if elapsed > 0 else 0.0)
 
 
 def _load(
     store: Store,
+    session: IngestSession,
     path: Path,
     fmt: CsvFormat,
     mapping: ColumnMapping,
@@ -107,13 +108,13 @@ def _load(
     The cell x window counting (numpy, one core) runs in `pool` while DuckDB writes the events
     (both release the GIL), so the two overlap on a multi-core machine.
     """
-    dataset_id = store.next_dataset_id()
+    dataset_id = session.next_dataset_id()
     report_progress(0.1, "parsing and validating CSV")
-    kept, _, csv_errors = _read_checked(store, path, fmt, mapping, now)
+    kept, _, csv_errors = _read_checked(session, path, fmt, mapping, now)
     if (csv_errors["error_type"] == "INVALID ENCODING").any():
         # Not UTF-8: read the whole file again as Latin-1 (every byte is valid there).
         fmt = replace(fmt, encoding="latin-1")
-        kept, _, csv_errors = _read_checked(store, path, fmt, mapping, now)
+        kept, _, csv_errors = _read_checked(session, path, fmt, mapping, now)
     content_hash = hashing.result()
     existing = store.dataset_by_hash(content_hash)
     if existing is not None:
@@ -122,23 +123,23 @@ def _load(
     rows_read = kept + len(csv_errors)
     if rows_read == 0:
         raise IngestError(f"{path.name}: no data rows after the header")
-    rejects = locate_rejects(path, fmt, store.checked_rejects(), csv_errors, kept)
+    rejects = locate_rejects(path, fmt, session.checked_rejects(), csv_errors, kept)
     if pseudonym_key is not None:
         from interestgeo.pseudonym import WITHHELD, pseudonymise
 
-        store.replace_checked_user_ids(lambda ids: pseudonymise(ids, pseudonym_key))
+        session.replace_checked_user_ids(lambda ids: pseudonymise(ids, pseudonym_key))
         rejects = rejects.assign(raw=WITHHELD)
-    users, cell_ranks, hours, unique_cells = store.prepare_checked(store.base_resolution)
+    users, cell_ranks, hours, unique_cells = session.prepare_checked(store.base_resolution)
     counting = pool.submit(
         cell_window_counts, users, unique_cells[cell_ranks], hours, store.map_resolutions,
         hour_resolutions=store.precomputed("hour"), ranked=(unique_cells, cell_ranks),
     )
     report_progress(0.45, "storing events")
-    stored, duplicates = store.insert_events(dataset_id)
-    store.insert_rejects(dataset_id, rejects)
+    stored, duplicates = session.insert_events(dataset_id)
+    session.insert_rejects(dataset_id, rejects)
     report_progress(0.7, "aggregating cells and windows")
-    store.insert_cell_windows(dataset_id, counting.result())
-    store.insert_dataset(
+    session.insert_cell_windows(dataset_id, counting.result())
+    session.insert_dataset(
         dataset_id,
         name=name,
         source=str(path),
@@ -170,11 +171,11 @@ def _load(
 
 
 def _read_checked(
-    store: Store, path: Path, fmt: CsvFormat, mapping: ColumnMapping, now: datetime
+    session: IngestSession, path: Path, fmt: CsvFormat, mapping: ColumnMapping, now: datetime
 ) -> tuple[int, int, pd.DataFrame]:
     try:
-        return store.read_csv_checked(path, mapping, fmt.columns, delimiter=fmt.delimiter, encoding=fmt.encoding,
-                                      compression=fmt.compression, now=now)
+        return session.read_csv_checked(path, mapping, fmt.columns, delimiter=fmt.delimiter, encoding=fmt.encoding,
+                                        compression=fmt.compression, now=now)
     except duckdb.Error as exc:
         raise IngestError(f"{path.name}: cannot be read as CSV ({_first_line(exc)})") from exc
 

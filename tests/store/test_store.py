@@ -14,8 +14,10 @@ from cell_windows_data import expected_cell_windows, sorted_cell_windows
 
 from interestgeo.config import Config
 from interestgeo.ingest import ingest_file
-import interestgeo.store as store_module
-from interestgeo.store import Store
+from interestgeo.score import RecencySource, score_store
+from interestgeo.store import SCHEMA_VERSION, Store, _schema, adapted_checkpoint_name
+from interestgeo.store._db import vectors_from_arrow
+from interestgeo.text import embed_texts, encoder_for
 
 EVENT_DTYPES = {
     "dataset_id": "int32", "event_id": "int64", "user_id": "str", "ts": "datetime64[us, UTC]",
@@ -129,10 +131,31 @@ def test_unknown_window_and_resolution_raise(sample_store: Store) -> None:
         sample_store.cell_aggregates(11, "day")
 
 
-def test_delete_dataset_removes_everything_derived(sample_store: Store) -> None:
+def test_delete_dataset_removes_everything_derived(sample_store: Store, tmp_config: Config, tmp_path: Path) -> None:
+    # Scored first (recency vectors: event, user x window and cell x window vectors, topics, the
+    # text cache), with a calibration and an adapted checkpoint, so every derived table has rows.
+    encoder = encoder_for(tmp_config.text)
+    score_store(sample_store, tmp_config, encoder=encoder,
+                source=RecencySource(lambda texts: embed_texts(sample_store, encoder, texts, warn=None)))
+    sample_store.write_calibration(1, "recency", pd.Timestamp("2012-04-10", tz="UTC").to_pydatetime(), 0.5, 4.0, 10,
+                                   0.3, 0.2, None, "{}")
+    folder = tmp_path / "adapted"
+    folder.mkdir()
+    sample_store.add_checkpoint(adapted_checkpoint_name("nyc-sample"), str(folder), "{}", "{}")
+    tables = [r[0] for r in sample_store.con.execute(
+        "SELECT DISTINCT table_name FROM duckdb_columns() WHERE column_name = 'dataset_id' AND NOT internal "
+        "AND database_name = current_database() ORDER BY 1").fetchall()]
+    assert {"event_vectors", "user_window_vectors", "cell_window_vectors", "dataset_calibration"} <= set(tables)
+
+    def rows(table: str) -> int:
+        return sample_store.con.execute(f"SELECT count(*) FROM {table} WHERE dataset_id = 1").fetchall()[0][0]
+
+    assert [table for table in tables if not rows(table)] == ["rejects"]  # the sample has no bad rows
+    assert sample_store.embedding_count(encoder.model_id) > 0
     assert sample_store.delete_dataset(1) is True
-    for table in ("events", "datasets", "rejects", "cell_windows"):
-        assert sample_store.con.execute(f"SELECT count(*) FROM {table}").fetchall() == [(0,)]
+    assert {table: rows(table) for table in tables} == {table: 0 for table in tables}
+    assert sample_store.embedding_count(encoder.model_id) == 0  # the texts were this dataset's alone
+    assert sample_store.checkpoints().empty and not folder.exists()
     assert sample_store.delete_dataset(1) is False
 
 
@@ -212,7 +235,7 @@ def test_files_that_store_local_hour_and_dow_keep_working(
 ) -> None:
     # A file from before local_hour and dow became generated columns stores them: ingest must
     # still fill them (NOT NULL there) and every read must give the same values as a new file.
-    old_schema = store_module._SCHEMA[2].replace(
+    old_schema = _schema.CORE_TABLES[2].replace(
         "GENERATED ALWAYS AS (hour(local_ts)) VIRTUAL", "NOT NULL"
     ).replace("GENERATED ALWAYS AS (isodow(local_ts) - 1) VIRTUAL", "NOT NULL")
     assert "GENERATED" not in old_schema and "events" in old_schema
@@ -231,6 +254,23 @@ def test_files_that_store_local_hour_and_dow_keep_working(
     pd.testing.assert_frame_equal(stored.drop(columns=["event_id"]), new.drop(columns=["event_id"]))
     assert new["local_hour"].tolist() == new["local_ts"].dt.hour.tolist()
     assert new["dow"].tolist() == new["local_ts"].dt.day_of_week.tolist()
+
+
+def test_a_version_0_file_is_migrated_on_a_write_open_and_read_as_is_read_only(tmp_path: Path) -> None:
+    # A file from before schema versions, with the window-key columns events once had.
+    path = tmp_path / "v0.duckdb"
+    con = duckdb.connect(str(path))
+    con.execute(_schema.CORE_TABLES[2])
+    con.execute("ALTER TABLE events ADD COLUMN week_start TIMESTAMP")
+    con.close()
+    with Store.open(path, read_only=True) as old:
+        assert old.schema_version == 0
+    with Store.open(path) as store:
+        assert store.schema_version == SCHEMA_VERSION
+        assert "week_start" not in store.events().columns
+        assert not _schema.has_column(store.con, "events", "week_start")
+    with Store.open(path) as again:  # migrated once
+        assert again.schema_version == SCHEMA_VERSION
 
 
 def test_duplicates_are_skipped_before_counting(tmp_store: Store, tmp_config: Config, tmp_path: Path) -> None:
@@ -268,12 +308,12 @@ def test_vectors_from_arrow_scatters_selected_rows_across_chunks() -> None:
         pa.ListArray.from_arrays(pa.array(np.arange(0, (len(c) + 1) * 3, 3, dtype=np.int32)), pa.array(c.reshape(-1)))
         for c in chunks
     ])
-    np.testing.assert_array_equal(Store._vectors_from_arrow(column, 7), vectors)
+    np.testing.assert_array_equal(vectors_from_arrow(column, 7), vectors)
     rows = np.array([6, 0, 4, 2])
-    np.testing.assert_array_equal(Store._vectors_from_arrow(column, 7, rows), vectors[rows])
+    np.testing.assert_array_equal(vectors_from_arrow(column, 7, rows), vectors[rows])
     every = np.array([3, 6, 0, 5, 1, 4, 2])  # all rows, reordered (a whole load)
-    np.testing.assert_array_equal(Store._vectors_from_arrow(column, 7, every), vectors[every])
-    assert Store._vectors_from_arrow(column, 7, rows[:0]).shape == (0, 3)
+    np.testing.assert_array_equal(vectors_from_arrow(column, 7, every), vectors[every])
+    assert vectors_from_arrow(column, 7, rows[:0]).shape == (0, 3)
 
 
 def test_topic_similarities_are_stored_with_the_vectors_and_dropped_with_their_topics(sample_store: Store) -> None:

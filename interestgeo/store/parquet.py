@@ -1,0 +1,101 @@
+"""Events and vectors as partitioned Parquet, for an engine beyond one machine (ray_engine.py).
+
+Hive folders dataset_id=D/week=YYYY-MM-DD/parent=P, where `week` is the Monday of the event's
+local week and `parent` its H3 cell at PARQUET_PARENT_RESOLUTION. Why these keys: every stored
+cell x window aggregate (hour, day and week windows; cells at resolution >= the parent's) then
+lies inside exactly one folder, so an engine aggregates folder by folder with no shuffle, and a
+reader prunes by dataset, time and region. Why resolution 3 (~12,000 km², a metro area and its
+surroundings): coarse enough that a city is one to three folders a week (res 4 would split
+cities into more folders of a few hundred events), fine enough that a continent-wide dataset
+still splits into hundreds of regions. The key columns are kept inside the files too (typed),
+so a file read alone is complete.
+"""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Sequence
+from pathlib import Path
+
+import pandas as pd
+import pyarrow as pa
+
+from interestgeo.cells import parent_masks
+from interestgeo.store._db import EVENT_COLUMNS, events_frame, id_list
+from interestgeo.store._part import StorePart
+
+__all__ = ["ParquetPart"]
+
+
+class ParquetPart(StorePart):
+    """Export events/vectors as Hive-partitioned Parquet; fill vector tables from an engine's Parquet."""
+
+    PARQUET_PARENT_RESOLUTION = 3
+    # What each exportable table writes besides the keys (whitelisted identifiers only).
+    _PARQUET_EXPORTS = {
+        "events": "SELECT e.*, {keys} FROM ({events}) e",
+        "event_vectors": """SELECT v.dataset_id, v.event_id, v.topic, v.vector, v.topic_sims, {keys}
+                            FROM event_vectors v JOIN ({events}) e USING (dataset_id, event_id)""",
+    }
+    # The tables `insert_parquet` fills from an engine's Parquet output, with their columns.
+    _PARQUET_IMPORTS = {
+        "event_vectors": ("dataset_id", "event_id", "topic", "vector", "topic_sims"),
+        "user_window_vectors": ("dataset_id", "user_id", "window_size", "window_start", "events", "vector"),
+        "cell_window_vectors": (
+            "dataset_id", "resolution", "window_size", "window_start", "cell", "events", "users", "coherence", "vector",
+        ),
+    }
+
+    def export_parquet(
+        self, folder: Path | str, table: str = "events", *, datasets: Sequence[int] | None = None,
+        parent_resolution: int = PARQUET_PARENT_RESOLUTION,
+    ) -> int:
+        """Write `table` ("events" or "event_vectors") of some datasets (all when None) as Hive-
+        partitioned Parquet under `folder` (replacing what is there); returns the rows written."""
+        if table not in self._PARQUET_EXPORTS:
+            raise ValueError(f"cannot export {table!r} as Parquet (tables: {', '.join(self._PARQUET_EXPORTS)})")
+        if table == "event_vectors":
+            self.ensure_analytics_schema()
+        and_mask, or_mask = parent_masks(parent_resolution)
+        events = """SELECT dataset_id, event_id, user_id, ts, local_ts, tz_offset_min, lat, lon, text, item_id,
+                           category, category_path, event_type, cell, local_hour, dow
+                    FROM events WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)"""
+        keys = "CAST(date_trunc('week', e.local_ts) AS DATE) AS week, (e.cell & ?) | ? AS parent"
+        select = self._PARQUET_EXPORTS[table].format(keys=keys, events=events)
+        ids = id_list(datasets)
+        params = [and_mask, or_mask, ids, ids]  # {keys} comes before {events} in both statements
+        rows = self._first_row(f"SELECT count(*) FROM ({select})", params)[0]
+        shutil.rmtree(folder, ignore_errors=True)
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        if rows:
+            self.con.execute(
+                f"COPY ({select}) TO ? (FORMAT parquet, PARTITION_BY (dataset_id, week, parent), "
+                "WRITE_PARTITION_COLUMNS true, OVERWRITE_OR_IGNORE true)",
+                [*params, str(folder)],
+            )
+        return int(rows)
+
+    @staticmethod
+    def events_from_arrow(table: pa.Table) -> pd.DataFrame:
+        """Events read back from `export_parquet` files, as `events()` gives them (columns, dtypes;
+        not its order)."""
+        return events_frame(table.select(list(EVENT_COLUMNS)))
+
+    def insert_parquet(self, table: str, files: Sequence[str]) -> int:
+        """Append the rows of Parquet `files` (an engine's output, with this table's columns) to
+        `table` (event_vectors or a window-vector table); returns how many. The caller deletes
+        what they replace first, in the same transaction."""
+        if table not in self._PARQUET_IMPORTS:
+            raise ValueError(f"cannot fill {table!r} from Parquet")
+        if not files:
+            return 0
+        self.ensure_analytics_schema()
+        names = ", ".join(self._PARQUET_IMPORTS[table])
+        cast = names.replace("vector", "vector::FLOAT[]").replace("topic_sims", "topic_sims::FLOAT[]")
+        before = self._first_row(f"SELECT count(*) FROM {table}")[0]
+        order = "ORDER BY event_id" if table == "event_vectors" else ""
+        self.con.execute(
+            f"INSERT INTO {table} ({names}) SELECT {cast} FROM read_parquet(?::VARCHAR[]) {order}",
+            [[str(f) for f in files]],
+        )
+        return int(self._first_row(f"SELECT count(*) FROM {table}")[0] - before)
