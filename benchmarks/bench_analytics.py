@@ -33,7 +33,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from interestgeo import analytics as an  # noqa: E402
-from interestgeo.cli import load_demo  # noqa: E402
+from interestgeo.cli.data import load_demo  # noqa: E402
 from interestgeo.config import load_config  # noqa: E402
 from interestgeo.score import RecencySource, VectorSource, load_source, score_store  # noqa: E402
 from interestgeo.store import Store  # noqa: E402

@@ -21,7 +21,8 @@ from pathlib import Path
 
 import torch
 
-from interestgeo.cli import load_demo
+from interestgeo.cli.data import load_demo
+from interestgeo.cli.render import evaluation_text
 from interestgeo.config import load_config
 from interestgeo.eval.run import run_evaluation
 from interestgeo.split import make_split
@@ -84,7 +85,7 @@ def main() -> int:
         print(f"ablations training: {report['ablation_seconds']:.0f} s (at most {args.ablation_epochs} epochs each)")
     print(f"interest vectors: {report['interest_vectors_events_per_s']:,.0f} events/s over {len(events):,} events")
     print(f"next-venue scoring: {report['scoring_samples_per_s']:,.0f} samples/s")
-    print(run.to_text(), end="")
+    print(evaluation_text(run), end="")
     return 0
 
 

@@ -33,7 +33,7 @@ from interestgeo.analytics import ScoredEvents, analyst_only, to_utc, user_event
 from interestgeo.config import Config
 from interestgeo.topics import Topics, topic_probabilities
 
-__all__ = ["Explainer", "Explanation", "explain_user", "explain_scored_user", "occlusion_effects", "rank_agreement", "explain_command"]
+__all__ = ["Explainer", "Explanation", "explain_user", "explain_scored_user", "occlusion_effects", "rank_agreement", "explain_stored_user"]
 
 
 class Explainer(Protocol):
@@ -183,10 +183,11 @@ def explain_scored_user(
 
 
 @analyst_only  # before it reads anything: even "no scored user X" would tell a marketer who is in the data
-def explain_command(
-    store: Any, config: Config, user_id: str, *, dataset: str | None = None, at: str | None = None, top: int = 10
-) -> tuple[dict[str, Any], str]:
-    """`interestgeo explain` (analyst-only): (JSON-ready payload, text for people)."""
+def explain_stored_user(
+    store: Any, config: Config, user_id: str, *, dataset: str | None = None, at: str | None = None
+) -> Explanation:
+    """`explain_scored_user` for a user of the store (`interestgeo explain`): the dataset by name,
+    or the only one holding a scored user of that id (ValueError otherwise)."""
     from interestgeo.analytics import load_scored
     from interestgeo.score import load_source
 
@@ -204,18 +205,4 @@ def explain_command(
             )
         dataset_id = int(owners[0])
     model = load_source(store, config)
-    explanation = explain_scored_user(model, scored, dataset_id, user_id, at)  # type: ignore[arg-type]
-    payload = explanation.to_dict()
-    by_occlusion = explanation.events.sort_values("occlusion", ascending=False).head(top)
-    lines = [
-        f"user {user_id!r} (dataset {dataset_id}) right after {explanation.at.isoformat()}:",
-        "top interests: "
-        + ", ".join(f"{r.topic} {r.share:.0%}" for r in explanation.topics.head(3).itertuples()),
-        f"time and place effect: {explanation.spacetime_effect:.3f} (1 - cosine to the vector without them); "
-        f"attention vs occlusion rank agreement: {explanation.agreement:.2f}",
-        "past events that mattered most (occlusion = how far removing it moves the interest vector):",
-        by_occlusion[["ts", "text", "occlusion", "occlusion_rank", "attention", "attention_rank"]].to_string(
-            index=False, float_format=lambda x: f"{x:.4f}"
-        ),
-    ]
-    return payload, "\n".join(lines)
+    return explain_scored_user(model, scored, dataset_id, user_id, at)  # type: ignore[arg-type]

@@ -47,7 +47,6 @@ __all__ = [
     "checkpoint_dir",
     "load_checkpoint",
     "model_scorers",
-    "run_train_command",
     "SHIPPED_MODELS_DIR",
     "shipped_model_dir",
     "has_usable_checkpoint",
@@ -1165,42 +1164,3 @@ def _with_overrides(config: Config, *, epochs: int | None, seed: int | None) -> 
         model = replace(model, seed=int(seed))
     return replace(config, model=model)
 
-
-def run_train_command(
-    config: Config, *, epochs: int | None, seed: int | None, ablations: bool, error: type[Exception],
-    dataset: str | None = None, init_from: str | None = None, minutes: float | None = None,
-    folder: Path | None = None, half: bool = False,
-) -> int:
-    """The `interestgeo train` command: progress bars on stderr, one summary line per epoch and a
-    final line naming the checkpoint; expected failures are raised as `error` (one line)."""
-    from interestgeo.store import Store
-    from interestgeo.text import TextModelError
-
-    def log(message: str) -> None:
-        print(message, flush=True)
-
-    if not Path(config.store.path).exists():
-        raise error(f"no database at {config.store.path}: run `interestgeo demo` or `interestgeo ingest` first")
-    try:
-        with Store.open(config.store.path, config=config) as store:
-            if ablations:
-                ids = train_ablations(store, config, epochs=epochs, seed=seed, progress=True, log=log)
-                log("ablation checkpoints: " + ", ".join(f"{k} #{v}" for k, v in ids.items()))
-                return 0
-            name = adapted_name(dataset) if init_from is not None and dataset is not None else "model"
-            checkpoint_id = train_model(
-                store, config, epochs=epochs, seed=seed, progress=True, log=log, name=name,
-                dataset=dataset, init_from=init_from, minutes=minutes, folder=folder, half=half,
-            )
-            row = store.checkpoint(checkpoint_id)
-    except (CheckpointError, TextModelError) as exc:
-        raise error(str(exc)) from None
-    metrics = json.loads(row["metrics"])
-    test = metrics.get("test_time_given") or metrics.get("test_no_time") or {}
-    venue = test.get("next_venue", {})
-    log(
-        f"checkpoint #{checkpoint_id} saved to {row['path']} (best epoch {metrics['best_epoch']}, "
-        f"{metrics['train_seconds']:.0f} s); test acc@1 {venue.get('acc@1', float('nan')):.4f}, "
-        f"mrr {venue.get('mrr', float('nan')):.4f}"
-    )
-    return 0

@@ -25,7 +25,7 @@ PER_PERSON = {
     "interestgeo.analytics.user_event_positions", "interestgeo.analytics.user_profile",
     "interestgeo.analytics.user_drift", "interestgeo.analytics.next_interests",
     "interestgeo.explain.explain_user", "interestgeo.explain.explain_scored_user",
-    "interestgeo.explain.explain_command", "interestgeo.export.export_vectors",
+    "interestgeo.explain.explain_stored_user", "interestgeo.export.export_vectors",
 }
 
 

@@ -10,7 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from interestgeo.cli import DEMO_FILE
+from interestgeo.cli.data import DEMO_FILE
 from interestgeo.config import Config
 from interestgeo.score import load_source, score_store
 from interestgeo.text import ENCODERS, encoder_for, text_model_id

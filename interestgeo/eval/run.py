@@ -12,7 +12,6 @@ imported lazily in `_model_scorers` only, so the baselines run without it.
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -22,7 +21,7 @@ import pandas as pd
 
 from interestgeo.config import Config
 from interestgeo.eval.baselines import BlendScorer, NearestPopularScorer, make_baselines
-from interestgeo.metrics import METRICS, TASKS, Scorer, rank_metrics, venue_to_category_scores
+from interestgeo.metrics import TASKS, Scorer, rank_metrics, venue_to_category_scores
 from interestgeo.split import Split, make_split
 
 if TYPE_CHECKING:
@@ -30,8 +29,6 @@ if TYPE_CHECKING:
 
 __all__ = [
     "evaluate_scorers",
-    "format_table",
-    "results_to_json",
     "EvaluationError",
     "EvaluationRun",
     "run_evaluation",
@@ -65,27 +62,6 @@ def evaluate_scorers(split: Split, scorers: Iterable[Scorer], part: str = "test"
     return results
 
 
-def format_table(results: dict[str, dict[str, dict[str, float]]], title: str = "") -> str:
-    """A fixed-width text table: one block per task, one row per scorer."""
-    lines = [title] if title else []
-    width = max([len(name) for task in results.values() for name in task] + [5])
-    for task, by_name in results.items():
-        lines.append(f"{task:<{width}}  " + "  ".join(f"{m:>7}" for m in METRICS))
-        for name, metrics in by_name.items():
-            lines.append(f"{name:<{width}}  " + "  ".join(f"{metrics[m]:>7.4f}" for m in METRICS))
-        lines.append("")
-    return "\n".join(lines).rstrip() + "\n"
-
-
-def results_to_json(results: dict[str, dict[str, dict[str, float]]]) -> str:
-    """The results as one JSON object (metrics rounded to 6 digits so reruns compare equal)."""
-    rounded = {
-        task: {name: {m: round(v, 6) for m, v in metrics.items()} for name, metrics in by_name.items()}
-        for task, by_name in results.items()
-    }
-    return json.dumps(rounded, indent=2)
-
-
 # ---------------------------------------------------------------------------- the `evaluate` command
 
 
@@ -95,7 +71,8 @@ class EvaluationError(Exception):
 
 @dataclass
 class EvaluationRun:
-    """What `interestgeo evaluate` shows: the results table plus the facts needed to read it."""
+    """What `interestgeo evaluate` shows: the results table plus the facts needed to read it (the CLI
+    renders it: cli/render.py evaluation_text)."""
 
     results: dict[str, dict[str, dict[str, float]]]
     part: str
@@ -103,13 +80,6 @@ class EvaluationRun:
     n_venues: int
     n_categories: int
     notes: list[str] = field(default_factory=list)
-
-    def to_text(self) -> str:
-        title = (
-            f"{self.part} split: {self.n_samples:,} samples, ranked among {self.n_venues:,} venues "
-            f"and {self.n_categories:,} categories (ties count against the target)"
-        )
-        return format_table(self.results, title=title + "\n") + "".join(f"note: {n}\n" for n in self.notes)
 
 
 def run_evaluation(

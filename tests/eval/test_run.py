@@ -12,7 +12,8 @@ from eval_data import random_events
 
 from interestgeo.cli import main
 
-from interestgeo.eval.run import evaluate_scorers, format_table, results_to_json
+from interestgeo.cli.render import results_json, results_table
+from interestgeo.eval.run import evaluate_scorers
 from interestgeo.metrics import METRICS
 from interestgeo.split import make_split
 
@@ -74,9 +75,9 @@ def test_two_scorers_with_one_name_are_an_error():
 def test_table_and_json_show_every_scorer():
     split = make_split(random_events(seed=0))
     results = evaluate_scorers(split, [_Oracle(), _Constant()])
-    table = format_table(results)
+    table = results_table(results)
     assert "oracle" in table and "constant" in table and "next_category" in table
-    parsed = json.loads(results_to_json(results))
+    parsed = json.loads(results_json(results))
     assert parsed["next_venue"]["oracle"]["acc@1"] == 1.0
     assert set(parsed["next_category"]["constant"]) == set(METRICS)
 

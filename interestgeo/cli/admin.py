@@ -2,9 +2,9 @@
 `interestgeo datasets [delete NAME]` (what is loaded, and removing it with everything derived) and
 `interestgeo audit` (who logged in and who looked at whom).
 
-Why a module of its own: these commands manage who may see the data rather than analyse it, and
-keeping them apart keeps `cli.py` about the analysis. They register in `cli.SUBCOMMANDS` like
-every other command and render their own output (the core modules they call never print).
+Why a module of its own: these commands manage who may see the data rather than analyse it. They
+register in `cli.SUBCOMMANDS` like every other command; their text is built in cli/render.py (the
+core modules they call never print).
 
 Passwords are read from the terminal without echo (asked twice), or as one line from stdin when
 it is not a terminal (`printf '%s\\n' "$PW" | interestgeo users add ana --role analyst`); never from
@@ -21,22 +21,11 @@ import sys
 from pathlib import Path
 
 from interestgeo.accounts import AccountsError, accounts_path, add_account, load_accounts, remove_account, set_password
+from interestgeo.cli.render import accounts_text, audit_text, datasets_text
+from interestgeo.cli.options import EXIT_OK, Subparsers, add_command, add_common, db_path
 from interestgeo.config import load_config
 
 __all__ = ["add_audit_parser", "add_datasets_parser", "add_users_parser", "read_password"]
-
-EXIT_OK = 0
-
-
-def _db_path(args: argparse.Namespace) -> Path:
-    config = load_config(args.config)
-    return Path(args.db) if args.db else Path(config.store.path)
-
-
-def _add_common(parser: argparse.ArgumentParser) -> None:
-    # cli._add_common's options, repeated: cli.py imports this module to register its commands
-    parser.add_argument("--db", type=Path, default=None, help="DuckDB file (default: config store.path)")
-    parser.add_argument("--config", type=Path, default=None, help="TOML config file")
 
 
 def read_password(prompt: str = "Password: ") -> str:
@@ -52,7 +41,7 @@ def read_password(prompt: str = "Password: ") -> str:
     return line.rstrip("\r\n")
 
 
-def add_users_parser(subparsers: argparse._SubParsersAction) -> None:
+def add_users_parser(subparsers: Subparsers) -> None:
     parser = subparsers.add_parser(
         "users", help="dashboard accounts: add, list, remove, passwd",
         description="Accounts for the dashboard. With at least one account the dashboard asks everyone to log in "
@@ -65,19 +54,18 @@ def add_users_parser(subparsers: argparse._SubParsersAction) -> None:
     add.add_argument("--role", required=True, choices=("analyst", "marketer"),
                      help="analyst: per-person views too; marketer: aggregates over at least k people only")
     listing = actions.add_parser("list", help="the accounts and their roles")
-    listing.add_argument("--json", action="store_true", help="print one JSON object")
     remove = actions.add_parser("remove", help="delete an account (its sessions end at their next click)")
     remove.add_argument("name")
     passwd = actions.add_parser("passwd", help="set an account's password (from stdin or the terminal)")
     passwd.add_argument("name")
     for sub in (add, listing, remove, passwd):
-        _add_common(sub)
+        add_common(sub, json_help="" if sub is listing else None)
         sub.set_defaults(handler=_run_users)
 
 
 def _run_users(args: argparse.Namespace) -> int:
     """Errors are AccountsError (a ValueError): `cli.main` prints them as one line, exit 2."""
-    path = accounts_path(_db_path(args))
+    path = accounts_path(db_path(args))
     if args.action == "add":
         account = add_account(path, args.name, args.role, read_password())
         print(f"added {account.role} account {account.name!r} ({path})")
@@ -91,29 +79,22 @@ def _run_users(args: argparse.Namespace) -> int:
               + ("" if left else " (the dashboard is back in local single-user mode)"))
     else:
         accounts = [a.describe() for a in load_accounts(path).values()]
-        if args.json:
-            print(json.dumps({"accounts": accounts}))
-        elif not accounts:
-            print("no accounts: the dashboard runs in local single-user mode ([app] role)")
-        else:
-            for a in accounts:
-                print(f"{a['name']:<24} {a['role']:<9} created {a['created_at']}")
+        print(json.dumps({"accounts": accounts}) if args.json else accounts_text(accounts))
     return EXIT_OK
 
 
-def add_datasets_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "datasets", help="list the loaded datasets, or delete one with everything derived from it",
+def add_datasets_parser(subparsers: Subparsers) -> None:
+    parser = add_command(
+        subparsers, "datasets", _run_datasets, json_help="",
+        help="list the loaded datasets, or delete one with everything derived from it",
         description="`interestgeo datasets` lists the loaded datasets; `interestgeo datasets delete NAME` removes "
         "one dataset in one transaction: its events, rejected rows, cell aggregates, interest and window vectors, "
         "calibration, the cached embeddings of texts no other dataset has and the checkpoints adapted to it. Other "
-        "checkpoints that trained while it was loaded are kept (their meta.json names it): retrain to forget it there too.",
+        "checkpoints that trained while it was loaded are kept (their meta.json names it): retrain to forget it there "
+        "too.",
     )
     parser.add_argument("action", nargs="?", default="list", choices=("list", "delete"), help="default: list")
     parser.add_argument("name", nargs="?", default=None, help="the dataset to delete")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_common(parser)
-    parser.set_defaults(handler=_run_datasets)
 
 
 def _run_datasets(args: argparse.Namespace) -> int:
@@ -132,13 +113,7 @@ def _run_datasets(args: argparse.Namespace) -> int:
         rows = [{"dataset_id": int(r.dataset_id), "name": str(r.name), "rows_stored": int(r.rows_stored),
                  "rows_rejected": int(r.rows_rejected), "ts_min": str(r.ts_min), "ts_max": str(r.ts_max),
                  "loaded_at": str(r.loaded_at)} for r in frame.itertuples()]
-        if args.json:
-            print(json.dumps({"datasets": rows}, ensure_ascii=False))
-        elif not rows:
-            print("no datasets loaded")
-        for r in [] if args.json else rows:
-            print(f"{r['dataset_id']:>4}  {r['name']:<32} {r['rows_stored']:>10,} events  {r['rows_rejected']:>8,} "
-                  f"rejected  {r['ts_min'][:10]} – {r['ts_max'][:10]}  loaded {r['loaded_at'][:19]}")
+        print(json.dumps({"datasets": rows}, ensure_ascii=False) if args.json else datasets_text(rows))
         return EXIT_OK
     if args.name is None:
         raise ValueError("name the dataset to delete: `interestgeo datasets delete NAME`")
@@ -160,28 +135,19 @@ def _run_datasets(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-def add_audit_parser(subparsers: argparse._SubParsersAction) -> None:
-    parser = subparsers.add_parser(
-        "audit", help="the audit log: logins, failed logins, persons viewed, datasets deleted",
+def add_audit_parser(subparsers: Subparsers) -> None:
+    parser = add_command(
+        subparsers, "audit", _run_audit, json_help="",
+        help="the audit log: logins, failed logins, persons viewed, datasets deleted",
         description="Print <database>.audit.jsonl: one line per login, failed or refused login, logout, person "
         "viewed on the User page and dataset deleted, with the account and the UTC time.",
     )
     parser.add_argument("--last", type=int, default=50, metavar="N", help="the last N entries (default 50; 0: all)")
-    parser.add_argument("--json", action="store_true", help="print one JSON object")
-    _add_common(parser)
-    parser.set_defaults(handler=_run_audit)
 
 
 def _run_audit(args: argparse.Namespace) -> int:
     from interestgeo.audit import audit_path, read_audit
 
-    entries = read_audit(audit_path(_db_path(args)), last=max(args.last, 0) or None)
-    if args.json:
-        print(json.dumps({"entries": entries}, ensure_ascii=False))
-        return EXIT_OK
-    if not entries:
-        print("the audit log is empty")
-    for e in entries:
-        detail = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("at", "event", "account"))
-        print(f"{e['at']}  {e['event']:<15} {e.get('account') or '-':<20} {detail}".rstrip())
+    entries = read_audit(audit_path(db_path(args)), last=max(args.last, 0) or None)
+    print(json.dumps({"entries": entries}, ensure_ascii=False) if args.json else audit_text(entries))
     return EXIT_OK

@@ -1,4 +1,4 @@
-"""The `interestgeo` command line: ingest and demo (exit codes, JSON, no tracebacks)."""
+"""The `interestgeo` command line (interestgeo/cli/): ingest and demo (exit codes, JSON, no tracebacks)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from interestgeo.cli import DEMO_DATASET, main
+from interestgeo.cli import data, main
+from interestgeo.cli.data import DEMO_DATASET, load_demo
+from interestgeo.config import Config
 from interestgeo.store import Store
 
 
@@ -65,7 +67,7 @@ def test_ingest_several_files_and_map(capsys, tmp_path: Path, fixtures_dir: Path
     ],
 )
 def test_unusable_input_is_one_line_and_exit_2(capsys, tmp_path: Path, args: list[str], message: str) -> None:
-    root = Path(__file__).parent.parent
+    root = Path(__file__).parents[2]
     args = [str(root / a) if a.startswith("tests/") else a for a in args]
     code, out, err = _run(capsys, "ingest", *args, "--db", str(tmp_path / "x.duckdb"))
     assert code == 2 and out == ""
@@ -83,20 +85,16 @@ def test_console_script_never_shows_a_traceback(tmp_path: Path, fixtures_dir: Pa
     assert result.stderr.strip() == "interestgeo ingest: binary.csv: not a CSV (binary data)"
 
 
-@pytest.mark.slow
-def test_demo_loads_once_with_the_shipped_model_and_scores_every_event(capsys, tmp_path: Path) -> None:
-    db = tmp_path / "demo.duckdb"
-    code, out, _ = _run(capsys, "demo", "--db", str(db))
-    assert code == 0 and "rows read 113,344" in out
-    assert "registered the pretrained model" in out and "training" not in out  # make run trains nothing
-    assert "than recent history" in out  # the demo's quality figure
-    code, out, _ = _run(capsys, "demo", "--db", str(db))
-    assert code == 0 and "already loaded" in out and "every event already has its interest vector" in out
-    with Store.open(db, read_only=True) as store:
+def test_the_demo_file_loads_as_the_contract_maps_it(tmp_path: Path) -> None:
+    """The packaged file itself (ingest only: no model, no scoring)."""
+    config = Config().with_db(tmp_path / "demo.duckdb")
+    with Store.open(config.store.path, config=config) as store:
+        report = load_demo(store, config)
+        assert report is not None and report.rows_read == 113_344
+        assert load_demo(store, config) is None  # already there: nothing read
         datasets = store.datasets()
-        assert datasets["name"].tolist() == [DEMO_DATASET]
         events = store.events()
-        assert len(store.unscored_events()) == 0 and len(store.checkpoints()) == 1
+    assert datasets["name"].tolist() == [DEMO_DATASET]
     assert len(events) == datasets["rows_stored"].iloc[0]
     assert events["item_id"].notna().all() and events["category"].notna().all()
     assert events["category_path"].notna().mean() > 0.99  # a few venues have no current path
@@ -105,6 +103,38 @@ def test_demo_loads_once_with_the_shipped_model_and_scores_every_event(capsys, t
     composed = [t == f"{t.rsplit(', ', 1)[0]}, {c}" for t, c in zip(events["text"], events["category"], strict=True)]
     assert any(composed)
     assert all(ok or t == c for ok, t, c in zip(composed, events["text"], events["category"], strict=True))
+
+
+def test_demo_registers_the_shipped_model_scores_once_and_never_trains(
+    capsys, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, demo_sample_csv: Path
+) -> None:
+    """`interestgeo demo`'s steps on the first 300 check-ins of the demo file (the whole file: the slow test)."""
+    monkeypatch.setattr(data, "DEMO_FILE", demo_sample_csv)
+    db = tmp_path / "demo.duckdb"
+    code, out, _ = _run(capsys, "demo", "--db", str(db))
+    assert code == 0 and "rows read 300" in out
+    assert "registered the pretrained model" in out and "scoring every event" in out
+    assert "training" not in out  # make run trains nothing
+    code, out, _ = _run(capsys, "demo", "--db", str(db))
+    assert code == 0 and "already loaded" in out and "every event already has its interest vector" in out
+    assert "training" not in out and "registered" not in out and "scoring" not in out
+    with Store.open(db, read_only=True) as store:
+        assert store.datasets()["name"].tolist() == [DEMO_DATASET]
+        assert len(store.unscored_events()) == 0 and len(store.checkpoints()) == 1
+
+
+@pytest.mark.slow
+def test_demo_on_the_whole_file_scores_every_event_and_reports_its_quality(capsys, tmp_path: Path) -> None:
+    db = tmp_path / "demo.duckdb"
+    code, out, _ = _run(capsys, "demo", "--db", str(db))
+    assert code == 0 and "rows read 113,344" in out
+    assert "registered the pretrained model" in out and "training" not in out  # make run trains nothing
+    assert "than recent history" in out  # the demo's quality figure
+    code, out, _ = _run(capsys, "demo", "--db", str(db))
+    assert code == 0 and "already loaded" in out and "every event already has its interest vector" in out
+    assert "training" not in out and "scoring" not in out
+    with Store.open(db, read_only=True) as store:
+        assert len(store.unscored_events()) == 0 and len(store.checkpoints()) == 1
 
 
 def test_a_bug_is_one_line_with_exit_1(capsys, monkeypatch: pytest.MonkeyPatch) -> None:
