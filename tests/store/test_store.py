@@ -70,6 +70,24 @@ def test_k_threshold_hides_small_groups_and_counts_them(sample_store: Store) -> 
     assert hidden > 0 and len(shown) > 0  # the sample exercises both sides at k=5
 
 
+def test_time_filtered_counts_match_pandas_and_hide_cells_below_k(sample_store: Store) -> None:
+    # The Map's counts with the filter bar's hours and days: only events of those local hours
+    # and days count, and a cell with fewer than k people is hidden and counted, not shown.
+    hours, days = [17, 18, 19], [1]  # the sample: Tuesday 14:00-19:59
+    events = sample_store.events()
+    picked = events[events["local_hour"].isin(hours) & events["dow"].isin(days)]
+    expected = expected_cell_windows(picked, 7, "week")
+    for k in (1, 2, 3):
+        shown, hidden = sample_store.time_filtered_cell_counts(7, "week", hours=hours, days_of_week=days, k=k)
+        visible = expected[expected["users"] >= k].reset_index(drop=True)
+        pd.testing.assert_frame_equal(sorted_cell_windows(shown), visible)
+        assert hidden == len(expected) - len(visible)
+    assert hidden > 0 and len(shown) > 0  # both sides at k=3
+    assert 0 < len(picked) < len(events)
+    none, hidden = sample_store.time_filtered_cell_counts(7, "week", hours=hours, days_of_week=[0], k=1)
+    assert none.empty and hidden == 0
+
+
 def test_k_defaults_to_the_privacy_config(tmp_path: Path, demo_sample_csv: Path) -> None:
     config = Config().with_db(tmp_path / "k.duckdb")
     with Store.open(config.store.path, config=config) as store:
