@@ -49,7 +49,7 @@ import numpy as np
 import pandas as pd
 
 from interestgeo.access import ANALYST_ONLY, analyst_only
-from interestgeo.cells import cell_to_parent, latlng_to_cell
+from interestgeo.cells import cell_to_parent, cells_to_str, latlng_to_cell, resolution_of, str_to_cells
 from interestgeo.changepoints import change_points
 from interestgeo.config import Config
 from interestgeo.geo import haversine_km
@@ -98,7 +98,6 @@ __all__ = [
     "filters_from_options",
     "query_command",
     "drift_command",
-    "h3_str",
 ]
 
 
@@ -393,7 +392,7 @@ def filter_mask(scored: ScoredEvents, filters: Filters | None) -> np.ndarray:
     if filters.cells:
         inside = np.zeros(len(scored), dtype=bool)
         wanted = np.asarray(filters.cells, dtype=np.int64)
-        resolutions = (wanted >> 52) & 0xF
+        resolutions = resolution_of(wanted)
         for res in np.unique(resolutions):
             inside |= np.isin(scored.parents(int(res)), wanted[resolutions == res])
         mask &= inside
@@ -1056,23 +1055,18 @@ def region_from_text(text: str) -> dict[str, Any]:
         if not path.exists():
             raise ValueError(f"no GeoJSON file at {path}")
         return {"geojson": path.read_text(encoding="utf-8")}
-    cells = []
-    for item in text.split(","):
-        item = item.strip()
-        if item and not h3.is_valid_cell(item):
+    items = [item.strip() for item in text.split(",") if item.strip()]
+    for item in items:
+        if not h3.is_valid_cell(item):
             raise ValueError(f"not an H3 cell or a GeoJSON file: {item!r}")
-        if item:
-            cells.append(h3.str_to_int(item))
-    return {"cells": tuple(cells)}
+    return {"cells": tuple(int(c) for c in str_to_cells(items))}
 
 
 def to_records(frame: pd.DataFrame) -> list[dict[str, Any]]:
     """JSON-ready rows: H3 cells as hex strings, timestamps as ISO text, numpy scalars as Python."""
-    import h3
-
     out = frame.copy()
     if "cell" in out:
-        out["cell"] = [h3.int_to_str(int(c)) for c in out["cell"]]
+        out["cell"] = cells_to_str(out["cell"])
     for column in out.columns:
         if pd.api.types.is_datetime64_any_dtype(out[column]):
             out[column] = out[column].map(lambda t: None if pd.isna(t) else t.isoformat())
@@ -1114,15 +1108,8 @@ def filters_from_options(
 def _table(frame: pd.DataFrame, columns: list[str], rows: int) -> str:
     shown = frame[columns].head(rows).copy()
     if "cell" in shown:
-        shown["cell"] = [h3_str(c) for c in shown["cell"]]
+        shown["cell"] = cells_to_str(shown["cell"])
     return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(shown) else "  (nothing to show)"
-
-
-def h3_str(cell: int) -> str:
-    """One H3 int cell as the hex string shown to people."""
-    import h3
-
-    return h3.int_to_str(int(cell))
 
 
 def query_command(

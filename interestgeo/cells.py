@@ -25,6 +25,7 @@ __all__ = [
     "latlng_to_cell",
     "cell_to_parent",
     "parent_masks",
+    "resolution_of",
     "cells_to_str",
     "str_to_cells",
 ]
@@ -66,6 +67,11 @@ def cell_to_parent(cells: np.ndarray | Iterable[int], resolution: int) -> np.nda
     arr = np.asarray(cells, dtype=np.int64)
     and_mask, or_mask = parent_masks(resolution)
     return (arr & np.int64(and_mask)) | np.int64(or_mask)
+
+
+def resolution_of(cells: np.ndarray | Iterable[int]) -> np.ndarray:
+    """(N,) int64 H3 resolution of each int cell (bits 52-55 of the index)."""
+    return (np.asarray(cells, dtype=np.int64) >> _RES_SHIFT) & 0xF
 
 
 def cells_to_str(cells: np.ndarray | Iterable[int]) -> list[str]:

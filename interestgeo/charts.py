@@ -19,7 +19,7 @@ from __future__ import annotations
 import html
 import json
 import math
-from collections.abc import Iterable, Sequence
+from collections.abc import Sequence
 
 import h3
 import numpy as np
@@ -28,13 +28,14 @@ import plotly.graph_objects as go
 import pydeck as pdk
 from pydeck.bindings.json_tools import default_serialize
 
+from interestgeo.cells import cells_to_str
+
 __all__ = [
     "TOPIC_PALETTE",
     "OTHER_COLOR",
     "OTHER_TOPICS",
     "inert_text",
     "plot_label",
-    "cells_to_hex",
     "view_for_cells",
     "resolution_for_extent",
     "ramp_colors",
@@ -95,16 +96,11 @@ def plot_label(value: object) -> str:
     return html.escape("" if value is None else str(value), quote=False)
 
 
-def cells_to_hex(cells: Iterable[int]) -> list[str]:
-    """H3 cells (int64 inside the core) as the hex strings deck.gl's H3HexagonLayer wants."""
-    return [h3.int_to_str(int(c)) for c in cells]
-
-
 def view_for_cells(cells: Sequence[int], *, width_px: int = 1000, height_px: int = 500) -> pdk.ViewState:
     """A view centred on the cells that fits them all (New York when there are none)."""
     if len(cells) == 0:
         return pdk.ViewState(latitude=40.73, longitude=-73.94, zoom=10, pitch=0)
-    latlng = np.array([h3.cell_to_latlng(h3.int_to_str(int(c))) for c in cells])
+    latlng = np.array([h3.cell_to_latlng(h) for h in cells_to_str(cells)])
     return _fit_view(latlng[:, 0], latlng[:, 1], width_px, height_px)
 
 
@@ -245,7 +241,7 @@ def hex_map(
         raise ValueError("cells, colors and tooltips must have the same length")
     data = [
         {"hex": h, "fill": [int(c) for c in color], "tooltip": inert_text(tip)}
-        for h, color, tip in zip(cells_to_hex(cells), colors, tooltips, strict=True)
+        for h, color, tip in zip(cells_to_str(cells), colors, tooltips, strict=True)
     ]
     layer = pdk.Layer(
         "H3HexagonLayer",
@@ -347,7 +343,7 @@ def draw_region_figure(
     keeps its shape. The lasso's path comes back in data coordinates, i.e. lon/lat. `cells` has
     columns cell, topic, share (as `topic_map`).
     """
-    latlng = np.array([h3.cell_to_latlng(h) for h in cells_to_hex(cells["cell"])]).reshape(-1, 2)
+    latlng = np.array([h3.cell_to_latlng(h) for h in cells_to_str(cells["cell"])]).reshape(-1, 2)
     lat0 = float(latlng[:, 0].mean()) if len(latlng) else 40.73
     hover = [f"{plot_label(t)}: {float(s):.0%}" for t, s in zip(cells["topic"], cells["share"], strict=True)]
     fig = go.Figure(go.Scatter(

@@ -21,6 +21,7 @@ import pandas as pd
 import streamlit as st
 
 from interestgeo import charts, export
+from interestgeo.cells import str_to_cells
 from interestgeo.config import Config
 from interestgeo.forecast import FORECAST_WINDOWS
 from pages import _common as ui
@@ -179,7 +180,7 @@ def _forecast_map(config: object, filters: ui.FilterState, resolution: int, wind
         tip = "\n".join(f"{t}: {100 * s:.0f}% ({100 * lo:.0f}-{100 * hi:.0f})" for t, s, lo, hi in
                         zip(nxt["topic"].head(3), nxt["share"].head(3), nxt["low"].head(3), nxt["high"].head(3),
                             strict=True))
-        rows.append((int(region.label, 16), lead["topic"], float(lead["share"]),
+        rows.append((int(str_to_cells([region.label])[0]), lead["topic"], float(lead["share"]),
                      f"expected next {window} ({lead['window_start']:%d %b %Y}):\n{tip}"))
     cells = pd.DataFrame(rows, columns=["cell", "topic", "share", "tooltip"])
     colors = ui.topic_colors(config)  # type: ignore[arg-type]
@@ -299,7 +300,7 @@ def _pick_region(selection: object, resolution: int) -> None:
         st.caption("Click hexagons (Shift+click for several) to use them as the region.")
         return
     if st.button(f"Use {len(hexes)} selected cells as the region", key="use_cells", type="primary"):
-        ui.set_picked_cells(tuple(int(h, 16) for h in hexes))
+        ui.set_picked_cells(tuple(int(c) for c in str_to_cells(hexes)))
         st.rerun()
 
 

@@ -6,7 +6,7 @@ import h3
 import numpy as np
 import pytest
 
-from interestgeo.cells import cell_to_parent, cells_to_str, latlng_to_cell, parent_masks, str_to_cells
+from interestgeo.cells import cell_to_parent, cells_to_str, latlng_to_cell, parent_masks, resolution_of, str_to_cells
 
 
 @pytest.fixture(scope="module")
@@ -62,3 +62,8 @@ def test_hex_strings_only_at_the_edges_round_trip(points: tuple[np.ndarray, np.n
 def test_empty_input() -> None:
     assert latlng_to_cell([], [], 10).shape == (0,)
     assert cell_to_parent([], 5).shape == (0,)
+
+
+def test_resolution_of_reads_the_resolution_h3_reports():
+    cells = [h3.str_to_int(h3.latlng_to_cell(40.7, -74.0, res)) for res in (0, 5, 9, 15)]
+    assert resolution_of(cells).tolist() == [h3.get_resolution(h3.int_to_str(c)) for c in cells] == [0, 5, 9, 15]
