@@ -221,6 +221,11 @@ def test_a_failure_part_way_leaves_no_trace(
     with pytest.raises(_Boom):
         ingest_file(tmp_store, fixtures_dir / "bad" / "bad_rows.csv", config=tmp_config, progress=progress)
     assert {t: tmp_store.con.execute(f"SELECT count(*) FROM {t}").fetchall() for t in tables} == before
+    # The ingest session's temp tables and registered frames are gone too (store/ingest_session.py).
+    assert tmp_store.con.execute(
+        "SELECT table_name FROM duckdb_tables() WHERE temporary UNION ALL "
+        "SELECT view_name FROM duckdb_views() WHERE temporary AND NOT internal"
+    ).fetchall() == []
     # The store is still usable and the same file loads normally afterwards.
     report = ingest_file(tmp_store, fixtures_dir / "bad" / "bad_rows.csv", config=tmp_config)
     assert report.rows_rejected == len(BAD_ROWS_EXPECTED)
