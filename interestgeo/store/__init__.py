@@ -38,7 +38,7 @@ Tables (CREATE statements in _schema.py)
 
 from __future__ import annotations
 
-from interestgeo.store._db import EVENT_COLUMNS, WINDOWS
+from interestgeo.store._db import EVENT_COLUMNS
 from interestgeo.store._schema import SCHEMA_VERSION
 from interestgeo.store.facade import Store
 from interestgeo.store.file_access import StoreBusy, data_version, writer_active
@@ -49,7 +49,6 @@ from interestgeo.store.registry import adapted_checkpoint_name
 __all__ = [
     "EVENT_COLUMNS",
     "SCHEMA_VERSION",
-    "WINDOWS",
     "IngestSession",
     "Store",
     "StoreBusy",

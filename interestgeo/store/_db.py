@@ -14,15 +14,12 @@ import numpy as np
 import pandas as pd
 import pyarrow as pa
 
-__all__ = [
-    "EVENT_COLUMNS", "WINDOWS", "WINDOW_HOURS", "align", "arrow_query", "check_window", "empty_vector_table",
-    "events_frame", "finite_or_none", "first_row", "id_list", "k_threshold", "vectors_frame", "vectors_from_arrow",
-]
+from interestgeo.windows import COUNTED_WINDOWS, check_window
 
-# Window name -> DuckDB date_trunc part (a whitelist: these are the only window identifiers).
-WINDOWS: dict[str, str] = {"hour": "hour", "day": "day", "week": "week"}
-# Hours per window size (the SQL range of one window when counting from the events).
-WINDOW_HOURS = {"hour": 1, "day": 24, "week": 168}
+__all__ = [
+    "EVENT_COLUMNS", "align", "arrow_query", "check_counted_window", "empty_vector_table", "events_frame",
+    "finite_or_none", "first_row", "id_list", "k_threshold", "vectors_frame", "vectors_from_arrow",
+]
 
 EVENT_COLUMNS = (
     "dataset_id", "event_id", "user_id", "ts", "local_ts", "tz_offset_min", "lat", "lon", "text",
@@ -30,10 +27,10 @@ EVENT_COLUMNS = (
 )
 
 
-def check_window(window: str) -> None:
-    """ValueError unless `window` is one of WINDOWS (before it is put into SQL text)."""
-    if window not in WINDOWS:
-        raise ValueError(f"window must be one of {', '.join(WINDOWS)}, got {window!r}")
+def check_counted_window(window: str) -> None:
+    """ValueError unless `window` is one of windows.COUNTED_WINDOWS: the whitelist of the window
+    names the store puts into SQL text (each is also DuckDB's date_trunc part of that name)."""
+    check_window(window, COUNTED_WINDOWS)
 
 
 def first_row(con: duckdb.DuckDBPyConnection, sql: str, params: Sequence[Any] | None = None) -> tuple[Any, ...] | None:

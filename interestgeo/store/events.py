@@ -15,8 +15,9 @@ from datetime import datetime
 import pandas as pd
 
 from interestgeo.cells import parent_masks
-from interestgeo.store._db import EVENT_COLUMNS, WINDOW_HOURS, WINDOWS, check_window, events_frame, id_list, k_threshold
+from interestgeo.store._db import EVENT_COLUMNS, check_counted_window, events_frame, id_list, k_threshold
 from interestgeo.store._part import StorePart
+from interestgeo.windows import WINDOW_HOURS
 
 __all__ = ["EventsPart"]
 
@@ -83,7 +84,7 @@ class EventsPart(StorePart):
         in `hidden`. `window_start` (naive local time) selects one window; None returns all.
         Resolutions not precomputed are derived from the events on the fly (slower, same result).
         """
-        check_window(window)
+        check_counted_window(window)
         k = self.config.privacy.k_min_users if k is None else int(k)
         ids = id_list(datasets)
         start = None if window_start is None else pd.Timestamp(window_start).to_pydatetime()
@@ -113,6 +114,7 @@ class EventsPart(StorePart):
     ) -> pd.DataFrame:
         """cell_aggregates' frame (before the k threshold) counted from the events; optionally
         one window only, and only some local hours of day and days of week."""
+        check_counted_window(window)  # it is put into the SQL text below
         if not 0 <= resolution <= self.base_resolution:
             raise ValueError(f"resolution must be 0..{self.base_resolution} (the base resolution)")
         and_mask, or_mask = parent_masks(resolution)
@@ -120,7 +122,7 @@ class EventsPart(StorePart):
             f"""SELECT parent AS cell, ws AS window_start, count(*)::BIGINT AS events,
                        count(DISTINCT (dataset_id, user_id))::BIGINT AS users
                 FROM (
-                    SELECT (cell & ?) | ? AS parent, date_trunc('{WINDOWS[window]}', local_ts) AS ws,
+                    SELECT (cell & ?) | ? AS parent, date_trunc('{window}', local_ts) AS ws,
                            dataset_id, user_id
                     FROM events
                     WHERE (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
@@ -138,12 +140,12 @@ class EventsPart(StorePart):
 
     def window_starts(self, window: str, datasets: Sequence[int] | None = None) -> pd.Series:
         """The distinct local window starts that hold events (for time sliders)."""
-        check_window(window)
+        check_counted_window(window)
         ids = id_list(datasets)
         resolutions = self.precomputed(window)
         if not resolutions:
             return self.con.execute(
-                f"""SELECT DISTINCT date_trunc('{WINDOWS[window]}', local_ts) AS window_start FROM events
+                f"""SELECT DISTINCT date_trunc('{window}', local_ts) AS window_start FROM events
                     WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)
                     ORDER BY window_start""",
                 [ids, ids],
@@ -169,7 +171,7 @@ class EventsPart(StorePart):
         """`cell_aggregates` counted from the events of some local hours of day and days of week only
         (0 = Monday): the Map page's counts before scoring, with the filter bar's time filters (the
         precomputed aggregates hold every hour and day). None = no restriction."""
-        check_window(window)
+        check_counted_window(window)
         k = self.config.privacy.k_min_users if k is None else int(k)
         df = self._cell_aggregates_from_events(resolution, window, None, id_list(datasets), id_list(hours),
                                                id_list(days_of_week))
