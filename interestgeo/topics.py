@@ -13,10 +13,11 @@ Where the topics come from, in order of precedence:
    of the label: the label ("Community and Government") is a taxonomy name that embeds poorly,
    while the centroid of "Town Hall", "City Hall, Government Building", ... is where those events
    really sit. Distinct texts (not events) so one heavily visited venue does not pull the centroid.
-3. **Clusters** otherwise: k-means (cosine, k-means++ start, fixed seed) over the distinct text
-   embeddings, each cluster labelled by its two most central texts, so uploads without a taxonomy
-   still get readable topics. The k-means is twenty lines of numpy rather than a scikit-learn
-   dependency.
+3. **Clusters** otherwise: k-means (scikit-learn's, k-means++ start, fixed seed) over the distinct
+   unit text embeddings, each cluster labelled by its two most central texts, so uploads without a
+   taxonomy still get readable topics. It replaced a 25-line numpy k-means that was faster here
+   (the demo's 4,028 texts, k = 12: 75 ms against 0.35-1.1 s; 60k texts: 3.0 s against 5.0 s, on 2
+   busy cores, Dec 2026): once per score run, well-kept library code is worth that.
 
 Each event also gets an *event topic* (what the event itself is about): its category's top level
 when it has one that is a topic, else the topic nearest to its text embedding. The topic filter
@@ -28,6 +29,7 @@ users and regions.
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -123,31 +125,20 @@ def topics_from_category_paths(
     return Topics(labels, _normalise(vectors), "category_path")
 
 
-def _kmeans(x: np.ndarray, k: int, seed: int, iterations: int = 50) -> tuple[np.ndarray, np.ndarray]:
-    """Spherical k-means (cosine) with k-means++ seeding: (centroids (k, D), labels (N,))."""
-    rng = np.random.default_rng(seed)
-    n = x.shape[0]
-    centroids = np.empty((k, x.shape[1]), dtype=np.float32)
-    centroids[0] = x[rng.integers(n)]
-    closest = 1.0 - x @ centroids[0]  # (N,) cosine distance to the nearest chosen centroid
-    for j in range(1, k):
-        weights = np.maximum(closest, 0.0) ** 2
-        total = weights.sum()
-        pick = rng.choice(n, p=weights / total) if total > 0 else rng.integers(n)
-        centroids[j] = x[pick]
-        closest = np.minimum(closest, 1.0 - x @ centroids[j])
-    labels = np.full(n, -1)
-    for _ in range(iterations):
-        new_labels = np.argmax(x @ centroids.T, axis=1)  # (N,)
-        if np.array_equal(new_labels, labels):
-            break
-        labels = new_labels
-        for j in range(k):
-            members = x[labels == j]
-            if len(members):
-                centroids[j] = members.mean(axis=0)
-        centroids = _normalise(centroids)
-    return centroids, labels
+def _kmeans(x: np.ndarray, k: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """k-means of unit rows with k-means++ seeding (scikit-learn): (unit centroids (k, D), labels (N,)).
+
+    On unit vectors the squared distance is 2 - 2 cos, so Euclidean k-means clusters by cosine;
+    the centroids are scaled back to unit length to be topic vectors. Rows with fewer distinct
+    values than k give fewer non-empty clusters (the caller keeps the non-empty ones), which is
+    not worth scikit-learn's ConvergenceWarning on a user's terminal."""
+    from sklearn.cluster import KMeans  # ~1 s to import: only data without a taxonomy clusters
+    from sklearn.exceptions import ConvergenceWarning
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        fitted = KMeans(n_clusters=k, init="k-means++", n_init=1, random_state=seed).fit(x)
+    return _normalise(fitted.cluster_centers_.astype(np.float32)), fitted.labels_.astype(np.int64)
 
 
 def topics_from_clusters(texts: Sequence[str], text_vectors: np.ndarray, k: int, seed: int = 0) -> Topics:

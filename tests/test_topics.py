@@ -77,3 +77,14 @@ def test_phrases_override_and_shares_sum_to_one() -> None:
     np.testing.assert_allclose(probs.sum(axis=1), 1.0, atol=1e-5)
     # an interest vector equal to a topic's vector gives that topic the largest share
     assert np.argmax(topic_probabilities(vectors[1:2], topics, 0.05)) == 1
+
+
+def test_more_clusters_than_distinct_vectors_keeps_the_non_empty_ones_without_a_warning() -> None:
+    import warnings
+
+    vectors = unit(np.repeat(np.eye(4)[:2], 3, axis=0))  # six texts, two distinct vectors
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        topics = topics_from_clusters([f"t{i}" for i in range(6)], vectors, k=5, seed=0)
+    assert 2 <= len(topics) <= 5 and len(set(topics.labels)) == len(topics)
+    assert {int(np.argmax(v)) for v in topics.vectors} == {0, 1}
