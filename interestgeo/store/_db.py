@@ -17,14 +17,16 @@ import pyarrow as pa
 from interestgeo.windows import COUNTED_WINDOWS, check_window
 
 __all__ = [
-    "EVENT_COLUMNS", "align", "arrow_query", "check_counted_window", "empty_vector_table", "events_frame",
-    "finite_or_none", "first_row", "id_list", "k_threshold", "vectors_frame", "vectors_from_arrow",
+    "EVENT_COLUMNS", "EVENT_DTYPES", "align", "arrow_query", "check_counted_window", "empty_vector_table",
+    "events_frame", "finite_or_none", "first_row", "id_list", "k_threshold", "vectors_frame", "vectors_from_arrow",
 ]
 
 EVENT_COLUMNS = (
     "dataset_id", "event_id", "user_id", "ts", "local_ts", "tz_offset_min", "lat", "lon", "text",
     "item_id", "category", "category_path", "event_type", "cell", "local_hour", "dow",
 )
+# The dtypes `events()` gives where DuckDB's or Arrow's own conversion differs (CONTRACT.md).
+EVENT_DTYPES = {"dataset_id": "int32", "tz_offset_min": "Int16", "local_hour": "int8", "dow": "int8"}
 
 
 def check_counted_window(window: str) -> None:
@@ -98,7 +100,7 @@ def events_frame(table: pa.Table) -> pd.DataFrame:
     for name in ("event_type", "category_path", "category", "item_id"):
         if 0 < table.num_rows == table.column(name).null_count:  # as events() gives an all-null text column
             frame[name] = pd.Series([None] * len(frame), dtype=object)
-    return frame.astype({"dataset_id": "int32", "tz_offset_min": "Int16", "local_hour": "int8", "dow": "int8"})
+    return frame.astype(EVENT_DTYPES)
 
 
 def finite_or_none(x: float | None) -> float | None:

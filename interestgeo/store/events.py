@@ -15,7 +15,7 @@ from datetime import datetime
 import pandas as pd
 
 from interestgeo.cells import parent_masks
-from interestgeo.store._db import EVENT_COLUMNS, check_counted_window, events_frame, id_list, k_threshold
+from interestgeo.store._db import EVENT_COLUMNS, EVENT_DTYPES, check_counted_window, events_frame, id_list, k_threshold
 from interestgeo.store._part import StorePart
 from interestgeo.windows import WINDOW_HOURS
 
@@ -61,7 +61,7 @@ class EventsPart(StorePart):
                ORDER BY dataset_id, user_id, ts, event_id""",
             [id_list(datasets), id_list(datasets)],
         ).df()
-        return df.astype({"dataset_id": "int32", "tz_offset_min": "Int16", "local_hour": "int8", "dow": "int8"})
+        return df.astype(EVENT_DTYPES)
 
     def rejects(self, dataset_id: int) -> pd.DataFrame:
         """Every rejected row of a dataset: physical line number, the raw line(s), reason."""

@@ -22,6 +22,7 @@ import pyarrow as pa
 from interestgeo.store import _schema
 from interestgeo.store._db import (
     EVENT_COLUMNS,
+    EVENT_DTYPES,
     align,
     empty_vector_table,
     events_frame,
@@ -289,6 +290,5 @@ class EventVectorsPart(StorePart):
         ).to_arrow_table()
         vectors = vectors_from_arrow(table.column("vector"), table.num_rows)
         frame = table.drop(["vector"]).to_pandas()
-        frame = frame.astype({"dataset_id": "int32", "tz_offset_min": "Int16", "local_hour": "int8", "dow": "int8",
-                              "topic": "int16"})
+        frame = frame.astype({**EVENT_DTYPES, "topic": "int16"})
         return frame, vectors

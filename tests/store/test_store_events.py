@@ -1,4 +1,5 @@
-"""store/events.py and the ingest's SQL: events() format, cell x window aggregates against pandas, the k threshold, local-time windows, duplicates."""
+"""store/events.py and the ingest's SQL: events() format, cell x window aggregates against pandas, the k
+threshold, local-time windows, duplicates."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""store/vectors.py and window_vectors.py: vectors in and out (Arrow codecs, order, topic similarities, window-vector replacement)."""
+"""store/vectors.py and window_vectors.py: vectors in and out (Arrow codecs, order, topic similarities,
+window-vector replacement)."""
 
 from __future__ import annotations
 
