@@ -721,12 +721,3 @@ class InterestModel(nn.Module):
         mass.index_add_(1, self.venue_category, logp.exp())
         return logp, torch.log(mass + 1e-12) + 1e-3 * F.log_softmax(cat_logits, dim=-1)
 
-
-def __getattr__(name: str) -> object:
-    # InterestScorer lives in train.py (it shares the event windowing with training); importable
-    # from here too because it is the model's public face (interestgeo.score uses this path).
-    if name == "InterestScorer":
-        from interestgeo.train import InterestScorer
-
-        return InterestScorer
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
