@@ -70,13 +70,12 @@ class RegistryPart(StorePart):
         """How many texts `model_id` has embedded in this store."""
         if not self._table_exists("text_embeddings"):
             return 0
-        rows = self.con.execute("SELECT count(*) FROM text_embeddings WHERE model_id = ?", [model_id]).fetchall()
-        return int(rows[0][0])
+        return int(self._first_row("SELECT count(*) FROM text_embeddings WHERE model_id = ?", [model_id])[0])
 
     def add_checkpoint(self, name: str, path: str, config_json: str, metrics_json: str) -> int:
         """Register a checkpoint folder; returns its id."""
         self._ensure_model_schema()
-        new_id = int(self.con.execute("SELECT coalesce(max(id), 0) + 1 FROM checkpoints").fetchall()[0][0])
+        new_id = int(self._first_row("SELECT coalesce(max(id), 0) + 1 FROM checkpoints")[0])
         self.con.execute(
             "INSERT INTO checkpoints VALUES (?, ?, now(), ?, ?, ?)", [new_id, name, path, config_json, metrics_json]
         )

@@ -25,7 +25,7 @@ class RunsPart(StorePart):
     ) -> int:
         """Log one `interestgeo score` run; returns its id."""
         self.ensure_analytics_schema()
-        run_id = int(self.con.execute("SELECT coalesce(max(run_id), 0) + 1 FROM score_runs").fetchone()[0])
+        run_id = int(self._first_row("SELECT coalesce(max(run_id), 0) + 1 FROM score_runs")[0])
         self.con.execute(
             "INSERT INTO score_runs VALUES (?, ?, now(), ?, ?, ?, ?, ?)",
             [run_id, source, since, int(events), int(users), float(elapsed_s), float(events) / max(elapsed_s, 1e-9)],
@@ -75,5 +75,5 @@ class RunsPart(StorePart):
         One value, not score_runs(): its pandas frame was ~5 ms of each dynamic update."""
         if not self._analytics_tables_exist():
             return None
-        row = self.con.execute("SELECT source FROM score_runs ORDER BY run_id DESC LIMIT 1").fetchall()
-        return str(row[0][0]) if row else None
+        row = self._first_row("SELECT source FROM score_runs ORDER BY run_id DESC LIMIT 1")
+        return None if row is None else str(row[0])
