@@ -14,6 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import datetime, timedelta
 from pathlib import Path
+from typing import NamedTuple
 
 import duckdb
 import numpy as np
@@ -32,7 +33,16 @@ from interestgeo.schema import (
 )
 from interestgeo.store._db import first_row
 
-__all__ = ["IngestSession"]
+__all__ = ["CountingInput", "IngestSession"]
+
+
+class CountingInput(NamedTuple):
+    """What `prepare_checked` hands the cell x window counting (ingest/aggregate.py), per stored row."""
+
+    users: np.ndarray  # (N,) int64 dense user numbers
+    cell_ranks: np.ndarray  # (N,) int64 index of the row's H3 cell into unique_cells
+    hours: np.ndarray  # (N,) int64 local hours since 1970-01-01 00:00
+    unique_cells: np.ndarray  # (C,) int64 the file's distinct cells, sorted
 
 # The ordinal of an ingest_checked row is rowid minus this (see read_csv_checked).
 _FIRST_ROWID = "SELECT min(rowid) FROM ingest_checked"
@@ -197,7 +207,7 @@ class IngestSession:
                 WHERE reason IS NOT NULL ORDER BY rowid"""
         ).df()
 
-    def prepare_checked(self, base_resolution: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    def prepare_checked(self, base_resolution: int) -> CountingInput:
         """Find duplicates and H3 cells for the valid rows of `ingest_checked`; return the
         aggregation input (users, cell ranks, local hours, sorted unique cells) of the rows to store.
 
@@ -247,8 +257,9 @@ class IngestSession:
             )
             dups = self.con.execute("SELECT ord FROM ingest_dups").fetchnumpy()["ord"]
             keep = ~np.isin(np.asarray(valid["ord"]), np.asarray(dups))
-        return (np.asarray(valid["uid"], np.int64)[keep], np.asarray(valid["cell_rank"], np.int64)[keep],
-                np.asarray(valid["h"], np.int64)[keep], unique_cells.astype(np.int64))
+        return CountingInput(users=np.asarray(valid["uid"], np.int64)[keep],
+                             cell_ranks=np.asarray(valid["cell_rank"], np.int64)[keep],
+                             hours=np.asarray(valid["h"], np.int64)[keep], unique_cells=unique_cells.astype(np.int64))
 
     def insert_events(self, dataset_id: int) -> tuple[int, int]:
         """Insert the rows `prepare_checked` kept as events of `dataset_id`.

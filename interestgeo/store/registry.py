@@ -34,15 +34,15 @@ class RegistryPart(StorePart):
         if not text_hashes or not self._table_exists("text_embeddings"):
             return {}
         wanted = pa.table({"text_hash": pa.array(list(text_hashes), pa.string())})
-        self.con.register("_wanted_hashes", wanted)
+        self.con.register("registry_wanted_hashes", wanted)
         try:
             table = self.con.sql(
                 "SELECT e.text_hash, e.vector FROM text_embeddings e "
-                "JOIN _wanted_hashes w USING (text_hash) WHERE e.model_id = ?",
+                "JOIN registry_wanted_hashes w USING (text_hash) WHERE e.model_id = ?",
                 params=[model_id],
             ).to_arrow_table()
         finally:
-            self.con.unregister("_wanted_hashes")
+            self.con.unregister("registry_wanted_hashes")
         vectors = vectors_from_arrow(table.column("vector"), table.num_rows)
         return dict(zip(table.column("text_hash").to_pylist(), vectors))
 
@@ -57,14 +57,14 @@ class RegistryPart(StorePart):
             {"model_id": [model_id] * len(text_hashes), "text_hash": list(text_hashes), "text": list(texts)},
             vectors,
         )
-        self.con.register("_new_embeddings", frame)
+        self.con.register("registry_new_embeddings", frame)
         try:
             self.con.execute(
-                "INSERT INTO text_embeddings SELECT model_id, text_hash, text, vector FROM _new_embeddings "
+                "INSERT INTO text_embeddings SELECT model_id, text_hash, text, vector FROM registry_new_embeddings "
                 "ON CONFLICT DO NOTHING"
             )
         finally:
-            self.con.unregister("_new_embeddings")
+            self.con.unregister("registry_new_embeddings")
 
     def embedding_count(self, model_id: str) -> int:
         """How many texts `model_id` has embedded in this store."""
