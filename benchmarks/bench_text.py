@@ -42,7 +42,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from bench_anydata import finish, next_event_figures, show_eval  # noqa: E402
-from interestgeo.analytics import Filters, query_command  # noqa: E402
+from interestgeo.analytics import Filters, embed_phrase, load_scored, query_interest  # noqa: E402
 from interestgeo.config import Config  # noqa: E402
 from interestgeo.eval.run import run_evaluation  # noqa: E402
 from interestgeo.ingest import ingest_file  # noqa: E402
@@ -91,12 +91,14 @@ def query_hits(store: Store, config: Config, encoder: TextEncoder, phrases: pd.D
     events = store.events()
     cells = np.array([h3.latlng_to_cell(a, b, 8) for a, b in zip(events["lat"], events["lon"])])
     category = events["category"].astype(str).to_numpy()
+    scored = load_scored(store, config)
     out: dict[str, float] = {}
     for lang in ("en", "zh"):
         lifts = []
         for row in phrases.itertuples():
-            payload, _ = query_command(store, config, encoder, getattr(row, lang), Filters(), 8, 10)
-            top = {c if isinstance(c, str) else h3.int_to_str(int(c)) for c in (r["cell"] for r in payload["cells"])}
+            phrase = getattr(row, lang)
+            result = query_interest(scored, phrase, embed_phrase(encoder, phrase, store), Filters(), 8)
+            top = {h3.int_to_str(int(c)) for c in result.cells["cell"].head(10)}
             inside = np.isin(cells, list(top))
             overall = np.mean(category == row.en)
             lifts.append(np.mean(category[inside] == row.en) / overall if inside.any() else 0.0)

@@ -96,8 +96,6 @@ __all__ = [
     "to_records",
     "drift_series",
     "filters_from_options",
-    "query_command",
-    "drift_command",
 ]
 
 
@@ -1103,74 +1101,3 @@ def filters_from_options(
         topic=topic,
         **(region_from_text(region) if region else {}),
     )
-
-
-def _table(frame: pd.DataFrame, columns: list[str], rows: int) -> str:
-    shown = frame[columns].head(rows).copy()
-    if "cell" in shown:
-        shown["cell"] = cells_to_str(shown["cell"])
-    return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(shown) else "  (nothing to show)"
-
-
-def query_command(
-    store: Store, config: Config, encoder: Any, phrase: str, filters: Filters, resolution: int = 8, top: int = 10
-) -> tuple[dict[str, Any], str]:
-    """`interestgeo query`: (JSON-ready payload, text for people)."""
-    scored = load_scored(store, config)
-    result = query_interest(scored, phrase, embed_phrase(encoder, phrase, store), filters, resolution)
-    payload = {
-        "phrase": phrase,
-        "resolution": resolution,
-        "filters": filters.to_dict(),
-        "cells": to_records(result.cells.head(top)),
-        "cells_total": len(result.cells),
-        "hidden_cells": result.hidden,
-        "time_profile": to_records(result.time_profile),
-        "hidden_times": result.hidden_times,
-        "strong_interest_threshold": result.threshold,
-    }
-    best_times = result.time_profile.sort_values("score", ascending=False).head(5)
-    day_names = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")
-    text = "\n".join(
-        [
-            f"where people are into {phrase!r} (H3 resolution {resolution}; "
-            f"{result.hidden} cells hidden: fewer than {scored.k} users)",
-            _table(result.cells, ["rank", "cell", "score", "strong_users", "users", "events"], top),
-            "when (best hours of the week): "
-            + ", ".join(f"{day_names[int(r.dow)]} {int(r.hour):02d}h ({r.score:.3f})" for r in best_times.itertuples()),
-        ]
-    )
-    return payload, text
-
-
-def drift_command(
-    store: Store,
-    config: Config,
-    filters: Filters,
-    window: str = "week",
-    user: tuple[int, str] | None = None,
-) -> tuple[dict[str, Any], str]:
-    """`interestgeo drift`: drift of a region (the filters) or of one user (analyst-only)."""
-    scored = load_scored(store, config)
-    drift = user_drift(scored, user[0], user[1], window) if user else region_drift(scored, filters, window)
-    subject = f"user {user[1]!r}" if user else "the selected region"
-    payload = {
-        "subject": "user" if user else "region",
-        "window": window,
-        "filters": filters.to_dict(),
-        "timeline": to_records(drift.timeline),
-        "topics": to_records(drift.topics),
-        "hidden_windows": drift.hidden,
-    }
-    changes = drift.timeline[drift.timeline["change_point"]]
-    text = "\n".join(
-        [
-            f"interest drift of {subject} per {window} ({len(drift.timeline)} windows, {drift.hidden} hidden: "
-            f"fewer than {scored.k} users)",
-            _table(drift.timeline, ["window_start", "users", "events", "distance", "change_point"], 200),
-            "change points: " + (", ".join(str(t.date()) for t in changes["window_start"]) or "none"),
-            "rising: " + ", ".join(f"{r.topic} ({r.change:+.3f})" for r in drift.topics.head(3).itertuples()),
-            "falling: " + ", ".join(f"{r.topic} ({r.change:+.3f})" for r in drift.topics.tail(3)[::-1].itertuples()),
-        ]
-    )
-    return payload, text

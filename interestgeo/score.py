@@ -79,7 +79,6 @@ __all__ = [
     "load_source",
     "source_label",
     "score_store",
-    "score_command",
     "ChunkRunner",
     "ChunkScores",
     "ChunkState",
@@ -1096,57 +1095,3 @@ def fill_missing_similarities(store: Store) -> int:
         return 0
     with store.transaction():
         return store.fill_topic_sims(lambda vectors: topic_similarities(vectors, topics))
-
-
-def score_command(
-    store: Store,
-    config: Config,
-    *,
-    datasets: list[str] | None = None,
-    since: str | None = None,
-    refresh_topics: bool = False,
-    source_name: str = "model",
-    show_progress: bool = True,
-    engine: Callable[..., ScoreReport] | None = None,
-) -> tuple[dict[str, Any], str]:
-    """`interestgeo score`: (JSON-ready payload, text for people). `since` is a time or "new".
-    `engine`: what runs the score in place of `score_store`, with its arguments (`--engine ray`:
-    ray_engine.score_store_ray)."""
-    from tqdm.auto import tqdm
-
-    from interestgeo.text import encoder_for
-
-    ids = None
-    if datasets:
-        ids = [store.dataset_id(name) for name in datasets]
-        if None in ids:
-            raise ValueError(f"unknown dataset among {', '.join(datasets)}")
-    encoder = encoder_for(config.text)
-    if source_name == "recency":
-        source: VectorSource = RecencySource(_text_vectors_fn(store, encoder), config.analytics.history_half_life_days)
-    else:
-        source = load_source(store, config, encoder=encoder)
-    bar = tqdm(total=100, desc="scoring", unit="%", disable=not show_progress)
-
-    def progress(fraction: float, message: str) -> None:
-        bar.n = round(100 * fraction)
-        bar.set_postfix_str(message)
-        bar.refresh()
-
-    update = since is not None
-    since_time = None if since in (None, "new") else since
-    try:
-        report = (engine or score_store)(
-            store, config, source=source, encoder=encoder, datasets=ids, since=since_time,
-            update=update, refresh_topics=refresh_topics, progress=progress,
-        )
-    finally:
-        bar.close()
-    text = (
-        f"scored {report.events:,} events of {report.users:,} users with {report.source!r} ({report.mode}): "
-        f"{report.elapsed_s:.1f} s, {report.events_per_s:,.0f} events/s through the model, "
-        f"{report.seconds_per_1000:.3f} s per 1,000 events; {report.topics} topics from {report.topics_source}"
-    )
-    for line in report.quality_lines():
-        text += "\n" + line
-    return report.to_dict(), text

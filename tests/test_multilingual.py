@@ -15,7 +15,8 @@ from pathlib import Path
 import h3
 import pytest
 
-from interestgeo.analytics import Filters, query_command
+from interestgeo.analytics import Filters, embed_phrase, load_scored, query_interest
+from interestgeo.cells import cells_to_str
 from interestgeo.cli import main
 from interestgeo.config import Config
 from interestgeo.ingest import ingest_file
@@ -48,8 +49,9 @@ def mixed(tmp_path_factory: pytest.TempPathFactory) -> Config:
 
 def top_cell(config: Config, phrase: str) -> str:
     with Store.open(config.store.path, config=config) as store:
-        payload, _ = query_command(store, config, encoder_for(config.text), phrase, Filters(), 8, 4)
-    return str(payload["cells"][0]["cell"])
+        phrase_vector = embed_phrase(encoder_for(config.text), phrase, store)
+        result = query_interest(load_scored(store, config), phrase, phrase_vector, Filters(), 8)
+    return cells_to_str(result.cells["cell"].head(1))[0]
 
 
 @pytest.mark.parametrize(

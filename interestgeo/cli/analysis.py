@@ -9,15 +9,22 @@ from __future__ import annotations
 
 import argparse
 import functools
+from collections.abc import Callable
+from typing import Any
 
-from interestgeo.cli.render import explain_text, forecast_text
+from interestgeo.cli.render import (
+    drift_json, drift_text, explain_text, forecast_text, query_json, query_text, score_text,
+)
 from interestgeo.cli.options import (
     CliError, Subparsers, add_command, add_dataset_option, add_filter_options, filters_from_args, run_on_store,
 )
 from interestgeo.config import Config
 from interestgeo.store import Store
 
-__all__ = ["add_drift_parser", "add_explain_parser", "add_forecast_parser", "add_query_parser", "add_score_parser"]
+__all__ = [
+    "add_drift_parser", "add_explain_parser", "add_forecast_parser", "add_query_parser", "add_score_parser",
+    "score_and_report",
+]
 
 
 # ---------------------------------------------------------------------------- score
@@ -52,7 +59,6 @@ def add_score_parser(subparsers: Subparsers) -> None:
 
 def _run_score(args: argparse.Namespace) -> int:
     from interestgeo.ray_engine import RayEngineError, RayOptions, score_store_ray  # Ray itself loads only when run
-    from interestgeo.score import score_command
 
     engine = None
     if args.engine == "ray":
@@ -64,13 +70,56 @@ def _run_score(args: argparse.Namespace) -> int:
     try:
         return run_on_store(
             args,
-            lambda store, config: score_command(
+            lambda store, config: score_and_report(
                 store, config, datasets=args.dataset, since=args.since, refresh_topics=args.refresh_topics,
                 source_name=args.source, show_progress=not args.json, engine=engine,
             ),
         )
     except RayEngineError as exc:
         raise CliError(str(exc)) from None
+
+
+def score_and_report(
+    store: Store,
+    config: Config,
+    *,
+    datasets: list[str] | None = None,
+    since: str | None = None,
+    refresh_topics: bool = False,
+    source_name: str = "model",
+    show_progress: bool = True,
+    engine: Callable[..., Any] | None = None,
+) -> tuple[dict[str, Any], str]:
+    """Score (`score.score_store`, or `engine` in its place: `--engine ray`) with a progress bar on
+    stderr; (JSON-ready report, its text). `since` is a time or "new" (a dynamic update)."""
+    from tqdm.auto import tqdm
+
+    from interestgeo.score import RecencySource, load_source, score_store
+    from interestgeo.text import embed_texts, encoder_for
+
+    ids = None
+    if datasets:
+        ids = [store.dataset_id(name) for name in datasets]
+        if None in ids:
+            raise ValueError(f"unknown dataset among {', '.join(datasets)}")
+    encoder = encoder_for(config.text)
+    if source_name == "recency":
+        source = RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None),
+                               config.analytics.history_half_life_days)
+    else:
+        source = load_source(store, config, encoder=encoder)
+    with tqdm(total=100, desc="scoring", unit="%", disable=not show_progress) as bar:
+
+        def progress(fraction: float, message: str) -> None:
+            bar.n = round(100 * fraction)
+            bar.set_postfix_str(message)
+            bar.refresh()
+
+        report = (engine or score_store)(
+            store, config, source=source, encoder=encoder, datasets=ids,
+            since=None if since in (None, "new") else since, update=since is not None, refresh_topics=refresh_topics, progress=progress,
+        )
+    return report.to_dict(), score_text(report)
 
 
 # ---------------------------------------------------------------------------- query
@@ -88,16 +137,19 @@ def add_query_parser(subparsers: Subparsers) -> None:
 
 
 def _run_query(args: argparse.Namespace) -> int:
-    from interestgeo.analytics import query_command
+    from interestgeo.analytics import embed_phrase, load_scored, query_interest
     from interestgeo.text import encoder_for
 
-    return run_on_store(
-        args,
-        lambda store, config: query_command(
-            store, config, encoder_for(config.text), args.phrase, filters_from_args(args, store), args.resolution,
-            args.top,
-        ),
-    )
+    def command(store: Store, config: Config) -> tuple[dict, str]:
+        encoder = encoder_for(config.text)
+        filters = filters_from_args(args, store)
+        scored = load_scored(store, config)
+        phrase_vector = embed_phrase(encoder, args.phrase, store)
+        result = query_interest(scored, args.phrase, phrase_vector, filters, args.resolution)
+        return (query_json(result, filters, args.resolution, args.top),
+                query_text(result, args.resolution, args.top, scored.k))
+
+    return run_on_store(args, command)
 
 
 # ---------------------------------------------------------------------------- explain
@@ -140,14 +192,20 @@ def add_drift_parser(subparsers: Subparsers) -> None:
 
 
 def _run_drift(args: argparse.Namespace) -> int:
-    from interestgeo.analytics import drift_command
+    from interestgeo.analytics import load_scored, region_drift, user_drift
 
     def command(store: Store, config: Config) -> tuple[dict, str]:
         filters = filters_from_args(args, store)
         user = None
         if args.user is not None:
             user = (filters.datasets[0] if filters.datasets else _only_dataset(store), args.user)
-        return drift_command(store, config, filters, args.window, user)
+        scored = load_scored(store, config)
+        if user is not None:
+            drift = user_drift(scored, user[0], user[1], args.window)
+        else:
+            drift = region_drift(scored, filters, args.window)
+        return (drift_json(drift, filters, args.window, user is not None),
+                drift_text(drift, args.window, args.user, scored.k))
 
     return run_on_store(args, command)
 

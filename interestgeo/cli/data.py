@@ -117,8 +117,9 @@ def load_demo(store: Store, config: Config) -> IngestReport | None:
 
 
 def _run_demo(args: argparse.Namespace) -> int:
+    from interestgeo.cli.analysis import score_and_report
     from interestgeo.cli.model import train_and_report
-    from interestgeo.score import fill_missing_similarities, score_command
+    from interestgeo.score import fill_missing_similarities
     from interestgeo.text import text_model_id
     from interestgeo.train import has_usable_checkpoint, register_checkpoint, shipped_model_dir
 
@@ -148,12 +149,12 @@ def _run_demo(args: argparse.Namespace) -> int:
     if shipped is not None:  # every vector from the newly registered model (older ones came from another)
         print("scoring every event with the pretrained model", flush=True)
         with open_store(config) as store:
-            _payload, text = score_command(store, config)
+            _payload, text = score_and_report(store, config)
         print(text)
     elif unscored_users:
         print(f"scoring the events of {unscored_users:,} users with the trained model", flush=True)
         with open_store(config) as store:
-            _payload, text = score_command(store, config, since="new" if trained else None)
+            _payload, text = score_and_report(store, config, since="new" if trained else None)
         print(text)
     else:
         print("every event already has its interest vector")

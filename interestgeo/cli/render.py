@@ -12,12 +12,19 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
+
+from interestgeo.analytics import to_records
+from interestgeo.cells import cells_to_str
 from interestgeo.ingest import IngestReport
 
 __all__ = [
     "accounts_text", "audit_text", "datasets_text", "evaluation_text", "explain_text", "export_text", "forecast_text",
-    "ingest_json", "ingest_text", "results_json", "results_table",
+    "ingest_json", "ingest_text", "results_json", "results_table", "score_text", "query_json", "query_text",
+    "drift_json", "drift_text",
 ]
+
+DAY_NAMES = ("Mon", "Tue", "Wed", "Thu", "Fri", "Sat", "Sun")  # 0 = Monday, as analytics' `dow`
 
 
 # ---------------------------------------------------------------------------- ingest
@@ -178,3 +185,76 @@ def evaluation_text(run: Any) -> str:
         f"and {run.n_categories:,} categories (ties count against the target)"
     )
     return results_table(run.results, title=title + "\n") + "".join(f"note: {n}\n" for n in run.notes)
+
+
+# ---------------------------------------------------------------------------- score, query, drift
+
+
+def score_text(report: Any) -> str:
+    """A `score.ScoreReport`: what was scored, how fast, the topics, then one quality line per dataset."""
+    text = (
+        f"scored {report.events:,} events of {report.users:,} users with {report.source!r} ({report.mode}): "
+        f"{report.elapsed_s:.1f} s, {report.events_per_s:,.0f} events/s through the model, "
+        f"{report.seconds_per_1000:.3f} s per 1,000 events; {report.topics} topics from {report.topics_source}"
+    )
+    return "\n".join([text, *report.quality_lines()])
+
+
+def _table(frame: pd.DataFrame, columns: list[str], rows: int) -> str:
+    shown = frame[columns].head(rows).copy()
+    if "cell" in shown:
+        shown["cell"] = cells_to_str(shown["cell"])
+    return shown.to_string(index=False, float_format=lambda x: f"{x:.3f}") if len(shown) else "  (nothing to show)"
+
+
+def query_json(result: Any, filters: Any, resolution: int, top: int) -> dict[str, Any]:
+    """An `analytics.QueryResult` as `query --json` prints it (the `top` cells)."""
+    return {
+        "phrase": result.phrase,
+        "resolution": resolution,
+        "filters": filters.to_dict(),
+        "cells": to_records(result.cells.head(top)),
+        "cells_total": len(result.cells),
+        "hidden_cells": result.hidden,
+        "time_profile": to_records(result.time_profile),
+        "hidden_times": result.hidden_times,
+        "strong_interest_threshold": result.threshold,
+    }
+
+
+def query_text(result: Any, resolution: int, top: int, k: int) -> str:
+    """An `analytics.QueryResult`: the `top` cells, then the best hours of the week."""
+    best_times = result.time_profile.sort_values("score", ascending=False).head(5)
+    return "\n".join([
+        f"where people are into {result.phrase!r} (H3 resolution {resolution}; "
+        f"{result.hidden} cells hidden: fewer than {k} users)",
+        _table(result.cells, ["rank", "cell", "score", "strong_users", "users", "events"], top),
+        "when (best hours of the week): "
+        + ", ".join(f"{DAY_NAMES[int(r.dow)]} {int(r.hour):02d}h ({r.score:.3f})" for r in best_times.itertuples()),
+    ])
+
+
+def drift_json(drift: Any, filters: Any, window: str, user: bool) -> dict[str, Any]:
+    """An `analytics.Drift` as `drift --json` prints it."""
+    return {
+        "subject": "user" if user else "region",
+        "window": window,
+        "filters": filters.to_dict(),
+        "timeline": to_records(drift.timeline),
+        "topics": to_records(drift.topics),
+        "hidden_windows": drift.hidden,
+    }
+
+
+def drift_text(drift: Any, window: str, user_id: str | None, k: int) -> str:
+    """An `analytics.Drift`: the windows, the change points, the topics rising and falling most."""
+    subject = f"user {user_id!r}" if user_id is not None else "the selected region"
+    changes = drift.timeline[drift.timeline["change_point"]]
+    return "\n".join([
+        f"interest drift of {subject} per {window} ({len(drift.timeline)} windows, {drift.hidden} hidden: "
+        f"fewer than {k} users)",
+        _table(drift.timeline, ["window_start", "users", "events", "distance", "change_point"], 200),
+        "change points: " + (", ".join(str(t.date()) for t in changes["window_start"]) or "none"),
+        "rising: " + ", ".join(f"{r.topic} ({r.change:+.3f})" for r in drift.topics.head(3).itertuples()),
+        "falling: " + ", ".join(f"{r.topic} ({r.change:+.3f})" for r in drift.topics.tail(3)[::-1].itertuples()),
+    ])
