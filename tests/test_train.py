@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import subprocess
 import sys
@@ -19,6 +18,7 @@ from interestgeo.config import Config
 from interestgeo.eval.run import evaluate_scorers
 from interestgeo.split import make_split
 from interestgeo.store import Store
+from interestgeo.text import encoder_for
 from interestgeo.train import (
     _MAX_BATCH_POSITIONS,
     ABLATIONS,
@@ -72,6 +72,7 @@ def test_checkpoint_round_trip_gives_identical_weights_and_scores(trained: tuple
     np.testing.assert_array_equal(first[0], again[0])
 
 
+@pytest.mark.slow  # trains a second time
 def test_same_seed_same_metrics(trained: tuple[Store, Config, int]) -> None:
     store, config, checkpoint_id = trained
     again = train_model(store, config, name="model-again")
@@ -88,7 +89,7 @@ def test_interest_vectors_are_causal_unit_vectors_in_text_space(trained: tuple[S
     n = len(user)
     assert n > config.model.max_len  # so windows beyond the first are exercised too
     full = scorer.interest_vectors(user)
-    assert full.shape == (n, 384)
+    assert full.shape == (n, encoder_for(config.text).dim)  # the configured encoder's text space
     np.testing.assert_allclose(np.linalg.norm(full, axis=1), 1.0, atol=1e-5)
     cut = config.model.max_len + 5
     prefix = scorer.interest_vectors(user.iloc[:cut])
@@ -156,6 +157,7 @@ def test_length_batches_cut_where_padding_would_waste_positions() -> None:
     assert length_batches([], max_windows=4) == []
 
 
+@pytest.mark.slow  # trains two ablations
 def test_ablations_are_registered_and_scored_beside_the_model(trained: tuple[Store, Config, int]) -> None:
     store, config, _ = trained
     ids = train_ablations(store, config, epochs=1, names=["sasrec-id-only", "no-copy"])
@@ -177,6 +179,7 @@ def test_missing_checkpoint_is_one_clear_error(tmp_path: Path) -> None:
             InterestScorer.from_checkpoint(store)
 
 
+@pytest.mark.slow  # trains again in a CLI process
 def test_cli_train_prints_progress_and_registers_a_checkpoint(trained: tuple[Store, Config, int], tmp_path: Path) -> None:
     store, config, _ = trained
     store.close()  # the CLI process needs the database file (last test of the module using it)
@@ -196,4 +199,4 @@ def test_cli_train_prints_progress_and_registers_a_checkpoint(trained: tuple[Sto
         [sys.executable, "-m", "interestgeo.cli", "train", "--db", str(tmp_path / "none.duckdb")],
         capture_output=True, text=True, timeout=120,
     )
-    assert bad.returncode != 0 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
+    assert bad.returncode == 2 and "Traceback" not in bad.stderr and len(bad.stderr.strip().splitlines()) == 1
