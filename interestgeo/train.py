@@ -36,7 +36,7 @@ from interestgeo.world import World, world_from_events, world_from_split
 
 if TYPE_CHECKING:
     from interestgeo.store import Store
-    from interestgeo.text import TextEncoder
+    from interestgeo.text import Progress, TextEncoder
 
 __all__ = [
     "ABLATIONS",
@@ -416,7 +416,7 @@ def train_on_split(
     text_of: Callable[[list[str]], np.ndarray],
     *,
     prep: Prepared | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
     init_state: dict[str, torch.Tensor] | None = None,
     time_budget_s: float | None = None,
@@ -425,10 +425,9 @@ def train_on_split(
 
     `init_state`: warm-start from these weights (fine-tuning); their own validation MRR is the
     score to beat, so a fine-tune that does not help returns them unchanged. `time_budget_s`: stop
-    after the batch that passes it (the epoch is validated, the best state kept).
+    after the batch that passes it (the epoch is validated, the best state kept). `progress`
+    hears of each batch ("epoch N", batches done, batches, "loss=…"); `log` gets one line per epoch.
     """
-    from tqdm.auto import tqdm
-
     if config.threads is not None:
         torch.set_num_threads(config.threads)
     seed_everything(config.seed)
@@ -458,8 +457,8 @@ def train_on_split(
         model.train()
         order = rng.permutation(len(windows))
         losses = []
-        bar = tqdm(range(0, len(order), config.batch_size), desc=f"epoch {epoch}", unit="batch", disable=not progress)
-        for i in bar:
+        starts = range(0, len(order), config.batch_size)
+        for done, i in enumerate(starts, 1):
             idx = order[i : i + config.batch_size]
             given = rng.random(len(idx)) >= config.target_time_dropout
             batch = prep.table.batch([windows[j] for j in idx], config.max_len, given)
@@ -470,7 +469,8 @@ def train_on_split(
             torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
             opt.step()
             losses.append(loss.item())
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}")
+            if progress is not None:
+                progress(f"epoch {epoch}", done, len(starts), f"loss={np.mean(losses[-20:]):.3f}")
             if time_budget_s is not None and time.perf_counter() - t0 > time_budget_s:
                 break
         out_of_time = time_budget_s is not None and time.perf_counter() - t0 > time_budget_s
@@ -1003,7 +1003,7 @@ class InterestScorer:
 
 # ---------------------------------------------------------------------------- entry points
 def _split_and_text(
-    store: Store, config: Config, progress: bool, datasets: list[int] | None = None
+    store: Store, config: Config, progress: Progress | None, datasets: list[int] | None = None
 ) -> tuple[Any, Callable[[list[str]], np.ndarray], str]:
     from interestgeo.split import make_split
     from interestgeo.text import embed_texts, encoder_for
@@ -1034,7 +1034,7 @@ def train_model(
     epochs: int | None = None,
     seed: int | None = None,
     name: str = "model",
-    progress: bool = False,
+    progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
     dataset: str | None = None,
     init_from: int | str | None = None,
@@ -1099,7 +1099,7 @@ def train_ablations(
     epochs: int | None = None,
     seed: int | None = None,
     names: list[str] | None = None,
-    progress: bool = False,
+    progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
     """Train each ablation (ABLATIONS, same code with switches off) and register it as

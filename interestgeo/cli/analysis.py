@@ -12,6 +12,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from interestgeo.cli.progress import Bars
 from interestgeo.cli.render import (
     drift_json, drift_text, explain_text, forecast_text, query_json, query_text, score_text,
 )
@@ -92,8 +93,6 @@ def score_and_report(
 ) -> tuple[dict[str, Any], str]:
     """Score (`score.score_store`, or `engine` in its place: `--engine ray`) with a progress bar on
     stderr; (JSON-ready report, its text). `since` is a time or "new" (a dynamic update)."""
-    from tqdm.auto import tqdm
-
     from interestgeo.score import RecencySource, load_source, score_store
     from interestgeo.text import embed_texts, encoder_for
 
@@ -108,12 +107,10 @@ def score_and_report(
                                config.analytics.history_half_life_days)
     else:
         source = load_source(store, config, encoder=encoder)
-    with tqdm(total=100, desc="scoring", unit="%", disable=not show_progress) as bar:
+    with Bars(enabled=show_progress, unit="%") as bars:
 
         def progress(fraction: float, message: str) -> None:
-            bar.n = round(100 * fraction)
-            bar.set_postfix_str(message)
-            bar.refresh()
+            bars("scoring", round(100 * fraction), 100, message)
 
         report = (engine or score_store)(
             store, config, source=source, encoder=encoder, datasets=ids,

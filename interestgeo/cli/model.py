@@ -12,6 +12,7 @@ from pathlib import Path
 from interestgeo.cli.options import (
     EXIT_OK, CliError, Subparsers, add_command, add_dataset_option, config_from, open_store,
 )
+from interestgeo.cli.progress import Bars
 from interestgeo.cli.render import evaluation_text, results_json
 from interestgeo.config import Config
 
@@ -108,14 +109,14 @@ def train_and_report(
     if not Path(config.store.path).exists():
         raise CliError(f"no database at {config.store.path}: run `interestgeo demo` or `interestgeo ingest` first")
     try:
-        with Store.open(config.store.path, config=config) as store:
+        with Store.open(config.store.path, config=config) as store, Bars(unit="batch") as bars:
             if ablations:
-                ids = train_ablations(store, config, epochs=epochs, seed=seed, progress=True, log=log)
+                ids = train_ablations(store, config, epochs=epochs, seed=seed, progress=bars, log=log)
                 log("ablation checkpoints: " + ", ".join(f"{k} #{v}" for k, v in ids.items()))
                 return EXIT_OK
             name = adapted_name(dataset) if init_from is not None and dataset is not None else "model"
             checkpoint_id = train_model(
-                store, config, epochs=epochs, seed=seed, progress=True, log=log, name=name,
+                store, config, epochs=epochs, seed=seed, progress=bars, log=log, name=name,
                 dataset=dataset, init_from=init_from, minutes=minutes, folder=folder, half=half,
             )
             row = store.checkpoint(checkpoint_id)
