@@ -27,7 +27,6 @@ import hashlib
 import importlib.util
 import os
 import shutil
-import sys
 import tempfile
 import zipfile
 from pathlib import Path
@@ -325,22 +324,18 @@ def unreadable_warning(encoder: TextEncoder, texts: list[str], share: float = 0.
     )
 
 
-def _print_warning(message: str) -> None:
-    print(message, file=sys.stderr)
-
-
 def embed_texts(
     store: Store,
     encoder: TextEncoder,
     texts: list[str],
     progress: Progress | None = None,
-    warn: Callable[[str], None] | None = _print_warning,
+    warn: Callable[[str], None] | None = None,
 ) -> np.ndarray:
     """(N, D) vectors for `texts`, encoding only texts never seen before by this model.
 
     Duplicates in `texts` are encoded once; new vectors are written to the store's
-    `text_embeddings` table. `warn` receives the unknown-token warning for the new texts, if any (stderr by
-    default, so unreadable text never passes silently; pass None to silence it).
+    `text_embeddings` table. `warn` receives the unknown-token warning for the new texts, if any (the CLI
+    prints it on stderr, so unreadable text never passes silently there; the core never prints).
     """
     unique = list(dict.fromkeys(texts))
     hashes = text_hashes(unique)

@@ -1003,7 +1003,8 @@ class InterestScorer:
 
 # ---------------------------------------------------------------------------- entry points
 def _split_and_text(
-    store: Store, config: Config, progress: Progress | None, datasets: list[int] | None = None
+    store: Store, config: Config, progress: Progress | None, datasets: list[int] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> tuple[Any, Callable[[list[str]], np.ndarray], str]:
     from interestgeo.split import make_split
     from interestgeo.text import embed_texts, encoder_for
@@ -1015,7 +1016,7 @@ def _split_and_text(
     if len(split.val) == 0:
         raise CheckpointError("no validation samples: the data is too small or too short to train on")
     encoder = encoder_for(config.text)
-    return split, (lambda texts: embed_texts(store, encoder, texts, progress=progress)), encoder.model_id
+    return split, (lambda texts: embed_texts(store, encoder, texts, progress=progress, warn=warn)), encoder.model_id
 
 
 def _test_metrics(model: InterestModel, prep: Prepared, split: Any) -> dict[str, Any]:
@@ -1036,6 +1037,7 @@ def train_model(
     name: str = "model",
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
     dataset: str | None = None,
     init_from: int | str | None = None,
     minutes: float | None = None,
@@ -1047,6 +1049,7 @@ def train_model(
     `dataset`: that dataset's events only. `init_from` (a checkpoint id or name): warm-start from
     it and fine-tune (its architecture, `model.finetune_learning_rate`); `minutes`: a time budget.
     `folder`/`half`: where and how the checkpoint is written (the shipped model: float16 in data/).
+    `warn` hears that some texts are mostly unknown to the text model (text.embed_texts).
     """
     config = _with_overrides(config, epochs=epochs, seed=seed)
     try:
@@ -1064,7 +1067,7 @@ def train_model(
             learning_rate=config.model.finetune_learning_rate, threads=config.model.threads,
         )
         config = replace(config, model=model_config)
-    split, text_of, model_id = _split_and_text(store, config, progress, dataset_ids)
+    split, text_of, model_id = _split_and_text(store, config, progress, dataset_ids, warn)
     if init is not None and init.text_model_id != model_id:
         raise CheckpointError(
             f"checkpoint {init.id} reads text vectors of {init.text_model_id!r}, this store's text model is {model_id!r}"
@@ -1101,11 +1104,12 @@ def train_ablations(
     names: list[str] | None = None,
     progress: Progress | None = None,
     log: Callable[[str], None] | None = None,
+    warn: Callable[[str], None] | None = None,
 ) -> dict[str, int]:
     """Train each ablation (ABLATIONS, same code with switches off) and register it as
     "ablation:<name>"; returns {name: checkpoint id}. The split and text vectors are shared."""
     config = _with_overrides(config, epochs=epochs, seed=seed)
-    split, text_of, model_id = _split_and_text(store, config, progress)
+    split, text_of, model_id = _split_and_text(store, config, progress, warn=warn)
     prep = prepare(split, config.model, text_of)
     ids = {}
     for ablation in names or list(ABLATIONS):

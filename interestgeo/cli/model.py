@@ -106,17 +106,20 @@ def train_and_report(
     def log(message: str) -> None:
         print(message, flush=True)
 
+    def warn(message: str) -> None:
+        print(message, file=sys.stderr, flush=True)
+
     if not Path(config.store.path).exists():
         raise CliError(f"no database at {config.store.path}: run `interestgeo demo` or `interestgeo ingest` first")
     try:
         with Store.open(config.store.path, config=config) as store, Bars(unit="batch") as bars:
             if ablations:
-                ids = train_ablations(store, config, epochs=epochs, seed=seed, progress=bars, log=log)
+                ids = train_ablations(store, config, epochs=epochs, seed=seed, progress=bars, log=log, warn=warn)
                 log("ablation checkpoints: " + ", ".join(f"{k} #{v}" for k, v in ids.items()))
                 return EXIT_OK
             name = adapted_name(dataset) if init_from is not None and dataset is not None else "model"
             checkpoint_id = train_model(
-                store, config, epochs=epochs, seed=seed, progress=bars, log=log, name=name,
+                store, config, epochs=epochs, seed=seed, progress=bars, log=log, warn=warn, name=name,
                 dataset=dataset, init_from=init_from, minutes=minutes, folder=folder, half=half,
             )
             row = store.checkpoint(checkpoint_id)

@@ -54,3 +54,27 @@ def test_empty_admin_listings_say_so() -> None:
     assert audit_text([]) == "the audit log is empty"
     line = audit_text([{"at": "2026-12-01T10:00:00Z", "event": "login", "account": None, "ip": "1.2.3.4"}])
     assert line.split() == ["2026-12-01T10:00:00Z", "login", "-", "ip=1.2.3.4"]
+
+
+def test_only_the_cli_prints_or_draws_progress_bars() -> None:
+    """The core returns typed results and reports progress through callbacks (text.Progress)."""
+    import ast
+
+    package = Path(__file__).parents[2] / "interestgeo"
+    offenders = []
+    for path in sorted(package.rglob("*.py")):
+        if path.is_relative_to(package / "cli"):
+            continue
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            name = ""
+            if isinstance(node, ast.Call) and isinstance(node.func, ast.Name) and node.func.id == "print":
+                name = "print()"
+            elif isinstance(node, ast.Attribute) and isinstance(node.value, ast.Name) and node.value.id == "sys" \
+                    and node.attr in ("stdout", "stderr"):
+                name = f"sys.{node.attr}"
+            elif isinstance(node, (ast.Import, ast.ImportFrom)):
+                modules = [a.name for a in node.names] if isinstance(node, ast.Import) else [node.module or ""]
+                name = "tqdm" if any(m.split(".")[0] == "tqdm" for m in modules) else ""
+            if name:
+                offenders.append(f"{path.relative_to(package)}:{node.lineno} {name}")
+    assert offenders == []
