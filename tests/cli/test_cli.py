@@ -11,7 +11,7 @@ import pytest
 
 from interestgeo.cli import data, main
 from interestgeo.cli.data import DEMO_DATASET, load_demo
-from interestgeo.config import Config
+from interestgeo.config import Config, load_config
 from interestgeo.store import Store
 
 
@@ -161,3 +161,10 @@ def test_one_bad_file_does_not_stop_the_others(capsys, tmp_path: Path, fixtures_
     assert err == "interestgeo ingest: empty.csv: the file is empty\n"
     with Store.open(db, read_only=True) as store:
         assert store.datasets()["name"].tolist() == ["unicode", "latin1"]
+
+
+def test_a_developers_config_does_not_reach_the_cli_tests(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """tests/cli/conftest.py: the CLI reads an empty config, whatever the working directory holds."""
+    (tmp_path / "interestgeo.toml").write_text("[privacy]\nk_min_users = 99\n")
+    monkeypatch.chdir(tmp_path)
+    assert load_config() == Config()
