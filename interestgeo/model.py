@@ -29,6 +29,7 @@ nanoGPT conventions: small modules built from one `ModelConfig`, shape comments,
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -220,7 +221,9 @@ def expectation(
             rows = torch.zeros(len(p) + 1, dtype=torch.int64)
             torch.cumsum(torch.bincount(at[:, 0], minlength=len(p)), 0, out=rows[1:])
             total = torch.zeros(len(p)).index_add_(0, at[:, 0], q)[:, None].clamp_(min=1e-30)  # (N, 1)
-            weights = torch.sparse_csr_tensor(rows, at[:, 1], q, size=p.shape)
+            with warnings.catch_warnings():  # torch calls its CSR tensors beta (the product is the stable part)
+                warnings.simplefilter("ignore", UserWarning)
+                weights = torch.sparse_csr_tensor(rows, at[:, 1], q, size=p.shape, check_invariants=False)
             return (weights @ venue_text).div_(total)
     if a == 1:
         q = p
