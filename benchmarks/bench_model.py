@@ -27,7 +27,7 @@ from interestgeo.config import load_config
 from interestgeo.eval.run import run_evaluation
 from interestgeo.split import make_split
 from interestgeo.store import Store
-from interestgeo.train import InterestScorer, train_ablations, train_model
+from interestgeo.model import InterestScorer, train_ablations, train_model
 
 
 def main() -> int:

@@ -59,7 +59,7 @@ def register_model(db: Path, config: str | None) -> None:
     """The shipped pretrained model for the configured encoder, registered in `db` (no scoring)."""
     code = (
         "import sys; from interestgeo.config import load_config; from interestgeo.store import Store; "
-        "from interestgeo import train; from interestgeo.text import encoder_for; "
+        "from interestgeo.model import checkpoint as train; from interestgeo.text import encoder_for; "
         "c = load_config(sys.argv[2] or None); "
         "d = train.shipped_model_dir(encoder_for(c.text).model_id) if hasattr(train, 'shipped_model_dir') "
         "else train.SHIPPED_MODEL_DIR; s = Store.open(sys.argv[1], config=c); train.register_checkpoint(s, d); s.close()"

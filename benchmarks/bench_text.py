@@ -49,7 +49,7 @@ from interestgeo.ingest import ingest_file  # noqa: E402
 from interestgeo.score import score_store  # noqa: E402
 from interestgeo.store import Store  # noqa: E402
 from interestgeo.text import ENCODERS, TextEncoder, encoder_for  # noqa: E402
-from interestgeo.train import register_checkpoint, shipped_model_dir  # noqa: E402
+from interestgeo.model import register_checkpoint, shipped_model_dir  # noqa: E402
 
 PAIRS = Path(__file__).resolve().parent / "bilingual_categories.csv"
 WEIBO = "weibo_hefei/weibo_hefei_posts.csv.gz"

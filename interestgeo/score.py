@@ -308,7 +308,7 @@ def load_source(
 
     Raises LookupError with a one-line message when no model has been trained.
     """
-    from interestgeo.train import CheckpointError, InterestScorer, load_checkpoint
+    from interestgeo.model import CheckpointError, InterestScorer, load_checkpoint
 
     try:
         checkpoint = load_checkpoint(store, checkpoint_id)
@@ -1074,7 +1074,7 @@ def adapt_to_dataset(
     """Fine-tune the newest model on one dataset within `minutes` (early stopping on its own
     validation), register it as that dataset's ("adapted:NAME") and re-score the dataset with it.
     Returns (checkpoint id, the score report with the dataset's new quality figure)."""
-    from interestgeo.train import CheckpointError, adapted_name, train_model
+    from interestgeo.model import CheckpointError, adapted_name, train_model
 
     try:
         checkpoint_id = train_model(

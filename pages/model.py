@@ -100,7 +100,7 @@ def _train(config: Config) -> None:
         st.info("Another training run started a moment ago; reload when it is done.")
         return
     from interestgeo.store import Store
-    from interestgeo.train import train_model
+    from interestgeo.model import train_model
 
     bar = st.progress(0.0, text="Preparing the training data (text embeddings, split)...")
 

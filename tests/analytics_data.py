@@ -133,7 +133,7 @@ def trained_store(tmp_path: Path) -> tuple[Path, Config]:
     """A copy (in tmp_path) of a store with 12 users' April check-ins and a TINY model trained on
     them through the real training API. Trained once per test session; each caller gets a copy."""
     from interestgeo.store import Store
-    from interestgeo.train import train_model
+    from interestgeo.model import train_model
 
     if "db" not in _TRAINED:
         folder = Path(tempfile.mkdtemp(prefix="interestgeo-tiny-model-"))

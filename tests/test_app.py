@@ -27,7 +27,7 @@ from interestgeo.ingest import ingest_file
 from interestgeo.score import score_store
 from interestgeo.store import Store
 from interestgeo.text import encoder_for
-from interestgeo.train import train_model
+from interestgeo.model import train_model
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"

@@ -23,7 +23,7 @@ from interestgeo.ingest import ingest_file
 from interestgeo.score import load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import PACKAGED_MODEL_NAME, encoder_for, text_model_id
-from interestgeo.train import register_checkpoint, shipped_model_dir
+from interestgeo.model import register_checkpoint, shipped_model_dir
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mixed_language.csv"

@@ -121,7 +121,7 @@ def _run_demo(args: argparse.Namespace) -> int:
     from interestgeo.cli.model import train_and_report
     from interestgeo.score import fill_missing_similarities
     from interestgeo.text import text_model_id
-    from interestgeo.train import has_usable_checkpoint, register_checkpoint, shipped_model_dir
+    from interestgeo.model import has_usable_checkpoint, register_checkpoint, shipped_model_dir
 
     config = config_from(args)
     model_id = text_model_id(config.text)

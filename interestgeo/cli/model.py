@@ -101,7 +101,7 @@ def train_and_report(
     the checkpoint; expected failures are CliError (one line). `demo` calls it too."""
     from interestgeo.store import Store
     from interestgeo.text import TextModelError
-    from interestgeo.train import CheckpointError, adapted_name, train_ablations, train_model
+    from interestgeo.model import CheckpointError, adapted_name, train_ablations, train_model
 
     def log(message: str) -> None:
         print(message, flush=True)

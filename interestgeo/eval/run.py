@@ -7,7 +7,7 @@ and the next category (`metrics.rank_metrics`: ties count against the target).
 
 This is the one module that composes the model's scorers and the baselines, so it sits on top of
 both: nothing in the core imports it (the CLI and benchmarks do). The model code (torch) is
-imported lazily in `_model_scorers` only, so the baselines run without it.
+imported lazily (`model_scorers`), so the baselines run without it.
 """
 
 from __future__ import annotations
@@ -25,6 +25,7 @@ from interestgeo.metrics import TASKS, Scorer, rank_metrics, venue_to_category_s
 from interestgeo.split import Split, make_split
 
 if TYPE_CHECKING:
+    from interestgeo.model.scorer import InterestScorer
     from interestgeo.store import Store
 
 __all__ = [
@@ -166,7 +167,7 @@ def _model_scorers(store: Store, checkpoint_id: int | None, dataset: str | None 
     installation without it still evaluates them and says why the model is missing."""
     try:
         from interestgeo.text import TextModelError
-        from interestgeo.train import CheckpointError, InterestScorer, model_scorers
+        from interestgeo.model import CheckpointError, InterestScorer
     except ImportError as exc:
         if checkpoint_id is not None:
             raise EvaluationError(f"the model code cannot be imported ({exc})") from None
@@ -193,3 +194,36 @@ def _model_scorers(store: Store, checkpoint_id: int | None, dataset: str | None 
     if not any(s.name.startswith("model") for s in scorers):
         return scorers, ["the model is not trained yet: run `interestgeo train` (baselines only)"]
     return scorers, []
+
+
+def model_scorers(store: Store, dataset: str | None = None) -> list[InterestScorer]:
+    """Every scorer the evaluation table shows for the model: the newest "model" checkpoint with and
+    without the next event's time, and the newest checkpoint of each ablation that exists.
+
+    With `dataset`: the newest "model" (zero-shot there unless it trained on it) and the newest
+    checkpoint adapted to that dataset ("adapted:NAME"), each with and without the next time;
+    no ablations (their learned ids tie them to their training venues)."""
+    from interestgeo.model import ABLATIONS, CheckpointError, InterestScorer, adapted_name, load_checkpoint
+
+    scorers: list[InterestScorer] = []
+    names = [("model", "model")] + ([(adapted_name(dataset), "model adapted")] if dataset else [])
+    for checkpoint_name, label in names:
+        try:
+            ck = load_checkpoint(store, name=checkpoint_name)
+        except CheckpointError:
+            continue
+        spec = ck.config.model
+        if spec.use_target_time and spec.use_spacetime:
+            scorers.append(InterestScorer(store, ck, time_given=True, name=label))
+            scorers.append(InterestScorer(store, ck, time_given=False, name=f"{label} (next time not given)"))
+        else:
+            scorers.append(InterestScorer(store, ck, name=label))
+    if dataset:
+        return scorers
+    for ablation in ABLATIONS:
+        try:
+            ck = load_checkpoint(store, name=f"ablation:{ablation}")
+        except CheckpointError:
+            continue
+        scorers.append(InterestScorer(store, ck, name=f"ablation: {ablation}"))
+    return scorers

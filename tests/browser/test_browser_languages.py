@@ -22,7 +22,7 @@ from interestgeo.ingest import ingest_file
 from interestgeo.score import score_store
 from interestgeo.store import Store
 from interestgeo.text import encoder_for, text_model_id
-from interestgeo.train import register_checkpoint, shipped_model_dir
+from interestgeo.model import register_checkpoint, shipped_model_dir
 
 pytestmark = pytest.mark.browser
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mixed_language.csv"

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from interestgeo.model import ModelData
+from interestgeo.model.network import ModelData
 from interestgeo.split import NO_CATEGORY, item_keys, most_frequent
 
 __all__ = ["World", "world_from_events", "world_from_split"]

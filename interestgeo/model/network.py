@@ -38,7 +38,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from interestgeo.config import ModelConfig
-from interestgeo.spacetime import N_TIME_FEATURES, SpaceTimeEncoder
+from interestgeo.model.spacetime import N_TIME_FEATURES, SpaceTimeEncoder
 
 __all__ = ["Batch", "InterestModel", "ModelData", "expectation", "sharpen"]
 
@@ -581,7 +581,7 @@ class InterestModel(nn.Module):
         `sharpness` a: the expectation under p^a / sum p^a instead (a > 1 leans on the likeliest
         venues; `sharpen`); a tuple of them: (S, N, E), one expectation each, from one p.
 
-        The same p as `head` (tests/test_model.py checks exp(head) @ venue_text against it), computed
+        The same p as `head` (tests/model/test_network.py checks exp(head) @ venue_text against it), computed
         for inference with fewer and cheaper (N, V) passes:
         * the user's own count / transition / hour features are non-zero only at the venues of the
           user's history, so each is summed in a scratch buffer, read back at those venues only

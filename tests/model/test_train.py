@@ -19,18 +19,16 @@ from interestgeo.eval.run import evaluate_scorers
 from interestgeo.split import make_split
 from interestgeo.store import Store
 from interestgeo.text import encoder_for
-from interestgeo.train import (
-    _MAX_BATCH_POSITIONS,
+from interestgeo.eval.run import model_scorers
+from interestgeo.model import (
     ABLATIONS,
     CheckpointError,
     InterestScorer,
-    length_batches,
     load_checkpoint,
-    model_scorers,
     train_ablations,
     train_model,
-    user_starts,
 )
+from interestgeo.model.data import _MAX_BATCH_POSITIONS, length_batches, user_starts
 from model_data import small_store
 
 

@@ -9,9 +9,9 @@ import pytest
 import torch
 
 from interestgeo.config import ModelConfig
-from interestgeo import model as model_module
-from interestgeo.model import N_NEXT_TIME, Batch, InterestModel, ModelData
-from interestgeo.spacetime import N_CONT_FEATURES
+from interestgeo.model import network as model_module
+from interestgeo.model.network import N_NEXT_TIME, Batch, InterestModel, ModelData
+from interestgeo.model.spacetime import N_CONT_FEATURES
 
 V, K, E, B, T = 30, 5, 16, 3, 10
 

@@ -10,7 +10,7 @@ import torch
 from interestgeo.cells import latlng_to_cell
 from interestgeo.config import ModelConfig
 from interestgeo.geo import haversine_km
-from interestgeo.spacetime import (
+from interestgeo.model.spacetime import (
     N_CONT_FEATURES,
     CellVocab,
     SpaceTimeEncoder,

@@ -24,8 +24,8 @@ from interestgeo.metrics import next_text_mrr
 from interestgeo.score import RecencySource, load_source, score_store, source_label
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts, encoder_for
-from interestgeo.train import InterestScorer, adapted_name, load_checkpoint, register_checkpoint, train_model
-from interestgeo.world import world_from_events
+from interestgeo.model import InterestScorer, adapted_name, load_checkpoint, register_checkpoint, train_model
+from interestgeo.model.world import world_from_events
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
