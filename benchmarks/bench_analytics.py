@@ -186,7 +186,7 @@ def main() -> int:
 
             top_user = an.list_users(scored).iloc[0]
             if hasattr(source, "attention_rollup"):
-                from interestgeo.explain import explain_scored_user
+                from interestgeo.analytics.explain import explain_scored_user
 
                 results["explain_user_ms"] = median_ms(
                     lambda: explain_scored_user(source, scored, int(top_user.dataset_id), str(top_user.user_id)), 3  # type: ignore[arg-type]

@@ -48,14 +48,8 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from interestgeo.analytics import (
-    Filters,
-    ScoredEvents,
-    _group,
-    analyst_only,
-    filter_mask,
-    user_event_positions,
-)
+from interestgeo.analytics import Filters, ScoredEvents, analyst_only, filter_mask, user_event_positions
+from interestgeo.analytics._groups import _group
 from interestgeo.areas import AREAS_FILE, named_area_geometries, points_to_areas
 from interestgeo.cells import cells_to_str
 from interestgeo.windows import weekday, window_starts

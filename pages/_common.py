@@ -444,7 +444,7 @@ def explain_user(path: str, config_json: str, dataset_id: int, user_id: str) -> 
 @st.cache_data(show_spinner="Explaining: re-running the model without each past event...", max_entries=32)
 def _explain_user(path: str, config_json: str, dataset_id: int, user_id: str) -> Any | None:
     """The explanation of a user's current interests, or None without a trained model."""
-    from interestgeo.explain import explain_scored_user
+    from interestgeo.analytics.explain import explain_scored_user
 
     model = interest_model(path, config_json)
     if model is None:

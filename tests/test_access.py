@@ -24,8 +24,8 @@ PER_PERSON = {
     "interestgeo.analytics.list_users", "interestgeo.analytics.interested_users",
     "interestgeo.analytics.user_event_positions", "interestgeo.analytics.user_profile",
     "interestgeo.analytics.user_drift", "interestgeo.analytics.next_interests",
-    "interestgeo.explain.explain_user", "interestgeo.explain.explain_scored_user",
-    "interestgeo.explain.explain_stored_user", "interestgeo.export.export_vectors",
+    "interestgeo.analytics.explain.explain_user", "interestgeo.analytics.explain.explain_scored_user",
+    "interestgeo.analytics.explain.explain_stored_user", "interestgeo.export.export_vectors",
 }
 
 

@@ -166,7 +166,7 @@ def add_explain_parser(subparsers: Subparsers) -> None:
 
 
 def _run_explain(args: argparse.Namespace) -> int:
-    from interestgeo.explain import explain_stored_user
+    from interestgeo.analytics.explain import explain_stored_user
 
     def command(store: Store, config: Config) -> tuple[dict, str]:
         explanation = explain_stored_user(store, config, args.user, dataset=args.dataset, at=args.at)

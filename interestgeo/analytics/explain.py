@@ -29,7 +29,9 @@ from typing import Any, Protocol
 import numpy as np
 import pandas as pd
 
-from interestgeo.analytics import ScoredEvents, analyst_only, to_utc, user_event_positions
+from interestgeo.access import analyst_only
+from interestgeo.analytics.scored import ScoredEvents
+from interestgeo.analytics.users import to_utc, user_event_positions
 from interestgeo.config import Config
 from interestgeo.topics import Topics, topic_probabilities
 
@@ -62,7 +64,7 @@ class Explanation:
     agreement: float  # Spearman rank correlation of attention and occlusion (nan when < 3 events)
 
     def to_dict(self) -> dict[str, Any]:
-        from interestgeo.analytics import to_records
+        from interestgeo.analytics.records import to_records
 
         return {
             "dataset_id": self.dataset_id,
@@ -188,7 +190,7 @@ def explain_stored_user(
 ) -> Explanation:
     """`explain_scored_user` for a user of the store (`interestgeo explain`): the dataset by name,
     or the only one holding a scored user of that id (ValueError otherwise)."""
-    from interestgeo.analytics import load_scored
+    from interestgeo.analytics.scored import load_scored
     from interestgeo.score import load_source
 
     scored = load_scored(store, config)

@@ -12,6 +12,8 @@ import pytest
 from analytics_data import DIM, make_events, make_topics, random_city, scored_from, unit
 from interestgeo import analytics as an
 from interestgeo.analytics import Filters
+from interestgeo.analytics._groups import _Groups
+from interestgeo.analytics.users import _same_place_once
 from interestgeo.cells import cell_to_parent
 
 
@@ -219,7 +221,7 @@ def test_group_means_equal_a_direct_loop(n: int, groups_n: int) -> None:
     rng = np.random.default_rng(3)
     matrix = rng.normal(size=(n + 100, 8)).astype(np.float32)
     group = np.minimum(rng.geometric(0.3, n) - 1, groups_n - 1)
-    groups = an._Groups(
+    groups = _Groups(
         idx=rng.permutation(n + 100)[:n], group=group, keys=np.arange(groups_n),
         events=np.bincount(group, minlength=groups_n), users=np.zeros(groups_n), weights=rng.random(n),
         pair=np.zeros(n, np.int64), pair_group=np.zeros(0, np.int64), pair_user=np.zeros(0, np.int64),
@@ -283,7 +285,7 @@ def test_places_that_share_a_name_and_a_spot_are_listed_once_with_their_chances_
         "visits": [10, 5, 7, 3],
         "probability": [0.5, 0.3, 0.15, 0.05],
     })
-    once = an._same_place_once(venues)
+    once = _same_place_once(venues)
     assert once["item_id"].tolist() == ["h1", "c1", "h3"]  # the likelier id names the merged place
     assert once["probability"].tolist() == pytest.approx([0.65, 0.3, 0.05])
     assert once["visits"].tolist() == [17, 5, 3] and once["branches"].tolist() == [2, 1, 1]

@@ -15,7 +15,7 @@ from analytics_data import VENUES, ingest, trained_store, write_checkins
 from interestgeo import analytics as an
 from interestgeo.cells import cell_to_parent, latlng_to_cell
 from interestgeo.cli import main
-from interestgeo.explain import explain_scored_user, explain_user
+from interestgeo.analytics.explain import explain_scored_user, explain_user
 from interestgeo.score import load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import encoder_for
