@@ -1,9 +1,9 @@
-"""Scoring a real (tiny) store: stored vectors and aggregates, dynamic update == full re-score, the CLI."""
+"""Scoring a real (tiny) store: stored vectors and aggregates, dynamic update == full re-score (the CLI's score,
+query and drift: tests/cli/test_analysis.py)."""
 
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import numpy as np
@@ -12,7 +12,6 @@ import pytest
 
 from analytics_data import ingest, trained_store, write_checkins
 from interestgeo import analytics as an
-from interestgeo.cli import main
 from interestgeo.config import Config, PrivacyConfig
 from interestgeo.score import RecencySource, fill_missing_similarities, load_source, score_store
 from interestgeo.store import Store
@@ -181,32 +180,11 @@ def test_model_update_of_known_users_equals_a_full_rescore(tmp_path: Path, encod
         # forget the new events' vectors, so only the update can bring them back
         store.write_event_vectors(
             events.loc[new, "dataset_id"].to_numpy(), events.loc[new, "event_id"].to_numpy(),
-            np.zeros(new.sum(), dtype=np.int16), np.zeros((new.sum(), 384), dtype=np.float32),
+            np.zeros(new.sum(), dtype=np.int16), np.zeros((new.sum(), encoder.dim), dtype=np.float32),
         )
         update = score_store(store, config, source=model, encoder=encoder, since=since.isoformat())
         assert update.events == new.sum() and update.history_events > update.events
         assert_same(full, snapshot(store))
-
-
-def test_cli_scores_queries_and_reports_drift_as_json(
-    tmp_path: Path, files: tuple[Path, Path], capsys: pytest.CaptureFixture[str]
-) -> None:
-    db = tmp_path / "c.duckdb"
-    config = config_for(db)
-    with Store.open(db, config=config) as store:
-        ingest(store, files[0], config, "april")
-    assert main(["score", "--db", str(db), "--source", "recency", "--json"]) == 0
-    scored = json.loads(capsys.readouterr().out)
-    assert scored["events"] == 300 and scored["mode"] == "full"
-    assert main(["query", "jazz club", "--db", str(db), "--json", "--resolution", "9", "--hours", "0-23"]) == 0
-    query = json.loads(capsys.readouterr().out)
-    assert {"cells", "hidden_cells", "time_profile", "hidden_times"} <= set(query)
-    assert all(cell["users"] >= Config().privacy.k_min_users for cell in query["cells"])
-    assert main(["drift", "--db", str(db), "--user", "u1", "--json"]) == 0
-    drift = json.loads(capsys.readouterr().out)
-    assert drift["subject"] == "user" and len(drift["timeline"]) >= 3
-    assert main(["query", "jazz", "--db", str(tmp_path / "empty.duckdb")]) == 2
-    assert "run `interestgeo score`" in capsys.readouterr().err
 
 
 def test_a_chunked_run_equals_one_chunk_and_a_pickled_detached_state_scores_the_same(
