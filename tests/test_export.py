@@ -82,15 +82,17 @@ def test_export_writes_one_row_per_scored_event_in_the_documented_columns(db: Pa
     table = pq.read_table(out)
     assert table.schema.remove_metadata() == VECTOR_SCHEMA
     assert table.num_rows == len(scored) == result.rows == 300
-    assert result.unscored == 0 and result.dim == 384 and result.bytes == out.stat().st_size
+    encoder = encoder_for(config_for(db).text)
+    dim = encoder.dim
+    assert result.unscored == 0 and result.dim == dim and result.bytes == out.stat().st_size
     assert result.path == out and result.seconds > 0
     assert set(table.column("dataset").to_pylist()) == {"april"}
     assert set(table.column("user_id").to_pylist()) == set(USERS)
     lengths = pc.list_value_length
-    assert set(lengths(table.column("vector")).to_pylist()) == {384}
-    assert set(lengths(table.column("text_vector")).to_pylist()) == {384}
+    assert set(lengths(table.column("vector")).to_pylist()) == {dim}
+    assert set(lengths(table.column("text_vector")).to_pylist()) == {dim}
     meta = json.loads(table.schema.metadata[b"interestgeo"])
-    assert meta == {"text_model": "all-MiniLM-L6-v2", "vector_source": "recency"}
+    assert meta == {"text_model": encoder.model_id, "vector_source": "recency"}
     assert files_in(tmp_path) == ["april.parquet"]  # the partial file was renamed into place
 
 
@@ -204,10 +206,11 @@ def test_cli_exports_vectors_and_reports_failures_in_one_line(
     out = tmp_path / "april.parquet"
     assert main(["export", "vectors", "--db", str(db), "--dataset", "april", "--out", str(out), "--json"]) == 0
     report = json.loads(capsys.readouterr().out)
-    assert report["rows"] == 300 and report["dim"] == 384 and report["path"] == str(out)
+    dim = encoder_for(config_for(db).text).dim
+    assert report["rows"] == 300 and report["dim"] == dim and report["path"] == str(out)
     assert pq.read_metadata(out).num_rows == 300
     assert main(["export", "vectors", "--db", str(db), "--dataset", "april", "--out", str(out)]) == 0
-    assert capsys.readouterr().out.startswith(f"wrote 300 events of dataset 'april' to {out}: 384-dim")
+    assert capsys.readouterr().out.startswith(f"wrote 300 events of dataset 'april' to {out}: {dim}-dim")
     failures = {
         "unknown dataset 'july'": ["--db", str(db), "--dataset", "july", "--out", str(out)],
         "no interest vectors in 'june' yet": ["--db", str(db), "--dataset", "june", "--out", str(out)],
