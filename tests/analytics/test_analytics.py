@@ -10,6 +10,7 @@ import pandas as pd
 import pytest
 
 from analytics_data import DIM, make_events, make_topics, random_city, scored_from, unit
+from interestgeo import access
 from interestgeo import analytics as an
 from interestgeo.analytics import Filters
 from interestgeo.analytics._groups import _Groups
@@ -110,8 +111,10 @@ def test_user_drift_is_per_user_and_analyst_only() -> None:
     events, raw = random_city()
     scored = scored_from(events, raw, k=100)
     drift = an.user_drift(scored, 1, "u0", "week")
-    assert len(drift.timeline) > 1 and drift.hidden == 0  # no k threshold for one identified user
-    assert getattr(an.user_drift, "analyst_only", False)
+    # u0 checks in every one of the city's 7 weeks; no k threshold for one identified user
+    assert len(drift.timeline) == 7 and drift.timeline["users"].eq(1).all() and drift.hidden == 0
+    with access.viewer("marketer"), pytest.raises(access.AccessDenied):
+        an.user_drift(scored, 1, "u0", "week")
 
 
 def test_every_region_level_result_hides_groups_below_k_and_counts_them() -> None:
@@ -202,7 +205,10 @@ def test_query_ranks_the_cells_whose_people_lean_to_the_phrase_first() -> None:
 
 
 def test_user_functions_are_marked_analyst_only_and_region_functions_are_not() -> None:
-    assert {"list_users", "interested_users", "user_profile", "user_drift", "next_interests"} <= an.ANALYST_ONLY
+    import interestgeo.analytics.explain  # noqa: F401 (its functions register when it is imported)
+
+    assert {"list_users", "interested_users", "user_profile", "user_drift", "next_interests", "user_event_positions",
+            "explain_user", "explain_scored_user", "explain_stored_user"} <= an.ANALYST_ONLY
     for name in ("region_map", "region_vectors", "region_drift", "query_interest", "interest_profile", "compare_periods"):
         assert name not in an.ANALYST_ONLY
     events, raw = random_city()
