@@ -26,6 +26,7 @@ import contextlib
 import hashlib
 import importlib.util
 import os
+import random
 import shutil
 import tempfile
 import zipfile
@@ -302,15 +303,23 @@ def unreadable_texts(encoder: TextEncoder, texts: list[str], share: float) -> li
     return [t for t, s in zip(texts, encoder.unknown_share(texts)) if s > share]
 
 
-def unreadable_warning(encoder: TextEncoder, texts: list[str], share: float = 0.5, examples: int = 3) -> str | None:
+def unreadable_warning(
+    encoder: TextEncoder, texts: list[str], share: float = 0.5, examples: int = 3, sample: int | None = None
+) -> str | None:
     """One line telling the user that some texts are mostly unknown pieces, or None when all are readable.
 
     It names the remedy: the multilingual encoder when the store uses an English-only one, else a
-    local model folder for a language neither packaged encoder reads.
+    local model folder for a language neither packaged encoder reads. With `sample`, at most that
+    many texts are read (a seeded random sample, so a store of millions of texts is checked in
+    about a second) and the line says so.
     """
+    total = len(texts)
+    if sample is not None and total > sample:
+        texts = random.Random(0).sample(texts, sample)
     bad = unreadable_texts(encoder, texts, share)
     if not bad:
         return None
+    counted = f"{len(bad)} of {len(texts)} texts" + (f" (a sample of {total:,})" if len(texts) < total else "")
     shown = ", ".join(repr(t[:40]) for t in bad[:examples])
     if encoder.model_id != USE_MODEL_NAME:
         remedy = (f"the multilingual encoder reads {ENCODERS[USE_MODEL_NAME]}: "
@@ -319,7 +328,7 @@ def unreadable_warning(encoder: TextEncoder, texts: list[str], share: float = 0.
         remedy = ("it reads " + ENCODERS[USE_MODEL_NAME] + "; for another language set text.model_path "
                   "to a local transformers model folder that reads it")
     return (
-        f"warning: {len(bad)} of {len(texts)} texts are mostly unknown to the text model "
+        f"warning: {counted} are mostly unknown to the text model "
         f"{encoder.model_id} (e.g. {shown}); their embeddings carry little meaning — {remedy}"
     )
 

@@ -100,3 +100,25 @@ def test_the_maps_phrase_box_takes_chinese(mixed: Config, tmp_path: Path, monkey
     assert top.iloc[0]["cell"] == cell("hotpot")  # the Chinese phrase's best cell, as the core ranks it
     tooltips = [d["tooltip"] for d in deck_specs(at)[0]["layers"][0]["data"]]
     assert all(t.startswith("“火锅” score") for t in tooltips)  # the phrase as plain text, not boxes or escapes
+
+
+def test_score_warns_about_text_its_encoder_cannot_read_and_names_the_one_that_can(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    toml = tmp_path / "minilm.toml"
+    toml.write_text(f'[text]\nencoder = "{PACKAGED_MODEL_NAME}"\n', encoding="utf-8")
+    db = tmp_path / "minilm.duckdb"
+    for encoder_id in (PACKAGED_MODEL_NAME, text_model_id(Config().text)):
+        config = Config().with_db(db.with_stem(encoder_id))
+        args = ["--db", str(config.store.path)] + (["--config", str(toml)] if encoder_id == PACKAGED_MODEL_NAME else [])
+        with Store.open(config.store.path, config=config) as store:
+            ingest_file(store, FIXTURE, config=config, dataset="shanghai")
+            register_checkpoint(store, shipped_model_dir(encoder_id))
+        assert main(["score", *args, "--json"]) == 0
+        warnings = json.loads(capsys.readouterr().out)["warnings"]
+        if encoder_id == PACKAGED_MODEL_NAME:  # English-only: the five Chinese texts are unreadable to it
+            (warning,) = warnings
+            assert "5 of 10 texts are mostly unknown to the text model all-MiniLM-L6-v2" in warning
+            assert f'text.encoder = "{text_model_id(Config().text)}"' in warning
+        else:
+            assert warnings == []

@@ -94,7 +94,7 @@ def score_and_report(
     """Score (`score.score_store`, or `engine` in its place: `--engine ray`) with a progress bar on
     stderr; (JSON-ready report, its text). `since` is a time or "new" (a dynamic update)."""
     from interestgeo.score import RecencySource, load_source, score_store
-    from interestgeo.text import embed_texts, encoder_for
+    from interestgeo.text import embed_texts, encoder_for, unreadable_warning
 
     ids = None
     if datasets:
@@ -116,7 +116,11 @@ def score_and_report(
             store, config, source=source, encoder=encoder, datasets=ids,
             since=None if since in (None, "new") else since, update=since is not None, refresh_topics=refresh_topics, progress=progress,
         )
-    return report.to_dict(), score_text(report)
+    # texts the encoder cannot read make vectors that mean little: say so, with the encoder that would
+    warning = unreadable_warning(encoder, store.distinct_texts(ids), config.text.unknown_token_warn_share, sample=5000)
+    payload, text = report.to_dict(), score_text(report)
+    payload["warnings"] = [warning] if warning else []
+    return payload, text + (f"\n{warning}" if warning else "")
 
 
 # ---------------------------------------------------------------------------- query
