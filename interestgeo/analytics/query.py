@@ -66,7 +66,11 @@ def query_interest(
     """
     q = np.asarray(phrase_vector, dtype=np.float32)
     if q.shape != (scored.vectors.shape[1],):
-        raise ValueError(f"phrase vector has shape {q.shape}, vectors are {scored.vectors.shape[1]}-dimensional")
+        raise ValueError(
+            f"the stored interest vectors ({scored.vectors.shape[1]}-d) come from another text encoder than the "
+            f"configured one ({q.shape[-1]}-d): run a full `interestgeo score` to re-embed them, or set "
+            "text.encoder back"
+        )
     affinity = scored.vectors @ q  # (N,) every event's interest vector against the phrase
     idx = np.flatnonzero(filter_mask(scored, filters))
     s = affinity[idx]
