@@ -8,6 +8,7 @@ Scored with the shipped pretrained model (trained on the English demo only).
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -122,3 +123,11 @@ def test_score_warns_about_text_its_encoder_cannot_read_and_names_the_one_that_c
             assert f'text.encoder = "{text_model_id(Config().text)}"' in warning
         else:
             assert warnings == []
+
+
+def test_a_query_in_another_encoders_space_says_how_to_re_embed(mixed: Config) -> None:
+    minilm = encoder_for(dataclasses.replace(mixed.text, encoder=PACKAGED_MODEL_NAME))
+    with Store.open(mixed.store.path, read_only=True, config=mixed) as store:
+        scored = load_scored(store, mixed)
+    with pytest.raises(ValueError, match=r"\(512-d\) come from another text encoder .*\(384-d\).*interestgeo score"):
+        query_interest(scored, "coffee", embed_phrase(minilm, "coffee"), Filters(), 8)
