@@ -12,7 +12,7 @@ import pytest
 
 from interestgeo.config import Config
 from interestgeo.ingest import IngestError, detect_columns, detect_format, ingest_file
-from interestgeo.schema import Reason
+from interestgeo.schema import EPOCH_MS_THRESHOLD, TS_MIN, Reason
 from interestgeo.store import Store
 
 BAD_ROWS_EXPECTED = [
@@ -89,6 +89,23 @@ def test_every_timestamp_format(tmp_store: Store, tmp_config: Config, fixtures_d
     fractional = whole + pd.Timedelta(milliseconds=250)
     expected = {u: whole for u in "abcdefgh"} | {"i": fractional, "j": fractional}
     assert events["ts"].to_dict() == expected
+
+
+def test_epoch_numbers_at_the_seconds_milliseconds_boundary(tmp_store: Store, tmp_config: Config, tmp_path: Path) -> None:
+    # Numbers below EPOCH_MS_THRESHOLD are seconds, from it on milliseconds. The threshold sits where
+    # neither reading is a plausible time (seconds: year ~5138; milliseconds: 1973, before TS_MIN),
+    # so a number on either side of it is rejected as implausible, never read in the wrong unit.
+    assert pd.Timestamp(EPOCH_MS_THRESHOLD, unit="ms", tz="UTC") < TS_MIN
+    assert 1970 + (EPOCH_MS_THRESHOLD - 1) / (365.25 * 86_400) > 5000  # as seconds: past any "now"
+    seconds = 1_333_476_009  # 2012-04-03T18:00:09Z
+    rows = [f"a,40.7,-73.9,{seconds},seconds", f"b,40.7,-73.9,{seconds * 1000},milliseconds",
+            f"c,40.7,-73.9,{EPOCH_MS_THRESHOLD - 1},last seconds number",
+            f"d,40.7,-73.9,{EPOCH_MS_THRESHOLD},first milliseconds number"]
+    path = tmp_path / "epochs.csv"
+    path.write_text("user,lat,lon,time,text\n" + "\n".join(rows) + "\n")
+    report = ingest_file(tmp_store, path, config=tmp_config)
+    assert [(r.line, r.reason) for r in report.rejects] == [(4, Reason.IMPLAUSIBLE_TS), (5, Reason.IMPLAUSIBLE_TS)]
+    assert tmp_store.events()["ts"].tolist() == [pd.Timestamp("2012-04-03T18:00:09Z")] * 2
 
 
 def test_implausible_future_is_relative_to_now(tmp_store: Store, tmp_config: Config, tmp_path: Path) -> None:
