@@ -11,7 +11,7 @@ from __future__ import annotations
 import streamlit as st
 
 from interestgeo.access import declare_viewer
-from pages._common import (
+from pages._ui import (
     app_config,
     md,
     filter_bar,

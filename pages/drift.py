@@ -13,8 +13,8 @@ import streamlit as st
 
 from interestgeo import charts
 from interestgeo.forecast import FORECAST_WINDOWS
-from pages import _common as ui
-from pages import _forecast as fcui
+from pages import _ui as ui
+from pages._ui import forecast as fcui
 
 WINDOWS = ("week", "day", "month")
 SIDEBAR_REGION = "the sidebar's region"

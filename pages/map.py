@@ -24,8 +24,8 @@ from interestgeo import charts, export
 from interestgeo.cells import str_to_cells
 from interestgeo.config import Config
 from interestgeo.forecast import FORECAST_WINDOWS
-from pages import _common as ui
-from pages import _forecast as fcui
+from pages import _ui as ui
+from pages._ui import forecast as fcui
 
 MODES = ("Dominant topic", "Free-text query", "Expected next")
 WINDOWS = ("whole period", "month", "week", "day")

@@ -16,9 +16,9 @@ import pandas as pd
 import streamlit as st
 
 from interestgeo.config import Config
-from pages import _common as ui
+from interestgeo.metrics import METRICS
+from pages import _ui as ui
 
-METRIC_ORDER = ("acc@1", "acc@5", "acc@10", "mrr", "ndcg@10")
 # What the stored metric keys mean, in words (anything else is shown with its underscores as spaces).
 VARIANT_LABELS = {"time_given": "with the time of the next event", "no_time": "without the time of the next event"}
 TASK_LABELS = {"next_venue": "next venue", "next_category": "next category"}
@@ -66,7 +66,7 @@ def page() -> None:
         else:
             st.markdown(f"**Test metrics of checkpoint {int(newest['id'])} ({ui.md(newest['name'])})**")
             st.dataframe(results, hide_index=True, width="stretch",
-                         column_config={m: st.column_config.NumberColumn(m, format="%.3f") for m in METRIC_ORDER})
+                         column_config={m: st.column_config.NumberColumn(m, format="%.3f") for m in METRICS})
             ui.csv_download(results, f"checkpoint-{int(newest['id'])}-metrics")
         if "val_mrr" in metrics:
             st.caption(f"Best epoch {metrics.get('best_epoch')} · validation MRR {float(metrics['val_mrr']):.3f} · "
@@ -152,7 +152,7 @@ def _test_results(metrics: dict[str, object]) -> pd.DataFrame:
                 name = variant.removeprefix("test_")
                 rows.append({"variant": VARIANT_LABELS.get(name, name.replace("_", " ")),
                              "task": TASK_LABELS.get(task, task.replace("_", " ")),
-                             **{m: values.get(m) for m in METRIC_ORDER}})
+                             **{m: values.get(m) for m in METRICS}})
     return pd.DataFrame(rows)
 
 

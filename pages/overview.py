@@ -11,7 +11,7 @@ import pandas as pd
 import streamlit as st
 
 from interestgeo import charts
-from pages import _common as ui
+from pages import _ui as ui
 
 # Cells are counted at this resolution (~0.7 km2, a few blocks): fine enough to mean "places".
 KPI_RESOLUTION = 8

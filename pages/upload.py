@@ -24,7 +24,7 @@ from interestgeo.pseudonym import PseudonymKeyError, key_path, load_or_create_ke
 from interestgeo.score import RecencySource, load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import embed_texts
-from pages._common import (
+from pages._ui import (
     ACCOUNT_KEY,
     SCORE_HINT,
     TRAINING,

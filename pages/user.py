@@ -14,8 +14,8 @@ import streamlit as st
 from interestgeo import charts, export
 from interestgeo.config import Config
 from interestgeo.forecast import Skipped
-from pages import _common as ui
-from pages import _forecast as fcui
+from pages import _ui as ui
+from pages._ui import forecast as fcui
 
 # The picker lists the most active users first; more would make the select box unusable.
 MAX_USERS = 500

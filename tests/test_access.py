@@ -111,7 +111,7 @@ def test_the_per_person_calls_refuse_a_marketer_session_even_when_cached(markete
     the analyst's run fills the cache, and the marketer's is still refused."""
     script = (
         "import streamlit as st\n"
-        "from pages import _common as ui\n"
+        "from pages import _ui as ui\n"
         "config = ui.app_config()\n"
         "try:\n"
         "    st.write(f'{len(ui.list_users(ui.db_path(config), ui.config_key(config), None))} people')\n"

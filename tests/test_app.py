@@ -298,10 +298,10 @@ def test_warm_up_loads_in_the_background(scored_env: Path, caplog: pytest.LogCap
                           encoding="utf-8")
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
     assert_clean(at)
-    from pages import _common  # the module the app imported (AppTest put the app's folder on the path)
+    from pages._ui import warmup  # the module the app imported (AppTest put the app's folder on the path)
 
     db = str(Path(os.environ["INTERESTGEO_DB"]).resolve())
-    assert any(path == db for path, _ in _common._WARMING)  # started once for this database
+    assert any(path == db for path, _ in warmup._WARMING)  # started once for this database
     for thread in [t for t in threading.enumerate() if t.name == "interestgeo-warm-up"]:
         thread.join(TIMEOUT)
     assert "warm-up failed" not in caplog.text
@@ -314,14 +314,14 @@ def test_loading_the_vectors_does_not_hold_the_shared_connection(scored_env: Pat
     # The load takes seconds on the demo; through the shared handle every other session's
     # queries (a Model or Upload page on a fresh server) waited for it.
     monkeypatch.syspath_prepend(str(ROOT))
-    from pages import _common
+    from pages import _ui as ui
 
-    config = _common.app_config()
-    path, key = _common.db_path(config), _common.config_key(config)
-    _common.scored_events.clear()
+    config = ui.app_config()
+    path, key = ui.db_path(config), ui.config_key(config)
+    ui.scored_events.clear()
     loaded: list[object] = []
-    with _common.store_for(config):  # another session's query in progress, on its own connection
-        loader = threading.Thread(target=lambda: loaded.append(_common.scored_events(path, key)), daemon=True)
+    with ui.store_for(config):  # another session's query in progress, on its own connection
+        loader = threading.Thread(target=lambda: loaded.append(ui.scored_events(path, key)), daemon=True)
         loader.start()
         loader.join(TIMEOUT)
         assert loaded and loaded[0] is not None and len(loaded[0].events) == SCORED_ROWS
@@ -338,14 +338,14 @@ def test_the_warm_up_loads_vectors_and_venues_without_importing_torch(scored_env
     code = (
         "import logging, sys, threading\n"
         "logging.disable(logging.WARNING)\n"
-        "from pages import _common\n"
-        "config = _common.app_config()\n"
-        "_common.warm_up(config, analyst=True)\n"
+        "from pages import _ui as ui\n"
+        "config = ui.app_config()\n"
+        "ui.warm_up(config, analyst=True)\n"
         "for t in [t for t in threading.enumerate() if t.name == 'interestgeo-warm-up']:\n"
         "    t.join(300)\n"
-        "path, key = _common.db_path(config), _common.config_key(config)\n"
-        "scored = _common.scored_events(path, key)\n"  # (cached: what the warm-up loaded)
-        "print(len(scored.events), scored.vectors_loaded, _common.venues(path, key) is not None,"
+        "path, key = ui.db_path(config), ui.config_key(config)\n"
+        "scored = ui.scored_events(path, key)\n"  # (cached: what the warm-up loaded)
+        "print(len(scored.events), scored.vectors_loaded, ui.venues(path, key) is not None,"
         " 'torch' in sys.modules)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
@@ -534,21 +534,6 @@ def test_draw_mode_shows_the_cells_for_a_lasso_or_box(scored_env: Path) -> None:
     assert chart.proto.form_id == "" and list(chart.proto.selection_mode)  # selections rerun the app
 
 
-def test_a_lasso_becomes_a_short_polygon_that_round_trips_through_the_link(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.syspath_prepend(str(ROOT))  # the app's folder, as `streamlit run` puts it on the path
-    from pages._common import MAX_POLYGON_CORNERS, format_polygon, parse_polygon, polygon_from_selection
-
-    angles = np.linspace(0, 2 * np.pi, 500, endpoint=False)
-    lasso = {"x": list(-73.98 + 0.02 * np.cos(angles)), "y": list(40.75 + 0.015 * np.sin(angles))}
-    corners = polygon_from_selection({"points": [], "box": [], "lasso": [lasso]})
-    assert 3 <= len(corners) <= MAX_POLYGON_CORNERS
-    assert parse_polygon(format_polygon(corners)) == corners
-    box = polygon_from_selection({"box": [{"x": [-74.0, -73.9], "y": [40.7, 40.8]}], "lasso": []})
-    assert sorted(box) == [(-74.0, 40.7), (-74.0, 40.8), (-73.9, 40.7), (-73.9, 40.8)]
-    assert polygon_from_selection({"points": [{"x": 1, "y": 2}], "box": [], "lasso": []}) == ()
-    assert parse_polygon("1,2;3,4") == () and parse_polygon("200,1;1,1;2,2") == ()
-
-
 def test_model_page_trains_a_checkpoint_with_a_progress_bar(scored_env: Path) -> None:
     at = open_app("pages/model.py")
     assert "interestgeo train" in " ".join(m.value for m in at.markdown)  # the CLI way stays on the page
@@ -563,7 +548,7 @@ def test_model_page_trains_a_checkpoint_with_a_progress_bar(scored_env: Path) ->
 
 def test_training_is_for_analysts_and_one_run_at_a_time(scored_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.syspath_prepend(str(ROOT))
-    from pages._common import TRAINING
+    from pages._ui import TRAINING
 
     with TRAINING:  # a run in progress in another session
         at = open_app("pages/model.py")
@@ -606,7 +591,7 @@ def test_an_error_inside_a_fragment_is_one_sentence_not_a_traceback() -> None:
         import sys
 
         sys.path.insert(0, root)
-        from pages import _common as ui
+        from pages import _ui as ui
 
         @ui.guarded_fragment
         def broken() -> None:

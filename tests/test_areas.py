@@ -24,7 +24,7 @@ def test_points_fall_in_the_areas_shapely_puts_them_in() -> None:
 
 
 def test_labels_are_the_dashboards() -> None:
-    from pages._common import named_areas
+    from pages._ui import named_areas
 
     assert list(named_area_geometries()) == list(named_areas(str(AREAS_FILE)))
     assert named_area_geometries(AREAS_FILE.with_name("missing.geojson")) == {}

@@ -297,9 +297,9 @@ def test_the_dashboard_says_reload_in_a_moment_during_a_write_and_shows_the_new_
         assert_clean(at)
         assert {m.label: m.value for m in at.metric}["Datasets"] == "1"
         fresh = open_app()  # a new session on a cold cache: one plain sentence, no lock error, no traceback
-        from pages import _common
+        from pages import _ui
 
-        _common.release_store()
+        _ui.release_store()
         fresh.run()
         assert_clean(fresh)
         notes = [i.value.replace("\\", "") for i in fresh.info]  # markdown-escaped

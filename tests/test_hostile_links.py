@@ -2,7 +2,7 @@
 
 A link is input from anyone: SQL-, HTML-, size- and unicode-shaped values go into every filter
 parameter of every page (the table below), and the parsers of the parameters the app reads itself
-(`cells`, `poly`) are checked property-based with hypothesis. The case that was a traceback:
+(`cells`, `poly`) are checked property-based in tests/pages/test_state.py. The case that was a traceback:
 `/?cells=99999999999999999999999` (h3 overflowed, the filter bar failed, and `run_page` took the
 page for a deep link and switched to `app.py`, which navigation mode does not know).
 """
@@ -12,15 +12,11 @@ from __future__ import annotations
 import tomllib
 from pathlib import Path
 
-import h3
 import pytest
-from hypothesis import given, settings
-from hypothesis import strategies as st
 from streamlit.testing.v1 import AppTest
 from privacy_data import recency_database, use_database
 from test_app import APP, ROOT, TIMEOUT, assert_clean
 
-from pages._common import MAX_LINK_CELLS, MAX_POLYGON_CORNERS, parse_cells, parse_polygon
 
 # Every query parameter a page binds or reads.
 PARAMS = ("ds", "dates", "cmp", "hours", "days", "area", "topic", "cells", "poly", "map_mode", "map_res",
@@ -91,39 +87,6 @@ def test_a_hostile_free_text_query_is_scored_as_text(scored_env: Path) -> None:
         assert_clean(at)
         value = at.text_input(key="q").value
         assert value and HOSTILE[name].startswith(value)  # the box may cut it to its length limit
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.text(max_size=200))
-def test_parse_cells_never_raises_and_keeps_only_valid_cells(text: str) -> None:
-    cells = parse_cells(text)
-    assert len(cells) <= MAX_LINK_CELLS
-    assert all(h3.is_valid_cell(h3.int_to_str(c)) for c in cells)
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.lists(st.one_of(st.integers(min_value=-(2**70), max_value=2**70).map(str),
-                          st.integers(min_value=0, max_value=2**64 - 1).map(lambda n: f"{n:x}"),
-                          st.sampled_from(["8a2a1072b59ffff", "0x8a", " 8a2a1072b59ffff ", "", "ＦＦ"])),
-                max_size=8))
-def test_parse_cells_reads_number_shaped_tokens(tokens: list[str]) -> None:
-    cells = parse_cells(",".join(tokens))
-    assert all(h3.is_valid_cell(h3.int_to_str(c)) for c in cells)
-    if " 8a2a1072b59ffff " in tokens or "8a2a1072b59ffff" in tokens:
-        assert h3.str_to_int("8a2a1072b59ffff") in cells
-
-
-def test_parse_cells_round_trips_what_the_map_writes() -> None:
-    cells = tuple(h3.str_to_int(c) for c in h3.grid_disk("8a2a1072b59ffff", 1))
-    assert parse_cells(",".join(h3.int_to_str(c) for c in cells)) == cells
-
-
-@settings(max_examples=300, deadline=None)
-@given(st.text(alphabet="0123456789.,;-+eEinfa \u00a0", max_size=300))
-def test_parse_polygon_never_raises_and_keeps_only_usable_polygons(text: str) -> None:
-    corners = parse_polygon(text)
-    assert corners == () or 3 <= len(corners) <= MAX_POLYGON_CORNERS
-    assert all(-180 <= lon <= 180 and -90 <= lat <= 90 for lon, lat in corners)
 
 
 def test_error_details_stay_in_the_server_log() -> None:
