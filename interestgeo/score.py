@@ -5,7 +5,7 @@ What is stored, and why:
 * **Per event** (`event_vectors`): the user's interest vector right after each event, plus the
   event's own topic. This is the source of truth: every analytics answer (maps under any filter,
   drift, queries) is a user-weighted average of these, computed on the fly in numpy
-  (analytics.py explains why on the fly). 113k events x 384 floats is ~170 MB in DuckDB, read
+  (interestgeo/analytics/ explains why on the fly). 113k events x 384 floats is ~170 MB in DuckDB, read
   back in one Arrow buffer in well under a second and cached by the dashboard. Beside each
   vector, its similarity to each topic (T floats), so shares and maps need not wait for the
   vectors (`ScoredEvents` loading them later).
