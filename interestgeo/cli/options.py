@@ -82,7 +82,7 @@ def db_path(args: argparse.Namespace) -> Path:
 def open_store(config: Config) -> Store:
     """The store for writing. Another write (a load, scoring, training, an upload) makes it wait,
     up to `store.write_wait_s`, and say so once on stderr; a dashboard that is open never does
-    for longer than its current query (see store_access.py)."""
+    for longer than its current query (see store/file_access.py)."""
     return Store.open(config.store.path, config=config, on_wait=say_waiting(config))
 
 
