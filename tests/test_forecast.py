@@ -1,4 +1,4 @@
-"""Forecasts of topic shares: planted trends and cycles, no leakage, the k threshold, JSON and the CLI.
+"""Forecasts of topic shares: planted trends and cycles, no leakage, the k threshold, JSON (the CLI: tests/cli/test_analysis.py).
 
 Series are planted through real events: each event's interest vector is its topic's vector (plus
 a little noise), so a window's share of a topic is the share of its people who chose it.
@@ -9,17 +9,14 @@ from __future__ import annotations
 import dataclasses
 import json
 from collections.abc import Callable
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from analytics_data import DIM, make_events, make_topics, scored_from
-from forecast_data import recency_store
 from interestgeo import forecast as fc
 from interestgeo.analytics import ANALYST_ONLY, Filters, ScoredEvents
-from interestgeo.cli import main
 
 MIDTOWN = (40.7580, -73.9855)
 CROWN_HEIGHTS = (40.6694, -73.9422)
@@ -192,60 +189,3 @@ def test_a_person_gets_their_own_forecast_and_it_is_analyst_only() -> None:
     newcomer = fc.user_forecast(scored, 1, "newcomer", "week")
     assert isinstance(newcomer, fc.Skipped) and newcomer.reason.startswith("only 1 window(s) with events")
     assert "user_forecast" in ANALYST_ONLY
-
-
-# ---------------------------------------------------------------------------- the CLI
-
-
-@pytest.fixture(scope="module")
-def scored_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return recency_store(tmp_path_factory.mktemp("forecast"))
-
-
-def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
-    code = main(list(args))
-    out, err = capsys.readouterr()
-    return code, out, err
-
-
-def test_cli_forecast_json_and_text(capsys: pytest.CaptureFixture[str], scored_db: tuple[Path, Path]) -> None:
-    db, toml = scored_db
-    code, out, _ = _run(capsys, "forecast", "--db", str(db), "--config", str(toml), "--json", "--horizon", "2")
-    assert code == 0
-    payload = json.loads(out)
-    assert set(payload["backtest"]) >= {"model", "persistence", "moving_average"}
-    labels = {r["region"] for r in payload["forecast"]["regions"]}
-    assert {"everywhere", "Manhattan"} <= labels
-    code, out, _ = _run(capsys, "forecast", "--db", str(db), "--config", str(toml), "--region", "Manhattan",
-                        "--window", "day")
-    assert code == 0 and "Manhattan [selection" in out and "backtest" in out
-
-
-@pytest.mark.parametrize(
-    ("args", "message"),
-    [
-        (["--horizon", "0"], "horizon must be 1..52"),
-        (["--dataset", "nope"], "no dataset named 'nope'"),
-        (["--region", "not-a-cell"], "not an H3 cell or a GeoJSON file"),
-        (["--window", "month"], "invalid choice"),
-    ],
-)
-def test_cli_forecast_bad_input_is_one_line_and_exit_2(
-    capsys: pytest.CaptureFixture[str], scored_db: tuple[Path, Path], args: list[str], message: str
-) -> None:
-    db, toml = scored_db
-    if args[0] == "--window":
-        with pytest.raises(SystemExit) as exit_info:
-            main(["forecast", "--db", str(db), *args])
-        assert exit_info.value.code == 2 and message in capsys.readouterr().err
-        return
-    code, out, err = _run(capsys, "forecast", "--db", str(db), "--config", str(toml), *args)
-    assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
-
-
-def test_cli_forecast_before_scoring_says_what_to_run(capsys: pytest.CaptureFixture[str], tmp_path: Path,
-                                                      demo_sample_csv: Path) -> None:
-    db = tmp_path / "unscored.duckdb"
-    assert _run(capsys, "ingest", str(demo_sample_csv), "--db", str(db))[0] == 0
-    code, _, err = _run(capsys, "forecast", "--db", str(db))
-    assert code == 2 and "interestgeo score" in err

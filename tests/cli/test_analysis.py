@@ -1,4 +1,5 @@
-"""cli/analysis.py: `score`, `query` and `drift` on a tiny store (12 users, 300 check-ins), JSON and text."""
+"""cli/analysis.py: `score`, `query` and `drift` on a tiny store (12 users, 300 check-ins), and `forecast` on a
+recency-scored one: JSON, text, and bad input as one line with exit 2."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from analytics_data import ingest, write_checkins
+from forecast_data import recency_store
 from interestgeo.cli import main
 from interestgeo.config import Config
 from interestgeo.store import Store
@@ -52,3 +54,57 @@ def test_cli_scores_queries_and_reports_drift(tmp_path: Path, april: Path, capsy
 
     assert main(["query", "jazz", "--db", str(tmp_path / "empty.duckdb")]) == 2
     assert "run `interestgeo score`" in capsys.readouterr().err
+
+
+def _run(capsys: pytest.CaptureFixture[str], *args: str) -> tuple[int, str, str]:
+    code = main(list(args))
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+@pytest.fixture(scope="module")
+def forecast_db(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    return recency_store(tmp_path_factory.mktemp("forecast"))
+
+
+def test_cli_forecast_json_and_text(capsys: pytest.CaptureFixture[str], forecast_db: tuple[Path, Path]) -> None:
+    db, toml = forecast_db
+    code, out, _ = _run(capsys, "forecast", "--db", str(db), "--config", str(toml), "--json", "--horizon", "2")
+    assert code == 0
+    payload = json.loads(out)
+    assert set(payload["backtest"]) >= {"model", "persistence", "moving_average"}
+    labels = {r["region"] for r in payload["forecast"]["regions"]}
+    assert {"everywhere", "Manhattan"} <= labels
+    code, out, _ = _run(capsys, "forecast", "--db", str(db), "--config", str(toml), "--region", "Manhattan",
+                        "--window", "day")
+    assert code == 0 and "Manhattan [selection" in out and "backtest" in out
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["--horizon", "0"], "horizon must be 1..52"),
+        (["--dataset", "nope"], "no dataset named 'nope'"),
+        (["--region", "not-a-cell"], "not an H3 cell or a GeoJSON file"),
+        (["--window", "month"], "invalid choice"),
+    ],
+)
+def test_cli_forecast_bad_input_is_one_line_and_exit_2(
+    capsys: pytest.CaptureFixture[str], forecast_db: tuple[Path, Path], args: list[str], message: str
+) -> None:
+    db, toml = forecast_db
+    if args[0] == "--window":
+        with pytest.raises(SystemExit) as exit_info:
+            main(["forecast", "--db", str(db), *args])
+        assert exit_info.value.code == 2 and message in capsys.readouterr().err
+        return
+    code, out, err = _run(capsys, "forecast", "--db", str(db), "--config", str(toml), *args)
+    assert code == 2 and out == "" and message in err and len(err.strip().splitlines()) == 1
+
+
+def test_cli_forecast_before_scoring_says_what_to_run(capsys: pytest.CaptureFixture[str], tmp_path: Path,
+                                                      demo_sample_csv: Path) -> None:
+    db = tmp_path / "unscored.duckdb"
+    assert _run(capsys, "ingest", str(demo_sample_csv), "--db", str(db))[0] == 0
+    code, _, err = _run(capsys, "forecast", "--db", str(db))
+    assert code == 2 and "interestgeo score" in err
