@@ -1,4 +1,5 @@
-"""Forecasts of topic shares: planted trends and cycles, no leakage, the k threshold, JSON (the CLI: tests/cli/test_analysis.py).
+"""Forecasts of topic shares: planted trends and cycles, no leakage, the k threshold, JSON (the CLI:
+tests/cli/test_analysis.py).
 
 Series are planted through real events: each event's interest vector is its topic's vector (plus
 a little noise), so a window's share of a topic is the share of its people who chose it.
