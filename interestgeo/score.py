@@ -77,6 +77,7 @@ __all__ = [
     "ScoreReport",
     "interest_vectors",
     "load_source",
+    "last_run_source",
     "source_label",
     "score_store",
     "ChunkRunner",
@@ -338,6 +339,21 @@ def load_source(
     source.weights = dict(zip(mine["dataset_id"].astype(int), mine["history_weight"].astype(float)))
     source.model.sharpness.update(zip(mine["dataset_id"].astype(int), mine["sharpness"].astype(float)))
     return source
+
+
+def last_run_source(store: Store, config: Config, encoder: Any) -> VectorSource | None:
+    """The source of the store's last score run, rebuilt, to score new events as the others were
+    (no retraining): the recency baseline, or the latest trained model blended with history.
+
+    None before the first score run. Raises LookupError (or FileNotFoundError) as `load_source`
+    does when that run's model cannot be loaded.
+    """
+    runs = store.score_runs()
+    if runs.empty:
+        return None
+    if str(runs["source"].iloc[0]) == RecencySource.name:
+        return RecencySource(_text_vectors_fn(store, encoder))
+    return load_source(store, config, encoder=encoder)
 
 
 def source_label(source: VectorSource) -> str:

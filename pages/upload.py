@@ -21,9 +21,8 @@ import streamlit as st
 from interestgeo.config import Config
 from interestgeo.ingest import IngestError, detect_columns, detect_format, ingest_file
 from interestgeo.pseudonym import PseudonymKeyError, key_path, load_or_create_key
-from interestgeo.score import RecencySource, load_source, score_store
+from interestgeo.score import last_run_source, score_store
 from interestgeo.store import Store
-from interestgeo.text import embed_texts
 from pages._ui import (
     ACCOUNT_KEY,
     SCORE_HINT,
@@ -202,18 +201,13 @@ def _delete_dataset(config: Config) -> None:
 
 def _score_new_events(store: Store, config: Config, stored: int, progress: Callable[[float, str], None]) -> str:
     """Give the new events interest vectors with the source of the last score run (no retraining)."""
-    runs = store.score_runs()
     if stored == 0:
         return ""
-    if runs.empty:
-        return f"Nothing was scored before, so the new events have no interest vectors yet: {SCORE_HINT}."
-    encoder = text_encoder(config_key(config))
-    previous = str(runs["source"].iloc[0])
+    encoder = text_encoder(config_key(config))  # the app's one text encoder
     try:
-        if previous == RecencySource.name:
-            source = RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None))
-        else:
-            source = load_source(store, config, encoder=encoder)  # the app's one text encoder
+        source = last_run_source(store, config, encoder)
+        if source is None:
+            return f"Nothing was scored before, so the new events have no interest vectors yet: {SCORE_HINT}."
         result = score_store(store, config, source=source, encoder=encoder, update=True, progress=progress)
     except (LookupError, FileNotFoundError) as exc:
         return f"The new events could not be scored ({exc}); run `interestgeo score --since new`."

@@ -13,7 +13,7 @@ import pytest
 from analytics_data import ingest, trained_store, write_checkins
 from interestgeo import analytics as an
 from interestgeo.config import Config, PrivacyConfig
-from interestgeo.score import RecencySource, fill_missing_similarities, load_source, score_store
+from interestgeo.score import RecencySource, fill_missing_similarities, last_run_source, load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts, encoder_for
 from interestgeo.topics import topic_similarities
@@ -216,3 +216,22 @@ def test_a_chunked_run_equals_one_chunk_and_a_pickled_detached_state_scores_the_
         score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder, runner=pickled)
         assert_same(whole, snapshot(store))
     assert states[0].source.model.scorer.store is None
+
+
+def test_new_events_are_scored_with_the_source_of_the_last_run(tmp_path: Path, files: tuple[Path, Path],
+                                                                encoder: TextEncoder) -> None:
+    """What the Upload page scores a new dataset with (no retraining): None before any run, the
+    recency baseline after a recency run, the trained model after a model run (none here: refused)."""
+    config = config_for(tmp_path / "s.duckdb")
+    store = Store.open(config.store.path, config=config)
+    with store:
+        ingest(store, files[0], config, "april")
+        assert last_run_source(store, config, encoder) is None
+        score_store(store, config, source=recency(store, encoder), encoder=encoder)
+        source = last_run_source(store, config, encoder)
+        assert isinstance(source, RecencySource) and source.half_life_days == recency(store, encoder).half_life_days
+        np.testing.assert_allclose(source.interest_vectors(store.events()), recency(store, encoder).interest_vectors(
+            store.events()), atol=1e-6)
+        store.record_score_run("checkpoint 7+history0.5", None, 0, 0, 0.0)
+        with pytest.raises(LookupError, match="no trained model"):
+            last_run_source(store, config, encoder)
