@@ -114,13 +114,13 @@ def score_and_report(
 
         report = (engine or score_store)(
             store, config, source=source, encoder=encoder, datasets=ids,
-            since=None if since in (None, "new") else since, update=since is not None, refresh_topics=refresh_topics, progress=progress,
+            since=None if since in (None, "new") else since, update=since is not None, refresh_topics=refresh_topics,
+            progress=progress,
         )
     # texts the encoder cannot read make vectors that mean little: say so, with the encoder that would
     warning = unreadable_warning(encoder, store.distinct_texts(ids), config.text.unknown_token_warn_share, sample=5000)
-    payload, text = report.to_dict(), score_text(report)
-    payload["warnings"] = [warning] if warning else []
-    return payload, text + (f"\n{warning}" if warning else "")
+    warnings = [warning] if warning else []
+    return {**report.to_dict(), "warnings": warnings}, score_text(report, warnings)
 
 
 # ---------------------------------------------------------------------------- query

@@ -9,6 +9,7 @@ print what they return.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -190,14 +191,15 @@ def evaluation_text(run: Any) -> str:
 # ---------------------------------------------------------------------------- score, query, drift
 
 
-def score_text(report: Any) -> str:
-    """A `score.ScoreReport`: what was scored, how fast, the topics, then one quality line per dataset."""
+def score_text(report: Any, warnings: Sequence[str] = ()) -> str:
+    """A `score.ScoreReport`: what was scored, how fast, the topics, one quality line per dataset,
+    then the `warnings` (e.g. texts the encoder cannot read)."""
     text = (
         f"scored {report.events:,} events of {report.users:,} users with {report.source!r} ({report.mode}): "
         f"{report.elapsed_s:.1f} s, {report.events_per_s:,.0f} events/s through the model, "
         f"{report.seconds_per_1000:.3f} s per 1,000 events; {report.topics} topics from {report.topics_source}"
     )
-    return "\n".join([text, *report.quality_lines()])
+    return "\n".join([text, *report.quality_lines(), *warnings])
 
 
 def _table(frame: pd.DataFrame, columns: list[str], rows: int) -> str:
