@@ -41,6 +41,7 @@ bare vector 0.065, history alone 0.184, expected next venue 0.298. Before any mo
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
@@ -79,6 +80,7 @@ __all__ = [
     "load_source",
     "last_run_source",
     "source_label",
+    "source_words",
     "score_store",
     "ChunkRunner",
     "ChunkScores",
@@ -366,6 +368,28 @@ def source_label(source: VectorSource) -> str:
     if not isinstance(source, BlendedSource):
         return label
     return f"{label}+history{source.weight:g}" if source.weight is not None else f"{label}+calibrated"
+
+
+# A source id as `source_label` writes it: name, checkpoint id, adapted checkpoints, the history blend.
+_SOURCE_ID = re.compile(
+    r"(?P<name>[\w-]+)(?:#(?P<id>\d+))?(?P<adapted>(?:\+adapted:[^#+]+#\d+)*)"
+    r"(?:\+history(?P<weight>[\d.]+|\?)|\+calibrated)?"
+)
+
+
+def source_words(label: str) -> str:
+    """`model#1+history0` -> "checkpoint 1": a score run's source id (`source_label`) as a reader says it.
+
+    Recency, and any id not in `source_label`'s form, stay as they are.
+    """
+    match = _SOURCE_ID.fullmatch(label)
+    if match is None or match["name"] == RecencySource.name:
+        return label
+    words = f"checkpoint {match['id']}" if match["id"] else match["name"]
+    if match["adapted"]:
+        words += " + adapted"
+    weight = match["weight"]
+    return words if weight in (None, "0", "?") else f"{words} + {weight} history"
 
 
 @dataclass

@@ -9,7 +9,6 @@ for writing); the CLI commands for training, scoring and the full evaluation are
 from __future__ import annotations
 
 import json
-import re
 from pathlib import Path
 
 import pandas as pd
@@ -17,6 +16,7 @@ import streamlit as st
 
 from interestgeo.config import Config
 from interestgeo.metrics import METRICS
+from interestgeo.score import source_words
 from pages import _ui as ui
 
 # What the stored metric keys mean, in words (anything else is shown with its underscores as spaces).
@@ -38,7 +38,7 @@ def page() -> None:
     else:
         last = runs.iloc[0]
         tiles = st.columns([2, 1, 1, 1])  # the source id is the longest value
-        tiles[0].metric("Vectors from", _source_words(str(last["source"])),
+        tiles[0].metric("Vectors from", source_words(str(last["source"])),
                         help=f"Source id `{last['source']}`. Recency: decayed mean of past text embeddings (no "
                              "training); otherwise the trained Transformer checkpoint (or the one adapted to a "
                              "dataset), blended with the person's recent history by a weight chosen per dataset "
@@ -154,21 +154,6 @@ def _test_results(metrics: dict[str, object]) -> pd.DataFrame:
                              "task": TASK_LABELS.get(task, task.replace("_", " ")),
                              **{m: values.get(m) for m in METRICS}})
     return pd.DataFrame(rows)
-
-
-def _source_words(source: str) -> str:
-    """`model#1+history0` -> "checkpoint 1": a score run's source id as a reader says it."""
-    match = re.fullmatch(
-        r"(?P<name>[\w-]+)(?:#(?P<id>\d+))?(?P<adapted>(?:\+adapted:[^#+]+#\d+)*)"
-        r"(?:\+history(?P<weight>[\d.]+|\?)|\+calibrated)?", source,
-    )
-    if match is None or match["name"] == "recency":
-        return source
-    words = f"checkpoint {match['id']}" if match["id"] else match["name"]
-    if match["adapted"]:
-        words += " + adapted"
-    weight = match["weight"]
-    return words if weight in (None, "0", "?") else f"{words} + {weight} history"
 
 
 ui.run_page(page)

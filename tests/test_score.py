@@ -13,7 +13,14 @@ import pytest
 from analytics_data import ingest, trained_store, write_checkins
 from interestgeo import analytics as an
 from interestgeo.config import Config, PrivacyConfig
-from interestgeo.score import RecencySource, fill_missing_similarities, last_run_source, load_source, score_store
+from interestgeo.score import (
+    RecencySource,
+    fill_missing_similarities,
+    last_run_source,
+    load_source,
+    score_store,
+    source_words,
+)
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts, encoder_for
 from interestgeo.topics import topic_similarities
@@ -235,3 +242,16 @@ def test_new_events_are_scored_with_the_source_of_the_last_run(tmp_path: Path, f
         store.record_score_run("checkpoint 7+history0.5", None, 0, 0, 0.0)
         with pytest.raises(LookupError, match="no trained model"):
             last_run_source(store, config, encoder)
+
+
+@pytest.mark.parametrize(("label", "words"), [
+    ("recency", "recency"),
+    ("model#1+history0", "checkpoint 1"),
+    ("model#12+history0.3", "checkpoint 12 + 0.3 history"),
+    ("model#3+adapted:tokyo#4+history0.5", "checkpoint 3 + adapted + 0.5 history"),
+    ("model#2+calibrated", "checkpoint 2"),
+    ("model#2+history?", "checkpoint 2"),
+    ("something else entirely", "something else entirely"),
+])
+def test_a_source_id_reads_as_words(label: str, words: str) -> None:
+    assert source_words(label) == words
