@@ -46,6 +46,7 @@ import time
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
@@ -585,26 +586,35 @@ def process_chunks(workers: int) -> ChunkRunner:
     Why processes and not torch threads: the model's (rows, venues) steps are many small
     memory-bound passes, and on 2 shared cores two OpenMP threads scored slower than one (they wait
     for each other on every pass); two processes each scoring its own users with one thread use
-    both cores. Each worker receives the detached state once; at most two chunks per worker are
-    in flight, so memory stays bounded.
+    both cores. Each worker reads the detached state once; at most two chunks per worker are in
+    flight, so memory stays bounded.
+
+    The state (worlds, every text's vector: hundreds of MB) goes to the workers through a file, not
+    the spawn pipe: a worker that died while the parent wrote it there left the parent blocked on
+    the pipe (seen once in a test run); with a path as the only argument, the pool notices a dead
+    worker and raises BrokenProcessPool.
     """
     def run(state: ChunkState, chunks: Iterable[pd.DataFrame]) -> Iterator[ChunkScores]:
         import multiprocessing
         import pickle
+        import tempfile
         from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 
         context = multiprocessing.get_context("spawn")  # no forked torch / DuckDB state
-        with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
-                                 initargs=(pickle.dumps(state),)) as pool:
-            pending: set[Future[ChunkScores]] = set()
-            for events in chunks:
-                pending.add(pool.submit(_worker_score, events))
-                if len(pending) >= 2 * workers:
+        with tempfile.TemporaryDirectory(prefix="interestgeo-state-") as folder:
+            path = Path(folder) / "state.pickle"
+            path.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
+                                     initargs=(str(path),)) as pool:
+                pending: set[Future[ChunkScores]] = set()
+                for events in chunks:
+                    pending.add(pool.submit(_worker_score, events))
+                    if len(pending) >= 2 * workers:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        yield from (f.result() for f in done)
+                while pending:
                     done, pending = wait(pending, return_when=FIRST_COMPLETED)
                     yield from (f.result() for f in done)
-            while pending:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
-                yield from (f.result() for f in done)
 
     return run
 
@@ -612,11 +622,11 @@ def process_chunks(workers: int) -> ChunkRunner:
 _WORKER_STATE: ChunkState | None = None  # a worker process's state (process_chunks)
 
 
-def _worker_start(state: bytes) -> None:
+def _worker_start(state_path: str) -> None:
     import pickle
 
     global _WORKER_STATE
-    _WORKER_STATE = pickle.loads(state)
+    _WORKER_STATE = pickle.loads(Path(state_path).read_bytes())
 
 
 def _worker_score(events: pd.DataFrame) -> ChunkScores:

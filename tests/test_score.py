@@ -225,6 +225,30 @@ def test_a_chunked_run_equals_one_chunk_and_a_pickled_detached_state_scores_the_
     assert states[0].source.model.scorer.store is None
 
 
+def test_worker_processes_score_what_one_process_scores_and_a_dead_worker_fails_the_run(
+    tmp_path: Path, encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the local engine's process pool (spawned workers reading the state from a file) against the
+    # same chunks in this process; then a state no worker can read: the run fails, it does not hang
+    import pickle
+    from concurrent.futures.process import BrokenProcessPool
+
+    from interestgeo import score as score_module
+
+    db, config = trained_store(tmp_path)
+    monkeypatch.setattr(score_module, "_CHUNK_EVENTS", 200)
+    with Store.open(db, config=config) as store:
+        score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder)
+        here = snapshot(store)
+        pool = score_module.process_chunks(2)
+        score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder, runner=pool)
+        assert_same(here, snapshot(store))
+        monkeypatch.setattr(pickle, "dumps", lambda obj, protocol=None: b"not a pickle")
+        with pytest.raises(BrokenProcessPool):
+            score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder, runner=pool)
+        assert_same(here, snapshot(store))  # nothing of the failed run was written
+
+
 def test_new_events_are_scored_with_the_source_of_the_last_run(tmp_path: Path, files: tuple[Path, Path],
                                                                 encoder: TextEncoder) -> None:
     """What the Upload page scores a new dataset with (no retraining): None before any run, the
