@@ -304,7 +304,12 @@ def test_warm_up_loads_in_the_background(scored_env: Path, caplog: pytest.LogCap
     assert any(path == db for path, _ in warmup._WARMING)  # started once for this database
     for thread in [t for t in threading.enumerate() if t.name == "interestgeo-warm-up"]:
         thread.join(TIMEOUT)
+        assert not thread.is_alive()
     assert "warm-up failed" not in caplog.text
+    from pages._ui import cached
+
+    key = next(key for path, key in warmup._WARMING if path == db)
+    assert cached.scored_events(db, key).vectors_loaded  # (cached: what the warm-up loaded)
     at.switch_page("pages/user.py").run()  # the vectors are loaded by now
     assert_clean(at)
 
@@ -374,6 +379,31 @@ def test_named_area_narrows_everything(scored_env: Path) -> None:
     assert_clean(at)
     events = int(next(m for m in at.metric if m.label == "Events").value.replace(",", ""))
     assert 0 < events < SCORED_ROWS
+
+
+
+def test_a_shared_links_topic_and_cells_narrow_the_overview_to_what_the_core_counts(scored_env: Path) -> None:
+    """`topic=` and `cells=` read back from a link reach the core call: the Overview's Events are
+    the core's count for that one topic, and for that one picked cell (TESTS-AUDIT: never read back)."""
+    from interestgeo import analytics
+    from interestgeo.cells import cell_to_parent, cells_to_str
+
+    config = load_config()
+    with Store.open(Path(os.environ["INTERESTGEO_DB"]), read_only=True, config=config) as store:
+        scored = analytics.load_scored(store, config, None)
+        topic = scored.topics.labels[0]
+        parents = pd.Series(cell_to_parent(store.events()["cell"].to_numpy(), 8))
+    cell = int(parents.value_counts().index[0])  # the busiest resolution-8 cell
+    for params, expected, said in [
+        ({"topic": topic}, analytics.Filters(topic=topic), f"topic: {topic}"),
+        ({"cells": cells_to_str([cell])[0]}, analytics.Filters(cells=(cell,)), "1 picked cells"),
+    ]:
+        at = open_with_params("pages/overview.py", params)
+        assert_clean(at)
+        events = analytics.interest_profile(scored, expected).events
+        assert 0 < events < SCORED_ROWS
+        assert next(m for m in at.metric if m.label == "Events").value == f"{events:,}", params
+        assert any(said in c.value.replace("\\", "") for c in at.caption), params
 
 
 def test_topic_map_colours_cells_by_topic_with_plain_text_tooltips(scored_env: Path) -> None:
@@ -475,11 +505,18 @@ def test_model_page_shows_the_checkpoint_and_its_test_metrics(scored_env: Path) 
 
 
 def test_upload_scores_the_new_events_without_retraining(scored_env: Path, tmp_path: Path) -> None:
+    db = Path(os.environ["INTERESTGEO_DB"])
+    with Store.open(db, read_only=True) as store:
+        checkpoints = len(store.checkpoints())
     at = open_app("pages/upload.py")
     at.file_uploader(key="upload_file").set_value(("nyc-extra.csv", _renamed_csv(tmp_path, rows=60), "text/csv")).run()
     at.button(key="upload_go").click().run()
     assert_clean(at)
     assert any("Scored" in c.value and "no retraining" in c.value for c in at.caption)
+    with Store.open(db, read_only=True) as store:
+        assert len(store.checkpoints()) == checkpoints  # no new model
+        events, vectors = store.scored_events()
+        assert len(events) == len(vectors) == SCORED_ROWS + 59  # the new events have vectors too
     overview = open_with_params("pages/overview.py", {"ds": "nyc-extra"})
     assert next(m for m in overview.metric if m.label == "Events").value == "59"
 
@@ -534,7 +571,7 @@ def test_draw_mode_shows_the_cells_for_a_lasso_or_box(scored_env: Path) -> None:
     assert chart.proto.form_id == "" and list(chart.proto.selection_mode)  # selections rerun the app
 
 
-def test_model_page_trains_a_checkpoint_with_a_progress_bar(scored_env: Path) -> None:
+def test_model_page_trains_and_registers_a_checkpoint(scored_env: Path) -> None:
     at = open_app("pages/model.py")
     assert "interestgeo train" in " ".join(m.value for m in at.markdown)  # the CLI way stays on the page
     before = len(next(t.value for t in at.dataframe if "path" in t.value.columns))
