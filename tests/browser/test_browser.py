@@ -28,6 +28,9 @@ PAGES = ["Overview", "Map", "Drift", "User", "Upload", "Model"]
 
 def test_every_page_renders_without_browser_errors(page: object, server: Server) -> None:
     open_app(page, server.url)
+    # exactly the six pages: pages/_ui/ (the helpers) is a subfolder, which no page scan lists
+    links = page.locator('[data-testid="stSidebarNavLink"]').all_inner_texts()  # type: ignore[attr-defined]
+    assert [link.strip().splitlines()[-1] for link in links] == PAGES  # (each after its icon's name)
     for title in PAGES:
         go_to(page, title)
         assert page.locator('[data-testid="stException"]').count() == 0, title  # type: ignore[attr-defined]
