@@ -1,7 +1,7 @@
 """Model: which interest model produces the vectors, how it was trained, how it compares.
 
 Widgets -> the store's checkpoint registry and score runs (`store.checkpoints()`,
-`store.score_runs()`) -> tables. Analysts can train a new checkpoint here (`train.train_model`,
+`store.score_runs()`) -> tables. Analysts can train a new checkpoint here (`interestgeo.model.train_model`,
 with a progress bar per epoch; one run at a time per server, since it holds the database open
 for writing); the CLI commands for training, scoring and the full evaluation are on the page too.
 """
