@@ -293,7 +293,7 @@ def main() -> int:
         # the app load is one figure (opening the URL), not a page with a filter change
         shown = [c for c in COLUMNS if name != "(app load)" or c == "first_cold"]
         print(f"{name:<12}" + "".join(f"{_fmt(row[c]) if c in shown else '':>14}" for c in COLUMNS))
-    print(f"\nratio to the trivial app's same figure (1.0 = as fast as any Streamlit rerun here):")
+    print("\nratio to the trivial app's same figure (1.0 = as fast as any Streamlit rerun here):")
     print(f"{'page':<12}{header}")
     ratios = {name: {c: row[c] / ref[c] if ref[c] > 0 else float("nan") for c in COLUMNS}
               for name, row in report.items() if name in PAGES}

@@ -253,8 +253,6 @@ class _BucketScorer:
         self.parent_resolution = parent_resolution
 
     def __call__(self, table: Any) -> dict[str, np.ndarray]:
-        import pyarrow as pa
-
         from interestgeo.score import _arrow_with_vectors, score_chunk
         from interestgeo.store import Store
 
