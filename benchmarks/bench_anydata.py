@@ -2,7 +2,8 @@
 
 What it measures, side by side in one run (each figure beside its reference):
 
-1. **Strangers, zero-shot** (`../shared/data/gowalla_nyc`, `tokyo`; skipped loudly when absent):
+1. **Strangers, zero-shot** (`gowalla_nyc`, `tokyo` in the stranger-data folder, see `--strangers`;
+   skipped loudly when absent):
    a fresh store, the shipped model registered (no training), `score`; then each person's next
    event's text is ranked among the dataset's distinct texts by dot product with the stored vector
    of the event before it (MRR), on the dataset's most recent tenth (the held-out pairs whose
@@ -14,7 +15,7 @@ What it measures, side by side in one run (each figure beside its reference):
 4. **The demo**: `evaluate` on the NYC demo with the shipped model (no regression; the
    README's table) and `interestgeo demo` on an existing venv (fresh database).
 
-Usage: .venv/bin/python benchmarks/bench_anydata.py [--shared ../shared/data] [--minutes 5] [--work DIR]
+Usage: .venv/bin/python benchmarks/bench_anydata.py [--strangers DIR] [--minutes 5] [--work DIR]
        [--skip-adapt] [--skip-nyc]
 """
 
@@ -53,6 +54,26 @@ STRANGERS = {
 
 def load() -> str:
     return os.getloadavg().__repr__()
+
+
+STRANGERS_ENV = "INTERESTGEO_STRANGERS"
+
+
+def add_strangers_option(parser: argparse.ArgumentParser) -> None:
+    """--strangers: the folder of datasets the product was not built on (never shipped in data/)."""
+    default = os.environ.get(STRANGERS_ENV)
+    parser.add_argument("--strangers", type=Path, default=Path(default) if default else None,
+                        help=f"folder holding gowalla_nyc/, tokyo/, weibo_hefei/ (default: ${STRANGERS_ENV})")
+
+
+def stranger_file(folder: Path | None, relative: str, what: str) -> Path | None:
+    """The stranger dataset's file, or None after saying loudly that `what` is skipped."""
+    csv = None if folder is None else folder / relative
+    if csv is None or not csv.exists():
+        where = f"{csv} not found" if csv is not None else f"no --strangers folder (or ${STRANGERS_ENV})"
+        print(f"!!! {where}: {what} is SKIPPED")
+        return None
+    return csv
 
 
 def finish(work: Path, results: dict) -> int:
@@ -176,7 +197,7 @@ def nyc(work: Path, encoder: TextEncoder) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    add_strangers_option(parser)
     parser.add_argument("--minutes", type=float, default=5.0)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--skip-adapt", action="store_true")
@@ -193,9 +214,8 @@ def main() -> int:
     for name, rel in STRANGERS.items():
         if args.only and name != args.only:
             continue
-        csv = args.shared / rel
-        if not csv.exists():
-            print(f"!!! {csv} not found: the {name} stranger is SKIPPED (it lives in ../shared, beside the checkout)")
+        csv = stranger_file(args.strangers, rel, f"the {name} stranger")
+        if csv is None:
             continue
         print(f"{name}:")
         results[name] = stranger(name, csv, work, encoder, args.minutes, not args.skip_adapt, args.checkpoint)

@@ -7,7 +7,7 @@ figure is printed beside the baselines measured in the same run, with the machin
 vectors (what the interest model adds to the shares' own history).
 
 It only reads the database (default data/interestgeo.duckdb, as `make run` leaves it; it must be
-scored). Several databases can be given (e.g. a scored copy of ../shared/data/gowalla_nyc).
+scored). Several databases can be given (e.g. a scored copy of a stranger dataset such as Gowalla NYC).
 
     .venv/bin/python benchmarks/bench_forecast.py [--db PATH ...] [--repeats 5] [--windows week day] [--ets]
 

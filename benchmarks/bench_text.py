@@ -5,20 +5,20 @@ For each packaged encoder (`use-multilingual-v3`, `all-MiniLM-L6-v2`), in one ru
 1. **Bilingual retrieval**: `bilingual_categories.csv` (70 venue-category names in English and
    Chinese, written for this benchmark): each English name's nearest Chinese name (and back) by
    cosine; top-1 accuracy (target >= 90 %).
-2. **Speed**: texts/s encoding the demo's distinct English texts and (when ../shared is present) the
-   Weibo posts, with the encoder's configured threads, on whatever the machine's two cores give.
+2. **Speed**: texts/s encoding the demo's distinct English texts and (when the stranger data is there)
+   the Weibo posts, with the encoder's configured threads, on whatever the machine's two cores give.
 3. **English NYC**: `interestgeo demo` into a fresh store with that encoder (its shipped model,
    no training), then `evaluate` (the model's next-venue Acc@1 / MRR on the demo's test split) and
    the free-text query hits: for each demo category that has a Chinese name in the CSV and >= 200
    events, `query` ranks res-8 cells by the phrase; the hit figure is the lift of that category's
    share of events in the top 10 cells over its share everywhere (1.0 = no better than chance),
    averaged over the categories, for the English phrase and for its Chinese name.
-4. **Chinese posts** (`../shared/data/weibo_hefei`; skipped loudly when absent): a fresh store, the
+4. **Chinese posts** (`weibo_hefei` in the stranger-data folder; skipped loudly when absent): a fresh store, the
    encoder's shipped model registered (trained on the English demo only: zero-shot), `score`, then
    next-event MRR of the stored vectors against the trivial baselines on held-out pairs, as in
    bench_anydata.py (target: stored >= 1.1 x the best trivial baseline).
 
-Usage: .venv/bin/python benchmarks/bench_text.py [--shared ../shared/data] [--work DIR] [--skip-nyc]
+Usage: .venv/bin/python benchmarks/bench_text.py [--strangers DIR] [--work DIR] [--skip-nyc]
        [--skip-weibo] [--only ENCODER]
 """
 
@@ -41,7 +41,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_anydata import finish, next_event_figures, show_eval  # noqa: E402
+from bench_anydata import add_strangers_option, finish, next_event_figures, show_eval, stranger_file  # noqa: E402
 from interestgeo.analytics import Filters, embed_phrase, load_scored, query_interest  # noqa: E402
 from interestgeo.config import Config  # noqa: E402
 from interestgeo.eval.run import run_evaluation  # noqa: E402
@@ -149,7 +149,7 @@ def weibo(encoder_id: str, encoder: TextEncoder, csv: Path, work: Path) -> dict:
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--shared", type=Path, default=ROOT.parent / "shared" / "data")
+    add_strangers_option(parser)
     parser.add_argument("--work", type=Path, default=None)
     parser.add_argument("--skip-nyc", action="store_true")
     parser.add_argument("--skip-weibo", action="store_true")
@@ -160,10 +160,8 @@ def main() -> int:
     print(f"load average at start: {load()} (2 shared cores); work folder {work}")
     english = pd.read_csv(DEMO_CSV, usecols=["venue_name", "venue_category"]).dropna()
     english = list(dict.fromkeys((english["venue_name"] + ", " + english["venue_category"]).tolist()))[:4000]
-    weibo_csv = args.shared / WEIBO
-    chinese = pd.read_csv(weibo_csv, usecols=["text"])["text"].astype(str).tolist()[:4000] if weibo_csv.exists() else []
-    if not chinese:
-        print(f"!!! {weibo_csv} not found: the Chinese speed and Weibo figures are SKIPPED")
+    weibo_csv = stranger_file(args.strangers, WEIBO, "the Chinese speed and Weibo figures")
+    chinese = pd.read_csv(weibo_csv, usecols=["text"])["text"].astype(str).tolist()[:4000] if weibo_csv else []
     results: dict = {}
     for encoder_id in ENCODERS:
         if args.only and encoder_id != args.only:
