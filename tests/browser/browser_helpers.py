@@ -21,7 +21,7 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -112,6 +112,17 @@ def running_server(db: Path, config: Path, log: Path) -> Iterator[str]:
             proc.kill()
 
 
+@contextmanager
+def built_server(folder: Path, config_text: str, build: Callable[[Path, Path], None]) -> Iterator[str]:
+    """A server over a database `build(db, config_file)` makes in `folder`, with `config_text` as its config."""
+    config_file = folder / "interestgeo.toml"
+    config_file.write_text(config_text, encoding="utf-8")
+    db = folder / "test.duckdb"
+    build(db, config_file)
+    with running_server(db, config_file, folder / "streamlit.log") as url:
+        yield url
+
+
 def wait_rendered(tab: object, *, started: bool = False, timeout_ms: int = RENDER_TIMEOUT_MS) -> None:
     """Wait until Streamlit finished running the script (after an action that triggers a rerun)."""
     app = '[data-testid="stApp"]'
@@ -199,3 +210,18 @@ def coloured_point(tab: object, png: bytes) -> tuple[int, int] | None:
         data,
     )
     return None if point is None else (int(point[0]), int(point[1]))
+
+
+def inked_pixels(tab: object, png: bytes) -> int:
+    """Pixels of a PNG that differ from its corner (the background): text drawn on it, decoded by the browser."""
+    data = base64.b64encode(png).decode("ascii")
+    return int(tab.evaluate(  # type: ignore[attr-defined]
+        "async (data) => {" + _DECODE_PNG_JS + """
+            let n = 0;
+            for (let i = 0; i < px.length; i += 4) {
+                if (Math.abs(px[i] - px[0]) + Math.abs(px[i + 1] - px[1]) + Math.abs(px[i + 2] - px[2]) > 90) n++;
+            }
+            return n;
+        }""",
+        data,
+    ))

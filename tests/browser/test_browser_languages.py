@@ -9,13 +9,12 @@ without them draws every CJK character as the same "missing glyph" box.
 
 from __future__ import annotations
 
-import base64
 import re
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_helpers import VIEWPORT, full_page_screenshot, go_to, open_app, running_server
+from browser_helpers import VIEWPORT, built_server, full_page_screenshot, go_to, inked_pixels, open_app
 
 from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
@@ -44,38 +43,17 @@ _GLYPHS_JS = """
 }
 """
 
-# Pixels of a PNG that differ from its corner (the background), decoded by the browser itself.
-_INK_JS = """
-async (data) => {
-    const img = new Image();
-    img.src = 'data:image/png;base64,' + data;
-    await img.decode();
-    const c = document.createElement('canvas');
-    c.width = img.width; c.height = img.height;
-    const g = c.getContext('2d');
-    g.drawImage(img, 0, 0);
-    const px = g.getImageData(0, 0, c.width, c.height).data;
-    let n = 0;
-    for (let i = 0; i < px.length; i += 4) {
-        if (Math.abs(px[i] - px[0]) + Math.abs(px[i + 1] - px[1]) + Math.abs(px[i + 2] - px[2]) > 90) n++;
-    }
-    return n;
-}
-"""
-
-
 @pytest.fixture(scope="module")
 def mixed_server(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    folder = tmp_path_factory.mktemp("mixed-browser")
-    config_file = folder / "interestgeo.toml"
-    config_file.write_text('[privacy]\nk_min_users = 2\n\n[app]\nrole = "analyst"\nwarm_up = false\n', encoding="utf-8")
-    db = folder / "mixed.duckdb"
-    config = load_config(config_file).with_db(db)
-    with Store.open(db, config=config) as store:
-        ingest_file(store, FIXTURE, config=config, dataset="shanghai")
-        register_checkpoint(store, shipped_model_dir(text_model_id(config.text)))
-        score_store(store, config, encoder=encoder_for(config.text))
-    with running_server(db, config_file, folder / "streamlit.log") as url:
+    def build(db: Path, config_file: Path) -> None:
+        config = load_config(config_file).with_db(db)
+        with Store.open(db, config=config) as store:
+            ingest_file(store, FIXTURE, config=config, dataset="shanghai")
+            register_checkpoint(store, shipped_model_dir(text_model_id(config.text)))
+            score_store(store, config, encoder=encoder_for(config.text))
+
+    config_text = '[privacy]\nk_min_users = 2\n\n[app]\nrole = "analyst"\nwarm_up = false\n'
+    with built_server(tmp_path_factory.mktemp("mixed-browser"), config_text, build) as url:
         yield url
 
 
@@ -93,7 +71,7 @@ def test_cjk_topic_names_render_as_glyphs(page: object, mixed_server: str) -> No
     assert first != second, f"{chars} draw alike in {font}: missing-glyph boxes, not characters"
     assert first != missing and second != missing, f"{chars} draw as the missing glyph in {font}"
     shot = label.screenshot()
-    ink = page.evaluate(_INK_JS, base64.b64encode(shot).decode("ascii"))  # type: ignore[attr-defined]
+    ink = inked_pixels(page, shot)
     assert ink > 10 * len(text), f"the label {text!r} is blank on screen ({ink} inked pixels)"
     page.set_viewport_size(VIEWPORT)  # type: ignore[attr-defined]
     full_page_screenshot(page, "overview-cjk")

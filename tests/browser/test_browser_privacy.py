@@ -13,7 +13,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_helpers import RENDER_TIMEOUT_MS, VIEWPORT, go_to, running_server, wait_rendered
+from browser_helpers import RENDER_TIMEOUT_MS, VIEWPORT, built_server, go_to, wait_rendered
 from test_app import write_sample_csv
 
 from interestgeo.accounts import accounts_path, add_account
@@ -34,20 +34,19 @@ MARKETER_PAGES = ["Overview", "Map", "Drift", "Upload", "Model"]
 @pytest.fixture(scope="module")
 def private_server(chromium: Path, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A server over a pseudonymised, scored database with an analyst and a marketer account."""
-    folder = tmp_path_factory.mktemp("browser-privacy")
-    config_file = folder / "interestgeo.toml"
-    config_file.write_text('[privacy]\nk_min_users = 2\n\n[app]\nwarm_up = false\n', encoding="utf-8")
-    db = folder / "private.duckdb"
-    config = load_config(config_file).with_db(db)
-    with Store.open(db, config=config) as store:
-        ingest_file(store, write_sample_csv(folder / "sample.csv", rows=600), config=config, dataset="nyc-sample",
-                    pseudonym_key=load_or_create_key(key_path(db)))
-        encoder = encoder_for(config.text)
-        score_store(store, config, source=RecencySource(lambda t: embed_texts(store, encoder, t, warn=None)),
-                    encoder=encoder)
-    add_account(accounts_path(db), "ana", "analyst", PASSWORD)
-    add_account(accounts_path(db), "mo", "marketer", PASSWORD)
-    with running_server(db, config_file, folder / "streamlit.log") as url:
+    def build(db: Path, config_file: Path) -> None:
+        config = load_config(config_file).with_db(db)
+        with Store.open(db, config=config) as store:
+            ingest_file(store, write_sample_csv(db.parent / "sample.csv", rows=600), config=config,
+                        dataset="nyc-sample", pseudonym_key=load_or_create_key(key_path(db)))
+            encoder = encoder_for(config.text)
+            score_store(store, config, source=RecencySource(lambda t: embed_texts(store, encoder, t, warn=None)),
+                        encoder=encoder)
+        add_account(accounts_path(db), "ana", "analyst", PASSWORD)
+        add_account(accounts_path(db), "mo", "marketer", PASSWORD)
+
+    config_text = '[privacy]\nk_min_users = 2\n\n[app]\nwarm_up = false\n'
+    with built_server(tmp_path_factory.mktemp("browser-privacy"), config_text, build) as url:
         yield url
 
 
