@@ -35,9 +35,9 @@ sys.path.insert(0, str(ROOT))
 from interestgeo import analytics as an  # noqa: E402
 from interestgeo.cli.data import load_demo  # noqa: E402
 from interestgeo.config import load_config  # noqa: E402
-from interestgeo.score import RecencySource, VectorSource, load_source, score_store  # noqa: E402
 from interestgeo.store import Store  # noqa: E402
 from interestgeo.text import TextEncoder, embed_texts, encoder_for  # noqa: E402
+from interestgeo.vectors import RecencySource, VectorSource, load_source, score_store  # noqa: E402
 
 
 def median_ms(fn: Callable[[], Any], repeats: int) -> float:

@@ -41,10 +41,10 @@ from interestgeo.config import Config  # noqa: E402
 from interestgeo.eval.run import run_evaluation  # noqa: E402
 from interestgeo.ingest import ingest_file  # noqa: E402
 from interestgeo.metrics import next_text_mrr  # noqa: E402
-from interestgeo.score import score_store  # noqa: E402
+from interestgeo.model import adapted_name, register_checkpoint, shipped_model_dir, train_model  # noqa: E402
 from interestgeo.store import Store  # noqa: E402
 from interestgeo.text import TextEncoder, embed_texts, encoder_for, text_model_id  # noqa: E402
-from interestgeo.model import adapted_name, register_checkpoint, shipped_model_dir, train_model  # noqa: E402
+from interestgeo.vectors import score_store  # noqa: E402
 
 STRANGERS = {
     "gowalla": "gowalla_nyc/gowalla_nyc_checkins.csv.gz",

@@ -121,8 +121,8 @@ def demo_database() -> Path:
     if built.exists():
         return built
     from interestgeo.ingest import ingest_file
-    from interestgeo.score import RecencySource, score_store
     from interestgeo.text import embed_texts, encoder_for
+    from interestgeo.vectors import RecencySource, score_store
 
     print(f"building {built} (the NYC demo, scored with the recency source; minutes, once)", flush=True)
     built.parent.mkdir(parents=True, exist_ok=True)

@@ -46,10 +46,10 @@ from interestgeo.analytics import Filters, embed_phrase, load_scored, query_inte
 from interestgeo.config import Config  # noqa: E402
 from interestgeo.eval.run import run_evaluation  # noqa: E402
 from interestgeo.ingest import ingest_file  # noqa: E402
-from interestgeo.score import score_store  # noqa: E402
+from interestgeo.model import register_checkpoint, shipped_model_dir  # noqa: E402
 from interestgeo.store import Store  # noqa: E402
 from interestgeo.text import ENCODERS, TextEncoder, encoder_for  # noqa: E402
-from interestgeo.model import register_checkpoint, shipped_model_dir  # noqa: E402
+from interestgeo.vectors import score_store  # noqa: E402
 
 PAIRS = Path(__file__).resolve().parent / "bilingual_categories.csv"
 WEIBO = "weibo_hefei/weibo_hefei_posts.csv.gz"

@@ -2,7 +2,7 @@
 
 Why per dataset: a model is good where it was trained and may be worse on someone else's data
 (another platform, city or kind of text). Each dataset's stored vector is
-normalise((1 - w) * model + w * history) (score.BlendedSource), and w is chosen on *that*
+normalise((1 - w) * model + w * history) (vectors.BlendedSource), and w is chosen on *that*
 dataset's own most recent events, never on other data. The same measurement is the quality
 figure every score run reports: "interest vectors anticipate next events N % better than recent
 history".

@@ -14,7 +14,7 @@ sum of what several forecasters expect on top of it:
   the target window (a moving least-squares fit, from pandas rolling sums: no lag on a trend);
 * `people`: the shares implied by the **latest interest vector of each person active in the region**
   in window t. The stored per-event vector is the interest model's prediction of what the person
-  does next (score.py), so this is the model's view of where the region's people are going,
+  does next (vectors/), so this is the model's view of where the region's people are going,
   which the shares' history alone does not know;
 * `mean`: the region's long-run share so far;
 * `seasonal` (day windows): the same weekday's exponentially weighted share (the weekly cycle).

@@ -14,7 +14,7 @@ What runs where, and why:
    actors, each holding one `encoder_for(config.text)`; the vectors go back into the store's
    (model id, text hash) cache, so every text is still encoded once ever, whichever engine ran.
 3. **Calibrate** (driver): per dataset, the history weight and sharpness, chosen on the dataset's
-   most recent tenth exactly as the local engine does (score.py). It runs the model over a few
+   most recent tenth exactly as the local engine does (vectors/refresh.py). It runs the model over a few
    windows only, and every vector depends on its result, so it happens once, before scoring.
 4. **Score** (Ray, actors): the model needs each user's whole history in order (a vector depends
    on everything the user did before), and the Parquet folders cut histories by week and place.
@@ -54,8 +54,8 @@ from interestgeo.schema import user_keys
 from interestgeo.windows import monday_on_or_before
 
 if TYPE_CHECKING:
-    from interestgeo.score import ScoreReport
     from interestgeo.store import Store
+    from interestgeo.vectors import ScoreReport
 
 __all__ = ["RayOptions", "RayEngineError", "ray_cluster", "embed_missing_texts", "score_store_ray", "TextLookup"]
 
@@ -238,7 +238,7 @@ def _write_partitioned(
 
 class _BucketScorer:
     """A Ray actor holding the detached scoring state (the model, each dataset's world and
-    calibration, the topics, the text table): one bucket of whole users -> `score.score_chunk`,
+    calibration, the topics, the text table): one bucket of whole users -> `vectors.score_chunk`,
     the very call the local engine makes per chunk. It writes its results as Parquet (vectors and
     cell sums partitioned like the events, user windows as one file) and returns one summary row,
     so no vector travels through the driver."""
@@ -253,8 +253,9 @@ class _BucketScorer:
         self.parent_resolution = parent_resolution
 
     def __call__(self, table: Any) -> dict[str, np.ndarray]:
-        from interestgeo.score import _arrow_with_vectors, score_chunk
         from interestgeo.store import Store
+        from interestgeo.vectors.chunks import score_chunk
+        from interestgeo.vectors.staging import _arrow_with_vectors
 
         bucket = int(table.column("bucket")[0].as_py())
         name = f"bucket-{bucket:05d}.parquet"  # one name per bucket: a retried task overwrites its files
@@ -301,10 +302,10 @@ def _columns(frame: pd.DataFrame, types: dict[str, Any]) -> dict[str, np.ndarray
 def _merge_cell_sums(folder: str) -> dict[str, Any]:
     """The cell x window vectors of one (dataset, week, parent) folder of per-bucket sums: every
     stored window lies inside a week and every stored cell inside its parent, so the folder holds
-    all the users of each of its cells x windows and the merge is exact (score.py's sums / users)."""
+    all the users of each of its cells x windows and the merge is exact (vectors/staging.py's sums / users)."""
     import pyarrow.parquet as pq
 
-    from interestgeo.score import _arrow_with_vectors, _CellWindowSums
+    from interestgeo.vectors.staging import _arrow_with_vectors, _CellWindowSums
 
     sums = _CellWindowSums()
     for path in sorted(Path(folder).glob("bucket-*.parquet")):  # one file per bucket, its keys unique
@@ -336,10 +337,10 @@ def score_store_ray(
     since: Any = None,
     update: bool = False,
 ) -> ScoreReport:
-    """`score.score_store` (a full score) on Ray: the same vectors, aggregates, topics and
+    """`vectors.score_store` (a full score) on Ray: the same vectors, aggregates, topics and
     calibrations in the store. Raises RayEngineError / LookupError with one-line messages.
     A dynamic update (`since`, `update`) touches few users: it runs locally, never here."""
-    from interestgeo import score as sc
+    from interestgeo.vectors.sources import _text_vectors_fn, load_source
 
     if since is not None or update:
         raise RayEngineError("the Ray engine runs full scores: run an update (--since) with --engine local")
@@ -359,9 +360,9 @@ def score_store_ray(
                 raise LookupError("no events to score: ingest a CSV first (`interestgeo ingest FILE`)")
             say(0.02, f"embedding {len(texts):,} distinct texts on Ray")
             embed_missing_texts(store, config, texts, options, encoder.model_id)
-            text_vectors = sc._text_vectors_fn(store, encoder)  # every text is cached now: lookups only
+            text_vectors = _text_vectors_fn(store, encoder)  # every text is cached now: lookups only
             if source is None:
-                source = sc.load_source(store, config, encoder=encoder)
+                source = load_source(store, config, encoder=encoder)
             store.ensure_analytics_schema()
             say(0.1, "calibrating")
             run = _prepare(store, config, source, text_vectors, datasets, refresh_topics)
@@ -409,18 +410,20 @@ def _prepare(
 ) -> dict[str, Any]:
     """The driver's part before the stages, as the local engine does it: calibrate each dataset,
     choose the topics, and detach the state the actors hold."""
-    from interestgeo import score as sc
+    from interestgeo.vectors.chunks import chunk_state
+    from interestgeo.vectors.refresh import _calibrate, _dataset_slices, _topics
+    from interestgeo.vectors.sources import BlendedSource
 
     events = store.events(datasets)
     calibrations = {}
-    if isinstance(source, sc.BlendedSource):
-        for dataset_id, rows in sc._dataset_slices(events):
-            calibrations[dataset_id] = sc._calibrate(
+    if isinstance(source, BlendedSource):
+        for dataset_id, rows in _dataset_slices(events):
+            calibrations[dataset_id] = _calibrate(
                 source, events.iloc[rows].reset_index(drop=True), dataset_id, text_vectors, config
             )
-    topics, fresh = sc._topics(store, config, text_vectors, events, refresh_topics)
+    topics, fresh = _topics(store, config, text_vectors, events, refresh_topics)
     dataset_ids = sorted(int(d) for d in events["dataset_id"].unique())
-    state = sc.chunk_state(store, config, source, topics, dataset_ids, text_vectors, detach=True)
+    state = chunk_state(store, config, source, topics, dataset_ids, text_vectors, detach=True)
     return {"source": source, "state": state, "topics": topics, "fresh": fresh, "calibrations": calibrations,
             "datasets": dataset_ids}
 
@@ -430,7 +433,8 @@ def _store_results(
 ) -> ScoreReport:
     """One transaction: vectors, aggregates, topics, calibrations and the run record (DuckDB reads
     the stages' Parquet itself)."""
-    from interestgeo import score as sc
+    from interestgeo.vectors.refresh import ScoreReport, _by_name, _write_calibrations
+    from interestgeo.vectors.sources import source_label
 
     topics, source, ids = run["topics"], run["source"], run["datasets"]
     with store.transaction():
@@ -445,10 +449,10 @@ def _store_results(
                                              resolution=list(config.analytics.stored_resolutions))
         store.insert_parquet("user_window_vectors", sorted(str(p) for p in (work / "user_windows").glob("*.parquet")))
         store.insert_parquet("cell_window_vectors", cell_files)
-        sc._write_calibrations(store, source, run["calibrations"].values())
+        _write_calibrations(store, source, run["calibrations"].values())
         elapsed = time.perf_counter() - started
-        store.record_score_run(sc.source_label(source), None, events, users, elapsed)
-    return sc.ScoreReport(
-        sc.source_label(source), "full", events, users, events, elapsed, len(topics), topics.source, None,
-        sc._by_name(store, run["calibrations"]),
+        store.record_score_run(source_label(source), None, events, users, elapsed)
+    return ScoreReport(
+        source_label(source), "full", events, users, events, elapsed, len(topics), topics.source, None,
+        _by_name(store, run["calibrations"]),
     )

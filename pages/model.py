@@ -16,7 +16,7 @@ import streamlit as st
 
 from interestgeo.config import Config
 from interestgeo.metrics import METRICS
-from interestgeo.score import source_words
+from interestgeo.vectors import source_words
 from pages import _ui as ui
 
 # What the stored metric keys mean, in words (anything else is shown with its underscores as spaces).

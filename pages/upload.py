@@ -2,7 +2,7 @@
 
 Widgets -> `ingest.detect_columns` (preview) -> `ingest.ingest_file` (validation, storage, the
 report) -> the new dataset shows up in the sidebar's dataset filter. Then the new events are scored
-with the source of the last score run (`score.score_store(update=True)`: the model runs forward
+with the source of the last score run (`vectors.score_store(update=True)`: the model runs forward
 over the affected users' histories, no retraining). The page closes the app's read-only store
 handle for the load and writes through its own connection.
 """
@@ -21,8 +21,8 @@ import streamlit as st
 from interestgeo.config import Config
 from interestgeo.ingest import IngestError, detect_columns, detect_format, ingest_file
 from interestgeo.pseudonym import PseudonymKeyError, key_path, load_or_create_key
-from interestgeo.score import last_run_source, score_store
 from interestgeo.store import Store
+from interestgeo.vectors import last_run_source, score_store
 from pages._ui import (
     ACCOUNT_KEY,
     SCORE_HINT,
@@ -238,7 +238,7 @@ def _adapt(report: dict[str, object]) -> None:
     if not TRAINING.acquire(blocking=False):
         st.info("A training run is already in progress; try again when it is done.")
         return
-    from interestgeo.score import adapt_to_dataset
+    from interestgeo.vectors import adapt_to_dataset
 
     bar = st.progress(0.0, text="Preparing the data (text embeddings, split)...")
     started = pd.Timestamp.now()

@@ -18,9 +18,9 @@ CONFIG_TOML = '[privacy]\nk_min_users = 2\n\n[app]\nrole = "{role}"\nwarm_up = f
 
 def recency_store(folder: Path, role: str = "analyst") -> tuple[Path, Path]:
     """(database, config file) in `folder`, k = 2."""
-    from interestgeo.score import RecencySource, score_store
     from interestgeo.store import Store
     from interestgeo.text import embed_texts, encoder_for
+    from interestgeo.vectors import RecencySource, score_store
 
     write_checkins(folder / "weeks.csv.gz", [f"u{i}" for i in range(12)], "2012-04-02", days=84, per_user=60, seed=4)
     config = Config(privacy=PrivacyConfig(k_min_users=2)).with_db(folder / "scored.duckdb")

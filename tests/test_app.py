@@ -24,10 +24,10 @@ from streamlit.testing.v1 import AppTest
 
 from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
-from interestgeo.score import score_store
+from interestgeo.model import train_model
 from interestgeo.store import Store
 from interestgeo.text import encoder_for
-from interestgeo.model import train_model
+from interestgeo.vectors import score_store
 
 ROOT = Path(__file__).resolve().parents[1]
 APP = ROOT / "app.py"

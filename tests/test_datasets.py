@@ -17,9 +17,9 @@ from test_app import APP, TIMEOUT, assert_clean, write_sample_csv
 from interestgeo.audit import audit_path, read_audit
 from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
-from interestgeo.score import RecencySource, score_store
 from interestgeo.store import Store
 from interestgeo.text import embed_texts, encoder_for
+from interestgeo.vectors import RecencySource, score_store
 
 # Tables with a dataset_id column: what a deleted dataset must leave no row in.
 PER_DATASET = ("events", "datasets", "rejects", "cell_windows", "event_vectors", "user_window_vectors",

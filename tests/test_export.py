@@ -22,9 +22,9 @@ from interestgeo import export
 from interestgeo.cli import main
 from interestgeo.config import Config, PrivacyConfig
 from interestgeo.export import VECTOR_SCHEMA, ExportError, export_vectors, vectors_parquet
-from interestgeo.score import RecencySource, score_store
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, TextModelError, embed_texts, encoder_for, text_hashes
+from interestgeo.vectors import RecencySource, score_store
 
 USERS = [f"u{i}" for i in range(12)]
 

@@ -21,10 +21,10 @@ from interestgeo.cells import cells_to_str
 from interestgeo.cli import main
 from interestgeo.config import Config
 from interestgeo.ingest import ingest_file
-from interestgeo.score import load_source, score_store
+from interestgeo.model import register_checkpoint, shipped_model_dir
 from interestgeo.store import Store
 from interestgeo.text import PACKAGED_MODEL_NAME, encoder_for, text_model_id
-from interestgeo.model import register_checkpoint, shipped_model_dir
+from interestgeo.vectors import load_source, score_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 FIXTURE = Path(__file__).resolve().parent / "fixtures" / "mixed_language.csv"

@@ -1,6 +1,6 @@
 """The Ray engine (ray_engine.py) on a real local Ray cluster gives the local engine's results.
 
-Two copies of one tiny trained store with two datasets: one scored by score.score_store, the
+Two copies of one tiny trained store with two datasets: one scored by vectors.score_store, the
 other by ray_engine.score_store_ray (two scoring actors, buckets of a few users, so users of one
 cell and week are scored by different actors and merged per partition). Everything the store
 then holds must agree: vectors (max |diff| <= 1e-4, the issue's bound), topics, similarities,
@@ -48,7 +48,7 @@ def stored(path: Path, config: Config) -> dict[str, object]:
 def test_the_ray_engine_on_a_local_cluster_stores_what_the_local_engine_stores(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]
 ) -> None:
-    from interestgeo.score import score_store
+    from interestgeo.vectors import score_store
 
     db, config = trained_store(tmp_path)
     write_checkins(tmp_path / "may.csv.gz", ["n1", "n2", "n3", "n4"], "2012-04-20", days=20, per_user=15, seed=2)

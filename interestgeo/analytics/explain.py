@@ -191,7 +191,7 @@ def explain_stored_user(
     """`explain_scored_user` for a user of the store (`interestgeo explain`): the dataset by name,
     or the only one holding a scored user of that id (ValueError otherwise)."""
     from interestgeo.analytics.scored import load_scored
-    from interestgeo.score import load_source
+    from interestgeo.vectors import load_source
 
     scored = load_scored(store, config)
     if dataset is not None:

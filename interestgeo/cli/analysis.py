@@ -91,10 +91,10 @@ def score_and_report(
     show_progress: bool = True,
     engine: Callable[..., Any] | None = None,
 ) -> tuple[dict[str, Any], str]:
-    """Score (`score.score_store`, or `engine` in its place: `--engine ray`) with a progress bar on
+    """Score (`vectors.score_store`, or `engine` in its place: `--engine ray`) with a progress bar on
     stderr; (JSON-ready report, its text). `since` is a time or "new" (a dynamic update)."""
-    from interestgeo.score import RecencySource, load_source, score_store
     from interestgeo.text import embed_texts, encoder_for, unreadable_warning
+    from interestgeo.vectors import RecencySource, load_source, score_store
 
     ids = None
     if datasets:

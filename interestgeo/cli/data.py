@@ -119,9 +119,9 @@ def load_demo(store: Store, config: Config) -> IngestReport | None:
 def _run_demo(args: argparse.Namespace) -> int:
     from interestgeo.cli.analysis import score_and_report
     from interestgeo.cli.model import train_and_report
-    from interestgeo.score import fill_missing_similarities
-    from interestgeo.text import text_model_id
     from interestgeo.model import has_usable_checkpoint, register_checkpoint, shipped_model_dir
+    from interestgeo.text import text_model_id
+    from interestgeo.vectors import fill_missing_similarities
 
     config = config_from(args)
     model_id = text_model_id(config.text)

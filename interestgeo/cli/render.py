@@ -192,7 +192,7 @@ def evaluation_text(run: Any) -> str:
 
 
 def score_text(report: Any, warnings: Sequence[str] = ()) -> str:
-    """A `score.ScoreReport`: what was scored, how fast, the topics, one quality line per dataset,
+    """A `vectors.ScoreReport`: what was scored, how fast, the topics, one quality line per dataset,
     then the `warnings` (e.g. texts the encoder cannot read)."""
     text = (
         f"scored {report.events:,} events of {report.users:,} users with {report.source!r} ({report.mode}): "

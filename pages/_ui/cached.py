@@ -236,7 +236,7 @@ def _user_profile(path: str, config_json: str, dataset_id: int, user_id: str) ->
 @st.cache_resource(show_spinner="Loading the interest model...", max_entries=2)
 def interest_model(path: str, config_json: str) -> Any | None:
     """The trained model (latest checkpoint), or None when none is trained yet."""
-    from interestgeo.score import load_source
+    from interestgeo.vectors import load_source
 
     from interestgeo.store import StoreOnDemand
 

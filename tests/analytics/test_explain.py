@@ -13,12 +13,12 @@ import pytest
 
 from analytics_data import VENUES, ingest, trained_store, write_checkins
 from interestgeo import analytics as an
+from interestgeo.analytics.explain import explain_scored_user, explain_user
 from interestgeo.cells import cell_to_parent, latlng_to_cell
 from interestgeo.cli import main
-from interestgeo.analytics.explain import explain_scored_user, explain_user
-from interestgeo.score import load_source, score_store
 from interestgeo.store import Store
 from interestgeo.text import encoder_for
+from interestgeo.vectors import load_source, score_store
 
 
 @pytest.fixture(scope="module")
@@ -119,7 +119,7 @@ def test_next_interests_list_a_chain_once_at_its_nearest_branch(scored_store) ->
 
 
 def test_model_dynamic_update_equals_a_full_rescore(tmp_path: Path) -> None:
-    from test_score import assert_same, snapshot
+    from vectors_data import assert_same, snapshot
 
     db, config = trained_store(tmp_path)
     # a full re-score re-chooses the history weight on the new data; equality holds for a fixed one

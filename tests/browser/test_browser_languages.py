@@ -18,10 +18,10 @@ from browser_helpers import VIEWPORT, built_server, full_page_screenshot, go_to,
 
 from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
-from interestgeo.score import score_store
+from interestgeo.model import register_checkpoint, shipped_model_dir
 from interestgeo.store import Store
 from interestgeo.text import encoder_for, text_model_id
-from interestgeo.model import register_checkpoint, shipped_model_dir
+from interestgeo.vectors import score_store
 
 pytestmark = pytest.mark.browser
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mixed_language.csv"

@@ -20,9 +20,9 @@ from interestgeo.accounts import accounts_path, add_account
 from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
 from interestgeo.pseudonym import key_path, load_or_create_key
-from interestgeo.score import RecencySource, score_store
 from interestgeo.store import Store
 from interestgeo.text import embed_texts, encoder_for
+from interestgeo.vectors import RecencySource, score_store
 
 pytestmark = pytest.mark.browser
 

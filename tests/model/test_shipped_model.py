@@ -12,9 +12,9 @@ import pytest
 
 from interestgeo.cli.data import DEMO_FILE
 from interestgeo.config import Config
-from interestgeo.score import load_source, score_store
-from interestgeo.text import ENCODERS, encoder_for, text_model_id
 from interestgeo.model import SHIPPED_MODELS_DIR, load_checkpoint, read_checkpoint, register_checkpoint, shipped_model_dir
+from interestgeo.text import ENCODERS, encoder_for, text_model_id
+from interestgeo.vectors import load_source, score_store
 from model_data import small_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

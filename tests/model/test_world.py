@@ -21,11 +21,11 @@ from analytics_data import ingest, tiny_model_config
 from interestgeo.calibration import calibration_cutoff, next_event_pairs
 from interestgeo.eval.run import EvaluationError, run_evaluation
 from interestgeo.metrics import next_text_mrr
-from interestgeo.score import RecencySource, load_source, score_store, source_label
-from interestgeo.store import Store
-from interestgeo.text import TextEncoder, embed_texts, encoder_for
 from interestgeo.model import InterestScorer, adapted_name, load_checkpoint, register_checkpoint, train_model
 from interestgeo.model.world import world_from_events
+from interestgeo.store import Store
+from interestgeo.text import TextEncoder, embed_texts, encoder_for
+from interestgeo.vectors import RecencySource, load_source, score_store, source_label
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

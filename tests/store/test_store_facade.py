@@ -8,9 +8,9 @@ import pandas as pd
 import pytest
 
 from interestgeo.config import Config
-from interestgeo.score import RecencySource, score_store
 from interestgeo.store import Store, adapted_checkpoint_name
 from interestgeo.text import embed_texts, encoder_for
+from interestgeo.vectors import RecencySource, score_store
 
 
 def test_delete_dataset_removes_everything_derived(sample_store: Store, tmp_config: Config, tmp_path: Path) -> None:

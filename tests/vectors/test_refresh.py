@@ -1,5 +1,5 @@
-"""Scoring a real (tiny) store: stored vectors and aggregates, dynamic update == full re-score (the CLI's score,
-query and drift: tests/cli/test_analysis.py)."""
+"""Scoring a real (tiny) store: stored vectors and aggregates, dynamic update == full re-score (chunks and
+engines: test_chunks.py; the CLI's score, query and drift: tests/cli/test_analysis.py)."""
 
 from __future__ import annotations
 
@@ -13,7 +13,9 @@ import pytest
 from analytics_data import ingest, trained_store, write_checkins
 from interestgeo import analytics as an
 from interestgeo.config import Config, PrivacyConfig
-from interestgeo.score import (
+from interestgeo.store import Store
+from interestgeo.text import TextEncoder, embed_texts
+from interestgeo.vectors import (
     RecencySource,
     fill_missing_similarities,
     last_run_source,
@@ -21,16 +23,9 @@ from interestgeo.score import (
     score_store,
     source_words,
 )
-from interestgeo.store import Store
-from interestgeo.text import TextEncoder, embed_texts, encoder_for
-from interestgeo.topics import topic_similarities
+from vectors_data import assert_same, snapshot
 
 USERS_A = [f"u{i}" for i in range(12)]
-
-
-@pytest.fixture(scope="module")
-def encoder() -> TextEncoder:
-    return encoder_for(Config().text)
 
 
 @pytest.fixture(scope="module")
@@ -49,34 +44,6 @@ def config_for(db: Path, k: int = 2) -> Config:
 
 def recency(store: Store, encoder: TextEncoder) -> RecencySource:
     return RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None))
-
-
-def snapshot(store: Store) -> dict[str, object]:
-    events, vectors = store.scored_events()
-    frame, sims = store.scored_event_sims()
-    pd.testing.assert_frame_equal(frame, events)
-    # every vector's topic similarities are stored with it, and are its similarities
-    np.testing.assert_allclose(sims, topic_similarities(vectors, store.analytics_topics()), atol=1e-6)
-    cells, cell_vectors, _ = store.window_vectors("cell_window_vectors", "week", k=0)
-    users, user_vectors, _ = store.window_vectors("user_window_vectors", "week")
-    return {
-        "events": events[["event_id", "topic"]],
-        "vectors": vectors,
-        "sims": sims,
-        "cells": cells.drop(columns=["coherence"]),
-        "coherence": cells["coherence"].to_numpy(),
-        "cell_vectors": cell_vectors,
-        "users": users,
-        "user_vectors": user_vectors,
-    }
-
-
-def assert_same(a: dict[str, object], b: dict[str, object]) -> None:
-    for key in a:
-        if isinstance(a[key], pd.DataFrame):
-            pd.testing.assert_frame_equal(a[key].reset_index(drop=True), b[key].reset_index(drop=True), obj=key)
-        else:
-            np.testing.assert_allclose(a[key], b[key], atol=1e-5, err_msg=key)
 
 
 def test_full_score_stores_unit_vectors_topics_and_the_same_aggregates_analytics_computes(
@@ -192,61 +159,6 @@ def test_model_update_of_known_users_equals_a_full_rescore(tmp_path: Path, encod
         update = score_store(store, config, source=model, encoder=encoder, since=since.isoformat())
         assert update.events == new.sum() and update.history_events > update.events
         assert_same(full, snapshot(store))
-
-
-def test_a_chunked_run_equals_one_chunk_and_a_pickled_detached_state_scores_the_same(
-    tmp_path: Path, encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # peak memory is set by the chunk size, never the answer: many small chunks (cell x window
-    # sums merged across them) == one chunk == chunks scored from a state that went through pickle
-    # (what a worker process or a Ray actor receives: no store, no encoder inside)
-    import pickle
-
-    from interestgeo import score as score_module
-
-    db, config = trained_store(tmp_path)
-    with Store.open(db, config=config) as store:
-        monkeypatch.setattr(score_module, "_CHUNK_EVENTS", 10**9)
-        score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder)
-        whole = snapshot(store)
-        monkeypatch.setattr(score_module, "_CHUNK_EVENTS", 37)
-        score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder)
-        assert_same(whole, snapshot(store))
-
-        states: list[score_module.ChunkState] = []
-
-        def pickled(state: score_module.ChunkState, chunks):  # type: ignore[no-untyped-def]
-            copy = pickle.loads(pickle.dumps(state))
-            states.append(copy)
-            return score_module.local_chunks(copy, chunks)
-
-        score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder, runner=pickled)
-        assert_same(whole, snapshot(store))
-    assert states[0].source.model.scorer.store is None
-
-
-def test_worker_processes_score_what_one_process_scores_and_a_dead_worker_fails_the_run(
-    tmp_path: Path, encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    # the local engine's process pool (spawned workers reading the state from a file) against the
-    # same chunks in this process; then a state no worker can read: the run fails, it does not hang
-    import pickle
-    from concurrent.futures.process import BrokenProcessPool
-
-    from interestgeo import score as score_module
-
-    db, config = trained_store(tmp_path)
-    monkeypatch.setattr(score_module, "_CHUNK_EVENTS", 200)
-    with Store.open(db, config=config) as store:
-        score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder)
-        here = snapshot(store)
-        pool = score_module.process_chunks(2)
-        score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder, runner=pool)
-        assert_same(here, snapshot(store))
-        monkeypatch.setattr(pickle, "dumps", lambda obj, protocol=None: b"not a pickle")
-        with pytest.raises(BrokenProcessPool):
-            score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder, runner=pool)
-        assert_same(here, snapshot(store))  # nothing of the failed run was written
 
 
 def test_new_events_are_scored_with_the_source_of_the_last_run(tmp_path: Path, files: tuple[Path, Path],

@@ -1,0 +1,285 @@
+"""One chunk of whole users scored anywhere: here, in worker processes, or in a Ray actor.
+
+A user's vectors depend on that user's earlier events only, so users are scored in chunks
+(`score_chunk`, pure given a `ChunkState`) and the chunks merge exactly: per event vectors as
+they are, cell x window aggregates as sums of per-user means with their user counts. The chunk
+size bounds memory, never the answer. `chunk_state(detach=True)` builds a state with no store or
+encoder inside (worlds built, every text embedded into a `TextTable`), so it pickles for another
+process; `ChunkRunner` is the engine that runs the chunks (`local_chunks`, `process_chunks`,
+ray_engine.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import numpy as np
+import pandas as pd
+
+from interestgeo.analytics import Filters, ScoredEvents, aggregate_cell_windows, aggregate_user_windows
+from interestgeo.config import Config
+from interestgeo.topics import Topics, assign_event_topics, topic_similarities
+from interestgeo.vectors.sources import (
+    BlendedSource,
+    ExpectedVenueSource,
+    RecencySource,
+    VectorSource,
+    interest_vectors,
+)
+
+if TYPE_CHECKING:
+    from interestgeo.store import Store
+
+# Users are scored in chunks of about this many events, so the progress bar moves and memory stays flat.
+_CHUNK_EVENTS = 20_000
+
+
+class TextTable:
+    """The text vectors of a fixed set of texts, looked up without a store or an encoder.
+
+    Why: a chunk of users is scored where no store is open (a worker process, a Ray actor), so
+    every text the chunks can meet is embedded once, before them (`chunk_state`), and travels
+    with the state. Picklable (a pandas Index and an array).
+    """
+
+    def __init__(self, texts: list[str], vectors: np.ndarray) -> None:
+        self.index = pd.Index(texts)
+        self.vectors = np.ascontiguousarray(vectors, dtype=np.float32)
+        if not self.index.is_unique or len(self.index) != len(self.vectors):
+            raise ValueError("a text table needs one vector per distinct text")
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        pos = self.index.get_indexer(pd.Index(texts, dtype=object))
+        if (pos < 0).any():
+            first = texts[int(np.flatnonzero(pos < 0)[0])]
+            raise LookupError(f"{int((pos < 0).sum())} texts were not embedded for this run (e.g. {first!r})")
+        return self.vectors[pos]
+
+
+@dataclass
+class ChunkState:
+    """Everything `score_chunk` reads, built once per run by `chunk_state` (worlds built, datasets
+    calibrated, topics chosen, texts embedded); picklable when built with `detach=True`."""
+
+    source: VectorSource
+    topics: Topics
+    text_vectors: Callable[[list[str]], np.ndarray]
+    config: Config
+
+
+@dataclass
+class ChunkScores:
+    """What `score_chunk` returns for one chunk of whole users.
+
+    Per event (the chunk's rows in order, or its `needed` rows): ids, topic, unit vector and topic
+    similarities. Per chunk (full runs only, empty with `needed`): the user x window vectors of its
+    users, and for every stored resolution x window its cells' SUMS of per-user mean vectors with
+    their user and event counts: a cell's users are split over chunks, and the user-weighted mean
+    of a cell is (sum over chunks of these sums) / (sum of users), so chunks merge exactly.
+    """
+
+    dataset_id: np.ndarray  # (n,) int32
+    event_id: np.ndarray  # (n,) int64
+    topic: np.ndarray  # (n,) int16
+    vectors: np.ndarray  # (n, D) float32 L2-normalised
+    topic_sims: np.ndarray  # (n, T) float32
+    user_windows: pd.DataFrame  # dataset_id, user_id, window_size, window_start, events
+    user_window_vectors: np.ndarray  # (U, D) float32 L2-normalised
+    cell_windows: pd.DataFrame  # dataset_id, resolution, window_size, window_start, cell, events, users
+    cell_window_sums: np.ndarray  # (G, D) float32 sum over the chunk's users of their mean vector there
+
+    def __len__(self) -> int:
+        return len(self.event_id)
+
+
+ChunkRunner = Callable[[ChunkState, Iterable[pd.DataFrame]], Iterable[ChunkScores]]
+"""An engine: scores chunks of whole users (`score_chunk` on each), yielding one ChunkScores per
+chunk in any order. `local_chunks` is the local one; ray_engine.py holds one over Ray actors."""
+
+
+def score_chunk(state: ChunkState, events: pd.DataFrame, needed: np.ndarray | None = None) -> ChunkScores:
+    """Score one chunk of users: `events` in store.events() format and order, holding WHOLE user
+    histories (a vector depends on the user's earlier events only, never on other users).
+
+    Pure given the state (the same events give the same numbers wherever it runs: locally, in a
+    worker process, in a Ray actor). `needed` (N,) bool: only those rows are returned (a dynamic
+    update's new events; the rest is context) and no aggregates.
+    """
+    events = events.reset_index(drop=True)
+    vectors = interest_vectors(state.source, events, needed)
+    rows = events if needed is None else events.loc[needed].reset_index(drop=True)
+    if needed is not None:
+        vectors = vectors[needed]
+    topics = state.topics
+    event_topics = _event_topics(topics, state.text_vectors, rows)
+    sims = topic_similarities(vectors, topics)
+    dim = vectors.shape[1]
+    user_frames, user_vectors, cell_frames, cell_sums = [], [], [], []
+    if needed is None and len(rows):
+        scored = ScoredEvents(rows.assign(topic=event_topics), vectors, topics, state.config, topic_sims=sims)
+        for dataset_id in np.unique(scored.dataset_ids):
+            for window in state.config.analytics.stored_windows:
+                filters = Filters(datasets=(int(dataset_id),))
+                frame, vecs = aggregate_user_windows(scored, filters, window)
+                user_frames.append(frame.assign(window_size=window))
+                user_vectors.append(vecs)
+                for resolution in state.config.analytics.stored_resolutions:
+                    frame, vecs = aggregate_cell_windows(scored, filters, resolution, window)
+                    sums = vecs * (frame["coherence"].to_numpy(np.float32) * frame["users"].to_numpy(np.float32))[:, None]
+                    cell_frames.append(frame.drop(columns=["coherence"]).assign(
+                        dataset_id=np.int32(dataset_id), resolution=np.int8(resolution), window_size=window))
+                    cell_sums.append(sums.astype(np.float32))
+    return ChunkScores(
+        dataset_id=rows["dataset_id"].to_numpy(np.int32),
+        event_id=rows["event_id"].to_numpy(np.int64),
+        topic=np.asarray(event_topics, dtype=np.int16),
+        vectors=np.ascontiguousarray(vectors, dtype=np.float32),
+        topic_sims=np.ascontiguousarray(sims, dtype=np.float32),
+        user_windows=_frames(user_frames, _USER_WINDOW_COLUMNS),
+        user_window_vectors=np.concatenate(user_vectors) if user_vectors else np.zeros((0, dim), np.float32),
+        cell_windows=_frames(cell_frames, _CELL_WINDOW_COLUMNS),
+        cell_window_sums=np.concatenate(cell_sums) if cell_sums else np.zeros((0, dim), np.float32),
+    )
+
+
+_USER_WINDOW_COLUMNS = ["dataset_id", "user_id", "window_size", "window_start", "events"]
+_CELL_WINDOW_COLUMNS = ["dataset_id", "resolution", "window_size", "window_start", "cell", "events", "users"]
+
+
+def _frames(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame({c: [] for c in columns})
+    return pd.concat([f[columns] for f in frames], ignore_index=True)
+
+
+def chunk_state(
+    store: Store, config: Config, source: VectorSource, topics: Topics, datasets: list[int],
+    text_vectors: Callable[[list[str]], np.ndarray], *, detach: bool = False,
+) -> ChunkState:
+    """The state `score_chunk` needs for `datasets` (calibrate them first: the source's weights and
+    sharpness are read here). With `detach`: no store or encoder inside (worlds built now, every
+    event text of the datasets embedded into a TextTable), so it pickles for another process."""
+    if not detach:
+        return ChunkState(source, topics, text_vectors, config)
+    texts = store.distinct_texts(datasets)
+    table = TextTable(texts, text_vectors(texts) if texts else np.zeros((0, topics.vectors.shape[1]), np.float32))
+    return ChunkState(detach_source(source, datasets, table), topics, table, config)
+
+
+def detach_source(source: VectorSource, datasets: list[int], table: TextTable) -> VectorSource:
+    """A copy of `source` that reads texts from `table` and holds no store (see chunk_state)."""
+    if isinstance(source, RecencySource):
+        return RecencySource(table, source.half_life_days)
+    if isinstance(source, BlendedSource):
+        out = BlendedSource(detach_source(source.model, datasets, table), table, source.weight, source.history.half_life_days)
+        out.weights = dict(source.weights)
+        out.name, out.checkpoint, out.max_len = source.name, source.checkpoint, source.max_len
+        return out
+    if isinstance(source, ExpectedVenueSource):
+        out_ev = ExpectedVenueSource(source.scorer.detached(datasets, table))
+        out_ev.sharpness = dict(source.sharpness)
+        return out_ev
+    raise TypeError(f"cannot detach a {type(source).__name__} from its store")
+
+
+def local_chunks(state: ChunkState, chunks: Iterable[pd.DataFrame]) -> Iterator[ChunkScores]:
+    """The local engine: `score_chunk` over the chunks in this process, in order."""
+    for events in chunks:
+        yield score_chunk(state, events)
+
+
+def process_chunks(workers: int) -> ChunkRunner:
+    """The local engine over `workers` processes (results in the order they finish).
+
+    Why processes and not torch threads: the model's (rows, venues) steps are many small
+    memory-bound passes, and on 2 shared cores two OpenMP threads scored slower than one (they wait
+    for each other on every pass); two processes each scoring its own users with one thread use
+    both cores. Each worker reads the detached state once; at most two chunks per worker are in
+    flight, so memory stays bounded.
+
+    The state (worlds, every text's vector: hundreds of MB) goes to the workers through a file, not
+    the spawn pipe: a worker that died while the parent wrote it there left the parent blocked on
+    the pipe (seen once in a test run); with a path as the only argument, the pool notices a dead
+    worker and raises BrokenProcessPool.
+    """
+    def run(state: ChunkState, chunks: Iterable[pd.DataFrame]) -> Iterator[ChunkScores]:
+        import multiprocessing
+        import pickle
+        import tempfile
+        from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+
+        context = multiprocessing.get_context("spawn")  # no forked torch / DuckDB state
+        with tempfile.TemporaryDirectory(prefix="interestgeo-state-") as folder:
+            path = Path(folder) / "state.pickle"
+            path.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
+            with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
+                                     initargs=(str(path),)) as pool:
+                pending: set[Future[ChunkScores]] = set()
+                for events in chunks:
+                    pending.add(pool.submit(_worker_score, events))
+                    if len(pending) >= 2 * workers:
+                        done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                        yield from (f.result() for f in done)
+                while pending:
+                    done, pending = wait(pending, return_when=FIRST_COMPLETED)
+                    yield from (f.result() for f in done)
+
+    return run
+
+
+_WORKER_STATE: ChunkState | None = None  # a worker process's state (process_chunks)
+
+
+def _worker_start(state_path: str) -> None:
+    import pickle
+
+    global _WORKER_STATE
+    _WORKER_STATE = pickle.loads(Path(state_path).read_bytes())
+
+
+def _worker_score(events: pd.DataFrame) -> ChunkScores:
+    assert _WORKER_STATE is not None
+    return score_chunk(_WORKER_STATE, events)
+
+
+def _default_runner(config: Config, chunks: int) -> ChunkRunner | None:
+    """process_chunks when the config (or the CPU count, for a run of 4+ chunks) asks for several
+    processes; None (in this process) otherwise."""
+    import os
+
+    workers = config.analytics.score_workers
+    if workers is None:
+        workers = (os.cpu_count() or 1) if chunks >= 4 else 1
+    return process_chunks(workers) if workers > 1 else None
+
+
+def _event_topics(topics: Topics, text_vectors: Callable[[list[str]], np.ndarray], events: pd.DataFrame) -> np.ndarray:
+    paths = events["category_path"].tolist() if "category_path" in events else None
+    return assign_event_topics(topics, text_vectors(events["text"].astype(str).tolist()), paths)
+
+
+def _chunk_bounds(events: pd.DataFrame, counted: np.ndarray | None = None) -> list[int]:
+    """Row bounds of chunks of whole users of about _CHUNK_EVENTS events (of `counted` rows when given)."""
+    if len(events) == 0:
+        return [0]
+    starts = np.flatnonzero(_new_user(events))
+    done = np.arange(len(events) + 1) if counted is None else np.r_[0, np.cumsum(counted)]  # counted rows before
+    bounds = [0]
+    for s in starts[1:]:
+        if done[s] - done[bounds[-1]] >= _CHUNK_EVENTS:
+            bounds.append(int(s))
+    bounds.append(len(events))
+    return bounds
+
+
+def _new_user(events: pd.DataFrame) -> np.ndarray:
+    """(N,) bool: row i is its user's first (events in store.events() order)."""
+    new = np.ones(len(events), dtype=bool)
+    if len(events) > 1:
+        dataset = events["dataset_id"].to_numpy()
+        user = events["user_id"].to_numpy(dtype=object)
+        new[1:] = (dataset[1:] != dataset[:-1]) | (user[1:] != user[:-1])
+    return new

@@ -1,0 +1,393 @@
+"""Scoring a store: full runs, dynamic updates and per-dataset adaptation.
+
+A full run (`score_store`) calibrates each dataset's blend, chooses the topics, scores chunks of
+whole users with an engine and writes vectors, aggregates, topics and calibrations in one short
+transaction. A dynamic update (`since=`, or new events without vectors) runs only the affected
+users' histories forward (whole histories: a user's vector depends on everything before it),
+rewrites only their events from the first affected one on (the model is causal, so earlier
+vectors cannot change) and only the affected windows of the aggregates. The result equals a full
+re-score (tests/vectors/test_refresh.py proves it); the model's weights stay fixed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from interestgeo.analytics import Filters, ScoredEvents, aggregate_cell_windows, aggregate_user_windows
+from interestgeo.calibration import SHARPNESS, Calibration, calibrate, calibration_cutoff, next_event_pairs
+from interestgeo.calibration import unit as _unit
+from interestgeo.config import Config
+from interestgeo.topics import Topics, derive_topics, topic_similarities, topics_from_phrases
+from interestgeo.vectors.chunks import (
+    ChunkRunner,
+    _chunk_bounds,
+    _default_runner,
+    _new_user,
+    chunk_state,
+    local_chunks,
+    score_chunk,
+)
+from interestgeo.vectors.sources import BlendedSource, VectorSource, _text_vectors_fn, load_source, source_label
+from interestgeo.vectors.staging import _cell_window_columns, _CellWindowSums, _Staging, _write_cell_windows
+from interestgeo.windows import window_floor
+
+if TYPE_CHECKING:
+    from interestgeo.store import Store
+
+
+@dataclass
+class ScoreReport:
+    """What one `interestgeo score` run did."""
+
+    source: str
+    mode: str  # "full" or "update"
+    events: int  # events whose vectors were (re)written
+    users: int  # users whose histories were run forward
+    history_events: int  # events run through the model (the affected users' whole histories)
+    elapsed_s: float
+    topics: int
+    topics_source: str
+    since: str | None
+    # per dataset (name): the blend chosen and how the stored vectors anticipate next events there
+    calibrations: dict[str, Calibration] = field(default_factory=dict)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.history_events / max(self.elapsed_s, 1e-9)
+
+    @property
+    def seconds_per_1000(self) -> float:
+        """Wall time per 1,000 (re)scored events (the dynamic-update figure)."""
+        return 1000.0 * self.elapsed_s / max(self.events, 1)
+
+    def quality_lines(self) -> list[str]:
+        """One sentence per calibrated dataset (calibration.Calibration.sentence)."""
+        return [c.sentence(name) for name, c in self.calibrations.items()]
+
+    def to_dict(self) -> dict[str, Any]:
+        out = asdict(self)
+        out["calibrations"] = {name: {**c.to_dict(), "sentence": c.sentence(name)} for name, c in self.calibrations.items()}
+        out["events_per_s"] = self.events_per_s
+        out["seconds_per_1000"] = self.seconds_per_1000
+        return out
+
+
+def _topics(
+    store: Store, config: Config, text_vectors: Callable[[list[str]], np.ndarray], events: pd.DataFrame, refresh: bool
+) -> tuple[Topics, bool]:
+    """Stored topics unless missing, refreshed, or the configured phrases changed; and whether
+    they are new (the caller writes new ones in its transaction)."""
+    phrases = tuple(config.analytics.topic_phrases)
+    stored = None if refresh else store.analytics_topics()
+    if stored is not None and (not phrases or (stored.source == "phrases" and stored.labels == phrases)):
+        return stored, False
+    if phrases:
+        topics = topics_from_phrases(phrases, text_vectors(list(phrases)))
+    else:
+        distinct = events.drop_duplicates("text")
+        topics = derive_topics(
+            distinct["text"].tolist(),
+            text_vectors(distinct["text"].tolist()),
+            distinct["category_path"].tolist() if "category_path" in distinct else None,
+            min_path_share=config.analytics.category_path_min_share,
+            clusters=config.analytics.topic_clusters,
+            seed=config.model.seed,
+        )
+    return topics, True
+
+
+def _write_aggregates(
+    store: Store, config: Config, scored: ScoredEvents, datasets: list[int], from_day: dict[int, np.datetime64] | None
+) -> None:
+    """(Re)write the user x window and cell x window vectors of `datasets` (from a local day on)."""
+    for dataset_id in datasets:
+        start = None if from_day is None else from_day[dataset_id]
+        for window in config.analytics.stored_windows:
+            # windows overlapping the start day are recomputed whole: start from the window's start
+            window_from = None if start is None else window_floor(start, window)
+            filters = Filters(
+                datasets=(dataset_id,),
+                date_from=None if window_from is None else pd.Timestamp(window_from).date(),
+            )
+            frame, vectors = aggregate_user_windows(scored, filters, window)
+            store.replace_window_vectors(
+                "user_window_vectors",
+                window,
+                {
+                    "dataset_id": np.full(len(frame), dataset_id, dtype=np.int32),
+                    "user_id": frame["user_id"].astype(str).tolist(),
+                    "window_size": [window] * len(frame),
+                    "window_start": frame["window_start"].to_numpy("datetime64[us]"),
+                    "events": frame["events"].to_numpy(np.int32),
+                },
+                vectors,
+                datasets=[dataset_id],
+                from_start=window_from,
+            )
+            # every resolution's cells in one replace (one DELETE + INSERT instead of one per resolution)
+            resolutions = list(config.analytics.stored_resolutions)
+            if not resolutions:
+                continue
+            parts = [(r, *aggregate_cell_windows(scored, filters, r, window)) for r in resolutions]
+            filled = [part for part in parts if len(part[1])] or parts[:1]
+            cells = pd.concat([f for _, f, _ in filled], ignore_index=True)
+            cell_vectors = np.concatenate([v for _, _, v in filled])
+            cells = cells.assign(
+                dataset_id=dataset_id,
+                resolution=np.repeat(np.array([r for r, _, _ in filled], dtype=np.int8), [len(f) for _, f, _ in filled]),
+            )
+            columns = _cell_window_columns(cells, window)
+            store.replace_window_vectors(
+                "cell_window_vectors", window, columns, cell_vectors,
+                datasets=[dataset_id], from_start=window_from, resolution=resolutions,
+            )
+
+
+def score_store(
+    store: Store,
+    config: Config,
+    *,
+    source: VectorSource | None = None,
+    encoder: Any | None = None,
+    datasets: list[int] | None = None,
+    since: datetime | str | None = None,
+    update: bool = False,
+    refresh_topics: bool = False,
+    progress: Callable[[float, str], None] | None = None,
+    runner: ChunkRunner | None = None,
+) -> ScoreReport:
+    """Score the store's events and store vectors, topics and window aggregates.
+
+    Full (default): every event of `datasets` (all when None). Update (`update=True` or a `since`
+    time): only users with unscored events or events at/after `since`, from their first such event
+    on. `source` defaults to the latest trained checkpoint; `encoder` (a TextEncoder) to the
+    configured one. Raises LookupError with a one-line message when there is nothing to score with.
+
+    A full run scores chunks of whole users (`score_chunk`) with `runner` (default `local_chunks`;
+    another engine gets a detached, picklable state), stages their results as Parquet beside the
+    database and writes everything in one short transaction at the end.
+    """
+    started = time.perf_counter()
+    if encoder is None:
+        from interestgeo.text import encoder_for
+
+        encoder = encoder_for(config.text)
+    if source is None:
+        source = load_source(store, config, encoder=encoder)
+    text_vectors = _text_vectors_fn(store, encoder)
+    store.ensure_analytics_schema()
+    since_ts = None if since is None else pd.Timestamp(since)
+    if since_ts is not None and since_ts.tzinfo is None:
+        since_ts = since_ts.tz_localize("UTC")
+    if update or since_ts is not None:
+        previous = store.latest_score_source()
+        if previous is not None and previous != source_label(source):
+            raise LookupError(
+                f"stored vectors come from {previous!r}, not {source_label(source)!r}: "
+                "run a full `interestgeo score` instead of an update"
+            )
+        topics = store.analytics_topics() if previous is not None else None
+        if topics is not None:
+            return _score_update(store, config, source, text_vectors, topics, since_ts, started, progress)
+    events = store.events(datasets)
+    if events.empty:
+        raise LookupError("no events to score: ingest a CSV first (`interestgeo ingest FILE`)")
+    dataset_ids = sorted(int(d) for d in events["dataset_id"].unique())
+    calibrations: dict[int, Calibration] = {}
+    if isinstance(source, BlendedSource):
+        for dataset_id, rows in _dataset_slices(events):
+            calibrations[dataset_id] = _calibrate(
+                source, events.iloc[rows].reset_index(drop=True), dataset_id, text_vectors, config
+            )
+    topics, topics_fresh = _topics(store, config, text_vectors, events, refresh_topics)
+    bounds = _chunk_bounds(events)
+    runner = runner or _default_runner(config, len(bounds) - 1)
+    try:
+        state = chunk_state(store, config, source, topics, dataset_ids, text_vectors, detach=runner is not None)
+    except TypeError:  # a source that cannot leave this process (a caller's own): score here
+        runner, state = None, chunk_state(store, config, source, topics, dataset_ids, text_vectors)
+    chunks = (events.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:]))
+    bounds_users = np.flatnonzero(_new_user(events))
+    with _Staging(store.path) as staging:
+        cells = _CellWindowSums()
+        for result in (runner or local_chunks)(state, chunks):
+            staging.add(result)
+            cells.add(result.cell_windows, result.cell_window_sums)
+            if progress is not None:
+                progress(staging.events / len(events), f"{staging.events:,} of {len(events):,} events")
+        if staging.events != len(events):
+            raise RuntimeError(f"the scoring engine returned {staging.events:,} of {len(events):,} events")
+        users = len(bounds_users)
+        # one short transaction: what the chunks wrote to Parquet goes in at once (all or nothing)
+        with store.transaction():
+            if topics_fresh:
+                store.write_topics(topics.labels, topics.source, topics.vectors)
+            store.delete_event_vectors(datasets)
+            store.insert_parquet("event_vectors", staging.files("event_vectors"))
+            for window in config.analytics.stored_windows:
+                store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=dataset_ids)
+            store.insert_parquet("user_window_vectors", staging.files("user_window_vectors"))
+            _write_cell_windows(store, config, cells.result(), dataset_ids)
+            _write_calibrations(store, source, calibrations.values())
+            elapsed = time.perf_counter() - started
+            store.record_score_run(source_label(source), None, len(events), users, elapsed)
+    return ScoreReport(
+        source_label(source), "full", len(events), users, len(events), elapsed,
+        len(topics), topics.source, None, _by_name(store, calibrations),
+    )
+
+
+def _dataset_slices(events: pd.DataFrame) -> list[tuple[int, slice]]:
+    """(dataset id, its rows) of events sorted by dataset first (store.events() order)."""
+    ds = events["dataset_id"].to_numpy()
+    bounds = np.flatnonzero(np.r_[True, ds[1:] != ds[:-1], True])
+    return [(int(ds[a]), slice(int(a), int(b))) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
+def _calibrate(
+    source: BlendedSource, events: pd.DataFrame, dataset_id: int, text_vectors: Callable[[list[str]], np.ndarray],
+    config: Config,
+) -> Calibration:
+    """One dataset's calibration, set on `source`: its world's counts stop at the cutoff of its
+    most recent tenth, where the history weight (and the model's sharpness) are chosen and the
+    quality figure measured. The model runs over the few windows holding the measured pairs
+    (every sharpness at once); the chunks then score everything with the chosen values."""
+    cutoff = calibration_cutoff(events["ts"])
+    source.use_cutoffs({dataset_id: cutoff})
+    pairs, _, _ = next_event_pairs(events, cutoff)
+    needed = np.zeros(len(events), dtype=bool)
+    needed[pairs] = True
+    sharpness = getattr(source.model, "sharpness", None)
+    options = SHARPNESS if sharpness is not None else (1.0,)
+    # the model and the history run over the histories of the users owning a pair only (a few
+    # thousand users at most, however big the dataset); the MRR candidates stay all the texts
+    owner = np.cumsum(_new_user(events))  # (N,) user number of each row
+    users = events.iloc[np.flatnonzero(np.isin(owner, owner[needed]))].reset_index(drop=True)
+    rows = needed[np.isin(owner, owner[needed])]
+    if hasattr(source.model, "variants"):
+        model = source.model.variants(users, rows, options)  # (S, pairs, D)
+    else:
+        model = _unit(np.asarray(source.model.interest_vectors(users)))[rows][None]
+    history = _unit(source.history.interest_vectors(users))[rows]
+    calibration = calibrate(
+        dataset_id, events, model, history, text_vectors, cutoff, config.analytics.history_weight,
+        sharpness=options, rows=np.flatnonzero(needed),
+    )
+    if source.weight is None:
+        source.weights[dataset_id] = calibration.weight
+    if sharpness is not None:
+        sharpness[dataset_id] = calibration.sharpness
+    return calibration
+
+
+def _write_calibrations(store: Store, source: VectorSource, calibrations: Any) -> None:
+    for c in calibrations:
+        store.write_calibration(
+            c.dataset_id, source_label(source), c.cutoff.to_pydatetime(), c.weight, c.sharpness, c.pairs,
+            c.stored_mrr, c.history_mrr, c.model_mrr, c.weights_json(),
+        )
+
+
+def _by_name(store: Store, calibrations: dict[int, Calibration]) -> dict[str, Calibration]:
+    names = dict(zip(store.datasets()["dataset_id"].astype(int), store.datasets()["name"]))
+    return {names.get(d, str(d)): c for d, c in sorted(calibrations.items())}
+
+
+def _score_update(
+    store: Store,
+    config: Config,
+    source: VectorSource,
+    text_vectors: Callable[[list[str]], np.ndarray],
+    topics: Topics,
+    since: pd.Timestamp | None,
+    started: float,
+    progress: Callable[[float, str], None] | None,
+) -> ScoreReport:
+    affected = store.unscored_events()
+    if since is not None:
+        affected = pd.concat([affected, store.users_with_events_since(since.to_pydatetime())])
+    affected = affected.groupby(["dataset_id", "user_id"], as_index=False)["ts"].min()
+    since_text = None if since is None else since.isoformat()
+    if affected.empty:
+        return ScoreReport(source_label(source), "update", 0, 0, 0, time.perf_counter() - started, 0, "", since_text)
+    histories = store.user_histories(affected)
+    calibrations: dict[int, Calibration] = {}
+    if isinstance(source, BlendedSource):  # a dataset scored for the first time is calibrated first
+        for dataset_id in sorted(set(histories["dataset_id"].astype(int)) - set(source.weights)):
+            if store.calibration_cutoff(dataset_id) is None or source.weight is None:
+                calibrations[dataset_id] = _calibrate(source, store.events([dataset_id]), dataset_id, text_vectors, config)
+    first = histories[["dataset_id", "user_id"]].merge(
+        affected.astype({"dataset_id": "int32"}), on=["dataset_id", "user_id"], how="left"
+    )["ts"]
+    keep = (histories["ts"] >= first).to_numpy()  # (aligned Series: no per-row Timestamp objects)
+    # earlier events are context only: the model skips the windows and predictions it need not make
+    state = chunk_state(store, config, source, topics, sorted(int(d) for d in histories["dataset_id"].unique()), text_vectors)
+    bounds = _chunk_bounds(histories, keep)  # chunks of about _CHUNK_EVENTS new events
+    parts = []
+    for a, b in zip(bounds[:-1], bounds[1:]):
+        parts.append(score_chunk(state, histories.iloc[a:b], keep[a:b]))
+        if progress is not None:
+            progress(b / len(histories), f"{int(keep[:b].sum()):,} of {int(keep.sum()):,} events")
+    vectors = np.concatenate([p.vectors for p in parts])  # (new events, D)
+    event_topics = np.concatenate([p.topic for p in parts])
+    sims = np.concatenate([p.topic_sims for p in parts])
+    new = histories.loc[keep].reset_index(drop=True)
+    from_day = new.groupby("dataset_id")["local_ts"].min().to_numpy("datetime64[D]")
+    datasets = sorted(new["dataset_id"].unique().tolist())
+    with store.transaction():
+        store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors, sims)
+        starts = dict(zip(datasets, from_day))
+        earliest = min(window_floor(d, w) for d in from_day for w in config.analytics.stored_windows)
+        events, stored_vectors = store.scored_events(datasets, pd.Timestamp(earliest).to_pydatetime())
+        scored = ScoredEvents(events, stored_vectors, topics, config)
+        _write_aggregates(store, config, scored, datasets, starts)
+        _write_calibrations(store, source, calibrations.values())
+        elapsed = time.perf_counter() - started
+        store.record_score_run(source_label(source), since.to_pydatetime() if since is not None else None, len(new), len(affected), elapsed)
+    return ScoreReport(
+        source_label(source), "update", len(new), len(affected), len(histories), elapsed, len(topics), topics.source,
+        since_text, _by_name(store, calibrations),
+    )
+
+
+def adapt_to_dataset(
+    store: Store,
+    config: Config,
+    dataset: str,
+    *,
+    minutes: float,
+    encoder: Any | None = None,
+    log: Callable[[str], None] | None = None,
+    progress: Callable[[float, str], None] | None = None,
+) -> tuple[int, ScoreReport]:
+    """Fine-tune the newest model on one dataset within `minutes` (early stopping on its own
+    validation), register it as that dataset's ("adapted:NAME") and re-score the dataset with it.
+    Returns (checkpoint id, the score report with the dataset's new quality figure)."""
+    from interestgeo.model import CheckpointError, adapted_name, train_model
+
+    try:
+        checkpoint_id = train_model(
+            store, config, name=adapted_name(dataset), dataset=dataset, init_from="model", minutes=minutes, log=log,
+        )
+    except CheckpointError as exc:
+        raise LookupError(str(exc)) from None
+    dataset_id = store.dataset_id(dataset)
+    report = score_store(store, config, encoder=encoder, datasets=[dataset_id], progress=progress)
+    return checkpoint_id, report
+
+
+def fill_missing_similarities(store: Store) -> int:
+    """Give every stored vector its topic similarities where it has none (see Store.fill_topic_sims):
+    a file scored by an older version then loads in the dashboard without waiting for its vectors."""
+    topics = store.analytics_topics()
+    if topics is None:
+        return 0
+    with store.transaction():
+        return store.fill_topic_sims(lambda vectors: topic_similarities(vectors, topics))

@@ -1,0 +1,156 @@
+"""Where a full run's chunk results wait before the store's one write transaction.
+
+The chunks' per-event and per-user results are staged as Parquet beside the database
+(`_Staging`), and their cell x window sums are merged by key as they come (`_CellWindowSums`),
+so a run holds one chunk in memory and the write lock is held only for the final inserts.
+ray_engine.py writes and merges its actors' results with the same pieces.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import pandas as pd
+
+from interestgeo.config import Config
+
+if TYPE_CHECKING:
+    from interestgeo.store import Store
+    from interestgeo.vectors.chunks import ChunkScores
+
+
+class _Staging:
+    """A temporary folder beside the database where a run's chunk results wait as Parquet, so the
+    run holds one chunk in memory and the store's write transaction lasts only for the final
+    inserts (DuckDB reads Parquet fast). Removed on exit, committed or not."""
+
+    def __init__(self, db_path: Any) -> None:
+        import tempfile
+        from pathlib import Path
+
+        folder = Path(db_path).resolve().parent if db_path else None
+        self.folder = Path(tempfile.mkdtemp(prefix=".interestgeo-score-", dir=folder))
+        self._files: dict[str, list[str]] = {"event_vectors": [], "user_window_vectors": []}
+        self.events = 0
+
+    def __enter__(self) -> _Staging:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        import shutil
+
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+    def add(self, result: ChunkScores) -> None:
+        n = len(self._files["event_vectors"])
+        self._write("event_vectors", n, {
+            "dataset_id": result.dataset_id, "event_id": result.event_id, "topic": result.topic,
+        }, vector=result.vectors, topic_sims=result.topic_sims)
+        if len(result.user_windows):
+            w = result.user_windows
+            self._write("user_window_vectors", n, {
+                "dataset_id": w["dataset_id"].to_numpy(np.int32), "user_id": w["user_id"].astype(str).to_numpy(object),
+                "window_size": w["window_size"].astype(str).to_numpy(object),
+                "window_start": w["window_start"].to_numpy("datetime64[us]"), "events": w["events"].to_numpy(np.int32),
+            }, vector=result.user_window_vectors)
+        self.events += len(result)
+
+    def _write(self, table: str, n: int, columns: dict[str, np.ndarray], **matrices: np.ndarray) -> None:
+        import pyarrow.parquet as pq
+
+        path = self.folder / f"{table}-{n:06d}.parquet"
+        pq.write_table(_arrow_with_vectors(columns, **matrices), path)
+        self._files[table].append(str(path))
+
+    def files(self, table: str) -> list[str]:
+        return list(self._files[table])
+
+
+def _arrow_with_vectors(columns: dict[str, np.ndarray], **matrices: np.ndarray) -> Any:
+    """An Arrow table of `columns` plus one list<float32> column per named (n, D) matrix."""
+    import pyarrow as pa
+
+    table = pa.table({name: pa.array(values) for name, values in columns.items()})
+    for name, matrix in matrices.items():
+        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
+        n, d = matrix.shape
+        offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
+        table = table.append_column(name, pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1))))
+    return table
+
+
+class _CellWindowSums:
+    """The cell x window sums of the chunks so far, merged by key now and then (bounded by the
+    number of distinct cells x windows, not by the events)."""
+
+    _KEYS = ["dataset_id", "resolution", "window_size", "window_start", "cell"]
+
+    def __init__(self, reduce_rows: int = 200_000) -> None:
+        self.frames: list[pd.DataFrame] = []
+        self.sums: list[np.ndarray] = []
+        self.rows = 0
+        self.merged_rows = 0
+        self.reduce_rows = reduce_rows
+
+    def add(self, frame: pd.DataFrame, sums: np.ndarray) -> None:
+        if not len(frame):
+            return
+        self.frames.append(frame)
+        self.sums.append(np.asarray(sums, dtype=np.float32))
+        self.rows += len(frame)
+        if self.rows > max(self.reduce_rows, 2 * self.merged_rows):
+            self._reduce()
+
+    def _reduce(self) -> None:
+        if len(self.frames) <= 1:
+            return
+        frame = pd.concat(self.frames, ignore_index=True)
+        sums = np.concatenate(self.sums)
+        group = frame.groupby(self._KEYS, sort=False).ngroup().to_numpy()
+        order = np.argsort(group, kind="stable")
+        starts = np.flatnonzero(np.r_[True, group[order][1:] != group[order][:-1]])
+        merged = frame.groupby(self._KEYS, sort=False, as_index=False)[["events", "users"]].sum()
+        self.frames, self.sums = [merged], [np.add.reduceat(sums[order], starts, axis=0)]
+        self.rows = self.merged_rows = len(merged)
+
+    def result(self) -> tuple[pd.DataFrame, np.ndarray]:
+        """(frame[keys, events, users, coherence], (G, D) float32 L2-normalised user-weighted means)."""
+        self._reduce()
+        if not self.frames:
+            return pd.DataFrame({c: [] for c in [*self._KEYS, "events", "users", "coherence"]}), np.zeros((0, 0), np.float32)
+        frame, sums = self.frames[0].copy(), self.sums[0]
+        means = sums / frame["users"].to_numpy(np.float32)[:, None]
+        norms = np.linalg.norm(means, axis=1)
+        frame["coherence"] = norms.astype(np.float32)
+        return frame, (means / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
+
+
+def _write_cell_windows(
+    store: Store, config: Config, merged: tuple[pd.DataFrame, np.ndarray], datasets: list[int]
+) -> None:
+    """Replace the cell x window vectors of `datasets` by the merged sums of a full run."""
+    resolutions = list(config.analytics.stored_resolutions)
+    if not resolutions:
+        return
+    frame, vectors = merged
+    for window in config.analytics.stored_windows:
+        rows = (frame["window_size"] == window).to_numpy() if len(frame) else np.zeros(0, dtype=bool)
+        store.replace_window_vectors(
+            "cell_window_vectors", window, _cell_window_columns(frame.loc[rows], window),
+            vectors[rows] if len(frame) else np.zeros((0, 0)), datasets=datasets, resolution=resolutions,
+        )
+
+
+def _cell_window_columns(cells: pd.DataFrame, window: str) -> dict[str, Any]:
+    """The cell_window_vectors columns (besides the vector) of a frame of cell x window rows."""
+    return {
+        "dataset_id": cells["dataset_id"].to_numpy(np.int32),
+        "resolution": cells["resolution"].to_numpy(np.int8),
+        "window_size": [window] * len(cells),
+        "window_start": cells["window_start"].to_numpy("datetime64[us]"),
+        "cell": cells["cell"].to_numpy(np.int64),
+        "events": cells["events"].to_numpy(np.int32),
+        "users": cells["users"].to_numpy(np.int32),
+        "coherence": cells["coherence"].to_numpy(np.float32),
+    }
