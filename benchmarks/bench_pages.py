@@ -43,10 +43,11 @@ import tempfile
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "tests" / "browser"))
+from tests.browser.browser_helpers import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, start_server  # noqa: E402
 
-from browser_helpers import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, start_server  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))  # the tests package (its browser helpers)
+
 
 PAGES = ("Overview", "Map", "Drift", "User", "Upload", "Model")
 # Only Beta: clicking the page already shown (the default, Alpha) starts no run to time.

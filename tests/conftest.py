@@ -16,6 +16,17 @@ from interestgeo.store import Store
 FIXTURES = Path(__file__).parent / "fixtures"
 
 
+@pytest.fixture(autouse=True)
+def default_config(tmp_path_factory: pytest.TempPathFactory, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Every test runs on the default config: a developer's ./interestgeo.toml or $INTERESTGEO_CONFIG
+    (e.g. another k_min_users or model_path) and $INTERESTGEO_DB must not change what it sees (a
+    test that wants a config file points $INTERESTGEO_CONFIG at its own)."""
+    empty = tmp_path_factory.getbasetemp() / "empty-config.toml"
+    empty.touch()
+    monkeypatch.setenv("INTERESTGEO_CONFIG", str(empty))
+    monkeypatch.delenv("INTERESTGEO_DB", raising=False)
+
+
 @pytest.fixture
 def fixtures_dir() -> Path:
     return FIXTURES

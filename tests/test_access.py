@@ -11,13 +11,13 @@ import sys
 from pathlib import Path
 
 import pytest
-from privacy_data import recency_database, use_database
 from streamlit.testing.v1 import AppTest
-from test_app import APP, TIMEOUT, assert_clean
 
 from interestgeo import access, analytics
 from interestgeo.config import load_config
 from interestgeo.store import Store
+from tests._data.app import APP, TIMEOUT, assert_clean
+from tests._data.privacy import recency_database, use_database
 
 # What must be guarded: every function that returns user ids or one person's data.
 PER_PERSON = {
@@ -138,7 +138,7 @@ def test_overview_hides_counts_of_fewer_than_k_people(marketer_env: Path) -> Non
 
 
 def test_a_marketer_sees_why_rows_were_rejected_but_not_the_lines(marketer_env: Path, tmp_path: Path) -> None:
-    from test_app import write_sample_csv
+    from tests._data.app import write_sample_csv
 
     csv = write_sample_csv(tmp_path / "extra.csv", rows=40, skip=600)
     data = csv.read_bytes() + b"secret-user,v1,Cafe X,Cafe,Food > Cafe,91.5,-73.9,2012-04-03T18:00:09Z,-240\n"

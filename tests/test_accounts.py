@@ -13,9 +13,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from privacy_data import recency_database, use_database
 from streamlit.testing.v1 import AppTest
-from test_app import APP, TIMEOUT, assert_clean
 
 from interestgeo.accounts import (
     MAX_FAILURES,
@@ -29,6 +27,8 @@ from interestgeo.accounts import (
     set_password,
 )
 from interestgeo.audit import audit_path, read_audit
+from tests._data.app import APP, TIMEOUT, assert_clean
+from tests._data.privacy import recency_database, use_database
 
 PASSWORD = "correct horse battery"
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from analytics_data import DIM, make_events, make_topics, scored_from
 from interestgeo import analytics as an
 from interestgeo.analytics import Filters
 from interestgeo.changepoints import change_points
+from tests._data.analytics import DIM, make_events, make_topics, scored_from
 
 
 def noisy_shares(levels: list[np.ndarray], rng: np.random.Generator, noise: float = 0.01) -> np.ndarray:

@@ -18,12 +18,12 @@ from pathlib import Path
 
 import pytest
 
-from interestgeo.store import file_access
 from interestgeo.config import Config, StoreConfig
 from interestgeo.ingest import ingest_file
+from interestgeo.store import file_access
 from interestgeo.store import Store
 from interestgeo.store import StoreBusy, data_version, writer_active
-from test_app import app_env  # noqa: F401 (a fixture: a copy of the test database, events not scored)
+from tests._data.app import app_env  # noqa: F401 (a fixture: a copy of the test database, events not scored)
 
 ROOT = Path(__file__).resolve().parents[1]
 DEMO = ROOT / "data" / "nyc_checkins.csv.gz"
@@ -281,7 +281,7 @@ with Store.open(db, config=config) as store:
 
 def test_the_dashboard_says_reload_in_a_moment_during_a_write_and_shows_the_new_data_after_it(
         app_env: Path, tmp_path: Path, fixtures_dir: Path) -> None:
-    from test_app import assert_clean, open_app
+    from tests._data.app import assert_clean, open_app
 
     app_env.write_text(app_env.read_text(encoding="utf-8") + "\n[store]\nread_wait_s = 0.5\n", encoding="utf-8")
     at = open_app()

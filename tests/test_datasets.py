@@ -10,9 +10,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from privacy_data import CONFIG
 from streamlit.testing.v1 import AppTest
-from test_app import APP, TIMEOUT, assert_clean, write_sample_csv
 
 from interestgeo.audit import audit_path, read_audit
 from interestgeo.config import load_config
@@ -20,6 +18,8 @@ from interestgeo.ingest import ingest_file
 from interestgeo.store import Store
 from interestgeo.text import embed_texts, encoder_for
 from interestgeo.vectors import RecencySource, score_store
+from tests._data.app import APP, TIMEOUT, assert_clean, write_sample_csv
+from tests._data.privacy import CONFIG
 
 # Tables with a dataset_id column: what a deleted dataset must leave no row in.
 PER_DATASET = ("events", "datasets", "rejects", "cell_windows", "event_vectors", "user_window_vectors",

@@ -17,7 +17,6 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 
-from analytics_data import ingest, write_checkins
 from interestgeo import export
 from interestgeo.cli import main
 from interestgeo.config import Config, PrivacyConfig
@@ -25,6 +24,7 @@ from interestgeo.export import VECTOR_SCHEMA, ExportError, export_vectors, vecto
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, TextModelError, embed_texts, encoder_for, text_hashes
 from interestgeo.vectors import RecencySource, score_store
+from tests._data.analytics import ingest, write_checkins
 
 USERS = [f"u{i}" for i in range(12)]
 

@@ -15,9 +15,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics_data import DIM, make_events, make_topics, scored_from
 from interestgeo import forecast as fc
 from interestgeo.analytics import ANALYST_ONLY, Filters, ScoredEvents
+from tests._data.analytics import DIM, make_events, make_topics, scored_from
 
 MIDTOWN = (40.7580, -73.9855)
 CROWN_HEIGHTS = (40.6694, -73.9422)

@@ -9,8 +9,8 @@ from pathlib import Path
 import pytest
 from streamlit.testing.v1 import AppTest
 
-from forecast_data import recency_store
-from test_app import use_copy
+from tests._data.app import use_copy
+from tests._data.forecast import recency_store
 
 ROOT = Path(__file__).resolve().parents[1]
 TIMEOUT = 60

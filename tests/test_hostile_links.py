@@ -14,8 +14,9 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from privacy_data import recency_database, use_database
-from test_app import APP, ROOT, TIMEOUT, assert_clean
+
+from tests._data.app import APP, ROOT, TIMEOUT, assert_clean
+from tests._data.privacy import recency_database, use_database
 
 
 # Every query parameter a page binds or reads.

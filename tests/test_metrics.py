@@ -7,7 +7,6 @@ import math
 
 import numpy as np
 import pytest
-from eval_data import random_events
 
 from interestgeo.metrics import (
     METRICS,
@@ -17,6 +16,7 @@ from interestgeo.metrics import (
     venue_to_category_scores,
 )
 from interestgeo.split import make_split
+from tests._data.eval import random_events
 
 
 def test_ranks_count_higher_scores_and_ties_against_the_target():

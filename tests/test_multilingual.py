@@ -89,7 +89,7 @@ def test_a_checkpoint_for_the_other_encoder_is_refused_by_name(mixed: Config, tm
 
 
 def test_the_maps_phrase_box_takes_chinese(mixed: Config, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    from test_app import assert_clean, deck_specs, open_with_params
+    from tests._data.app import assert_clean, deck_specs, open_with_params
 
     config_file = tmp_path / "interestgeo.toml"
     config_file.write_text('[app]\nrole = "analyst"\nwarm_up = false\n', encoding="utf-8")

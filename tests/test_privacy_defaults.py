@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 import streamlit as st
-from privacy_data import recency_database, use_database
 from streamlit import config as streamlit_config
 from streamlit.testing.v1 import AppTest
-from test_app import APP, TIMEOUT
+
+from tests._data.app import APP, TIMEOUT
+from tests._data.privacy import recency_database, use_database
 
 
 @pytest.fixture

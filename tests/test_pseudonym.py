@@ -11,7 +11,6 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-from test_app import write_sample_csv
 
 from interestgeo.config import Config
 from interestgeo.ingest import ingest_file
@@ -24,6 +23,7 @@ from interestgeo.pseudonym import (
     pseudonymise,
 )
 from interestgeo.store import Store
+from tests._data.app import write_sample_csv
 
 KEY = bytes(range(32))
 OTHER_KEY = bytes(range(1, 33))
@@ -104,7 +104,7 @@ def test_ingest_pseudonymise_keeps_its_key_beside_the_database_and_never_prints_
 
 def test_the_upload_page_checkbox_pseudonymises_the_load(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from streamlit.testing.v1 import AppTest
-    from test_app import APP, TIMEOUT, assert_clean
+    from tests._data.app import APP, TIMEOUT, assert_clean
 
     db = tmp_path / "app.duckdb"
     load(db, write_sample_csv(tmp_path / "first.csv", rows=50), None, "first")

@@ -18,10 +18,10 @@ import pandas as pd
 import pyarrow.parquet as pq
 import pytest
 
-from analytics_data import ingest, trained_store, write_checkins
 from interestgeo.cli import main
 from interestgeo.config import Config
 from interestgeo.store import Store
+from tests._data.analytics import ingest, trained_store, write_checkins
 
 ray = pytest.importorskip("ray", reason="the Ray engine needs the [ray] extra (make setup installs it)")
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from eval_data import START, make_events, random_events
 
 from interestgeo.split import SplitProtocol, history_rows, make_split, previous_rows
+from tests._data.eval import START, make_events, random_events
 
 # 21 events; with 80/10/10, val starts at the 17th event in time order (50 h), test at the 19th (60 h).
 # u1: a train trajectory (0-2 h), then after 30 h a trajectory straddling train/val ending in val.

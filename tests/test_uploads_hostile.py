@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 from streamlit.testing.v1 import AppTest
-from test_app import APP, TIMEOUT, assert_clean, write_sample_csv
 
 from interestgeo.config import Config, StoreConfig
 from interestgeo.ingest import IngestError, check_gzip_size, ingest_file
 from interestgeo.store import Store
+from tests._data.app import APP, TIMEOUT, assert_clean, write_sample_csv
 
 MB = 1024 * 1024
 UPLOAD_DIR = Path("/tmp") / "interestgeo-uploads"

@@ -1,6 +1,6 @@
 """A small scored store for the forecast tests (CLI and pages), built without training.
 
-12 people's check-ins over 12 weeks (the NYC venues of analytics_data.write_checkins), ingested
+12 people's check-ins over 12 weeks (the NYC venues of tests/_data/analytics.write_checkins), ingested
 for real and scored with RecencySource (each person's decayed mean of their event texts' real
 embeddings): enough weeks for forecasts and their backtest, no dependency on the interest model.
 """
@@ -10,8 +10,8 @@ from __future__ import annotations
 import dataclasses
 from pathlib import Path
 
-from analytics_data import ingest, write_checkins
 from interestgeo.config import Config, PrivacyConfig
+from tests._data.analytics import ingest, write_checkins
 
 CONFIG_TOML = '[privacy]\nk_min_users = 2\n\n[app]\nrole = "{role}"\nwarm_up = false\n'
 

@@ -16,7 +16,7 @@ from interestgeo.config import Config
 from interestgeo.ingest import ingest_file
 from interestgeo.store import Store
 
-DEMO = Path(__file__).resolve().parent.parent / "data" / "nyc_checkins.csv.gz"
+DEMO = Path(__file__).resolve().parents[2] / "data" / "nyc_checkins.csv.gz"
 
 
 def small_store(tmp_path: Path, n_users: int = 10) -> tuple[Store, Config]:

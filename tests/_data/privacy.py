@@ -11,13 +11,13 @@ import shutil
 from pathlib import Path
 
 import pytest
-from test_app import write_sample_csv
 
 from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
 from interestgeo.store import Store
 from interestgeo.text import embed_texts, encoder_for
 from interestgeo.vectors import RecencySource, score_store
+from tests._data.app import write_sample_csv
 
 ROWS = 600
 CONFIG = '[privacy]\nk_min_users = 2\n\n[app]\nrole = "{role}"\nwarm_up = false\n'

@@ -9,13 +9,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics_data import DIM, make_events, make_topics, random_city, scored_from, unit
 from interestgeo import access
 from interestgeo import analytics as an
 from interestgeo.analytics import Filters
 from interestgeo.analytics._groups import _Groups
 from interestgeo.analytics.users import _same_place_once
 from interestgeo.cells import cell_to_parent
+from tests._data.analytics import DIM, make_events, make_topics, random_city, scored_from, unit
 
 
 def direct_region_vectors(events: pd.DataFrame, vectors: np.ndarray, resolution: int) -> dict[int, np.ndarray]:

@@ -11,7 +11,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics_data import VENUES, ingest, trained_store, write_checkins
 from interestgeo import analytics as an
 from interestgeo.analytics.explain import explain_scored_user, explain_user
 from interestgeo.cells import cell_to_parent, latlng_to_cell
@@ -19,6 +18,7 @@ from interestgeo.cli import main
 from interestgeo.store import Store
 from interestgeo.text import encoder_for
 from interestgeo.vectors import load_source, score_store
+from tests._data.analytics import VENUES, ingest, trained_store, write_checkins
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,9 @@ def test_removing_the_top_ranked_event_moves_the_vector_more_than_removing_the_l
     # attention is the model's roll-up over the same events (shown beside occlusion, not merged)
     rollup = model.attention_rollup(context)
     np.testing.assert_allclose(shown["attention"].to_numpy(), rollup[-len(shown):], atol=1e-9)
-    assert -1 <= explanation.agreement <= 1
+    # their agreement is the Spearman correlation of the two columns (every event of the context is shown)
+    assert len(shown) == len(context)
+    assert explanation.agreement == pytest.approx(shown["attention"].corr(shown["occlusion"], method="spearman"), abs=1e-9)
 
 
 def test_time_and_place_effect_is_a_neutralised_rescore(scored_store) -> None:
@@ -119,7 +121,7 @@ def test_next_interests_list_a_chain_once_at_its_nearest_branch(scored_store) ->
 
 
 def test_model_dynamic_update_equals_a_full_rescore(tmp_path: Path) -> None:
-    from vectors_data import assert_same, snapshot
+    from tests._data.vectors import assert_same, snapshot
 
     db, config = trained_store(tmp_path)
     # a full re-score re-chooses the history weight on the new data; equality holds for a fixed one

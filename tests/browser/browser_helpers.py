@@ -7,7 +7,7 @@ by path: no `playwright install`, no download. Without it the browser tests skip
 in CI (the `CI` variable set), where a missing browser is a failure.
 
 The server runs on a free local port against a test database built by the real ingest of a
-small real CSV (see tests/test_app.py), with k lowered so hexagons show. Everything offline:
+small real CSV (see tests/_data/app.py), with k lowered so hexagons show. Everything offline:
 maps have no basemap, so nothing leaves the machine.
 """
 

@@ -6,18 +6,14 @@ The plumbing lives in browser_helpers.py, shared with benchmarks/bench_pages.py.
 from __future__ import annotations
 
 import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-
-from browser_helpers import CHROMIUM_ARGS, VIEWPORT, Server, chromium_or_skip, running_server  # noqa: E402
-from test_app import shared_database  # noqa: E402
+from tests._data.app import shared_database
+from tests.browser.browser_helpers import CHROMIUM_ARGS, VIEWPORT, Server, chromium_or_skip, running_server
 
 
 @pytest.fixture(scope="session")

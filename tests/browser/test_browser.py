@@ -8,7 +8,8 @@ import shutil
 from pathlib import Path
 
 import pytest
-from browser_helpers import (
+
+from tests.browser.browser_helpers import (
     RENDER_TIMEOUT_MS,
     VIEWPORT,
     Server,
@@ -138,7 +139,7 @@ def test_a_link_as_a_fresh_servers_first_request_opens_its_page_and_filters(
 
 
 def test_uploaded_csv_shows_up_in_the_dataset_filter(page: object, server: Server, tmp_path) -> None:
-    from test_app import SAMPLE_ROWS, write_sample_csv
+    from tests._data.app import SAMPLE_ROWS, write_sample_csv
 
     csv = write_sample_csv(tmp_path / "browser-upload.csv", rows=300, skip=SAMPLE_ROWS)
     open_app(page, server.url)
@@ -157,10 +158,10 @@ def test_uploaded_csv_shows_up_in_the_dataset_filter(page: object, server: Serve
 def test_an_upload_adapts_the_model_with_progress_and_says_how_good_it_is(
     page: object, server: Server, tmp_path: Path
 ) -> None:
-    from test_app import _histories_csv
+    from tests._data.app import histories_csv
 
     csv = tmp_path / "regulars-browser.csv"
-    csv.write_bytes(_histories_csv(n_users=5))
+    csv.write_bytes(histories_csv(n_users=5))
     open_app(page, server.url)
     go_to(page, "Upload")
     page.locator('[data-testid="stMain"] [data-testid="stFileUploaderDropzoneInput"]').set_input_files(str(csv))  # type: ignore[attr-defined]

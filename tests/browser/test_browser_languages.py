@@ -14,7 +14,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_helpers import VIEWPORT, built_server, full_page_screenshot, go_to, inked_pixels, open_app
 
 from interestgeo.config import load_config
 from interestgeo.ingest import ingest_file
@@ -22,6 +21,7 @@ from interestgeo.model import register_checkpoint, shipped_model_dir
 from interestgeo.store import Store
 from interestgeo.text import encoder_for, text_model_id
 from interestgeo.vectors import score_store
+from tests.browser.browser_helpers import VIEWPORT, built_server, full_page_screenshot, go_to, inked_pixels, open_app
 
 pytestmark = pytest.mark.browser
 FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "mixed_language.csv"

@@ -13,8 +13,6 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from browser_helpers import RENDER_TIMEOUT_MS, VIEWPORT, built_server, go_to, wait_rendered
-from test_app import write_sample_csv
 
 from interestgeo.accounts import accounts_path, add_account
 from interestgeo.config import load_config
@@ -23,6 +21,8 @@ from interestgeo.pseudonym import key_path, load_or_create_key
 from interestgeo.store import Store
 from interestgeo.text import embed_texts, encoder_for
 from interestgeo.vectors import RecencySource, score_store
+from tests._data.app import write_sample_csv
+from tests.browser.browser_helpers import RENDER_TIMEOUT_MS, VIEWPORT, built_server, go_to, wait_rendered
 
 pytestmark = pytest.mark.browser
 

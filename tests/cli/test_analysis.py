@@ -8,11 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from analytics_data import ingest, write_checkins
-from forecast_data import recency_store
 from interestgeo.cli import main
 from interestgeo.config import Config
 from interestgeo.store import Store
+from tests._data.analytics import ingest, write_checkins
+from tests._data.forecast import recency_store
 
 
 @pytest.fixture(scope="module")

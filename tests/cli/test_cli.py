@@ -164,7 +164,7 @@ def test_one_bad_file_does_not_stop_the_others(capsys, tmp_path: Path, fixtures_
 
 
 def test_a_developers_config_does_not_reach_the_cli_tests(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
-    """tests/cli/conftest.py: the CLI reads an empty config, whatever the working directory holds."""
+    """tests/conftest.py: the CLI reads an empty config, whatever the working directory holds."""
     (tmp_path / "interestgeo.toml").write_text("[privacy]\nk_min_users = 99\n")
     monkeypatch.chdir(tmp_path)
     assert load_config() == Config()

@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from eval_data import make_events, random_events
 
 from interestgeo.eval.baselines import (
     DECAY_KM_GRID,
@@ -24,6 +23,7 @@ from interestgeo.eval.baselines import (
 )
 from interestgeo.eval.run import evaluate_scorers
 from interestgeo.split import history_rows, make_split, previous_rows
+from tests._data.eval import make_events, random_events
 
 # Venues on a line going north, ~1.1 km apart; P is the busiest overall.
 PLACES = {"P": (40.70, -74.0), "A": (40.71, -74.0), "B": (40.72, -74.0), "C": (40.73, -74.0), "H": (40.74, -74.0)}

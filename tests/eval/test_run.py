@@ -8,7 +8,6 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
-from eval_data import random_events
 
 from interestgeo.cli import main
 
@@ -16,6 +15,7 @@ from interestgeo.cli.render import results_json, results_table
 from interestgeo.eval.run import evaluate_scorers
 from interestgeo.metrics import METRICS
 from interestgeo.split import make_split
+from tests._data.eval import random_events
 
 
 class _Oracle:

@@ -6,10 +6,10 @@ import h3
 import numpy as np
 import pandas as pd
 import pytest
-from cell_windows_data import expected_cell_windows, sorted_cell_windows
 
 from interestgeo.ingest import aggregate
 from interestgeo.ingest.aggregate import cell_window_counts
+from tests._data.cell_windows import expected_cell_windows, sorted_cell_windows
 
 
 def test_cell_window_counts_matches_pandas_on_random_data() -> None:

@@ -294,6 +294,7 @@ def test_demo_text_rule_and_local_time(sample_store: Store, demo_sample_csv: Pat
     assert events["dow"].tolist() == (utc.dt.tz_localize(None) + offsets).dt.day_of_week.tolist()
 
 
+@pytest.mark.slow  # writes and ingests 300,000 rows
 def test_line_numbers_stay_exact_across_row_groups(tmp_store: Store, tmp_config: Config, tmp_path: Path) -> None:
     # 300k records span several DuckDB row groups (122,880 rows) and parallel read chunks;
     # a wrong record order would shift these line numbers.

@@ -15,7 +15,7 @@ from interestgeo.config import Config
 from interestgeo.model import SHIPPED_MODELS_DIR, load_checkpoint, read_checkpoint, register_checkpoint, shipped_model_dir
 from interestgeo.text import ENCODERS, encoder_for, text_model_id
 from interestgeo.vectors import load_source, score_store
-from model_data import small_store
+from tests._data.model import small_store
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 SHIPPED = sorted(p.name for p in SHIPPED_MODELS_DIR.iterdir())

@@ -16,9 +16,6 @@ from safetensors.torch import load_file
 
 from interestgeo.config import Config
 from interestgeo.eval.run import evaluate_scorers
-from interestgeo.split import make_split
-from interestgeo.store import Store
-from interestgeo.text import encoder_for
 from interestgeo.eval.run import model_scorers
 from interestgeo.model import (
     ABLATIONS,
@@ -29,7 +26,10 @@ from interestgeo.model import (
     train_model,
 )
 from interestgeo.model.data import _MAX_BATCH_POSITIONS, length_batches, user_starts
-from model_data import small_store
+from interestgeo.split import make_split
+from interestgeo.store import Store
+from interestgeo.text import encoder_for
+from tests._data.model import small_store
 
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")

@@ -17,7 +17,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics_data import ingest, tiny_model_config
 from interestgeo.calibration import calibration_cutoff, next_event_pairs
 from interestgeo.eval.run import EvaluationError, run_evaluation
 from interestgeo.metrics import next_text_mrr
@@ -26,6 +25,7 @@ from interestgeo.model.world import world_from_events
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts, encoder_for
 from interestgeo.vectors import RecencySource, load_source, score_store, source_label
+from tests._data.analytics import ingest, tiny_model_config
 
 pytestmark = pytest.mark.usefixtures("one_torch_thread")
 

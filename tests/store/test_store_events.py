@@ -9,11 +9,11 @@ import h3
 import numpy as np
 import pandas as pd
 import pytest
-from cell_windows_data import expected_cell_windows, sorted_cell_windows
 
 from interestgeo.config import Config
 from interestgeo.ingest import ingest_file
 from interestgeo.store import Store
+from tests._data.cell_windows import expected_cell_windows, sorted_cell_windows
 
 EVENT_DTYPES = {
     "dataset_id": "int32", "event_id": "int64", "user_id": "str", "ts": "datetime64[us, UTC]",

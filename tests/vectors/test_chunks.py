@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from analytics_data import trained_store
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder
 from interestgeo.vectors import chunks, load_source, score_store
-from vectors_data import assert_same, snapshot
+from tests._data.analytics import trained_store
+from tests._data.vectors import assert_same, snapshot
 
 
 def test_a_chunked_run_equals_one_chunk_and_a_pickled_detached_state_scores_the_same(

@@ -10,7 +10,6 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from analytics_data import ingest, trained_store, write_checkins
 from interestgeo import analytics as an
 from interestgeo.config import Config, PrivacyConfig
 from interestgeo.store import Store
@@ -23,7 +22,8 @@ from interestgeo.vectors import (
     score_store,
     source_words,
 )
-from vectors_data import assert_same, snapshot
+from tests._data.analytics import ingest, trained_store, write_checkins
+from tests._data.vectors import assert_same, snapshot
 
 USERS_A = [f"u{i}" for i in range(12)]
 
