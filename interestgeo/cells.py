@@ -22,6 +22,7 @@ from h3ronpy.vector import coordinates_to_cells
 
 __all__ = [
     "MAX_RESOLUTION",
+    "WHOLE_DATASET",
     "latlng_to_cell",
     "cell_to_parent",
     "parent_masks",
@@ -31,6 +32,9 @@ __all__ = [
 ]
 
 MAX_RESOLUTION = 15
+# Not an H3 resolution: stored aggregates at this "resolution" treat a whole dataset as one region
+# (cell 0), so an answer about everywhere reads one row per window instead of every event.
+WHOLE_DATASET = -1
 _RES_SHIFT = 52
 _INT64_MAX = (1 << 63) - 1
 

@@ -197,6 +197,10 @@ class AnalyticsConfig:
     # Processes `interestgeo score` runs its chunks of users in (local engine). None: one per CPU core
     # when a run has at least 4 chunks (a process costs ~3 s to start); 1: in the calling process.
     score_workers: int | None = None
+    # Region answers hold the per-event interest vectors in memory up to this size (the NYC demo's
+    # 113k x 512 floats: 231 MB); beyond it they stay in the store and each question is answered
+    # there (DuckDB dot products, one streamed pass for group means): bounded memory at any size.
+    max_vector_memory_mb: int = 1024
 
 
 @dataclass(frozen=True)

@@ -288,7 +288,7 @@ class _BucketScorer:
 _CELL_COLUMNS = {"dataset_id": np.int32, "resolution": np.int8, "window_size": object,
                  "window_start": "datetime64[us]", "cell": np.int64, "events": np.int32, "users": np.int32}
 _USER_COLUMNS = {"dataset_id": np.int32, "user_id": object, "window_size": object,
-                 "window_start": "datetime64[us]", "events": np.int32}
+                 "window_start": "datetime64[us]", "events": np.int32, "coherence": np.float32}
 
 
 def _columns(frame: pd.DataFrame, types: dict[str, Any]) -> dict[str, np.ndarray]:
@@ -433,6 +433,7 @@ def _store_results(
 ) -> ScoreReport:
     """One transaction: vectors, aggregates, topics, calibrations and the run record (DuckDB reads
     the stages' Parquet itself)."""
+    from interestgeo.vectors.chunks import stored_aggregates
     from interestgeo.vectors.refresh import ScoreReport, _by_name, _write_calibrations
     from interestgeo.vectors.sources import source_label
 
@@ -442,11 +443,11 @@ def _store_results(
             store.write_topics(topics.labels, topics.source, topics.vectors)
         store.delete_event_vectors(ids)
         events = store.insert_parquet("event_vectors", sorted(str(p) for p in (work / "vectors").rglob("*.parquet")))
-        for window in config.analytics.stored_windows:
-            store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=ids)
-            if config.analytics.stored_resolutions:
-                store.replace_window_vectors("cell_window_vectors", window, {}, np.zeros((0, 0)), datasets=ids,
-                                             resolution=list(config.analytics.stored_resolutions))
+        for window, resolutions, with_users in stored_aggregates(config):
+            if with_users:
+                store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=ids)
+            store.replace_window_vectors("cell_window_vectors", window, {}, np.zeros((0, 0)), datasets=ids,
+                                         resolution=list(resolutions))
         store.insert_parquet("user_window_vectors", sorted(str(p) for p in (work / "user_windows").glob("*.parquet")))
         store.insert_parquet("cell_window_vectors", cell_files)
         _write_calibrations(store, source, run["calibrations"].values())

@@ -14,6 +14,7 @@ import numpy as np
 __all__ = [
     "WINDOWS",
     "COUNTED_WINDOWS",
+    "SPAN_WINDOWS",
     "WINDOW_HOURS",
     "MONDAY_OFFSET_H",
     "check_window",
@@ -29,6 +30,11 @@ WINDOWS = ("hour", "day", "week", "month")
 # The sizes of a fixed number of hours: counted per cell at ingest and filtered in the store's SQL.
 COUNTED_WINDOWS = ("hour", "day", "week")
 WINDOW_HOURS = {"hour": 1, "day": 24, "week": 168}
+# Two "windows" that span a dataset's whole time, for the aggregates `interestgeo score` stores so
+# that region answers without a date filter read a few rows instead of every event: "all" (one
+# window, starting 1970-01-01) and "hour_of_week" (168 windows, keyed by the hour since Monday
+# 00:00, starting on Monday 1970-01-05 + that many hours). Not offered where a user picks a window.
+SPAN_WINDOWS = ("all", "hour_of_week")
 # 1970-01-01 was a Thursday: the first Monday, 1970-01-05, is 4 days (96 hours) after the epoch.
 MONDAY_OFFSET_H = 4 * 24
 
@@ -55,17 +61,23 @@ def window_keys(local_ns: np.ndarray, window: str) -> np.ndarray:
         return local_ns.astype("datetime64[h]").astype(np.int64)
     if window == "month":
         return local_ns.astype("datetime64[M]").astype(np.int64)
+    if window == "all":
+        return np.zeros(len(local_ns), dtype=np.int64)
+    if window == "hour_of_week":
+        return (local_ns.astype("datetime64[h]").astype(np.int64) - MONDAY_OFFSET_H) % WINDOW_HOURS["week"]
     days = local_ns.astype("datetime64[D]").astype(np.int64)
     if window == "day":
         return days
     if window == "week":
         return monday_on_or_before(days)
-    raise ValueError(f"unknown window {window!r}; windows are {', '.join(WINDOWS)}")
+    raise ValueError(f"unknown window {window!r}; windows are {', '.join(WINDOWS + SPAN_WINDOWS)}")
 
 
 def window_starts(keys: np.ndarray, window: str) -> np.ndarray:
     """Window keys (from `window_keys`) -> naive local datetime64[ns] window starts."""
-    unit = {"hour": "h", "day": "D", "week": "D", "month": "M"}[window]
+    if window == "hour_of_week":
+        return (np.asarray(keys, dtype=np.int64) + MONDAY_OFFSET_H).astype("datetime64[h]").astype("datetime64[ns]")
+    unit = {"hour": "h", "day": "D", "week": "D", "month": "M", "all": "D"}[window]
     return np.asarray(keys, dtype=np.int64).astype(f"datetime64[{unit}]").astype("datetime64[ns]")
 
 

@@ -1,7 +1,8 @@
 """Interest analytics: what people in an area are interested in, when, how it changes, and where X is.
 
 Everything here is computed on the fly, with numpy, from the per-event interest vectors that
-`interestgeo score` stored (`ScoredEvents`, loaded once and cached by the caller). Why on the fly
+`interestgeo score` stored (`ScoredEvents`, loaded once and cached by the caller), except what
+the stored aggregates answer exactly (stored.py: questions of everyone, at any size). Why on the fly
 rather than from precomputed cell x window tables: every question comes with arbitrary filters
 (hours of day, days of week, a drawn polygon, a topic, a date range), and no precomputed table can
 answer all their combinations. One pass over ~100k events in numpy takes milliseconds, because the
@@ -34,7 +35,8 @@ they raise `AccessDenied` when the declared viewer is a marketer.
 Time windows are in local time (what "Friday evening" means to people), weeks start on Monday.
 
 **Layout.** filters.py (what a question is asked of, and its CLI/URL text forms), scored.py (the
-loaded `ScoredEvents`), _groups.py (the user-weighted group kernel), regions.py (maps, profiles,
+loaded `ScoredEvents`: its vectors held, or kept in the store when too many), stored.py (answers
+from the aggregates stored at score time), _groups.py (the user-weighted group kernel), regions.py (maps, profiles,
 periods, drift), query.py (free-text queries), users.py (analyst-only, per person), explain.py
 (why the model sees a user so; import it from `interestgeo.analytics.explain`), records.py
 (JSON-ready rows). This package re-exports the public names, so `from interestgeo import
@@ -59,7 +61,10 @@ from interestgeo.analytics.regions import (
     window_counts,
 )
 from interestgeo.analytics.scored import (
-    ScoredEvents, Venues, build_venues, filter_mask, load_scored,
+    ScoredEvents, StoredVectors, Venues, build_venues, filter_mask, load_scored,
+)
+from interestgeo.analytics.stored import (
+    stored_query,
 )
 from interestgeo.analytics.users import (
     NextInterests, UserProfile, interested_users, list_users, next_interests, to_utc, user_drift,
@@ -68,9 +73,9 @@ from interestgeo.analytics.users import (
 
 __all__ = [
     "ANALYST_ONLY", "Drift", "Filters", "InterestProfile", "NextInterests", "QueryResult", "RegionMap",
-    "RegionVectors", "ScoredEvents", "UserProfile", "Venues", "aggregate_cell_windows", "aggregate_user_windows",
+    "RegionVectors", "ScoredEvents", "StoredVectors", "UserProfile", "Venues", "aggregate_cell_windows", "aggregate_user_windows",
     "analyst_only", "build_venues", "compare_periods", "drift_series", "embed_phrase", "filter_mask",
     "filters_from_options", "interest_profile", "interested_users", "list_users", "load_scored", "next_interests",
     "parse_ranges", "query_interest", "region_drift", "region_from_text", "region_map", "region_vectors",
-    "to_records", "to_utc", "user_drift", "user_event_positions", "user_profile", "window_counts",
+    "stored_query", "to_records", "to_utc", "user_drift", "user_event_positions", "user_profile", "window_counts",
 ]

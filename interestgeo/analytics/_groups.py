@@ -5,12 +5,14 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from interestgeo.analytics.filters import Filters
 from interestgeo.analytics.scored import ScoredEvents, filter_mask
+from interestgeo.cells import WHOLE_DATASET
 from interestgeo.windows import window_starts
 
 
@@ -54,15 +56,22 @@ class _Groups:
         was one BLAS call but G times the work (0.1-0.7 s for the weeks); torch's sparse product
         was as fast but its import costs a fresh dashboard 1-1.5 s, scipy's 0.1 s.
         """
+        return np.asarray(self.weight_matrix(matrix.shape[0]) @ np.asarray(matrix, dtype=np.float32), dtype=np.float32)
+
+    def weight_matrix(self, n: int) -> Any:
+        """The (G, n) scipy CSR matrix of the user-balanced weights over all n rows (`mean_rows`)."""
         import scipy.sparse
 
         order = np.argsort(self.group, kind="stable")
         starts = np.zeros(self.size + 1, dtype=np.int64)
         np.cumsum(self.events, out=starts[1:])
-        weights = scipy.sparse.csr_matrix(
-            (self.weights[order].astype(np.float32), self.idx[order], starts), shape=(self.size, matrix.shape[0])
+        return scipy.sparse.csr_matrix(
+            (self.weights[order].astype(np.float32), self.idx[order], starts), shape=(self.size, n)
         )
-        return np.asarray(weights @ np.asarray(matrix, dtype=np.float32), dtype=np.float32)
+
+    def means_of(self, scored: ScoredEvents) -> np.ndarray:
+        """(G, D) user-weighted mean interest vectors of the groups, wherever the vectors are."""
+        return scored.group_means(self.weight_matrix(len(scored)))
 
     def pair_mean(self, values: np.ndarray) -> np.ndarray:
         """(P,) plain mean per (group, user) pair of per-event values (n,)."""
@@ -102,9 +111,11 @@ def _normalise(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 def _cell_window_groups(
     scored: ScoredEvents, filters: Filters | None, resolution: int, window: str | None
 ) -> tuple[_Groups, pd.DataFrame]:
-    """Groups by cell (x window) with a frame of their keys: cell[, window_start], events, users."""
+    """Groups by cell (x window) with a frame of their keys: cell[, window_start], events, users.
+
+    `resolution` WHOLE_DATASET groups everything filtered as one cell 0 (per window)."""
     idx = np.flatnonzero(filter_mask(scored, filters))
-    cells = scored.parents(resolution)[idx]
+    cells = np.zeros(len(idx), dtype=np.int64) if resolution == WHOLE_DATASET else scored.parents(resolution)[idx]
     if window is None:
         groups = _group(scored, idx, cells)
         frame = pd.DataFrame({"cell": groups.keys})

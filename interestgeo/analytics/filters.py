@@ -76,6 +76,15 @@ class Filters:
             elif isinstance(value, str):
                 object.__setattr__(self, name, date.fromisoformat(value))
 
+    @property
+    def only_datasets(self) -> bool:
+        """True when no filter but `datasets` is given: every event of those datasets counts, so
+        the whole-span aggregates stored at score time answer exactly (analytics/stored.py)."""
+        return all(
+            getattr(self, name) in (None, ())
+            for name in ("date_from", "date_to", "hours", "days_of_week", "cells", "geojson", "topic")
+        )
+
     def replace(self, **changes: Any) -> Filters:
         """A copy with some filters changed."""
         return replace(self, **changes)

@@ -64,14 +64,7 @@ def query_interest(
     `phrase_vector` is the phrase's embedding (`embed_phrase`). k threshold on cells and on
     hour-of-week buckets.
     """
-    q = np.asarray(phrase_vector, dtype=np.float32)
-    if q.shape != (scored.vectors.shape[1],):
-        raise ValueError(
-            f"the stored interest vectors ({scored.vectors.shape[1]}-d) come from another text encoder than the "
-            f"configured one ({q.shape[-1]}-d): run a full `interestgeo score` to re-embed them, or set "
-            "text.encoder back"
-        )
-    affinity = scored.vectors @ q  # (N,) every event's interest vector against the phrase
+    affinity = scored.affinity(phrase_vector)  # (N,) every event's interest vector against the phrase
     idx = np.flatnonzero(filter_mask(scored, filters))
     s = affinity[idx]
     # strongly interested: a user's mean affinity over the filtered events in the top quantile
@@ -80,10 +73,14 @@ def query_interest(
     quantile = scored.config.analytics.strong_interest_quantile
     threshold = float(np.quantile(user_scores, quantile)) if len(user_scores) else float("nan")
 
+    # people counted per cell when strongly interested overall (not only in that cell): the same
+    # number the stored aggregates give (analytics/stored.py)
+    strong_user = np.zeros(int(scored.user_codes.max(initial=0)) + 1, dtype=bool)
+    strong_user[user_group.pair_user[user_scores >= threshold]] = True
+
     groups = _group(scored, idx, scored.parents(resolution)[idx])
     visible = groups.users >= scored.k
-    pair_strong = groups.pair_mean(s) >= threshold if len(idx) else np.zeros(0, dtype=bool)
-    strong = np.bincount(groups.pair_group, weights=pair_strong, minlength=groups.size).astype(np.int64)
+    strong = np.bincount(groups.pair_group, weights=strong_user[groups.pair_user], minlength=groups.size).astype(np.int64)
     cells = pd.DataFrame(
         {
             "cell": groups.keys,

@@ -14,6 +14,7 @@ import pandas as pd
 from interestgeo.analytics._groups import _cell_window_groups, _combine_keys, _group, _normalise
 from interestgeo.analytics.filters import Filters
 from interestgeo.analytics.scored import ScoredEvents, filter_mask
+from interestgeo.analytics.stored import answerable, combined_window_means
 from interestgeo.changepoints import change_points
 from interestgeo.schema import user_key_columns
 from interestgeo.windows import window_starts
@@ -75,7 +76,7 @@ def aggregate_cell_windows(
     Readers of what is stored apply the threshold (Store.window_vectors); `region_vectors` does here.
     """
     groups, frame = _cell_window_groups(scored, filters, resolution, window)
-    vectors, norms = _normalise(groups.mean_rows(scored.vectors))  # (G, D)
+    vectors, norms = _normalise(groups.means_of(scored))  # (G, D)
     frame["coherence"] = norms
     return frame, vectors
 
@@ -83,15 +84,16 @@ def aggregate_cell_windows(
 def aggregate_user_windows(
     scored: ScoredEvents, filters: Filters | None, window: str
 ) -> tuple[pd.DataFrame, np.ndarray]:
-    """Every user x window: (frame[dataset_id, user_id, window_start, events], vectors (G, D)).
+    """Every user x window: (frame[dataset_id, user_id, window_start, events, coherence], vectors (G, D)).
 
-    The vector is the normalised mean of the user's interest vectors in the window. Analyst-only
-    data (it names users): stored for per-user drift, never shown to the marketer role.
+    The vector is the normalised mean of the user's interest vectors in the window, `coherence`
+    its norm (mean . phrase = coherence x vector . phrase). Analyst-only data (it names users):
+    stored for per-user drift and the strong-interest bar, never shown to the marketer role.
     """
     idx = np.flatnonzero(filter_mask(scored, filters))
     key, user_values, window_values = _combine_keys(scored.user_codes[idx], scored.window_keys(window)[idx])
     groups = _group(scored, idx, key)
-    vectors, _ = _normalise(groups.mean_rows(scored.vectors))
+    vectors, norms = _normalise(groups.means_of(scored))
     n_windows = len(window_values)
     keys = pd.Series(np.asarray(scored.user_keys, dtype=object)[user_values[groups.keys // n_windows]])
     users = user_key_columns(keys)
@@ -101,6 +103,7 @@ def aggregate_user_windows(
             "user_id": users["user_id"].to_numpy(),
             "window_start": window_starts(window_values[groups.keys % n_windows], window),
             "events": groups.events,
+            "coherence": norms.astype(np.float32),
         }
     )
     return frame, vectors
@@ -194,12 +197,18 @@ def drift_series(vectors: np.ndarray) -> np.ndarray:
     return distance
 
 
-def _drift(scored: ScoredEvents, idx: np.ndarray, window: str, k: int) -> Drift:
+def _drift(
+    scored: ScoredEvents, idx: np.ndarray, window: str, k: int, region: Filters | None | bool = False
+) -> Drift:
+    """Drift of the events at `idx`; `region`: the filters that chose them when they are a
+    region's (its stored aggregates may answer), False for one person's events."""
     groups = _group(scored, idx, scored.window_keys(window)[idx])
     visible = groups.users >= k
-    vectors = groups.mean_rows(scored.vectors)[visible]  # (W, D)
-    shares = groups.mean(scored.topic_probs[idx])[visible]  # (W, T)
     starts = window_starts(groups.keys[visible], window)
+    vectors = None if region is False else _stored_window_means(scored, region, window, starts)
+    if vectors is None:
+        vectors = groups.means_of(scored)[visible]  # (W, D)
+    shares = groups.mean(scored.topic_probs[idx])[visible]  # (W, T)
     distance = drift_series(vectors)
     settings = scored.config.analytics
     flags = change_points(shares, groups.users[visible], settings.change_point_penalty, settings.thin_window_share)
@@ -232,10 +241,29 @@ def _drift(scored: ScoredEvents, idx: np.ndarray, window: str, k: int) -> Drift:
     return Drift(timeline, long, topics, int((~visible).sum()), window)
 
 
+def _stored_window_means(
+    scored: ScoredEvents, filters: Filters | None | bool, window: str, starts: np.ndarray
+) -> np.ndarray | None:
+    """The (W, D) mean vectors of these windows from the stored dataset-wide aggregates, when the
+    vectors stay in the store and the filters name only datasets (None otherwise: group means)."""
+    if isinstance(filters, bool) or scored.reader is None or not answerable(filters):
+        return None
+    if window not in scored.config.analytics.stored_windows:
+        return None
+    rows = scored.reader.window_rows(window, list(filters.datasets) if filters is not None and filters.datasets else None)
+    if rows is None:
+        return None
+    stored_starts, means, _ = combined_window_means(*rows)
+    at = np.searchsorted(stored_starts, starts)
+    if len(stored_starts) == 0 or (at >= len(stored_starts)).any() or (stored_starts[np.minimum(at, len(stored_starts) - 1)] != starts).any():
+        return None
+    return means[at]
+
+
 def region_drift(scored: ScoredEvents, filters: Filters | None = None, window: str = "week") -> Drift:
     """Drift of the regional interest vector of the filtered events across `window`s (k applied)."""
     idx = np.flatnonzero(filter_mask(scored, filters))
-    return _drift(scored, idx, window, scored.k)
+    return _drift(scored, idx, window, scored.k, filters)
 
 
 def window_counts(scored: ScoredEvents, filters: Filters | None = None, window: str = "day") -> tuple[pd.DataFrame, int]:

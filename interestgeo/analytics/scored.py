@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import functools
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import numpy as np
 import pandas as pd
 
 from interestgeo.analytics.filters import Filters, _geojson_geometry
-from interestgeo.cells import cell_to_parent, resolution_of
+from interestgeo.cells import WHOLE_DATASET, cell_to_parent, resolution_of
 from interestgeo.config import Config
 from interestgeo.schema import user_keys
 from interestgeo.topics import Topics, probabilities_from_similarities, topic_probabilities, topic_similarities
@@ -26,8 +27,59 @@ if TYPE_CHECKING:
     from interestgeo.store import Store
 
 __all__ = [
-    "ScoredEvents", "Venues", "filter_mask", "load_scored",
+    "ScoredEvents", "StoredVectors", "VectorReader", "Venues", "filter_mask", "load_scored",
 ]
+
+
+class VectorReader(Protocol):
+    """Where a `ScoredEvents` too large to hold its per-event vectors reads them, one question at a time."""
+
+    dim: int
+
+    def affinities(self, phrase_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(event ids, vector . phrase_vector) of every scored event, any order."""
+        ...
+
+    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(event ids, (n, D) vectors) batches covering every scored event once, any order."""
+        ...
+
+    def vectors(self, event_ids: np.ndarray) -> np.ndarray:
+        """(len(event_ids), D) vectors of these events, in this order."""
+        ...
+
+    def window_rows(self, window: str, datasets: list[int] | None) -> tuple[pd.DataFrame, np.ndarray] | None:
+        """Stored dataset-wide window means, or None (see StoredVectors.window_rows)."""
+        ...
+
+
+class StoredVectors:
+    """A VectorReader over a store: each call opens it (`open_store()`, a context manager giving a
+    Store) and lets DuckDB do the work, so no call holds more than one batch of vectors."""
+
+    def __init__(self, open_store: Callable[[], AbstractContextManager[Store]], datasets: list[int] | None, dim: int) -> None:
+        self.open_store, self.datasets, self.dim = open_store, datasets, int(dim)
+
+    def affinities(self, phrase_vector: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        with self.open_store() as store:
+            return store.event_affinities(phrase_vector, self.datasets)
+
+    def batches(self) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        with self.open_store() as store:
+            yield from store.event_vector_batches(self.datasets)
+
+    def vectors(self, event_ids: np.ndarray) -> np.ndarray:
+        with self.open_store() as store:
+            return store.event_vectors(event_ids)
+
+    def window_rows(self, window: str, datasets: list[int] | None) -> tuple[pd.DataFrame, np.ndarray] | None:
+        """The stored dataset-wide window means (`cells.WHOLE_DATASET` rows: window_start, users,
+        coherence; unit vectors) of `datasets` (None: this reader's), or None when none is stored."""
+        with self.open_store() as store:
+            frame, vectors, _ = store.window_vectors(
+                "cell_window_vectors", window, datasets=datasets or self.datasets, resolution=WHOLE_DATASET, k=0
+            )
+        return None if frame.empty else (frame, vectors)
 
 
 @dataclass(eq=False)
@@ -48,6 +100,13 @@ class ScoredEvents:
     array, a zero-argument loader, everything built on topic shares (maps, profiles, counts) works
     at once, and the first use of `vectors` (a phrase query, drift distances) loads them, once,
     under a lock (a dashboard's sessions are threads): `load_scored(..., vector_loader=...)`.
+
+    Or never: given a `VectorReader` instead (`load_scored` does so when the vectors would exceed
+    `analytics.max_vector_memory_mb`), the vectors stay in the store and the two things region
+    answers need from them are computed there: every event's affinity to a phrase
+    (`affinity`, a dot product inside DuckDB) and user-weighted group means (`group_means`, one
+    streamed pass holding one batch). `vectors` then raises; per-person views read their rows
+    (`vector_rows`).
     """
 
     def __init__(
@@ -70,8 +129,14 @@ class ScoredEvents:
         self._lock = threading.Lock()
         self._load: Callable[[], np.ndarray] | None = None
         self._vectors: np.ndarray | None = None
+        self.reader: VectorReader | None = None
         temperature = self.config.analytics.topic_temperature
-        if callable(vectors):
+        if not isinstance(vectors, np.ndarray) and hasattr(vectors, "batches"):
+            if topic_sims is None or topic_sims.shape != (len(ev), len(topics)) or np.isnan(topic_sims).any():
+                raise ValueError("vectors read from a store need every event's topic similarities")
+            self.reader = vectors  # type: ignore[assignment]
+            self.topic_probs = probabilities_from_similarities(topic_sims, temperature)
+        elif callable(vectors):
             if topic_sims is None or topic_sims.shape != (len(ev), len(topics)) or np.isnan(topic_sims).any():
                 raise ValueError("vectors loaded later need every event's topic similarities")
             self._load = vectors
@@ -93,11 +158,14 @@ class ScoredEvents:
         self.dow = ev["dow"].to_numpy(np.int64)
         self.event_topic = ev["topic"].to_numpy(np.int64)
         self._parents: dict[int, np.ndarray] = {}
+        self._id_order: np.ndarray | None = None
         self.baseline_shares: np.ndarray | None = None  # (T,) shares over all events, computed on first use
 
     @property
     def vectors(self) -> np.ndarray:
         """(N, D) float32 L2-normalised interest vectors (loaded on first use when given a loader)."""
+        if self.reader is not None:
+            raise RuntimeError("these interest vectors stay in the store (too many to hold): use affinity / group_means")
         if self._vectors is None:
             with self._lock:
                 if self._vectors is None:
@@ -109,6 +177,56 @@ class ScoredEvents:
     @property
     def vectors_loaded(self) -> bool:
         return self._vectors is not None
+
+    @property
+    def dim(self) -> int:
+        """The vectors' dimension (without loading them)."""
+        return self.reader.dim if self.reader is not None else int(self.vectors.shape[1])
+
+    def affinity(self, phrase_vector: np.ndarray) -> np.ndarray:
+        """(N,) float32: every event's interest vector . phrase_vector."""
+        q = np.asarray(phrase_vector, dtype=np.float32)
+        if q.shape != (self.dim,):
+            raise ValueError(
+                f"the stored interest vectors ({self.dim}-d) come from another text encoder than the "
+                f"configured one ({q.shape[-1]}-d): run a full `interestgeo score` to re-embed them, or set "
+                "text.encoder back"
+            )
+        if self.reader is None:
+            return self.vectors @ q
+        ids, values = self.reader.affinities(q)
+        out = np.zeros(len(self), dtype=np.float32)
+        pos, has = self._positions(ids)
+        out[pos[has]] = values[has]
+        return out
+
+    def group_means(self, weights: Any) -> np.ndarray:
+        """(G, D) float32: `weights` (a scipy sparse (G, N) matrix over this object's rows) times
+        the vectors, streamed from the store when they are not held."""
+        if self.reader is None:
+            return np.asarray(weights @ self.vectors, dtype=np.float32)
+        columns = weights.tocsc()
+        out = np.zeros((weights.shape[0], self.dim), dtype=np.float32)
+        for ids, vectors in self.reader.batches():
+            pos, has = self._positions(ids)
+            out += np.asarray(columns[:, pos[has]] @ vectors[has], dtype=np.float32)
+        return out
+
+    def vector_rows(self, positions: np.ndarray) -> np.ndarray:
+        """(n, D) vectors of some rows (a person's), without holding the rest."""
+        positions = np.asarray(positions, dtype=np.int64)
+        if self.reader is None:
+            return self.vectors[positions]
+        return self.reader.vectors(self.events["event_id"].to_numpy(np.int64)[positions])
+
+    def _positions(self, event_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(row of each event id, whether it is one of these events)."""
+        if self._id_order is None:
+            self._id_order = np.argsort(self.events["event_id"].to_numpy(np.int64), kind="stable")
+        sorted_ids = self.events["event_id"].to_numpy(np.int64)[self._id_order]
+        at = np.clip(np.searchsorted(sorted_ids, event_ids), 0, max(len(sorted_ids) - 1, 0))
+        has = sorted_ids[at] == event_ids if len(sorted_ids) else np.zeros(len(event_ids), dtype=bool)
+        return self._id_order[at], has
 
     def _checked(self, vectors: np.ndarray) -> np.ndarray:
         if len(self.events) != len(vectors):
@@ -143,6 +261,7 @@ def load_scored(
     encoder: Any | None = None,
     *,
     vector_loader: Callable[[np.ndarray], np.ndarray] | None = None,
+    open_store: Callable[[], AbstractContextManager[Store]] | None = None,
 ) -> ScoredEvents:
     """The stored events that have interest vectors, with topics; venues too when `encoder` is given.
 
@@ -151,8 +270,14 @@ def load_scored(
     now and the vectors on first use (see `ScoredEvents`); events without stored similarities
     get theirs from their vectors, read now. Raises LookupError with a one-line message when
     nothing has been scored yet.
+
+    With `open_store` (a store for later questions: the same one for a CLI, a fresh read-only
+    connection for the dashboard) the vectors are read on first use while they fit in
+    `analytics.max_vector_memory_mb`, and never held beyond that (`StoredVectors`).
     """
     topics = store.analytics_topics()
+    if open_store is not None and vector_loader is None and topics is not None:
+        vector_loader = _StoreLoader(open_store)
     if vector_loader is None or topics is None:
         events, vectors = store.scored_events(datasets)
         sims = None
@@ -166,6 +291,10 @@ def load_scored(
             if missing.any():
                 sims[missing] = topic_similarities(store.event_vectors(events["event_id"].to_numpy()[missing]), topics)
             vectors = functools.partial(vector_loader, events["event_id"].to_numpy(np.int64))
+            dim = store.vector_dim()
+            budget = config.analytics.max_vector_memory_mb * 2**20
+            if open_store is not None and len(events) * dim * 4 > budget:
+                vectors = StoredVectors(open_store, None if datasets is None else list(datasets), dim)
     if topics is None or len(events) == 0:
         raise LookupError("no interest vectors yet: run `interestgeo score` first")
     runs = store.score_runs()
@@ -175,6 +304,17 @@ def load_scored(
     if encoder is not None:
         scored.venues = build_venues(store, encoder, events)
     return scored
+
+
+class _StoreLoader:
+    """event ids -> their vectors, read through a store opened per call (picklable enough for a closure)."""
+
+    def __init__(self, open_store: Callable[[], AbstractContextManager[Store]]) -> None:
+        self.open_store = open_store
+
+    def __call__(self, event_ids: np.ndarray) -> np.ndarray:
+        with self.open_store() as store:
+            return store.event_vectors(event_ids)
 
 
 def build_venues(store: Store, encoder: Any, events: pd.DataFrame) -> Venues:

@@ -43,7 +43,7 @@ def interested_users(
 ) -> pd.DataFrame:
     """The users most interested in a phrase: dataset_id, user_id, events, affinity (best first)."""
     idx = np.flatnonzero(filter_mask(scored, filters))
-    s = (scored.vectors @ np.asarray(phrase_vector, dtype=np.float32))[idx]
+    s = scored.affinity(phrase_vector)[idx]
     groups = _group(scored, idx, np.zeros(len(idx), dtype=np.int64))
     affinity = groups.pair_mean(s) if len(idx) else np.zeros(0)
     keys = pd.Series(np.asarray(scored.user_keys, dtype=object)[groups.pair_user])
@@ -102,7 +102,8 @@ def user_profile(scored: ScoredEvents, dataset_id: int, user_id: str, at: dateti
     shares = shares.sort_values("share", ascending=False, kind="stable").reset_index(drop=True)
     events = scored.events.loc[idx, ["event_id", "ts", "local_ts", "lat", "lon", "text", "cell"]].reset_index(drop=True)
     events["topic"] = np.asarray(scored.topics.labels, dtype=object)[scored.event_topic[idx]]
-    return UserProfile(int(dataset_id), str(user_id), scored.events["ts"].iloc[last], scored.vectors[last], shares, events)
+    vector = scored.vector_rows(np.array([last]))[0]
+    return UserProfile(int(dataset_id), str(user_id), scored.events["ts"].iloc[last], vector, shares, events)
 
 
 @analyst_only

@@ -8,6 +8,7 @@ and its text), and prints JSON or text (`options.run_on_store`).
 from __future__ import annotations
 
 import argparse
+import contextlib
 import functools
 from collections.abc import Callable
 from typing import Any
@@ -138,17 +139,20 @@ def add_query_parser(subparsers: Subparsers) -> None:
 
 
 def _run_query(args: argparse.Namespace) -> int:
-    from interestgeo.analytics import embed_phrase, load_scored, query_interest
+    from interestgeo.analytics import embed_phrase, load_scored, query_interest, stored_query
     from interestgeo.text import encoder_for
 
     def command(store: Store, config: Config) -> tuple[dict, str]:
         encoder = encoder_for(config.text)
         filters = filters_from_args(args, store)
-        scored = load_scored(store, config)
         phrase_vector = embed_phrase(encoder, args.phrase, store)
-        result = query_interest(scored, args.phrase, phrase_vector, filters, args.resolution)
+        # a question of everyone: the stored aggregates; any other filter: the events (vectors left in the store)
+        result = stored_query(store, config, args.phrase, phrase_vector, filters, args.resolution)
+        if result is None:
+            scored = load_scored(store, config, open_store=lambda: contextlib.nullcontext(store))
+            result = query_interest(scored, args.phrase, phrase_vector, filters, args.resolution)
         return (query_json(result, filters, args.resolution, args.top),
-                query_text(result, args.resolution, args.top, scored.k))
+                query_text(result, args.resolution, args.top, config.privacy.k_min_users))
 
     return run_on_store(args, command)
 
@@ -200,7 +204,7 @@ def _run_drift(args: argparse.Namespace) -> int:
         user = None
         if args.user is not None:
             user = (filters.datasets[0] if filters.datasets else _only_dataset(store), args.user)
-        scored = load_scored(store, config)
+        scored = load_scored(store, config, open_store=lambda: contextlib.nullcontext(store))
         if user is not None:
             drift = user_drift(scored, user[0], user[1], args.window)
         else:

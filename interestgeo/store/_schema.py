@@ -116,6 +116,8 @@ ANALYTICS_TABLES = (
         events INTEGER NOT NULL,
         vector FLOAT[] NOT NULL
     )""",
+    # Files from before it: NULL (the stored-aggregate answers then fall back to per-event vectors).
+    "ALTER TABLE user_window_vectors ADD COLUMN IF NOT EXISTS coherence FLOAT",
     """CREATE TABLE IF NOT EXISTS cell_window_vectors (
         dataset_id INTEGER NOT NULL,
         resolution TINYINT NOT NULL,

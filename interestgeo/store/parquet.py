@@ -40,7 +40,7 @@ class ParquetPart(StorePart):
     # The tables `insert_parquet` fills from an engine's Parquet output, with their columns.
     _PARQUET_IMPORTS = {
         "event_vectors": ("dataset_id", "event_id", "topic", "vector", "topic_sims"),
-        "user_window_vectors": ("dataset_id", "user_id", "window_size", "window_start", "events", "vector"),
+        "user_window_vectors": ("dataset_id", "user_id", "window_size", "window_start", "events", "coherence", "vector"),
         "cell_window_vectors": (
             "dataset_id", "resolution", "window_size", "window_start", "cell", "events", "users", "coherence", "vector",
         ),

@@ -11,7 +11,7 @@ those from the vectors.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -152,6 +152,43 @@ class EventVectorsPart(StorePart):
         if not has.all():
             raise LookupError(f"{int((~has).sum())} of {len(wanted)} events have no interest vector any more")
         return vectors_from_arrow(table.column("vector"), table.num_rows, rows)
+
+    def vector_dim(self) -> int:
+        """The dimension of the stored interest vectors (0 when none is stored)."""
+        if not self._analytics_tables_exist():
+            return 0
+        row = self._first_row("SELECT len(vector) FROM event_vectors LIMIT 1")
+        return 0 if row is None else int(row[0])
+
+    def event_affinities(self, phrase_vector: np.ndarray, datasets: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """(event ids, each stored vector . phrase_vector) of the scored events of `datasets`,
+        in storage order: the dot products run inside DuckDB, so only two numbers per event
+        leave it (a phrase query over millions of events without holding their vectors)."""
+        ids = id_list(datasets)
+        q = np.asarray(phrase_vector, dtype=np.float32)
+        table = self._arrow_query(
+            """SELECT event_id, list_inner_product(vector, ?::FLOAT[])::FLOAT AS affinity FROM event_vectors
+               WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)""",
+            params=[q.tolist(), ids, ids],
+        ).to_arrow_table()
+        return (table.column("event_id").to_numpy().astype(np.int64, copy=False),
+                table.column("affinity").to_numpy().astype(np.float32, copy=False))
+
+    def event_vector_batches(
+        self, datasets: Sequence[int] | None = None, batch: int = 50_000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """(event ids, their (n, D) vectors) of the scored events of `datasets` in batches of about
+        `batch` rows, in storage order: one pass over the table holding one batch at a time."""
+        ids = id_list(datasets)
+        reader = self._arrow_query(
+            """SELECT event_id, vector FROM event_vectors
+               WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)""",
+            params=[ids, ids],
+        ).to_arrow_reader(batch)
+        for part in reader:
+            if part.num_rows:
+                yield (part.column("event_id").to_numpy().astype(np.int64, copy=False),
+                       vectors_from_arrow(pa.chunked_array([part.column("vector")]), part.num_rows))
 
     def scored_event_parts(self, dataset_id: int, size: int, user_id: str | None = None) -> list[tuple[int, int, int]]:
         """(first event id, last event id, events) of consecutive runs of `size` scored events of a

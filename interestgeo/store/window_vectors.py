@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from interestgeo.cells import parent_masks
 from interestgeo.store._db import id_list, vectors_frame, vectors_from_arrow
 from interestgeo.store._part import StorePart
 
@@ -113,7 +114,7 @@ class WindowVectorsPart(StorePart):
             uid = None if user is None else user[1]
             did = None if user is None else int(user[0])
             result = self._arrow_query(
-                """SELECT dataset_id, user_id, window_size, window_start, events, vector
+                """SELECT dataset_id, user_id, window_size, window_start, events, coherence, vector
                    FROM user_window_vectors
                    WHERE window_size = ? AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
                      AND (?::VARCHAR IS NULL OR (user_id = ?::VARCHAR AND dataset_id = ?::INTEGER))
@@ -126,3 +127,63 @@ class WindowVectorsPart(StorePart):
             visible = (frame["users"] >= k).to_numpy()
             return frame[visible].reset_index(drop=True), vectors[visible], int((~visible).sum())
         return frame, vectors, 0
+
+    def window_vector_scores(
+        self,
+        table: str,
+        window: str,
+        phrase_vector: np.ndarray,
+        *,
+        datasets: Sequence[int] | None = None,
+        resolution: int | None = None,
+    ) -> pd.DataFrame:
+        """Stored window rows without their vectors, plus `score`: the row's user-weighted mean
+        interest vector (unit vector x coherence) . phrase_vector, computed inside DuckDB.
+
+        NO k threshold: the caller first sums the rows of several datasets that share a cell
+        (their users are distinct) and then applies it. Cell rows: dataset_id, cell,
+        window_start, events, users, score. User rows (analyst-only data): dataset_id, user_id,
+        window_start, events, score (NaN where a file from before `coherence` lacks it).
+        """
+        if table not in WINDOW_VECTOR_TABLES:
+            raise ValueError(f"not a window-vector table: {table!r}")
+        if not self._analytics_tables_exist():
+            return pd.DataFrame()
+        ids = id_list(datasets)
+        q = np.asarray(phrase_vector, dtype=np.float32).tolist()
+        if table == "cell_window_vectors":
+            sql = """SELECT dataset_id, cell, window_start, events, users,
+                            coherence * list_inner_product(vector, ?::FLOAT[]) AS score
+                     FROM cell_window_vectors
+                     WHERE window_size = ? AND resolution = ?::TINYINT
+                       AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
+                     ORDER BY dataset_id, window_start, cell"""
+            params = [q, window, resolution, ids, ids]
+        else:
+            sql = """SELECT dataset_id, user_id, window_start, events,
+                            coherence * list_inner_product(vector, ?::FLOAT[]) AS score
+                     FROM user_window_vectors
+                     WHERE window_size = ? AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
+                     ORDER BY dataset_id, user_id, window_start"""
+            params = [q, window, ids, ids]
+        return self._arrow_query(sql, params=params).to_arrow_table().to_pandas()
+
+    def users_per_cell(self, users: pd.DataFrame, resolution: int, datasets: Sequence[int] | None = None) -> pd.DataFrame:
+        """How many of `users` (columns dataset_id, user_id) have scored events in each cell at
+        `resolution`: frame[cell, users] (cells without any of them left out). No k threshold:
+        these are counts inside cells the caller already thresholds."""
+        and_mask, or_mask = parent_masks(resolution)
+        ids = id_list(datasets)
+        self.con.register("analytics_users_wanted", users[["dataset_id", "user_id"]].astype({"dataset_id": "int32", "user_id": str}))
+        try:
+            return self._arrow_query(
+                """SELECT (e.cell & ?::BIGINT) | ?::BIGINT AS cell, count(DISTINCT (e.dataset_id, e.user_id))::BIGINT AS users
+                   FROM events e
+                   SEMI JOIN analytics_users_wanted w ON e.dataset_id = w.dataset_id AND e.user_id = w.user_id
+                   SEMI JOIN event_vectors v ON v.event_id = e.event_id
+                   WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], e.dataset_id)
+                   GROUP BY 1 ORDER BY 1""",
+                params=[and_mask, or_mask, ids, ids],
+            ).to_arrow_table().to_pandas()
+        finally:
+            self.con.unregister("analytics_users_wanted")

@@ -14,12 +14,13 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import numpy as np
 import pandas as pd
 
 from interestgeo.analytics import Filters, ScoredEvents, aggregate_cell_windows, aggregate_user_windows
+from interestgeo.cells import WHOLE_DATASET
 from interestgeo.config import Config
 from interestgeo.topics import Topics, assign_event_topics, topic_similarities
 from interestgeo.vectors.sources import (
@@ -35,6 +36,30 @@ if TYPE_CHECKING:
 
 # Users are scored in chunks of about this many events, so the progress bar moves and memory stays flat.
 _CHUNK_EVENTS = 20_000
+
+
+class StoredAggregate(NamedTuple):
+    """One window size of the aggregates a full score stores: cell rows at `resolutions`
+    (`cells.WHOLE_DATASET` for the dataset as one region) and, with `users`, user rows."""
+
+    window: str
+    resolutions: tuple[int, ...]
+    users: bool
+
+
+def stored_aggregates(config: Config) -> tuple[StoredAggregate, ...]:
+    """Every aggregate a score run stores, the one list the chunks, the writers and the engines read.
+
+    The configured windows (`analytics.stored_windows`) at the stored resolutions and dataset-wide,
+    for maps, playback and drift; the whole span ("all") likewise plus per user, and the hours of
+    the week dataset-wide: what answers a question of everyone without per-event vectors
+    (analytics/stored.py)."""
+    cells = (*config.analytics.stored_resolutions, WHOLE_DATASET)
+    return (
+        *(StoredAggregate(window, cells, True) for window in config.analytics.stored_windows),
+        StoredAggregate("all", cells, True),
+        StoredAggregate("hour_of_week", (WHOLE_DATASET,), False),
+    )
 
 
 class TextTable:
@@ -121,12 +146,13 @@ def score_chunk(state: ChunkState, events: pd.DataFrame, needed: np.ndarray | No
     if needed is None and len(rows):
         scored = ScoredEvents(rows.assign(topic=event_topics), vectors, topics, state.config, topic_sims=sims)
         for dataset_id in np.unique(scored.dataset_ids):
-            for window in state.config.analytics.stored_windows:
-                filters = Filters(datasets=(int(dataset_id),))
-                frame, vecs = aggregate_user_windows(scored, filters, window)
-                user_frames.append(frame.assign(window_size=window))
-                user_vectors.append(vecs)
-                for resolution in state.config.analytics.stored_resolutions:
+            filters = Filters(datasets=(int(dataset_id),))
+            for window, resolutions, with_users in stored_aggregates(state.config):
+                if with_users:
+                    frame, vecs = aggregate_user_windows(scored, filters, window)
+                    user_frames.append(frame.assign(window_size=window))
+                    user_vectors.append(vecs)
+                for resolution in resolutions:
                     frame, vecs = aggregate_cell_windows(scored, filters, resolution, window)
                     sums = vecs * (frame["coherence"].to_numpy(np.float32) * frame["users"].to_numpy(np.float32))[:, None]
                     cell_frames.append(frame.drop(columns=["coherence"]).assign(
@@ -145,7 +171,7 @@ def score_chunk(state: ChunkState, events: pd.DataFrame, needed: np.ndarray | No
     )
 
 
-_USER_WINDOW_COLUMNS = ["dataset_id", "user_id", "window_size", "window_start", "events"]
+_USER_WINDOW_COLUMNS = ["dataset_id", "user_id", "window_size", "window_start", "events", "coherence"]
 _CELL_WINDOW_COLUMNS = ["dataset_id", "resolution", "window_size", "window_start", "cell", "events", "users"]
 
 

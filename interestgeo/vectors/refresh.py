@@ -33,10 +33,11 @@ from interestgeo.vectors.chunks import (
     chunk_state,
     local_chunks,
     score_chunk,
+    stored_aggregates,
 )
 from interestgeo.vectors.sources import BlendedSource, VectorSource, _text_vectors_fn, load_source, source_label
 from interestgeo.vectors.staging import _cell_window_columns, _CellWindowSums, _Staging, _write_cell_windows
-from interestgeo.windows import window_floor
+from interestgeo.windows import SPAN_WINDOWS, window_floor
 
 if TYPE_CHECKING:
     from interestgeo.store import Store
@@ -106,35 +107,35 @@ def _topics(
 def _write_aggregates(
     store: Store, config: Config, scored: ScoredEvents, datasets: list[int], from_day: dict[int, np.datetime64] | None
 ) -> None:
-    """(Re)write the user x window and cell x window vectors of `datasets` (from a local day on)."""
+    """(Re)write the stored aggregates (`stored_aggregates`) of `datasets` from a local day on:
+    dated windows from the window holding that day, whole-span ones entirely."""
     for dataset_id in datasets:
         start = None if from_day is None else from_day[dataset_id]
-        for window in config.analytics.stored_windows:
+        for window, resolutions, with_users in stored_aggregates(config):
             # windows overlapping the start day are recomputed whole: start from the window's start
-            window_from = None if start is None else window_floor(start, window)
+            window_from = None if start is None or window in SPAN_WINDOWS else window_floor(start, window)
             filters = Filters(
                 datasets=(dataset_id,),
                 date_from=None if window_from is None else pd.Timestamp(window_from).date(),
             )
-            frame, vectors = aggregate_user_windows(scored, filters, window)
-            store.replace_window_vectors(
-                "user_window_vectors",
-                window,
-                {
-                    "dataset_id": np.full(len(frame), dataset_id, dtype=np.int32),
-                    "user_id": frame["user_id"].astype(str).tolist(),
-                    "window_size": [window] * len(frame),
-                    "window_start": frame["window_start"].to_numpy("datetime64[us]"),
-                    "events": frame["events"].to_numpy(np.int32),
-                },
-                vectors,
-                datasets=[dataset_id],
-                from_start=window_from,
-            )
+            if with_users:
+                frame, vectors = aggregate_user_windows(scored, filters, window)
+                store.replace_window_vectors(
+                    "user_window_vectors",
+                    window,
+                    {
+                        "dataset_id": np.full(len(frame), dataset_id, dtype=np.int32),
+                        "user_id": frame["user_id"].astype(str).tolist(),
+                        "window_size": [window] * len(frame),
+                        "window_start": frame["window_start"].to_numpy("datetime64[us]"),
+                        "events": frame["events"].to_numpy(np.int32),
+                        "coherence": frame["coherence"].to_numpy(np.float32),
+                    },
+                    vectors,
+                    datasets=[dataset_id],
+                    from_start=window_from,
+                )
             # every resolution's cells in one replace (one DELETE + INSERT instead of one per resolution)
-            resolutions = list(config.analytics.stored_resolutions)
-            if not resolutions:
-                continue
             parts = [(r, *aggregate_cell_windows(scored, filters, r, window)) for r in resolutions]
             filled = [part for part in parts if len(part[1])] or parts[:1]
             cells = pd.concat([f for _, f, _ in filled], ignore_index=True)
@@ -146,7 +147,7 @@ def _write_aggregates(
             columns = _cell_window_columns(cells, window)
             store.replace_window_vectors(
                 "cell_window_vectors", window, columns, cell_vectors,
-                datasets=[dataset_id], from_start=window_from, resolution=resolutions,
+                datasets=[dataset_id], from_start=window_from, resolution=list(resolutions),
             )
 
 
@@ -231,8 +232,9 @@ def score_store(
                 store.write_topics(topics.labels, topics.source, topics.vectors)
             store.delete_event_vectors(datasets)
             store.insert_parquet("event_vectors", staging.files("event_vectors"))
-            for window in config.analytics.stored_windows:
-                store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=dataset_ids)
+            for window, _, with_users in stored_aggregates(config):
+                if with_users:
+                    store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=dataset_ids)
             store.insert_parquet("user_window_vectors", staging.files("user_window_vectors"))
             _write_cell_windows(store, config, cells.result(), dataset_ids)
             _write_calibrations(store, source, calibrations.values())
@@ -344,8 +346,8 @@ def _score_update(
     with store.transaction():
         store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors, sims)
         starts = dict(zip(datasets, from_day))
-        earliest = min(window_floor(d, w) for d in from_day for w in config.analytics.stored_windows)
-        events, stored_vectors = store.scored_events(datasets, pd.Timestamp(earliest).to_pydatetime())
+        # the whole-span aggregates ("all", hours of the week) need every scored event of these datasets
+        events, stored_vectors = store.scored_events(datasets)
         scored = ScoredEvents(events, stored_vectors, topics, config)
         _write_aggregates(store, config, scored, datasets, starts)
         _write_calibrations(store, source, calibrations.values())

@@ -15,6 +15,8 @@ import pandas as pd
 
 from interestgeo.config import Config
 
+from interestgeo.vectors.chunks import stored_aggregates
+
 if TYPE_CHECKING:
     from interestgeo.store import Store
     from interestgeo.vectors.chunks import ChunkScores
@@ -53,6 +55,7 @@ class _Staging:
                 "dataset_id": w["dataset_id"].to_numpy(np.int32), "user_id": w["user_id"].astype(str).to_numpy(object),
                 "window_size": w["window_size"].astype(str).to_numpy(object),
                 "window_start": w["window_start"].to_numpy("datetime64[us]"), "events": w["events"].to_numpy(np.int32),
+                "coherence": w["coherence"].to_numpy(np.float32),
             }, vector=result.user_window_vectors)
         self.events += len(result)
 
@@ -130,15 +133,12 @@ def _write_cell_windows(
     store: Store, config: Config, merged: tuple[pd.DataFrame, np.ndarray], datasets: list[int]
 ) -> None:
     """Replace the cell x window vectors of `datasets` by the merged sums of a full run."""
-    resolutions = list(config.analytics.stored_resolutions)
-    if not resolutions:
-        return
     frame, vectors = merged
-    for window in config.analytics.stored_windows:
+    for window, resolutions, _ in stored_aggregates(config):
         rows = (frame["window_size"] == window).to_numpy() if len(frame) else np.zeros(0, dtype=bool)
         store.replace_window_vectors(
             "cell_window_vectors", window, _cell_window_columns(frame.loc[rows], window),
-            vectors[rows] if len(frame) else np.zeros((0, 0)), datasets=datasets, resolution=resolutions,
+            vectors[rows] if len(frame) else np.zeros((0, 0)), datasets=datasets, resolution=list(resolutions),
         )
 
 

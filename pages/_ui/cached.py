@@ -118,15 +118,15 @@ def scored_events(path: str, config_json: str) -> analytics.ScoredEvents | None:
     if TRAINING.locked():
         raise RuntimeError(TRAINING_NOTE)
 
-    def vectors(event_ids: np.ndarray) -> np.ndarray:
-        with Store.open(path, read_only=True, config=config) as store:
-            return store.event_vectors(event_ids)
+    def open_store() -> Any:
+        return Store.open(path, read_only=True, config=config)
 
     # Its own read-only connection (the same database instance in this process): the load takes
-    # seconds, and other sessions' queries should not queue behind it.
-    with Store.open(path, read_only=True, config=config) as store:
+    # seconds, and other sessions' queries should not queue behind it. The vectors come later
+    # through short connections of their own, and stay in the store when they are too many.
+    with open_store() as store:
         try:
-            return analytics.load_scored(store, config, None, vector_loader=vectors)
+            return analytics.load_scored(store, config, None, open_store=open_store)
         except LookupError:
             return None
 
@@ -209,6 +209,10 @@ def query_interest(
     path: str, config_json: str, phrase: str, filters: analytics.Filters, resolution: int
 ) -> analytics.QueryResult:
     vector = phrase_vector(config_json, phrase)
+    with store_for(_config_from(config_json)) as store:  # a question of everyone: a few stored rows
+        result = analytics.stored_query(store, _config_from(config_json), phrase, vector, filters, resolution)
+    if result is not None:
+        return result
     return analytics.query_interest(require_scored(path, config_json), phrase, vector, filters, resolution)
 
 

@@ -41,8 +41,8 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
     def load() -> None:
         try:
             scored = scored_events(path, key)
-            if scored is not None:
-                scored.vectors  # noqa: B018 (loads them: Drift and phrase queries need them)
+            if scored is not None and scored.reader is None:
+                scored.vectors  # noqa: B018 (loads them when they fit: Drift and phrase queries need them)
             if analyst:
                 venues(path, key)
         except Exception:  # the page's own call shows the error in words; the log keeps this one

@@ -16,18 +16,20 @@ def snapshot(store: Store) -> dict[str, object]:
     pd.testing.assert_frame_equal(frame, events)
     # every vector's topic similarities are stored with it, and are its similarities
     np.testing.assert_allclose(sims, topic_similarities(vectors, store.analytics_topics()), atol=1e-6)
-    cells, cell_vectors, _ = store.window_vectors("cell_window_vectors", "week", k=0)
-    users, user_vectors, _ = store.window_vectors("user_window_vectors", "week")
-    return {
-        "events": events[["event_id", "topic"]],
-        "vectors": vectors,
-        "sims": sims,
-        "cells": cells.drop(columns=["coherence"]),
-        "coherence": cells["coherence"].to_numpy(),
-        "cell_vectors": cell_vectors,
-        "users": users,
-        "user_vectors": user_vectors,
-    }
+    out: dict[str, object] = {"events": events[["event_id", "topic"]], "vectors": vectors, "sims": sims}
+    for window in ("week", "all", "hour_of_week"):  # the dated and the whole-span aggregates
+        cells, cell_vectors, _ = store.window_vectors("cell_window_vectors", window, k=0)
+        users, user_vectors, _ = store.window_vectors("user_window_vectors", window)
+        assert len(cells) and (window == "hour_of_week") != bool(len(users)), window
+        out |= {
+            f"cells {window}": cells.drop(columns=["coherence"]),
+            f"coherence {window}": cells["coherence"].to_numpy(),
+            f"cell_vectors {window}": cell_vectors,
+            f"users {window}": users.drop(columns=["coherence"]),
+            f"user coherence {window}": users["coherence"].to_numpy(np.float64) if len(users) else np.zeros(0),
+            f"user_vectors {window}": user_vectors,
+        }
+    return out
 
 
 def assert_same(a: dict[str, object], b: dict[str, object]) -> None:

@@ -1,0 +1,129 @@
+"""Region answers without the per-event vectors in memory equal the per-event computation: from the
+stored aggregates (analytics/stored.py) and from vectors kept in the store (StoredVectors)."""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tests._data.analytics import ingest, write_checkins
+from interestgeo import analytics as an
+from interestgeo.analytics.stored import stored_query
+from interestgeo.config import Config, PrivacyConfig
+from interestgeo.store import Store
+from interestgeo.text import TextEncoder, embed_texts, encoder_for
+from interestgeo.vectors import RecencySource, score_store
+
+PHRASES = ["coffee and a pastry", "a flight from the airport", "lifting weights at the gym"]
+
+
+@pytest.fixture(scope="module")
+def encoder() -> TextEncoder:
+    return encoder_for(Config().text)
+
+
+def config_for(db: Path, k: int = 5, memory_mb: int = 1024) -> Config:
+    config = Config(privacy=PrivacyConfig(k_min_users=k)).with_db(db)
+    return dataclasses.replace(
+        config, analytics=dataclasses.replace(config.analytics, stored_resolutions=(8, 9), max_vector_memory_mb=memory_mb)
+    )
+
+
+@pytest.fixture(scope="module")
+def scored_store(tmp_path_factory: pytest.TempPathFactory, encoder: TextEncoder) -> Iterator[tuple[Store, Config, list[int]]]:
+    folder = tmp_path_factory.mktemp("stored")
+    first, second, rare = folder / "a.csv.gz", folder / "b.csv.gz", folder / "rare.csv"
+    write_checkins(first, [f"a{i}" for i in range(24)], "2012-04-02", days=35, per_user=60, seed=3)
+    write_checkins(second, [f"b{i}" for i in range(9)], "2012-04-16", days=21, per_user=30, seed=4)
+    # two people at a place nobody else visits: a cell below k
+    rare.write_text("user_id,venue_id,venue_name,venue_category,category_path,latitude,longitude,utc_time,tz_offset_min\n"
+                    + "".join(f"a{u},v9,Ferry Point,Pier,Travel > Pier,40.6437,-74.0736,2012-04-{10 + u}T15:00:00Z,-240\n"
+                              for u in range(2)))
+    config = config_for(folder / "s.duckdb")
+    with Store.open(config.store.path, config=config) as store:
+        ids = [ingest(store, first, config, "a"), ingest(store, second, config, "b")]
+        ingest(store, rare, config, "rare")
+        source = RecencySource(lambda texts: embed_texts(store, encoder, texts, warn=None))
+        score_store(store, config, source=source, encoder=encoder)
+        yield store, config, ids
+
+
+def _phrase(store: Store, encoder: TextEncoder, phrase: str) -> np.ndarray:
+    return an.embed_phrase(encoder, phrase, store)
+
+
+def _streamed(store: Store, config: Config) -> an.ScoredEvents:
+    tight = dataclasses.replace(config, analytics=dataclasses.replace(config.analytics, max_vector_memory_mb=0))
+    scored = an.load_scored(store, tight, open_store=lambda: contextlib.nullcontext(store))
+    assert scored.reader is not None and not scored.vectors_loaded
+    return scored
+
+
+def _assert_same_query(a: an.QueryResult, b: an.QueryResult) -> None:
+    assert (a.hidden, a.hidden_times, a.resolution) == (b.hidden, b.hidden_times, b.resolution)
+    assert a.threshold == pytest.approx(b.threshold, abs=1e-5)
+    for name in ("cells", "time_profile"):
+        left, right = getattr(a, name), getattr(b, name)
+        keys = ["cell"] if name == "cells" else ["dow", "hour"]
+        left, right = left.sort_values(keys).reset_index(drop=True), right.sort_values(keys).reset_index(drop=True)
+        assert len(left) > 0, name
+        pd.testing.assert_frame_equal(left.drop(columns=["score", "rank"], errors="ignore"),
+                                      right.drop(columns=["score", "rank"], errors="ignore"), check_dtype=False, obj=name)
+        np.testing.assert_allclose(left["score"], right["score"], atol=1e-5, err_msg=name)
+
+
+@pytest.mark.parametrize("phrase", PHRASES)
+@pytest.mark.parametrize("which", ["all", "a"])
+def test_a_query_from_the_stored_aggregates_equals_the_per_event_one(
+    scored_store: tuple[Store, Config, list[int]], encoder: TextEncoder, phrase: str, which: str
+) -> None:
+    store, config, ids = scored_store
+    filters = an.Filters() if which == "all" else an.Filters(datasets=(ids[0],))
+    q = _phrase(store, encoder, phrase)
+    per_event = an.query_interest(an.load_scored(store, config), phrase, q, filters, 8)
+    stored = stored_query(store, config, phrase, q, filters, 8)
+    assert stored is not None
+    _assert_same_query(stored, per_event)
+    assert (per_event.cells["strong_users"] > 0).any() and per_event.hidden_times > 0  # both rules are exercised
+    assert per_event.hidden == (1 if which == "all" else 0)  # the rare cell
+
+
+def test_the_stored_aggregates_decline_what_they_cannot_answer(
+    scored_store: tuple[Store, Config, list[int]], encoder: TextEncoder
+) -> None:
+    store, config, _ = scored_store
+    q = _phrase(store, encoder, PHRASES[0])
+    assert stored_query(store, config, "x", q, an.Filters(hours=(8, 9)), 8) is None
+    assert stored_query(store, config, "x", q, an.Filters(date_from="2012-04-10"), 8) is None
+    assert stored_query(store, config, "x", q, an.Filters(), 7) is None  # resolution 7 is not stored here
+
+
+def test_vectors_kept_in_the_store_answer_like_vectors_in_memory(
+    scored_store: tuple[Store, Config, list[int]], encoder: TextEncoder
+) -> None:
+    store, config, ids = scored_store
+    held, streamed = an.load_scored(store, config), _streamed(store, config)
+    q = _phrase(store, encoder, PHRASES[1])
+    np.testing.assert_allclose(streamed.affinity(q), held.vectors @ q, atol=1e-5)
+    busy_hours = an.Filters(hours=tuple(range(8, 20)))
+    some_cells = an.Filters(cells=tuple(int(c) for c in held.parents(8)[:200:40]))
+    for filters in (busy_hours, some_cells):
+        _assert_same_query(an.query_interest(streamed, "p", q, filters, 8), an.query_interest(held, "p", q, filters, 8))
+        pd.testing.assert_frame_equal(an.interested_users(streamed, q, filters), an.interested_users(held, q, filters))
+    stored_reads = []
+    read = streamed.reader.window_rows
+    streamed.reader.window_rows = lambda *args: stored_reads.append(args) or read(*args)  # type: ignore[union-attr]
+    for filters in (an.Filters(), an.Filters(datasets=(ids[1],)), some_cells):  # stored means, then streamed ones
+        a, b = an.region_drift(streamed, filters), an.region_drift(held, filters)
+        assert len(a.timeline) >= 3
+        pd.testing.assert_frame_equal(a.timeline.drop(columns=["distance"]), b.timeline.drop(columns=["distance"]))
+        np.testing.assert_allclose(a.timeline["distance"], b.timeline["distance"], atol=1e-5)
+    assert stored_reads == [("week", None), ("week", [ids[1]])]  # a region's drift streamed the vectors instead
+    with pytest.raises(RuntimeError, match="stay in the store"):
+        streamed.vectors  # noqa: B018
