@@ -299,7 +299,7 @@ def _columns(frame: pd.DataFrame, types: dict[str, Any]) -> dict[str, np.ndarray
 # ------------------------------------------------------------------------------------ aggregate
 
 
-def _merge_cell_sums(folder: str) -> dict[str, Any]:
+def _merge_cell_sums(folder: str, topics: int) -> dict[str, Any]:
     """The cell x window vectors of one (dataset, week, parent) folder of per-bucket sums: every
     stored window lies inside a week and every stored cell inside its parent, so the folder holds
     all the users of each of its cells x windows and the merge is exact (vectors/staging.py's sums / users)."""
@@ -307,15 +307,16 @@ def _merge_cell_sums(folder: str) -> dict[str, Any]:
 
     from interestgeo.vectors.staging import _arrow_with_vectors, _CellWindowSums
 
-    sums = _CellWindowSums()
+    sums = _CellWindowSums(topics)
     for path in sorted(Path(folder).glob("bucket-*.parquet")):  # one file per bucket, its keys unique
         table = pq.read_table(path, partitioning=None)
         sums.add(table.drop(["sum", "week", "parent"]).to_pandas(), np.stack(table.column("sum").to_numpy(zero_copy_only=False)))
-    frame, vectors = sums.result()
+    frame, vectors, shares = sums.result()
     out = Path(folder) / "merged"
     out.mkdir(exist_ok=True)
     merged = _arrow_with_vectors(
         {**_columns(frame, _CELL_COLUMNS), "coherence": frame["coherence"].to_numpy(np.float32)}, vector=vectors,
+        shares=shares,
     )
     pq.write_table(merged, out / "cell_window_vectors.parquet")
     return {"file": str(out / "cell_window_vectors.parquet"), "rows": len(frame)}
@@ -384,8 +385,9 @@ def score_store_ray(
                 raise RuntimeError(f"the Ray engine scored {scored_events:,} of {n_events:,} events")
             say(0.7, "aggregating cells per partition")
             folders = sorted(str(p) for p in (work / "cell_sums").glob("dataset_id=*/week=*/parent=*"))
+            n_topics = len(run["topics"])
             merged = ray.data.from_items([{"folder": f} for f in folders]).map(
-                lambda row: _merge_cell_sums(row["folder"]), num_cpus=options.actor_cpus,
+                lambda row: _merge_cell_sums(row["folder"], n_topics), num_cpus=options.actor_cpus,
             ).to_pandas() if folders else pd.DataFrame({"file": []})
             say(0.85, "storing")
             report = _store_results(store, config, run, work, merged["file"].tolist(), users, started)

@@ -64,7 +64,7 @@ from interestgeo.analytics.scored import (
     ScoredEvents, StoredVectors, Venues, build_venues, filter_mask, load_scored,
 )
 from interestgeo.analytics.stored import (
-    stored_query,
+    stored_drift, stored_profile, stored_query, stored_region_map, stored_window_counts,
 )
 from interestgeo.analytics.users import (
     NextInterests, UserProfile, interested_users, list_users, next_interests, to_utc, user_drift,
@@ -77,5 +77,5 @@ __all__ = [
     "analyst_only", "build_venues", "compare_periods", "drift_series", "embed_phrase", "filter_mask",
     "filters_from_options", "interest_profile", "interested_users", "list_users", "load_scored", "next_interests",
     "parse_ranges", "query_interest", "region_drift", "region_from_text", "region_map", "region_vectors",
-    "stored_query", "to_records", "to_utc", "user_drift", "user_event_positions", "user_profile", "window_counts",
+    "stored_drift", "stored_profile", "stored_query", "stored_region_map", "stored_window_counts", "to_records", "to_utc", "user_drift", "user_event_positions", "user_profile", "window_counts",
 ]

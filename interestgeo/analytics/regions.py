@@ -14,8 +14,8 @@ import pandas as pd
 from interestgeo.analytics._groups import _cell_window_groups, _combine_keys, _group, _normalise
 from interestgeo.analytics.filters import Filters
 from interestgeo.analytics.scored import ScoredEvents, filter_mask
-from interestgeo.analytics.stored import answerable, combined_window_means
 from interestgeo.changepoints import change_points
+from interestgeo.config import AnalyticsConfig
 from interestgeo.schema import user_key_columns
 from interestgeo.windows import window_starts
 
@@ -55,30 +55,40 @@ def region_map(
     without, one row per cell over the whole filtered period.
     """
     groups, frame = _cell_window_groups(scored, filters, resolution, window)
-    visible = groups.users >= scored.k
-    shares = groups.mean(scored.topic_probs[groups.idx])[visible]  # (G', T)
+    shares = groups.mean(scored.topic_probs[groups.idx])  # (G, T)
+    return _region_map_from(frame, shares, scored.k, scored.topics.labels, resolution)
+
+
+def _region_map_from(
+    frame: pd.DataFrame, shares: np.ndarray, k: int, labels: tuple[str, ...], resolution: int
+) -> RegionMap:
+    """A RegionMap from every cell (x window) (frame: cell, [window_start], events, users) and its
+    (G, T) shares: the k threshold, then each cell's dominant topic."""
+    visible = (frame["users"] >= k).to_numpy()
+    shares = shares[visible]
     frame = frame.loc[visible].reset_index(drop=True)
     top = np.argmax(shares, axis=1) if len(shares) else np.zeros(0, dtype=np.int64)
-    labels = np.asarray(scored.topics.labels, dtype=object)
+    names = np.asarray(labels, dtype=object)
     frame["topic_id"] = top.astype(np.int64)
-    frame["topic"] = labels[top] if len(top) else pd.Series([], dtype=object)
+    frame["topic"] = names[top] if len(top) else pd.Series([], dtype=object)
     frame["share"] = shares[np.arange(len(top)), top] if len(top) else np.zeros(0)
-    share_frame = pd.DataFrame(shares, columns=list(scored.topics.labels))
-    return RegionMap(frame, share_frame, int((~visible).sum()), resolution, scored.topics.labels)
+    share_frame = pd.DataFrame(shares, columns=list(labels))
+    return RegionMap(frame, share_frame, int((~visible).sum()), resolution, tuple(labels))
 
 
 def aggregate_cell_windows(
     scored: ScoredEvents, filters: Filters | None, resolution: int, window: str | None
-) -> tuple[pd.DataFrame, np.ndarray]:
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
     """Every cell (x window) with its regional vector, WITHOUT the k threshold: for storage only.
 
-    Returns (frame[cell, (window_start), events, users, coherence], vectors (G, D) L2-normalised).
-    Readers of what is stored apply the threshold (Store.window_vectors); `region_vectors` does here.
+    Returns (frame[cell, (window_start), events, users, coherence], vectors (G, D) L2-normalised,
+    topic shares (G, T): what `region_map` shows). Readers of what is stored apply the threshold
+    (Store.window_vectors); `region_vectors` does here.
     """
     groups, frame = _cell_window_groups(scored, filters, resolution, window)
     vectors, norms = _normalise(groups.means_of(scored))  # (G, D)
     frame["coherence"] = norms
-    return frame, vectors
+    return frame, vectors, groups.mean(scored.topic_probs[groups.idx])
 
 
 def aggregate_user_windows(
@@ -113,7 +123,7 @@ def region_vectors(
     scored: ScoredEvents, filters: Filters | None = None, resolution: int = 8, window: str | None = None
 ) -> RegionVectors:
     """The regional interest vector of every visible cell (x window) (see the module docstring)."""
-    frame, vectors = aggregate_cell_windows(scored, filters, resolution, window)
+    frame, vectors, _ = aggregate_cell_windows(scored, filters, resolution, window)
     visible = (frame["users"] >= scored.k).to_numpy()
     return RegionVectors(frame.loc[visible].reset_index(drop=True), vectors[visible], int((~visible).sum()), resolution)
 
@@ -139,15 +149,21 @@ def interest_profile(scored: ScoredEvents, filters: Filters | None = None) -> In
     """Top interests of the filtered events, each with its share and index against all events."""
     idx = np.flatnonzero(filter_mask(scored, filters))
     shares, events, users = _overall_shares(scored, idx)
-    if users < scored.k:
+    if users >= scored.k and scored.baseline_shares is None:
+        scored.baseline_shares = _overall_shares(scored, np.arange(len(scored)))[0]
+    return _profile_from(shares, events, users, scored.baseline_shares, scored.topics.labels, scored.k)
+
+
+def _profile_from(
+    shares: np.ndarray, events: int, users: int, baseline: np.ndarray | None, labels: tuple[str, ...], k: int
+) -> InterestProfile:
+    """An InterestProfile from the filtered events' (T,) shares and counts, against (T,) `baseline`."""
+    if users < k or baseline is None:
         empty = pd.DataFrame({"topic": [], "share": [], "baseline": [], "index": []})
         return InterestProfile(empty, events, users, True)
-    if scored.baseline_shares is None:
-        scored.baseline_shares = _overall_shares(scored, np.arange(len(scored)))[0]
-    baseline = scored.baseline_shares
     frame = pd.DataFrame(
         {
-            "topic": list(scored.topics.labels),
+            "topic": list(labels),
             "share": shares,
             "baseline": baseline,
             "index": 100.0 * shares / np.maximum(baseline, 1e-12),
@@ -197,31 +213,29 @@ def drift_series(vectors: np.ndarray) -> np.ndarray:
     return distance
 
 
-def _drift(
-    scored: ScoredEvents, idx: np.ndarray, window: str, k: int, region: Filters | None | bool = False
-) -> Drift:
-    """Drift of the events at `idx`; `region`: the filters that chose them when they are a
-    region's (its stored aggregates may answer), False for one person's events."""
+def _drift(scored: ScoredEvents, idx: np.ndarray, window: str, k: int) -> Drift:
+    """Drift of the events at `idx` (a region's or one person's) across `window`s."""
     groups = _group(scored, idx, scored.window_keys(window)[idx])
     visible = groups.users >= k
-    starts = window_starts(groups.keys[visible], window)
-    vectors = None if region is False else _stored_window_means(scored, region, window, starts)
-    if vectors is None:
-        vectors = groups.means_of(scored)[visible]  # (W, D)
+    vectors = groups.means_of(scored)[visible]  # (W, D)
     shares = groups.mean(scored.topic_probs[idx])[visible]  # (W, T)
-    distance = drift_series(vectors)
-    settings = scored.config.analytics
-    flags = change_points(shares, groups.users[visible], settings.change_point_penalty, settings.thin_window_share)
-    timeline = pd.DataFrame(
-        {
-            "window_start": starts,
-            "events": groups.events[visible],
-            "users": groups.users[visible],
-            "distance": distance,
-            "change_point": flags,
-        }
+    return _drift_from(
+        window_starts(groups.keys[visible], window), groups.events[visible], groups.users[visible], vectors, shares,
+        scored.topics.labels, scored.config.analytics, int((~visible).sum()), window,
     )
-    labels = list(scored.topics.labels)
+
+
+def _drift_from(
+    starts: np.ndarray, events: np.ndarray, users: np.ndarray, vectors: np.ndarray, shares: np.ndarray,
+    labels: tuple[str, ...], settings: AnalyticsConfig, hidden: int, window: str,
+) -> Drift:
+    """A Drift from the visible windows' starts, counts, (W, D) mean vectors and (W, T) shares."""
+    distance = drift_series(vectors)
+    flags = change_points(shares, users, settings.change_point_penalty, settings.thin_window_share)
+    timeline = pd.DataFrame(
+        {"window_start": starts, "events": events, "users": users, "distance": distance, "change_point": flags}
+    )
+    labels = list(labels)
     long = pd.DataFrame(
         {
             "window_start": np.repeat(starts, len(labels)),
@@ -238,32 +252,13 @@ def _drift(
         topics = topics.sort_values("change", ascending=False, kind="stable").reset_index(drop=True)
     else:
         topics = pd.DataFrame({"topic": [], "before": [], "after": [], "change": []})
-    return Drift(timeline, long, topics, int((~visible).sum()), window)
-
-
-def _stored_window_means(
-    scored: ScoredEvents, filters: Filters | None | bool, window: str, starts: np.ndarray
-) -> np.ndarray | None:
-    """The (W, D) mean vectors of these windows from the stored dataset-wide aggregates, when the
-    vectors stay in the store and the filters name only datasets (None otherwise: group means)."""
-    if isinstance(filters, bool) or scored.reader is None or not answerable(filters):
-        return None
-    if window not in scored.config.analytics.stored_windows:
-        return None
-    rows = scored.reader.window_rows(window, list(filters.datasets) if filters is not None and filters.datasets else None)
-    if rows is None:
-        return None
-    stored_starts, means, _ = combined_window_means(*rows)
-    at = np.searchsorted(stored_starts, starts)
-    if len(stored_starts) == 0 or (at >= len(stored_starts)).any() or (stored_starts[np.minimum(at, len(stored_starts) - 1)] != starts).any():
-        return None
-    return means[at]
+    return Drift(timeline, long, topics, hidden, window)
 
 
 def region_drift(scored: ScoredEvents, filters: Filters | None = None, window: str = "week") -> Drift:
     """Drift of the regional interest vector of the filtered events across `window`s (k applied)."""
     idx = np.flatnonzero(filter_mask(scored, filters))
-    return _drift(scored, idx, window, scored.k, filters)
+    return _drift(scored, idx, window, scored.k)
 
 
 def window_counts(scored: ScoredEvents, filters: Filters | None = None, window: str = "day") -> tuple[pd.DataFrame, int]:

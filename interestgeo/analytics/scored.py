@@ -17,7 +17,7 @@ import numpy as np
 import pandas as pd
 
 from interestgeo.analytics.filters import Filters, _geojson_geometry
-from interestgeo.cells import WHOLE_DATASET, cell_to_parent, resolution_of
+from interestgeo.cells import cell_to_parent, resolution_of
 from interestgeo.config import Config
 from interestgeo.schema import user_keys
 from interestgeo.topics import Topics, probabilities_from_similarities, topic_probabilities, topic_similarities
@@ -48,10 +48,6 @@ class VectorReader(Protocol):
         """(len(event_ids), D) vectors of these events, in this order."""
         ...
 
-    def window_rows(self, window: str, datasets: list[int] | None) -> tuple[pd.DataFrame, np.ndarray] | None:
-        """Stored dataset-wide window means, or None (see StoredVectors.window_rows)."""
-        ...
-
 
 class StoredVectors:
     """A VectorReader over a store: each call opens it (`open_store()`, a context manager giving a
@@ -71,15 +67,6 @@ class StoredVectors:
     def vectors(self, event_ids: np.ndarray) -> np.ndarray:
         with self.open_store() as store:
             return store.event_vectors(event_ids)
-
-    def window_rows(self, window: str, datasets: list[int] | None) -> tuple[pd.DataFrame, np.ndarray] | None:
-        """The stored dataset-wide window means (`cells.WHOLE_DATASET` rows: window_start, users,
-        coherence; unit vectors) of `datasets` (None: this reader's), or None when none is stored."""
-        with self.open_store() as store:
-            frame, vectors, _ = store.window_vectors(
-                "cell_window_vectors", window, datasets=datasets or self.datasets, resolution=WHOLE_DATASET, k=0
-            )
-        return None if frame.empty else (frame, vectors)
 
 
 @dataclass(eq=False)

@@ -1,25 +1,29 @@
-"""Region answers read from the aggregates `interestgeo score` stores, not from per-event vectors.
+"""Region answers read from the aggregates `interestgeo score` stores, not from per-event data.
 
 Why: at millions of events the per-event vectors (2 kB each) do not fit a reader's memory, and a
-question asked of everyone (a phrase over all places, the drift of everywhere) should not cost a
-pass over all of them. A phrase's score for a group is linear in the group's user-weighted mean
-vector (package docstring), so the means stored per cell over the whole span ("all"), per hour
-of the week and per user give the per-event answer exactly, in a few thousand rows:
+question asked of everyone (the Overview, the map, a phrase over all places, the drift of
+everywhere) should not cost a pass over all the events. Every region answer is a user-weighted
+mean of per-event values (package docstring), and score stores those means with their people per
+cell and window, per cell over the whole span ("all"), dataset-wide per window, per hour of the
+week and per user (`vectors.stored_aggregates`). Datasets' people are distinct, so rows of several
+datasets sum exactly, weighted by their users; the answer equals the per-event one:
 
-* cells: the cell's stored mean . phrase, summed over datasets weighted by their users (a
-  dataset's people are its own, so users add up);
-* the strong-interest bar: the quantile of every user's stored mean . phrase; strongly
-  interested people per cell are then counted from the events (SQL, no vectors);
-* the time profile: the dataset-wide hour-of-week means (`cells.WHOLE_DATASET`).
+* maps and shares: the stored topic shares per cell (x window) and dataset-wide;
+* drift: the dataset-wide window means (distance) and shares (change points);
+* a phrase: each cell's stored mean . phrase (linear in the mean); the strong-interest bar from
+  every user's stored mean . phrase; strongly interested people per cell counted from the events
+  (SQL, no vectors); the time profile from the hour-of-week means;
+* trend counts: counted by the store from the events' columns.
 
 Only questions whose filters name nothing but datasets are answered here (`answerable`); any other
 filter (dates, hours, a region, a topic) changes which events count, so those are answered from
-the per-event vectors (`ScoredEvents.affinity`, computed inside the store when they are not held).
-tests/analytics/test_stored.py checks both give the same answer.
+the events (`ScoredEvents`, whose vectors stay in the store when they are too many). Callers try
+these first and fall back on None. tests/analytics/test_stored.py checks both give the same answers.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -27,13 +31,19 @@ import pandas as pd
 
 from interestgeo.analytics.filters import Filters
 from interestgeo.analytics.query import QueryResult
+from interestgeo.analytics.regions import (
+    Drift, InterestProfile, RegionMap, _drift_from, _profile_from, _region_map_from,
+)
 from interestgeo.cells import WHOLE_DATASET
 from interestgeo.config import Config
+from interestgeo.windows import COUNTED_WINDOWS
 
 if TYPE_CHECKING:
     from interestgeo.store import Store
 
-__all__ = ["answerable", "combined_window_means", "stored_query"]
+__all__ = [
+    "answerable", "stored_drift", "stored_profile", "stored_query", "stored_region_map", "stored_window_counts",
+]
 
 
 def answerable(filters: Filters | None) -> bool:
@@ -50,18 +60,105 @@ def _combined(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return out.drop(columns=["weighted"])
 
 
-def combined_window_means(
-    frame: pd.DataFrame, vectors: np.ndarray
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Stored dataset-wide rows (window_start, users, coherence; unit vectors) of one or more
-    datasets -> (window starts, (W, D) user-weighted mean vectors, users), datasets summed."""
-    starts, group = np.unique(frame["window_start"].to_numpy("datetime64[ns]"), return_inverse=True)
+@dataclass
+class _Cells:
+    """Stored cell (x window) rows of several datasets summed by key (their people are distinct)."""
+
+    frame: pd.DataFrame  # cell, window_start, events, users; sorted by cell, then window
+    shares: np.ndarray  # (G, T) float64 user-weighted topic shares
+    means: np.ndarray | None  # (G, D) float64 user-weighted mean vectors (not normalised), when asked
+
+
+def _stored_cells(
+    store: Store, window: str, resolution: int, datasets: list[int] | None, vectors: bool = False
+) -> _Cells | None:
+    got = store.cell_window_shares(window, resolution, datasets=datasets, vectors=vectors)
+    if got is None:
+        return None
+    frame, unit, shares = got
+    keys = pd.MultiIndex.from_frame(frame[["cell", "window_start"]])
+    group, uniques = pd.factorize(keys, sort=True)
     users = frame["users"].to_numpy(np.float64)
-    weighted = vectors * (users * frame["coherence"].to_numpy(np.float64))[:, None]
-    sums = np.zeros((len(starts), vectors.shape[1]))
-    np.add.at(sums, group, weighted)
-    total = np.bincount(group, weights=users, minlength=len(starts))
-    return starts, (sums / total[:, None]).astype(np.float32), total.astype(np.int64)
+    total = np.bincount(group, weights=users, minlength=len(uniques))
+
+    def mean(values: np.ndarray) -> np.ndarray:
+        out = np.zeros((len(uniques), values.shape[1]))
+        np.add.at(out, group, values * users[:, None])
+        return out / total[:, None]
+
+    combined = pd.DataFrame(
+        {
+            "cell": uniques.get_level_values(0).to_numpy(np.int64),
+            "window_start": uniques.get_level_values(1).to_numpy("datetime64[ns]"),
+            "events": np.bincount(group, weights=frame["events"].to_numpy(np.float64), minlength=len(uniques)).astype(np.int64),
+            "users": total.astype(np.int64),
+        }
+    )
+    means = None if unit is None else mean(unit * frame["coherence"].to_numpy(np.float64)[:, None])
+    return _Cells(combined, mean(shares), means)
+
+
+def _datasets(filters: Filters | None) -> list[int] | None:
+    return list(filters.datasets) if filters is not None and filters.datasets else None
+
+
+def stored_region_map(
+    store: Store, config: Config, filters: Filters | None = None, resolution: int = 8, window: str | None = None
+) -> RegionMap | None:
+    """`region_map` from the stored aggregates (the whole span, or a stored window's playback),
+    or None when they cannot answer it."""
+    stored_window = "all" if window is None else window
+    if not answerable(filters) or resolution not in config.analytics.stored_resolutions:
+        return None
+    if window is not None and window not in config.analytics.stored_windows:
+        return None
+    topics = store.analytics_topics()
+    cells = None if topics is None else _stored_cells(store, stored_window, resolution, _datasets(filters))
+    if cells is None:
+        return None
+    frame = cells.frame if window is not None else cells.frame.drop(columns=["window_start"])
+    return _region_map_from(frame, cells.shares, config.privacy.k_min_users, topics.labels, resolution)
+
+
+def stored_profile(store: Store, config: Config, filters: Filters | None = None) -> InterestProfile | None:
+    """`interest_profile` from the stored dataset-wide aggregates, or None when they cannot answer it."""
+    topics = store.analytics_topics() if answerable(filters) else None
+    everything = None if topics is None else _stored_cells(store, "all", WHOLE_DATASET, None)
+    chosen = everything if not _datasets(filters) else _stored_cells(store, "all", WHOLE_DATASET, _datasets(filters))
+    if everything is None or chosen is None:
+        return None
+    events, users = int(chosen.frame["events"].sum()), int(chosen.frame["users"].sum())
+    return _profile_from(chosen.shares[0], events, users, everything.shares[0], topics.labels, config.privacy.k_min_users)
+
+
+def stored_drift(store: Store, config: Config, filters: Filters | None = None, window: str = "week") -> Drift | None:
+    """`region_drift` from the stored dataset-wide window aggregates, or None when they cannot answer it."""
+    if not answerable(filters) or window not in config.analytics.stored_windows:
+        return None
+    topics = store.analytics_topics()
+    cells = None if topics is None else _stored_cells(store, window, WHOLE_DATASET, _datasets(filters), vectors=True)
+    if cells is None or cells.means is None:
+        return None
+    users = cells.frame["users"].to_numpy(np.int64)
+    visible = users >= config.privacy.k_min_users
+    return _drift_from(
+        cells.frame["window_start"].to_numpy("datetime64[ns]")[visible], cells.frame["events"].to_numpy(np.int64)[visible],
+        users[visible], cells.means[visible], cells.shares[visible], topics.labels, config.analytics,
+        int((~visible).sum()), window,
+    )
+
+
+def stored_window_counts(
+    store: Store, config: Config, filters: Filters | None = None, window: str = "day"
+) -> tuple[pd.DataFrame, int] | None:
+    """`window_counts` counted by the store from the events (no vectors), or None for other filters."""
+    if not answerable(filters) or window not in COUNTED_WINDOWS:
+        return None
+    frame = store.scored_window_counts(window, _datasets(filters))
+    visible = (frame["users"] >= config.privacy.k_min_users).to_numpy()
+    out = frame.loc[visible].reset_index(drop=True)
+    out["window_start"] = out["window_start"].to_numpy("datetime64[ns]")
+    return out.astype({"events": np.int64, "users": np.int64}), int((~visible).sum())
 
 
 def stored_query(

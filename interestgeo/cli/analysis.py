@@ -197,20 +197,23 @@ def add_drift_parser(subparsers: Subparsers) -> None:
 
 
 def _run_drift(args: argparse.Namespace) -> int:
-    from interestgeo.analytics import load_scored, region_drift, user_drift
+    from interestgeo.analytics import load_scored, region_drift, stored_drift, user_drift
 
     def command(store: Store, config: Config) -> tuple[dict, str]:
         filters = filters_from_args(args, store)
         user = None
         if args.user is not None:
             user = (filters.datasets[0] if filters.datasets else _only_dataset(store), args.user)
-        scored = load_scored(store, config, open_store=lambda: contextlib.nullcontext(store))
-        if user is not None:
-            drift = user_drift(scored, user[0], user[1], args.window)
-        else:
-            drift = region_drift(scored, filters, args.window)
+        # a region of everyone: the stored aggregates; a person or other filters: the events
+        drift = None if user is not None else stored_drift(store, config, filters, args.window)
+        if drift is None:
+            scored = load_scored(store, config, open_store=lambda: contextlib.nullcontext(store))
+            if user is not None:
+                drift = user_drift(scored, user[0], user[1], args.window)
+            else:
+                drift = region_drift(scored, filters, args.window)
         return (drift_json(drift, filters, args.window, user is not None),
-                drift_text(drift, args.window, args.user, scored.k))
+                drift_text(drift, args.window, args.user, config.privacy.k_min_users))
 
     return run_on_store(args, command)
 

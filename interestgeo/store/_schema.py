@@ -116,7 +116,7 @@ ANALYTICS_TABLES = (
         events INTEGER NOT NULL,
         vector FLOAT[] NOT NULL
     )""",
-    # Files from before it: NULL (the stored-aggregate answers then fall back to per-event vectors).
+    # Files from before them: NULL (the stored-aggregate answers then fall back to per-event vectors).
     "ALTER TABLE user_window_vectors ADD COLUMN IF NOT EXISTS coherence FLOAT",
     """CREATE TABLE IF NOT EXISTS cell_window_vectors (
         dataset_id INTEGER NOT NULL,
@@ -129,6 +129,7 @@ ANALYTICS_TABLES = (
         coherence FLOAT NOT NULL,
         vector FLOAT[] NOT NULL
     )""",
+    "ALTER TABLE cell_window_vectors ADD COLUMN IF NOT EXISTS shares FLOAT[]",
     """CREATE TABLE IF NOT EXISTS score_runs (
         run_id INTEGER NOT NULL,
         source VARCHAR NOT NULL,

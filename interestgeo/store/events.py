@@ -63,6 +63,22 @@ class EventsPart(StorePart):
         ).df()
         return df.astype(EVENT_DTYPES)
 
+    def scored_window_counts(self, window: str, datasets: Sequence[int] | None = None) -> pd.DataFrame:
+        """Events and distinct people per local `window` (a counted window) among the scored events
+        of some datasets (all when None), NO k threshold: frame[window_start, events, users]."""
+        check_counted_window(window)  # it is put into the SQL text below
+        if not self._analytics_tables_exist():
+            return pd.DataFrame({"window_start": pd.Series([], dtype="datetime64[us]"), "events": [], "users": []})
+        ids = id_list(datasets)
+        return self._arrow_query(
+            f"""SELECT date_trunc('{window}', e.local_ts) AS window_start, count(*)::BIGINT AS events,
+                       count(DISTINCT (e.dataset_id, e.user_id))::BIGINT AS users
+                FROM events e SEMI JOIN event_vectors v ON v.event_id = e.event_id
+                WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], e.dataset_id)
+                GROUP BY 1 ORDER BY 1""",
+            params=[ids, ids],
+        ).to_arrow_table().to_pandas()
+
     def rejects(self, dataset_id: int) -> pd.DataFrame:
         """Every rejected row of a dataset: physical line number, the raw line(s), reason."""
         return self.con.execute(

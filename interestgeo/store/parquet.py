@@ -43,6 +43,7 @@ class ParquetPart(StorePart):
         "user_window_vectors": ("dataset_id", "user_id", "window_size", "window_start", "events", "coherence", "vector"),
         "cell_window_vectors": (
             "dataset_id", "resolution", "window_size", "window_start", "cell", "events", "users", "coherence", "vector",
+            "shares",
         ),
     }
 

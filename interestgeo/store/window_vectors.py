@@ -15,6 +15,7 @@ import numpy as np
 import pandas as pd
 
 from interestgeo.cells import parent_masks
+from interestgeo.store import _schema
 from interestgeo.store._db import id_list, vectors_frame, vectors_from_arrow
 from interestgeo.store._part import StorePart
 
@@ -41,12 +42,14 @@ class WindowVectorsPart(StorePart):
         datasets: Sequence[int] | None = None,
         from_start: datetime | pd.Timestamp | None = None,
         resolution: int | Sequence[int] | None = None,
+        shares: np.ndarray | None = None,
     ) -> None:
         """Replace the rows of a window-vector table for `window` (in some datasets, from a window
         start on, at the given resolution(s) for cell_window_vectors).
 
-        `columns` holds the table's non-vector columns, one array each. Several resolutions go in
-        one DELETE and one INSERT (a dynamic update spent ~10 ms per statement pair).
+        `columns` holds the table's non-vector columns, one array each; `shares` (cell rows) their
+        (N, T) topic shares. Several resolutions go in one DELETE and one INSERT (a dynamic update
+        spent ~10 ms per statement pair).
         """
         if table not in WINDOW_VECTOR_TABLES:
             raise ValueError(f"not a window-vector table: {table!r}")
@@ -65,14 +68,18 @@ class WindowVectorsPart(StorePart):
         )
         if len(vectors) == 0:
             return
-        frame = vectors_frame(columns, vectors)
-        names = ", ".join(f'"{name}"' for name in frame.column_names[:-1])
-        if set(frame.column_names[:-1]) - WINDOW_VECTOR_COLUMNS:
+        with_shares = shares is not None and table == "cell_window_vectors"
+        frame = vectors_frame(columns, vectors, **({"shares": shares} if with_shares else {}))
+        plain = [name for name in frame.column_names if name not in ("vector", "shares")]
+        names = ", ".join(f'"{name}"' for name in plain)
+        if set(plain) - WINDOW_VECTOR_COLUMNS:
             raise ValueError(f"unknown column(s) for {table}")
+        extra = ", shares" if with_shares else ""
         self.con.register("analytics_new_windows", frame)
         try:
             self.con.execute(
-                f"INSERT INTO {table} ({names}, vector) SELECT {names}, vector::FLOAT[] FROM analytics_new_windows"
+                f"""INSERT INTO {table} ({names}, vector{extra})
+                    SELECT {names}, vector::FLOAT[]{", shares::FLOAT[]" if with_shares else ""} FROM analytics_new_windows"""
             )
         finally:
             self.con.unregister("analytics_new_windows")
@@ -127,6 +134,30 @@ class WindowVectorsPart(StorePart):
             visible = (frame["users"] >= k).to_numpy()
             return frame[visible].reset_index(drop=True), vectors[visible], int((~visible).sum())
         return frame, vectors, 0
+
+    def cell_window_shares(
+        self, window: str, resolution: int, *, datasets: Sequence[int] | None = None, vectors: bool = False
+    ) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray] | None:
+        """Stored cell rows of one window size and resolution with their topic shares, WITHOUT the
+        k threshold (the caller sums datasets first): (frame[dataset_id, cell, window_start,
+        events, users, coherence], (N, D) unit vectors when asked, (N, T) shares), or None when
+        the rows lack shares (a file scored before they were stored) or none is stored."""
+        if not self._analytics_tables_exist() or not _schema.has_column(self.con, "cell_window_vectors", "shares"):
+            return None
+        ids = id_list(datasets)
+        result = self._arrow_query(
+            f"""SELECT dataset_id, cell, window_start, events, users, coherence, shares{", vector" if vectors else ""}
+               FROM cell_window_vectors
+               WHERE window_size = ? AND resolution = ?::TINYINT
+                 AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
+               ORDER BY dataset_id, window_start, cell""",
+            params=[window, resolution, ids, ids],
+        ).to_arrow_table()
+        if result.num_rows == 0 or result.column("shares").null_count:
+            return None
+        frame = result.select(["dataset_id", "cell", "window_start", "events", "users", "coherence"]).to_pandas()
+        shares = vectors_from_arrow(result.column("shares"), result.num_rows)
+        return frame, vectors_from_arrow(result.column("vector"), result.num_rows) if vectors else None, shares
 
     def window_vector_scores(
         self,

@@ -114,7 +114,7 @@ class ChunkScores:
     user_windows: pd.DataFrame  # dataset_id, user_id, window_size, window_start, events
     user_window_vectors: np.ndarray  # (U, D) float32 L2-normalised
     cell_windows: pd.DataFrame  # dataset_id, resolution, window_size, window_start, cell, events, users
-    cell_window_sums: np.ndarray  # (G, D) float32 sum over the chunk's users of their mean vector there
+    cell_window_sums: np.ndarray  # (G, D + T) float32 sums over the chunk's users of their mean vector and topic shares there
 
     def __len__(self) -> int:
         return len(self.event_id)
@@ -153,11 +153,12 @@ def score_chunk(state: ChunkState, events: pd.DataFrame, needed: np.ndarray | No
                     user_frames.append(frame.assign(window_size=window))
                     user_vectors.append(vecs)
                 for resolution in resolutions:
-                    frame, vecs = aggregate_cell_windows(scored, filters, resolution, window)
-                    sums = vecs * (frame["coherence"].to_numpy(np.float32) * frame["users"].to_numpy(np.float32))[:, None]
+                    frame, vecs, shares = aggregate_cell_windows(scored, filters, resolution, window)
+                    users = frame["users"].to_numpy(np.float32)[:, None]
+                    sums = vecs * frame["coherence"].to_numpy(np.float32)[:, None] * users
                     cell_frames.append(frame.drop(columns=["coherence"]).assign(
                         dataset_id=np.int32(dataset_id), resolution=np.int8(resolution), window_size=window))
-                    cell_sums.append(sums.astype(np.float32))
+                    cell_sums.append(np.hstack([sums, shares * users]).astype(np.float32))
     return ChunkScores(
         dataset_id=rows["dataset_id"].to_numpy(np.int32),
         event_id=rows["event_id"].to_numpy(np.int64),
@@ -167,7 +168,7 @@ def score_chunk(state: ChunkState, events: pd.DataFrame, needed: np.ndarray | No
         user_windows=_frames(user_frames, _USER_WINDOW_COLUMNS),
         user_window_vectors=np.concatenate(user_vectors) if user_vectors else np.zeros((0, dim), np.float32),
         cell_windows=_frames(cell_frames, _CELL_WINDOW_COLUMNS),
-        cell_window_sums=np.concatenate(cell_sums) if cell_sums else np.zeros((0, dim), np.float32),
+        cell_window_sums=np.concatenate(cell_sums) if cell_sums else np.zeros((0, dim + len(topics)), np.float32),
     )
 
 

@@ -138,16 +138,17 @@ def _write_aggregates(
             # every resolution's cells in one replace (one DELETE + INSERT instead of one per resolution)
             parts = [(r, *aggregate_cell_windows(scored, filters, r, window)) for r in resolutions]
             filled = [part for part in parts if len(part[1])] or parts[:1]
-            cells = pd.concat([f for _, f, _ in filled], ignore_index=True)
-            cell_vectors = np.concatenate([v for _, _, v in filled])
+            cells = pd.concat([f for _, f, _, _ in filled], ignore_index=True)
+            cell_vectors = np.concatenate([v for _, _, v, _ in filled])
+            cell_shares = np.concatenate([t for _, _, _, t in filled])
             cells = cells.assign(
                 dataset_id=dataset_id,
-                resolution=np.repeat(np.array([r for r, _, _ in filled], dtype=np.int8), [len(f) for _, f, _ in filled]),
+                resolution=np.repeat(np.array([r for r, *_ in filled], dtype=np.int8), [len(f) for _, f, _, _ in filled]),
             )
             columns = _cell_window_columns(cells, window)
             store.replace_window_vectors(
                 "cell_window_vectors", window, columns, cell_vectors,
-                datasets=[dataset_id], from_start=window_from, resolution=list(resolutions),
+                datasets=[dataset_id], from_start=window_from, resolution=list(resolutions), shares=cell_shares,
             )
 
 
@@ -217,7 +218,7 @@ def score_store(
     chunks = (events.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:]))
     bounds_users = np.flatnonzero(_new_user(events))
     with _Staging(store.path) as staging:
-        cells = _CellWindowSums()
+        cells = _CellWindowSums(len(topics))
         for result in (runner or local_chunks)(state, chunks):
             staging.add(result)
             cells.add(result.cell_windows, result.cell_window_sums)

@@ -89,7 +89,8 @@ class _CellWindowSums:
 
     _KEYS = ["dataset_id", "resolution", "window_size", "window_start", "cell"]
 
-    def __init__(self, reduce_rows: int = 200_000) -> None:
+    def __init__(self, topics: int, reduce_rows: int = 200_000) -> None:
+        self.topics = topics  # the last `topics` columns of the sums are topic-share sums
         self.frames: list[pd.DataFrame] = []
         self.sums: list[np.ndarray] = []
         self.rows = 0
@@ -117,28 +118,32 @@ class _CellWindowSums:
         self.frames, self.sums = [merged], [np.add.reduceat(sums[order], starts, axis=0)]
         self.rows = self.merged_rows = len(merged)
 
-    def result(self) -> tuple[pd.DataFrame, np.ndarray]:
-        """(frame[keys, events, users, coherence], (G, D) float32 L2-normalised user-weighted means)."""
+    def result(self) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
+        """(frame[keys, events, users, coherence], (G, D) float32 L2-normalised user-weighted mean
+        vectors, (G, T) float32 user-weighted topic shares)."""
         self._reduce()
         if not self.frames:
-            return pd.DataFrame({c: [] for c in [*self._KEYS, "events", "users", "coherence"]}), np.zeros((0, 0), np.float32)
+            empty = pd.DataFrame({c: [] for c in [*self._KEYS, "events", "users", "coherence"]})
+            return empty, np.zeros((0, 0), np.float32), np.zeros((0, self.topics), np.float32)
         frame, sums = self.frames[0].copy(), self.sums[0]
         means = sums / frame["users"].to_numpy(np.float32)[:, None]
+        means, shares = means[:, : means.shape[1] - self.topics], means[:, means.shape[1] - self.topics :]
         norms = np.linalg.norm(means, axis=1)
         frame["coherence"] = norms.astype(np.float32)
-        return frame, (means / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
+        return frame, (means / np.maximum(norms, 1e-12)[:, None]).astype(np.float32), shares.astype(np.float32)
 
 
 def _write_cell_windows(
-    store: Store, config: Config, merged: tuple[pd.DataFrame, np.ndarray], datasets: list[int]
+    store: Store, config: Config, merged: tuple[pd.DataFrame, np.ndarray, np.ndarray], datasets: list[int]
 ) -> None:
     """Replace the cell x window vectors of `datasets` by the merged sums of a full run."""
-    frame, vectors = merged
+    frame, vectors, shares = merged
     for window, resolutions, _ in stored_aggregates(config):
         rows = (frame["window_size"] == window).to_numpy() if len(frame) else np.zeros(0, dtype=bool)
         store.replace_window_vectors(
             "cell_window_vectors", window, _cell_window_columns(frame.loc[rows], window),
             vectors[rows] if len(frame) else np.zeros((0, 0)), datasets=datasets, resolution=list(resolutions),
+            shares=shares[rows] if len(frame) else None,
         )
 
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import copy
 import json
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -179,15 +180,27 @@ def require_scored(path: str, config_json: str) -> analytics.ScoredEvents:
     return scored
 
 
+def _stored(answer: Callable[..., Any], config_json: str, *args: Any) -> Any:
+    """The answer of the aggregates stored at score time (`analytics.stored_*`), or None when they
+    cannot give it: a question of everyone reads a few rows, at any data size, without the events."""
+    config = _config_from(config_json)
+    with store_for(config) as store:
+        return answer(store, config, *args)
+
+
 @st.cache_data(show_spinner=False, max_entries=128)
 def interest_profile(path: str, config_json: str, filters: analytics.Filters) -> analytics.InterestProfile:
-    return analytics.interest_profile(require_scored(path, config_json), filters)
+    stored = _stored(analytics.stored_profile, config_json, filters)
+    return stored if stored is not None else analytics.interest_profile(require_scored(path, config_json), filters)
 
 
 @st.cache_data(show_spinner=False, max_entries=128)
 def region_map(
     path: str, config_json: str, filters: analytics.Filters, resolution: int, window: str | None
 ) -> analytics.RegionMap:
+    stored = _stored(analytics.stored_region_map, config_json, filters, resolution, window)
+    if stored is not None:
+        return stored
     return analytics.region_map(require_scored(path, config_json), filters, resolution, window)
 
 
@@ -195,13 +208,15 @@ def region_map(
 def window_counts(
     path: str, config_json: str, filters: analytics.Filters, window: str
 ) -> tuple[pd.DataFrame, int]:
-    return analytics.window_counts(require_scored(path, config_json), filters, window)
+    stored = _stored(analytics.stored_window_counts, config_json, filters, window)
+    return stored if stored is not None else analytics.window_counts(require_scored(path, config_json), filters, window)
 
 
-# a spinner: on a fresh server this may wait for the vectors (see `scored_events`)
+# a spinner: on a fresh server this may wait for the events (see `scored_events`)
 @st.cache_data(show_spinner="Computing the drift...", max_entries=64)
 def region_drift(path: str, config_json: str, filters: analytics.Filters, window: str) -> analytics.Drift:
-    return analytics.region_drift(require_scored(path, config_json), filters, window)
+    stored = _stored(analytics.stored_drift, config_json, filters, window)
+    return stored if stored is not None else analytics.region_drift(require_scored(path, config_json), filters, window)
 
 
 @st.cache_data(show_spinner="Scoring the phrase...", max_entries=64)
@@ -209,10 +224,9 @@ def query_interest(
     path: str, config_json: str, phrase: str, filters: analytics.Filters, resolution: int
 ) -> analytics.QueryResult:
     vector = phrase_vector(config_json, phrase)
-    with store_for(_config_from(config_json)) as store:  # a question of everyone: a few stored rows
-        result = analytics.stored_query(store, _config_from(config_json), phrase, vector, filters, resolution)
-    if result is not None:
-        return result
+    stored = _stored(analytics.stored_query, config_json, phrase, vector, filters, resolution)
+    if stored is not None:
+        return stored
     return analytics.query_interest(require_scored(path, config_json), phrase, vector, filters, resolution)
 
 

@@ -206,6 +206,7 @@ def filter_bar(config: Config) -> FilterState | None:
         topic=topic,
         polygon=polygon,
         uploaded=uploaded,
+        span=(lo, hi),
     )
 
 

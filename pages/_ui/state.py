@@ -41,6 +41,7 @@ class FilterState:
     topic: str | None = None
     polygon: tuple[tuple[float, float], ...] = ()  # drawn on the map, (lon, lat) corners
     uploaded: bool = False  # a GeoJSON file is part of `geojson`
+    span: tuple[dt.date, dt.date] | None = None  # the data's whole date range (the date widget's bounds)
 
     @property
     def comparison(self) -> tuple[dt.date, dt.date] | None:
@@ -57,10 +58,12 @@ class FilterState:
     def to_filters(self, *, period: tuple[dt.date, dt.date] | None = None, region: bool = True) -> analytics.Filters:
         """The analytics' Filters for this selection (another period or no region when asked)."""
         start, end = period or (self.start, self.end)
+        everything = self.span is not None and start <= self.span[0] and end >= self.span[1]
         return analytics.Filters(
             datasets=self.dataset_ids or None,
-            date_from=start,
-            date_to=end,
+            # the whole range selects every event: no date filter (so the stored aggregates answer)
+            date_from=None if everything else start,
+            date_to=None if everything else end,
             hours=None if self.hours == (0, 23) else tuple(range(self.hours[0], self.hours[1] + 1)),
             days_of_week=None if len(self.days) == 7 else self.days,
             cells=(self.cells or None) if region else None,

@@ -14,7 +14,9 @@ import pytest
 
 from tests._data.analytics import ingest, write_checkins
 from interestgeo import analytics as an
-from interestgeo.analytics.stored import stored_query
+from interestgeo.analytics.stored import (
+    stored_drift, stored_profile, stored_query, stored_region_map, stored_window_counts,
+)
 from interestgeo.config import Config, PrivacyConfig
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts, encoder_for
@@ -116,14 +118,59 @@ def test_vectors_kept_in_the_store_answer_like_vectors_in_memory(
     for filters in (busy_hours, some_cells):
         _assert_same_query(an.query_interest(streamed, "p", q, filters, 8), an.query_interest(held, "p", q, filters, 8))
         pd.testing.assert_frame_equal(an.interested_users(streamed, q, filters), an.interested_users(held, q, filters))
-    stored_reads = []
-    read = streamed.reader.window_rows
-    streamed.reader.window_rows = lambda *args: stored_reads.append(args) or read(*args)  # type: ignore[union-attr]
-    for filters in (an.Filters(), an.Filters(datasets=(ids[1],)), some_cells):  # stored means, then streamed ones
+    for filters in (an.Filters(), an.Filters(datasets=(ids[1],)), some_cells):
         a, b = an.region_drift(streamed, filters), an.region_drift(held, filters)
         assert len(a.timeline) >= 3
         pd.testing.assert_frame_equal(a.timeline.drop(columns=["distance"]), b.timeline.drop(columns=["distance"]))
         np.testing.assert_allclose(a.timeline["distance"], b.timeline["distance"], atol=1e-5)
-    assert stored_reads == [("week", None), ("week", [ids[1]])]  # a region's drift streamed the vectors instead
     with pytest.raises(RuntimeError, match="stay in the store"):
         streamed.vectors  # noqa: B018
+
+
+def _sorted(frame: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
+    return frame.sort_values(keys).reset_index(drop=True)
+
+
+@pytest.mark.parametrize("which", ["all", "b"])
+def test_maps_shares_drift_and_counts_from_the_stored_aggregates_equal_the_per_event_ones(
+    scored_store: tuple[Store, Config, list[int]], which: str
+) -> None:
+    store, config, ids = scored_store
+    filters = an.Filters() if which == "all" else an.Filters(datasets=(ids[1],))
+    scored = an.load_scored(store, config)
+
+    for window in (None, "week"):
+        a, b = stored_region_map(store, config, filters, 9, window), an.region_map(scored, filters, 9, window)
+        assert a is not None and len(b.cells) > 0 and a.hidden == b.hidden
+        keys = ["cell"] if window is None else ["cell", "window_start"]
+        pd.testing.assert_frame_equal(_sorted(a.cells, keys).drop(columns=["share"]), _sorted(b.cells, keys).drop(columns=["share"]))
+        np.testing.assert_allclose(_sorted(a.cells, keys)["share"], _sorted(b.cells, keys)["share"], atol=1e-5)
+        order_a, order_b = a.cells.sort_values(keys).index, b.cells.sort_values(keys).index
+        np.testing.assert_allclose(a.shares.loc[order_a].to_numpy(), b.shares.loc[order_b].to_numpy(), atol=1e-5)
+    assert (which == "all") == (an.region_map(scored, filters, 9).hidden > 0)  # the rare cell is hidden
+
+    a, b = stored_profile(store, config, filters), an.interest_profile(scored, filters)
+    assert a is not None and not b.hidden and (a.events, a.users, a.hidden) == (b.events, b.users, b.hidden)
+    pd.testing.assert_frame_equal(_sorted(a.shares, ["topic"]), _sorted(b.shares, ["topic"]), atol=1e-5)
+
+    a, b = stored_drift(store, config, filters, "week"), an.region_drift(scored, filters, "week")
+    assert a is not None and len(b.timeline) >= 3 and a.hidden == b.hidden
+    pd.testing.assert_frame_equal(a.timeline, b.timeline, atol=1e-5)
+    pd.testing.assert_frame_equal(a.shares, b.shares, atol=1e-5)
+    pd.testing.assert_frame_equal(a.topics, b.topics, atol=1e-5)
+
+    for window in ("day", "week"):
+        a, b = stored_window_counts(store, config, filters, window), an.window_counts(scored, filters, window)
+        assert a is not None and len(b[0]) > 0 and a[1] == b[1]
+        pd.testing.assert_frame_equal(a[0], b[0])
+
+
+def test_the_stored_answers_decline_filters_they_cannot_answer(scored_store: tuple[Store, Config, list[int]]) -> None:
+    store, config, _ = scored_store
+    for filters in (an.Filters(hours=(9,)), an.Filters(topic=0), an.Filters(date_to="2012-04-20")):
+        assert stored_region_map(store, config, filters, 9) is None
+        assert stored_profile(store, config, filters) is None
+        assert stored_drift(store, config, filters) is None
+        assert stored_window_counts(store, config, filters) is None
+    assert stored_region_map(store, config, an.Filters(), 7) is None  # not a stored resolution
+    assert stored_drift(store, config, an.Filters(), "day") is None  # not a stored window

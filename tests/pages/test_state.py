@@ -102,6 +102,15 @@ def test_an_unfiltered_selection_asks_the_core_for_everything_in_its_period() ->
     assert state.describe_region() == "Everywhere"
 
 
+def test_the_datas_whole_date_range_is_no_date_filter_and_anything_less_is_one() -> None:
+    span = (dt.date(2012, 4, 1), dt.date(2012, 4, 30))
+    whole = FilterState(dataset_ids=(1,), dataset_names=("a",), start=span[0], end=span[1], span=span)
+    assert whole.to_filters() == analytics.Filters(datasets=(1,)) and whole.to_filters().only_datasets
+    part = FilterState(dataset_ids=(1,), dataset_names=("a",), start=span[0], end=dt.date(2012, 4, 29), span=span)
+    assert (part.to_filters().date_from, part.to_filters().date_to) == (span[0], dt.date(2012, 4, 29))
+    assert not part.to_filters().only_datasets
+
+
 def test_a_full_selection_becomes_the_cores_filters_and_one_caption() -> None:
     state = FilterState(dataset_ids=(2,), dataset_names=("tokyo*",), start=dt.date(2012, 4, 1),
                         end=dt.date(2012, 4, 10), compare="previous period", hours=(8, 10), days=(0, 4),
