@@ -5,7 +5,9 @@ Why whole processes: the targets are what a person waits for and what the machin
 its own process under GNU time (wall seconds, peak RSS), beside the same steps on the demo alone
 (1x) in the same run as the reference. Replication: copy k gets user ids "<id>-r<k>" and its
 times shifted by k weeks, so users, histories and windows grow with N and the venues stay the
-demo's. The machine load (os.getloadavg) is printed with the figures.
+demo's. The machine load (os.getloadavg) is printed with the figures. Then the dashboard on the
+scored store: a real browser (Debian's chromium, `make browser`) opens the Overview and goes to
+Map and Drift, each timed to its script's end, with the server's peak RSS (`--no-dashboard` skips).
 
     .venv/bin/python benchmarks/bench_scale.py --copies 45 --work /tmp/scale-bench   # 5.1M events
 """
@@ -22,6 +24,7 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))  # the tests package (its browser helpers)
 CLI = str(ROOT / ".venv" / "bin" / "interestgeo")
 DEMO = ROOT / "data" / "nyc_checkins.csv.gz"
 MAPPING = ["user_id=user_id", "ts=utc_time", "lat=latitude", "lon=longitude", "text=venue_name+venue_category",
@@ -67,8 +70,8 @@ def register_model(db: Path, config: str | None) -> None:
     subprocess.run([sys.executable, "-c", code, str(db), config or ""], check=True)
 
 
-def run_size(copies: int, work: Path, config: str | None, phrase: str) -> dict[str, object]:
-    """ingest, score and query the demo replicated `copies` times in a fresh store."""
+def run_size(copies: int, work: Path, config: str | None, phrase: str, with_dashboard: bool = True) -> dict[str, object]:
+    """ingest, score and query the demo replicated `copies` times in a fresh store, then open the dashboard on it."""
     csv = work / f"nyc-x{copies}.csv.gz"
     db = work / f"scale-x{copies}.duckdb"
     for path in (db, Path(f"{db}.wal")):
@@ -82,7 +85,9 @@ def run_size(copies: int, work: Path, config: str | None, phrase: str) -> dict[s
     report = json.loads(score["out"])
     query = timed([CLI, "query", phrase, "--json", *common])
     events = int(report["events"])
+    board = dashboard(db, work, config) if with_dashboard else {"pages_s": {}, "server_peak_gb": float("nan")}
     return {
+        "dashboard_pages_s": board["pages_s"], "dashboard_peak_gb": board["server_peak_gb"],
         "copies": copies, "events": events, "rows_written": rows,
         "ingest_s": ingest["wall_s"], "ingest_peak_gb": ingest["peak_gb"],
         "score_s": score["wall_s"], "score_events_per_s": events / score["wall_s"], "score_peak_gb": score["peak_gb"],
@@ -90,6 +95,46 @@ def run_size(copies: int, work: Path, config: str | None, phrase: str) -> dict[s
         "query_s": query["wall_s"], "query_peak_gb": query["peak_gb"],
         "calibration": {k: v.get("sentence") for k, v in report.get("calibrations", {}).items()},
     }
+
+
+def dashboard(db: Path, work: Path, config: str | None) -> dict[str, object]:
+    """The dashboard on `db` as a visitor meets it: `streamlit run app.py`, then a real browser opens
+    the first page (Overview) and goes to Map and Drift; seconds from the click (or the address) to
+    the page's script finished, and the server's peak RSS (its VmHWM) over all of it."""
+    from playwright.sync_api import sync_playwright
+
+    from tests.browser.browser_helpers import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, go_to, open_app, start_server
+
+    config_file = work / "dashboard.toml"
+    text = Path(config).read_text(encoding="utf-8") if config else ""
+    config_file.write_text(text, encoding="utf-8")  # the defaults, warm-up included, as `make run` serves
+    proc, url = start_server(db, config_file, work / "dashboard.log")
+    seconds: dict[str, float] = {}
+    try:
+        with sync_playwright() as pw:
+            browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+            tab = browser.new_page(viewport=VIEWPORT)
+            started = time.perf_counter()
+            open_app(tab, url)
+            seconds["Overview"] = time.perf_counter() - started
+            for page in ("Map", "Drift"):
+                started = time.perf_counter()
+                go_to(tab, page)
+                seconds[page] = time.perf_counter() - started
+            browser.close()
+        peak = _peak_rss_gb(proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+    return {"pages_s": seconds, "server_peak_gb": peak}
+
+
+def _peak_rss_gb(pid: int) -> float:
+    """A running process's peak resident set (VmHWM), GB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmHWM:"):
+            return int(line.split()[1]) / 1e6
+    return float("nan")
 
 
 def ray_curve(args: argparse.Namespace, work: Path) -> list[dict[str, object]]:
@@ -104,6 +149,7 @@ def main() -> int:
     parser.add_argument("--config", default=None, help="TOML config (e.g. the text encoder of the shipped model)")
     parser.add_argument("--phrase", default="jazz club")
     parser.add_argument("--no-reference", action="store_true", help="skip the 1x reference run")
+    parser.add_argument("--no-dashboard", action="store_true", help="skip opening the dashboard in a browser")
     args = parser.parse_args()
     if not DEMO.exists():
         print(f"SKIPPED: the demo file {DEMO} is missing", file=sys.stderr)
@@ -112,7 +158,7 @@ def main() -> int:
     started = time.perf_counter()
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()} at start")
     sizes = ([] if args.no_reference or args.copies == 1 else [1]) + [args.copies]
-    results = [run_size(n, args.work, args.config, args.phrase) for n in sizes]
+    results = [run_size(n, args.work, args.config, args.phrase, not args.no_dashboard) for n in sizes]
     results += ray_curve(args, args.work)
     for r in results:
         print(
@@ -120,6 +166,9 @@ def main() -> int:
             f"{r['score_events_per_s']:,.0f} events/s, peak {r['score_peak_gb']:.2f} GB | query {r['query_s']:.2f} s, "
             f"peak {r['query_peak_gb']:.2f} GB"
         )
+        if r["dashboard_pages_s"]:
+            pages = ", ".join(f"{name} {t:.1f} s" for name, t in r["dashboard_pages_s"].items())
+            print(f"     dashboard: {pages}; server peak {r['dashboard_peak_gb']:.2f} GB")
         for sentence in r["calibration"].values():
             print("     ", sentence)
     print(f"load {os.getloadavg()} at the end; {time.perf_counter() - started:.0f} s in all")

@@ -255,7 +255,7 @@ class _BucketScorer:
     def __call__(self, table: Any) -> dict[str, np.ndarray]:
         from interestgeo.store import Store
         from interestgeo.vectors.chunks import score_chunk
-        from interestgeo.vectors.staging import _arrow_with_vectors
+        from interestgeo.vectors.staging import CELL_COLUMNS, _arrow_with_vectors, _columns
 
         bucket = int(table.column("bucket")[0].as_py())
         name = f"bucket-{bucket:05d}.parquet"  # one name per bucket: a retried task overwrites its files
@@ -272,7 +272,7 @@ class _BucketScorer:
         cells = result.cell_windows
         cell_week, cell_parent = _partition_keys(cells["window_start"].to_numpy("datetime64[ns]"),
                                                  cells["cell"].to_numpy(np.int64), self.parent_resolution)
-        sums = _arrow_with_vectors(_columns(cells, _CELL_COLUMNS), sum=result.cell_window_sums)
+        sums = _arrow_with_vectors(_columns(cells, CELL_COLUMNS), sum=result.cell_window_sums)
         _write_partitioned(self.out / "cell_sums", name, sums, cells["dataset_id"].to_numpy(), cell_week, cell_parent)
         if len(result.user_windows):
             import pyarrow.parquet as pq
@@ -284,16 +284,8 @@ class _BucketScorer:
         return {"bucket": np.array([bucket]), "events": np.array([len(result)]), "users": np.array([n_users])}
 
 
-# Column types of the window tables as the store declares them (Parquet carries them to DuckDB).
-_CELL_COLUMNS = {"dataset_id": np.int32, "resolution": np.int8, "window_size": object,
-                 "window_start": "datetime64[us]", "cell": np.int64, "events": np.int32, "users": np.int32}
 _USER_COLUMNS = {"dataset_id": np.int32, "user_id": object, "window_size": object,
                  "window_start": "datetime64[us]", "events": np.int32, "coherence": np.float32}
-
-
-def _columns(frame: pd.DataFrame, types: dict[str, Any]) -> dict[str, np.ndarray]:
-    return {name: frame[name].astype(str).to_numpy(object) if kind is object else frame[name].to_numpy(kind)
-            for name, kind in types.items()}
 
 
 # ------------------------------------------------------------------------------------ aggregate
@@ -302,24 +294,13 @@ def _columns(frame: pd.DataFrame, types: dict[str, Any]) -> dict[str, np.ndarray
 def _merge_cell_sums(folder: str, topics: int) -> dict[str, Any]:
     """The cell x window vectors of one (dataset, week, parent) folder of per-bucket sums: every
     stored window lies inside a week and every stored cell inside its parent, so the folder holds
-    all the users of each of its cells x windows and the merge is exact (vectors/staging.py's sums / users)."""
-    import pyarrow.parquet as pq
+    all the users of each of its cells x windows and the merge is exact (vectors/staging.py)."""
+    from interestgeo.vectors.staging import merge_cell_sums
 
-    from interestgeo.vectors.staging import _arrow_with_vectors, _CellWindowSums
-
-    sums = _CellWindowSums(topics)
-    for path in sorted(Path(folder).glob("bucket-*.parquet")):  # one file per bucket, its keys unique
-        table = pq.read_table(path, partitioning=None)
-        sums.add(table.drop(["sum", "week", "parent"]).to_pandas(), np.stack(table.column("sum").to_numpy(zero_copy_only=False)))
-    frame, vectors, shares = sums.result()
     out = Path(folder) / "merged"
     out.mkdir(exist_ok=True)
-    merged = _arrow_with_vectors(
-        {**_columns(frame, _CELL_COLUMNS), "coherence": frame["coherence"].to_numpy(np.float32)}, vector=vectors,
-        shares=shares,
-    )
-    pq.write_table(merged, out / "cell_window_vectors.parquet")
-    return {"file": str(out / "cell_window_vectors.parquet"), "rows": len(frame)}
+    paths = [str(p) for p in sorted(Path(folder).glob("bucket-*.parquet"))]  # one file per bucket, its keys unique
+    return {"file": merge_cell_sums(paths, topics, out / "cell_window_vectors.parquet")}
 
 
 # ---------------------------------------------------------------------------------------- whole

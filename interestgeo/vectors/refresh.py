@@ -36,7 +36,7 @@ from interestgeo.vectors.chunks import (
     stored_aggregates,
 )
 from interestgeo.vectors.sources import BlendedSource, VectorSource, _text_vectors_fn, load_source, source_label
-from interestgeo.vectors.staging import _cell_window_columns, _CellWindowSums, _Staging, _write_cell_windows
+from interestgeo.vectors.staging import _cell_window_columns, _Staging
 from interestgeo.windows import SPAN_WINDOWS, window_floor
 
 if TYPE_CHECKING:
@@ -218,26 +218,27 @@ def score_store(
     chunks = (events.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:]))
     bounds_users = np.flatnonzero(_new_user(events))
     with _Staging(store.path) as staging:
-        cells = _CellWindowSums(len(topics))
         for result in (runner or local_chunks)(state, chunks):
             staging.add(result)
-            cells.add(result.cell_windows, result.cell_window_sums)
             if progress is not None:
                 progress(staging.events / len(events), f"{staging.events:,} of {len(events):,} events")
         if staging.events != len(events):
             raise RuntimeError(f"the scoring engine returned {staging.events:,} of {len(events):,} events")
         users = len(bounds_users)
+        cell_files = staging.merged_cells(len(topics))  # before the transaction: no lock held meanwhile
         # one short transaction: what the chunks wrote to Parquet goes in at once (all or nothing)
         with store.transaction():
             if topics_fresh:
                 store.write_topics(topics.labels, topics.source, topics.vectors)
             store.delete_event_vectors(datasets)
             store.insert_parquet("event_vectors", staging.files("event_vectors"))
-            for window, _, with_users in stored_aggregates(config):
+            for window, resolutions, with_users in stored_aggregates(config):
                 if with_users:
                     store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=dataset_ids)
+                store.replace_window_vectors("cell_window_vectors", window, {}, np.zeros((0, 0)), datasets=dataset_ids,
+                                             resolution=list(resolutions))
             store.insert_parquet("user_window_vectors", staging.files("user_window_vectors"))
-            _write_cell_windows(store, config, cells.result(), dataset_ids)
+            store.insert_parquet("cell_window_vectors", cell_files)
             _write_calibrations(store, source, calibrations.values())
             elapsed = time.perf_counter() - started
             store.record_score_run(source_label(source), None, len(events), users, elapsed)

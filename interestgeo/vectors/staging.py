@@ -1,9 +1,11 @@
 """Where a full run's chunk results wait before the store's one write transaction.
 
 The chunks' per-event and per-user results are staged as Parquet beside the database
-(`_Staging`), and their cell x window sums are merged by key as they come (`_CellWindowSums`),
-so a run holds one chunk in memory and the write lock is held only for the final inserts.
-ray_engine.py writes and merges its actors' results with the same pieces.
+(`_Staging`), and so are their cell x window sums, split into `CELL_PARTS` partitions by week: at
+the end each partition is merged alone (`merge_cell_sums`: a cell x window's sums all lie in the
+partition of its week), so neither the chunks nor the merge hold every cell x window at once (at
+millions of events those sums outgrow the events' own vectors), and the write lock is held only
+for the final inserts. ray_engine.py writes and merges its actors' results with the same pieces.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import numpy as np
 import pandas as pd
 
 from interestgeo.config import Config
+from interestgeo.windows import monday_on_or_before
 
 from interestgeo.vectors.chunks import stored_aggregates
 
@@ -35,6 +38,7 @@ class _Staging:
         self.folder = Path(tempfile.mkdtemp(prefix=".interestgeo-score-", dir=folder))
         self._files: dict[str, list[str]] = {"event_vectors": [], "user_window_vectors": []}
         self.events = 0
+        self.cell_parts: dict[int, list[str]] = {}
 
     def __enter__(self) -> _Staging:
         return self
@@ -57,17 +61,32 @@ class _Staging:
                 "window_start": w["window_start"].to_numpy("datetime64[us]"), "events": w["events"].to_numpy(np.int32),
                 "coherence": w["coherence"].to_numpy(np.float32),
             }, vector=result.user_window_vectors)
+        if len(result.cell_windows):
+            cells = result.cell_windows
+            part = cell_part(cells["window_start"].to_numpy("datetime64[ns]"))
+            for p in np.unique(part):
+                rows = part == p
+                path = self.folder / f"cells-{int(p):02d}-{n:06d}.parquet"
+                _write_parquet(_arrow_with_vectors(_columns(cells.loc[rows], CELL_COLUMNS), sum=result.cell_window_sums[rows]), path)
+                self.cell_parts.setdefault(int(p), []).append(str(path))
         self.events += len(result)
 
     def _write(self, table: str, n: int, columns: dict[str, np.ndarray], **matrices: np.ndarray) -> None:
         import pyarrow.parquet as pq
 
         path = self.folder / f"{table}-{n:06d}.parquet"
-        pq.write_table(_arrow_with_vectors(columns, **matrices), path)
+        _write_parquet(_arrow_with_vectors(columns, **matrices), path)
         self._files[table].append(str(path))
 
     def files(self, table: str) -> list[str]:
         return list(self._files[table])
+
+    def merged_cells(self, topics: int) -> list[str]:
+        """Merge each partition's cell sums into final cell_window_vectors rows (Parquet files)."""
+        return [
+            merge_cell_sums(paths, topics, self.folder / f"cells-{p:02d}-merged.parquet")
+            for p, paths in sorted(self.cell_parts.items())
+        ]
 
 
 def _arrow_with_vectors(columns: dict[str, np.ndarray], **matrices: np.ndarray) -> Any:
@@ -81,6 +100,51 @@ def _arrow_with_vectors(columns: dict[str, np.ndarray], **matrices: np.ndarray) 
         offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
         table = table.append_column(name, pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1))))
     return table
+
+
+# Partitions of the cell x window sums (by week): each is merged alone, 1/CELL_PARTS of the rows.
+CELL_PARTS = 16
+# Column types of the window tables as the store declares them (Parquet carries them to DuckDB).
+CELL_COLUMNS = {"dataset_id": np.int32, "resolution": np.int8, "window_size": object,
+                "window_start": "datetime64[us]", "cell": np.int64, "events": np.int32, "users": np.int32}
+
+
+def _columns(frame: pd.DataFrame, types: dict[str, Any]) -> dict[str, np.ndarray]:
+    return {name: frame[name].astype(str).to_numpy(object) if kind is object else frame[name].to_numpy(kind)
+            for name, kind in types.items()}
+
+
+def _write_parquet(table: Any, path: Any) -> None:
+    import pyarrow.parquet as pq
+
+    pq.write_table(table, path)
+
+
+def cell_part(window_start: np.ndarray) -> np.ndarray:
+    """(N,) the partition of each cell x window row: its week's number modulo CELL_PARTS (every
+    window of a stored size lies in one week, so a row's partners always share its partition)."""
+    days = np.asarray(window_start, dtype="datetime64[D]").astype(np.int64)
+    return (monday_on_or_before(days) // 7) % CELL_PARTS
+
+
+def merge_cell_sums(paths: list[str], topics: int, out: Any) -> str:
+    """Merge the cell x window sums in Parquet `paths` (CELL_COLUMNS + `sum`, all the users of each
+    of their cells x windows) into cell_window_vectors rows written to `out`; returns its path."""
+    import pyarrow.parquet as pq
+
+    sums = _CellWindowSums(topics)
+    for path in paths:
+        table = pq.read_table(path, partitioning=None)
+        column = table.column("sum").combine_chunks()
+        sums.add(table.select(list(CELL_COLUMNS)).to_pandas(),
+                 column.flatten().to_numpy().reshape(table.num_rows, -1))
+    frame, vectors, shares = sums.result()
+    merged = _arrow_with_vectors(
+        {**_columns(frame, CELL_COLUMNS), "coherence": frame["coherence"].to_numpy(np.float32)}, vector=vectors,
+        shares=shares,
+    )
+    _write_parquet(merged, out)
+    return str(out)
 
 
 class _CellWindowSums:
@@ -131,20 +195,6 @@ class _CellWindowSums:
         norms = np.linalg.norm(means, axis=1)
         frame["coherence"] = norms.astype(np.float32)
         return frame, (means / np.maximum(norms, 1e-12)[:, None]).astype(np.float32), shares.astype(np.float32)
-
-
-def _write_cell_windows(
-    store: Store, config: Config, merged: tuple[pd.DataFrame, np.ndarray, np.ndarray], datasets: list[int]
-) -> None:
-    """Replace the cell x window vectors of `datasets` by the merged sums of a full run."""
-    frame, vectors, shares = merged
-    for window, resolutions, _ in stored_aggregates(config):
-        rows = (frame["window_size"] == window).to_numpy() if len(frame) else np.zeros(0, dtype=bool)
-        store.replace_window_vectors(
-            "cell_window_vectors", window, _cell_window_columns(frame.loc[rows], window),
-            vectors[rows] if len(frame) else np.zeros((0, 0)), datasets=datasets, resolution=list(resolutions),
-            shares=shares[rows] if len(frame) else None,
-        )
 
 
 def _cell_window_columns(cells: pd.DataFrame, window: str) -> dict[str, Any]:
