@@ -52,6 +52,9 @@ class StoreConfig:
     max_file_bytes: int = 2 * 1024**3
     # DuckDB threads; None lets DuckDB use every core.
     threads: int | None = None
+    # DuckDB's memory limit per process, MB (None: DuckDB's default, 80 % of RAM). Beyond it DuckDB
+    # writes to disk: a full score's insert of a million events' vectors held ~3 GB without it.
+    memory_limit_mb: int | None = 2048
     # How long a reader (a dashboard query) waits for a writer's commit before saying "reload in a
     # moment": short, as a person is looking at the page (see store/file_access.py).
     read_wait_s: float = 3.0
@@ -157,6 +160,9 @@ class AppConfig:
     # Load the interest vectors in the background at the first visit: the first page that needs
     # them then waits less (the NYC demo's take ~1.5-2.5 s to load on 2 cores).
     warm_up: bool = True
+    # ... but not beyond this many events: the questions of everyone are answered from the stored
+    # aggregates, and holding every event's row (~1 kB each) for the rest is not worth it up front.
+    warm_up_max_events: int = 1_000_000
 
 
 @dataclass(frozen=True)

@@ -97,6 +97,8 @@ class Store(EventsPart, EventVectorsPart, WindowVectorsPart, RunsPart, RegistryP
             con.execute("SET TimeZone = 'UTC'")
             if config.store.threads:
                 con.execute("SET threads = ?", [int(config.store.threads)])
+            if config.store.memory_limit_mb:
+                con.execute("SET memory_limit = ?", [f"{int(config.store.memory_limit_mb)}MB"])
             store = cls(con, path, read_only, config)
             store._access = access
             if not read_only:
