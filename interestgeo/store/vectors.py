@@ -136,7 +136,17 @@ class EventVectorsPart(StorePart):
 
         Raises LookupError when one has none (it was deleted or re-scored away meanwhile).
         """
+        has, vectors = self.existing_event_vectors(event_ids)
+        if not has.all():
+            raise LookupError(f"{int((~has).sum())} of {len(has)} events have no interest vector any more")
+        return vectors
+
+    def existing_event_vectors(self, event_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(len(event_ids),) bool: which of these events have a stored vector, and those vectors
+        ((has.sum(), D), in the order of the ids)."""
         wanted = np.asarray(event_ids, dtype=np.int64)
+        if not self._analytics_tables_exist():
+            return np.zeros(len(wanted), dtype=bool), np.zeros((0, 0), np.float32)
         stored = self._first_row("SELECT count(*) FROM event_vectors")[0]
         if 2 * len(wanted) >= stored:  # most of them: a plain scan (the join costs more than it saves)
             table = self._arrow_query("SELECT event_id, vector FROM event_vectors").to_arrow_table()
@@ -149,9 +159,7 @@ class EventVectorsPart(StorePart):
             finally:
                 self.con.unregister("analytics_wanted")
         rows, has = align(table.column("event_id").to_numpy(), wanted)
-        if not has.all():
-            raise LookupError(f"{int((~has).sum())} of {len(wanted)} events have no interest vector any more")
-        return vectors_from_arrow(table.column("vector"), table.num_rows, rows)
+        return has, vectors_from_arrow(table.column("vector"), table.num_rows, rows)
 
     def vector_dim(self) -> int:
         """The dimension of the stored interest vectors (0 when none is stored)."""

@@ -35,6 +35,7 @@ from interestgeo.vectors.chunks import (
     score_chunk,
     stored_aggregates,
 )
+from interestgeo.vectors.span import span_rows_stored, update_span_aggregates
 from interestgeo.vectors.sources import BlendedSource, VectorSource, _text_vectors_fn, load_source, source_label
 from interestgeo.vectors.staging import _cell_window_columns, _Staging
 from interestgeo.windows import SPAN_WINDOWS, window_floor
@@ -105,13 +106,16 @@ def _topics(
 
 
 def _write_aggregates(
-    store: Store, config: Config, scored: ScoredEvents, datasets: list[int], from_day: dict[int, np.datetime64] | None
+    store: Store, config: Config, scored: ScoredEvents, datasets: list[int], from_day: dict[int, np.datetime64] | None,
+    span: bool = True,
 ) -> None:
     """(Re)write the stored aggregates (`stored_aggregates`) of `datasets` from a local day on:
-    dated windows from the window holding that day, whole-span ones entirely."""
+    dated windows from the window holding that day, whole-span ones (unless not `span`) entirely."""
     for dataset_id in datasets:
         start = None if from_day is None else from_day[dataset_id]
         for window, resolutions, with_users in stored_aggregates(config):
+            if window in SPAN_WINDOWS and not span:
+                continue
             # windows overlapping the start day are recomputed whole: start from the window's start
             window_from = None if start is None or window in SPAN_WINDOWS else window_floor(start, window)
             filters = Filters(
@@ -322,6 +326,7 @@ def _score_update(
     if affected.empty:
         return ScoreReport(source_label(source), "update", 0, 0, 0, time.perf_counter() - started, 0, "", since_text)
     histories = store.user_histories(affected)
+    had_vector, old_vectors = store.existing_event_vectors(histories["event_id"].to_numpy(np.int64))
     calibrations: dict[int, Calibration] = {}
     if isinstance(source, BlendedSource):  # a dataset scored for the first time is calibrated first
         for dataset_id in sorted(set(histories["dataset_id"].astype(int)) - set(source.weights)):
@@ -345,13 +350,27 @@ def _score_update(
     new = histories.loc[keep].reset_index(drop=True)
     from_day = new.groupby("dataset_id")["local_ts"].min().to_numpy("datetime64[D]")
     datasets = sorted(new["dataset_id"].unique().tolist())
+    # the touched people's events before and after, for the whole-span aggregates (vectors/span.py)
+    context = histories.assign(topic=np.int16(0))  # the aggregates do not read an event's own topic
+    now = np.zeros((len(histories), vectors.shape[1]), dtype=np.float32)
+    old_vectors = old_vectors.reshape(int(had_vector.sum()), vectors.shape[1])
+    now[had_vector] = old_vectors
+    now[keep] = vectors
+    before = ScoredEvents(context.loc[had_vector].reset_index(drop=True), old_vectors, topics, config)
+    after = ScoredEvents(context.loc[had_vector | keep].reset_index(drop=True), now[had_vector | keep], topics, config)
+    reweigh = span_rows_stored(store, config, datasets)
     with store.transaction():
         store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors, sims)
         starts = dict(zip(datasets, from_day))
-        # the whole-span aggregates ("all", hours of the week) need every scored event of these datasets
-        events, stored_vectors = store.scored_events(datasets)
+        # dated windows from the earliest one touched; whole-span ones re-weighed by the touched
+        # people (or, for a file scored before they were stored, recomputed from every event)
+        dated = [w for w, _, _ in stored_aggregates(config) if w not in SPAN_WINDOWS]
+        earliest = min((window_floor(d, w) for d in from_day for w in dated), default=None) if reweigh else None
+        events, stored_vectors = store.scored_events(datasets, None if earliest is None else pd.Timestamp(earliest).to_pydatetime())
         scored = ScoredEvents(events, stored_vectors, topics, config)
-        _write_aggregates(store, config, scored, datasets, starts)
+        _write_aggregates(store, config, scored, datasets, starts, span=not reweigh)
+        if reweigh:
+            update_span_aggregates(store, config, topics, before, after, datasets)
         _write_calibrations(store, source, calibrations.values())
         elapsed = time.perf_counter() - started
         store.record_score_run(source_label(source), since.to_pydatetime() if since is not None else None, len(new), len(affected), elapsed)

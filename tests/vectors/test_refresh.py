@@ -14,6 +14,7 @@ from interestgeo import analytics as an
 from interestgeo.config import Config, PrivacyConfig
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts
+from interestgeo.vectors.refresh import _write_aggregates
 from interestgeo.vectors import (
     RecencySource,
     fill_missing_similarities,
@@ -98,8 +99,13 @@ def test_full_score_stores_unit_vectors_topics_and_the_same_aggregates_analytics
             np.testing.assert_allclose(vectors, fresh.vectors[expected], atol=1e-5)
 
 
-def test_dynamic_update_equals_a_full_rescore(tmp_path: Path, files: tuple[Path, Path], encoder: TextEncoder) -> None:
+def test_dynamic_update_equals_a_full_rescore(
+    tmp_path: Path, files: tuple[Path, Path], encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
     config = config_for(tmp_path / "d.duckdb")
+    reads: list[object] = []  # what an update reads of the stored vectors: not every event's
+    scored_events = Store.scored_events
+    monkeypatch.setattr(Store, "scored_events", lambda self, *a: reads.append(a) or scored_events(self, *a))
     with Store.open(config.store.path, config=config) as store:
         source = recency(store, encoder)
         ingest(store, files[0], config, "april")
@@ -115,8 +121,10 @@ def test_dynamic_update_equals_a_full_rescore(tmp_path: Path, files: tuple[Path,
         assert update.mode == "update" and update.events == len(store.events([2]))
         after_update = snapshot(store)
         # events from a time on are re-scored too (e.g. after a correction), still the same result
+        reads.clear()
         again = score_store(store, config, source=source, encoder=encoder, since="2012-04-25T00:00:00Z")
         assert 0 < again.events < len(store.events())
+        assert reads and all(len(a) == 2 and a[1] is not None for a in reads)  # from the earliest week touched on
         assert_same(after_update, snapshot(store))
         score_store(store, config, source=source, encoder=encoder)  # full re-score, same topics
         assert_same(after_update, snapshot(store))
@@ -156,6 +164,12 @@ def test_model_update_of_known_users_equals_a_full_rescore(tmp_path: Path, encod
             events.loc[new, "dataset_id"].to_numpy(), events.loc[new, "event_id"].to_numpy(),
             np.zeros(new.sum(), dtype=np.int16), np.zeros((new.sum(), encoder.dim), dtype=np.float32),
         )
+        # ... and their aggregates with them, as a full score of those vectors would store them
+        # (an update re-weighs the whole-span ones by the touched people's stored vectors)
+        forgotten, vectors = store.scored_events()
+        _write_aggregates(store, config, an.ScoredEvents(forgotten, vectors, store.analytics_topics(), config),
+                          sorted(forgotten["dataset_id"].unique().tolist()), None)
+        assert not np.allclose(store.window_vectors("cell_window_vectors", "all", k=0)[1], full["cell_vectors all"], atol=1e-3)
         update = score_store(store, config, source=model, encoder=encoder, since=since.isoformat())
         assert update.events == new.sum() and update.history_events > update.events
         assert_same(full, snapshot(store))
