@@ -37,7 +37,7 @@ from interestgeo.vectors.chunks import (
 )
 from interestgeo.vectors.span import span_rows_stored, update_span_aggregates
 from interestgeo.vectors.sources import BlendedSource, VectorSource, _text_vectors_fn, load_source, source_label
-from interestgeo.vectors.staging import _cell_window_columns, _Staging
+from interestgeo.vectors.staging import _cell_window_columns, _Staging, _user_window_columns
 from interestgeo.windows import SPAN_WINDOWS, window_floor
 
 if TYPE_CHECKING:
@@ -125,19 +125,8 @@ def _write_aggregates(
             if with_users:
                 frame, vectors = aggregate_user_windows(scored, filters, window)
                 store.replace_window_vectors(
-                    "user_window_vectors",
-                    window,
-                    {
-                        "dataset_id": np.full(len(frame), dataset_id, dtype=np.int32),
-                        "user_id": frame["user_id"].astype(str).tolist(),
-                        "window_size": [window] * len(frame),
-                        "window_start": frame["window_start"].to_numpy("datetime64[us]"),
-                        "events": frame["events"].to_numpy(np.int32),
-                        "coherence": frame["coherence"].to_numpy(np.float32),
-                    },
-                    vectors,
-                    datasets=[dataset_id],
-                    from_start=window_from,
+                    "user_window_vectors", window, _user_window_columns(frame, dataset_id, window), vectors,
+                    datasets=[dataset_id], from_start=window_from,
                 )
             # every resolution's cells in one replace (one DELETE + INSERT instead of one per resolution)
             parts = [(r, *aggregate_cell_windows(scored, filters, r, window)) for r in resolutions]

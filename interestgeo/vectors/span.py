@@ -21,7 +21,7 @@ from interestgeo.analytics import Filters, ScoredEvents, aggregate_cell_windows,
 from interestgeo.config import Config
 from interestgeo.topics import Topics
 from interestgeo.vectors.chunks import stored_aggregates
-from interestgeo.vectors.staging import _cell_window_columns
+from interestgeo.vectors.staging import _cell_window_columns, _user_window_columns
 from interestgeo.windows import SPAN_WINDOWS
 
 if TYPE_CHECKING:
@@ -118,14 +118,5 @@ def _replace_user_rows(store: Store, window: str, dataset_id: int, after: Scored
     frame = pd.concat([kept[fresh.columns] if len(kept) else kept, fresh], ignore_index=True)
     matrix = np.concatenate([vectors[~touched], fresh_vectors]) if len(stored) else fresh_vectors
     store.replace_window_vectors(
-        "user_window_vectors", window,
-        {
-            "dataset_id": np.full(len(frame), dataset_id, dtype=np.int32),
-            "user_id": frame["user_id"].astype(str).tolist(),
-            "window_size": [window] * len(frame),
-            "window_start": frame["window_start"].to_numpy("datetime64[us]"),
-            "events": frame["events"].to_numpy(np.int32),
-            "coherence": frame["coherence"].to_numpy(np.float32),
-        },
-        matrix, datasets=[dataset_id],
+        "user_window_vectors", window, _user_window_columns(frame, dataset_id, window), matrix, datasets=[dataset_id],
     )

@@ -209,3 +209,15 @@ def _cell_window_columns(cells: pd.DataFrame, window: str) -> dict[str, Any]:
         "users": cells["users"].to_numpy(np.int32),
         "coherence": cells["coherence"].to_numpy(np.float32),
     }
+
+
+def _user_window_columns(users: pd.DataFrame, dataset_id: int, window: str) -> dict[str, Any]:
+    """The user_window_vectors columns (besides the vector) of one dataset's user x window rows."""
+    return {
+        "dataset_id": np.full(len(users), dataset_id, dtype=np.int32),
+        "user_id": users["user_id"].astype(str).tolist(),
+        "window_size": [window] * len(users),
+        "window_start": users["window_start"].to_numpy("datetime64[us]"),
+        "events": users["events"].to_numpy(np.int32),
+        "coherence": users["coherence"].to_numpy(np.float32),
+    }
