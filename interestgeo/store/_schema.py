@@ -140,7 +140,7 @@ ANALYTICS_TABLES = (
         elapsed_s DOUBLE NOT NULL,
         events_per_s DOUBLE NOT NULL
     )""",
-    # Per dataset, what the last calibrating score measured on its most recent events (score.py):
+    # Per dataset, what the last calibrating score measured on its most recent events (vectors/refresh.py):
     # the cutoff its world counts stop at, the history weight chosen, and the next-event MRR of
     # the stored vectors against the history baseline on held-out pairs.
     """CREATE TABLE IF NOT EXISTS dataset_calibration (

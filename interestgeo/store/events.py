@@ -202,7 +202,7 @@ class EventsPart(StorePart):
         self.con.register("analytics_users", keys)
         try:
             # through Arrow: DuckDB's own pandas conversion took ~75 ms of a dynamic update for 40k
-            # rows, Arrow ~40 ms (the same frame, tests/test_score.py)
+            # rows, Arrow ~40 ms (the same frame, tests/vectors/test_refresh.py)
             table = self._arrow_query(
                 f"""SELECT {columns} FROM events e SEMI JOIN analytics_users u
                       ON e.dataset_id = u.dataset_id AND e.user_id = u.user_id

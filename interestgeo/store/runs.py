@@ -1,7 +1,7 @@
 """What each score run leaves besides vectors: the run log (`score_runs`) and, per dataset, the
 calibration the last calibrating run measured (`dataset_calibration`: the cutoff its world counts
 stop at, the history weight chosen, the next-event MRR of the stored vectors against the history
-baseline on held-out pairs; see score.py and calibration.py).
+baseline on held-out pairs; see vectors/refresh.py and calibration.py).
 """
 
 from __future__ import annotations
