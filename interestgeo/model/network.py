@@ -33,6 +33,7 @@ import warnings
 from dataclasses import dataclass, fields
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
@@ -196,6 +197,9 @@ def sharpen(p: torch.Tensor, a: float) -> torch.Tensor:
 EXPECTATION_PRUNE = 1e-4
 # Below this share of (row, venue) pairs kept, the pruned expectation is a sparse product; above, dense.
 SPARSE_SHARE = 0.05
+# Query rows per block of InterestModel.expected_text's (rows, V) passes: 64 x 5k venues x 4 bytes =
+# 1.3 MB per buffer, inside a core's L2 cache.
+EXPECTED_BLOCK_ROWS = 64
 
 
 def expectation(
@@ -213,18 +217,9 @@ def expectation(
     """
     prune = EXPECTATION_PRUNE if prune is None else prune
     if prune > 0 and a != 1:
-        # q >= prune * max q  <=>  p >= prune^(1/a) * max p: chosen on p, so only the kept are powered
-        keep = p >= prune ** (1.0 / a) * p.amax(-1, keepdim=True)  # (N, V)
-        at = keep.nonzero()  # (K, 2) row-major
-        if len(at) < SPARSE_SHARE * p.numel():
-            q = p[at[:, 0], at[:, 1]].pow_(a)  # (K,)
-            rows = torch.zeros(len(p) + 1, dtype=torch.int64)
-            torch.cumsum(torch.bincount(at[:, 0], minlength=len(p)), 0, out=rows[1:])
-            total = torch.zeros(len(p)).index_add_(0, at[:, 0], q)[:, None].clamp_(min=1e-30)  # (N, 1)
-            with warnings.catch_warnings():  # torch calls its CSR tensors beta (the product is the stable part)
-                warnings.simplefilter("ignore", UserWarning)
-                weights = torch.sparse_csr_tensor(rows, at[:, 1], q, size=p.shape, check_invariants=False)
-            return (weights @ venue_text).div_(total)
+        rows, cols = kept_venues(p, a, prune)
+        if len(rows) < SPARSE_SHARE * p.numel():
+            return sparse_expectation(rows, cols, p[rows, cols], a, len(p), venue_text)
     if a == 1:
         q = p
     elif a in (2, 4):
@@ -234,9 +229,35 @@ def expectation(
     else:
         q = p.pow(a)
     if prune > 0 and a != 1:
-        q = q.masked_fill(~keep, 0.0)
+        q = q.masked_fill(p < prune ** (1.0 / a) * p.amax(-1, keepdim=True), 0.0)
     total = q.sum(-1, keepdim=True).clamp(min=1e-30)  # (N, 1)
     return (q @ venue_text).div_(total)
+
+
+def kept_venues(p: torch.Tensor, a: float, prune: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """(rows, columns), row-major, of the entries of p (N, V) that `expectation` keeps at sharpness a:
+    p^a >= prune x the row's largest p^a, i.e. p >= prune^(1/a) x the row's largest p."""
+    threshold = prune ** (1.0 / a) * p.amax(-1, keepdim=True)  # (N, 1)
+    if p.device.type == "cpu":  # numpy's compare and flatnonzero: several times torch's ge + nonzero
+        at = torch.from_numpy(np.flatnonzero(p.numpy() >= threshold.numpy()))
+        return at // p.shape[1], at % p.shape[1]
+    rows, cols = (p >= threshold).nonzero(as_tuple=True)
+    return rows, cols
+
+
+def sparse_expectation(
+    rows: torch.Tensor, cols: torch.Tensor, values: torch.Tensor, a: float, n_rows: int, venue_text: torch.Tensor,
+) -> torch.Tensor:
+    """(n_rows, E): row r = sum_k values_k^a * venue_text[cols_k] / sum_k values_k^a over its entries
+    k (rows sorted ascending; a row without entries is zeros)."""
+    q = values.pow(a)  # (K,)
+    ptr = torch.zeros(n_rows + 1, dtype=torch.int64, device=q.device)
+    torch.cumsum(torch.bincount(rows, minlength=n_rows), 0, out=ptr[1:])
+    total = torch.zeros(n_rows, device=q.device).index_add_(0, rows, q)[:, None].clamp_(min=1e-30)  # (n_rows, 1)
+    with warnings.catch_warnings():  # torch calls its CSR tensors beta (the product is the stable part)
+        warnings.simplefilter("ignore", UserWarning)
+        weights = torch.sparse_csr_tensor(ptr, cols, q, size=(n_rows, len(venue_text)), check_invariants=False)
+    return (weights @ venue_text).div_(total)
 
 
 class InterestModel(nn.Module):
@@ -584,12 +605,12 @@ class InterestModel(nn.Module):
         The same p as `head` (tests/model/test_network.py checks exp(head) @ venue_text against it), computed
         for inference with fewer and cheaper (N, V) passes:
         * the user's own count / transition / hour features are non-zero only at the venues of the
-          user's history, so each is summed in a scratch buffer, read back at those venues only
-          and added to the logits once per distinct venue, instead of a dense (N, V) scatter +
-          log1p + add per feature; the global transition table is log1p-ed once;
-        * (N, V) buffers come from `workspace` (pass the same dict to every call of a run): a fresh
-          40 MB tensor costs about three times its use in page faults. Its scratch buffer is all
-          zeros between calls (reset after each use).
+          user's history, so each is summed over those venues (N, K), not scattered onto (N, V);
+          the pointer's mass is added at those venues too; the global transition table is
+          log1p-ed once;
+        * everything of size V runs in blocks of EXPECTED_BLOCK_ROWS rows whose buffers stay in a
+          core's cache (about ten passes over 64 x V floats are several times cheaper there than
+          over 1,024 x V in memory), taken from `workspace` (pass the same dict to every call).
         """
         if not self.config.use_copy:
             p = self.head(h, batch, qb, qt)[0].exp()  # (N, V)
@@ -601,92 +622,107 @@ class InterestModel(nn.Module):
         N = len(qb)
         dev = h.device
         ws = {} if workspace is None else workspace
-        if "gen" not in ws or ws["gen"].shape[0] < N:
-            ws.update(
-                gen=torch.empty(N, V, device=dev), tmp=torch.empty(N, V, device=dev),
-                scratch=torch.zeros(N, V + 1, device=dev),
-            )
-        gen, tmp, scratch = ws["gen"][:N], ws["tmp"][:N], ws["scratch"][:N]
-        try:
-            hq = h[qb, qt]  # (N, C)
-            bias, rep_c_t = self._gen_table()
-            torch.addmm(bias, hq, rep_c_t, out=gen)  # (N, V) interest . venue_repr + bias, as in `head`
-            w = self.feature_weights(hq)  # (N, F)
-            hist = batch.venue[qb]  # (N, T)
-            cur = hist.gather(1, qt[:, None]).squeeze(1)  # (N,)
-            pos = torch.arange(T, device=dev)
-            seen = (pos[None, :] <= qt[:, None]) & (hist < V)  # (N, T)
-            # dense features: everyone's transitions out of `cur`, distances from the current place
-            dense = self._dense_tables_due(N)
-            if dense:
-                gen.addcmul_(w[:, 2:3], torch.index_select(self._log1p_markov(), 0, cur, out=tmp))
-            else:
-                gen.addcmul_(w[:, 2:3], self._markov_rows_into(cur, tmp))
-            if self.config.use_spacetime:
-                if dense:
-                    logd = torch.index_select(self._tables()[1], 0, cur, out=tmp)  # (N, V), as _distances
-                    unknown = (cur >= V).nonzero().squeeze(1)
-                    if len(unknown):
-                        logd[unknown] = self._log_distance(
-                            batch.lat[qb[unknown], qt[unknown]][:, None], batch.lon[qb[unknown], qt[unknown]][:, None]
-                        )
-                else:
-                    if "work" not in ws or ws["work"].shape[0] < N:
-                        ws["work"] = torch.empty(N, V, device=dev)
-                    logd = self._distance_rows_into(batch, qb, qt, cur, tmp, ws["work"][:N])
-                gen.addcmul_(w[:, 3:4], logd)
-                gen.addcmul_(0.1 * w[:, 4:5], logd.mul_(logd))
-            # sparse features: visits, own transitions, visits at a similar hour (history venues only)
-            pre_venue, pre_dst = batch.pre_venue[qb], batch.pre_dst[qb]  # (N, P), (N, Q)
-            touched = torch.cat([hist, pre_venue, pre_dst], dim=1)  # (N, K) the venues they can be non-zero at
-            total = torch.zeros(touched.shape, device=dev)  # (N, K) sum_f w_f * log1p(feature_f) there
+        hq = h[qb, qt]  # (N, C)
+        w = self.feature_weights(hq)  # (N, F)
+        hist = batch.venue[qb]  # (N, T)
+        cur = hist.gather(1, qt[:, None]).squeeze(1)  # (N,)
+        pos = torch.arange(T, device=dev)
+        seen = (pos[None, :] <= qt[:, None]) & (hist < V)  # (N, T)
+        # sparse features: visits, own transitions, visits at a similar hour, each summed per distinct
+        # venue of the row's history (touched, sorted: a run of equal venues is one venue)
+        pre_venue, pre_dst = batch.pre_venue[qb], batch.pre_dst[qb]  # (N, P), (N, Q)
+        touched = torch.cat([hist, pre_venue, pre_dst], dim=1)  # (N, K) the venues they can be non-zero at
+        venues, order = touched.sort(dim=1)  # (N, K)
+        first = torch.ones_like(venues, dtype=torch.bool)
+        first[:, 1:] = venues[:, 1:] != venues[:, :-1]
+        run = first.cumsum(1).sub_(1)  # (N, K) each sorted position's run (distinct venue)
+        P, Q = pre_venue.shape[1], pre_dst.shape[1]
+        total = torch.zeros(touched.shape, device=dev)  # (N, K) per run: sum_f w_f * log1p(feature_f)
 
-            def add_feature(parts: list[tuple[torch.Tensor, torch.Tensor]], weight: torch.Tensor) -> None:
-                for index, values in parts:
-                    scratch.scatter_add_(1, index, values)
-                total.addcmul_(weight, torch.log1p(scratch.gather(1, touched)))
-                scratch.zero_()  # one memset: cheaper than scattering zeros to ~1k columns per row
+        def add_feature(at_hist: torch.Tensor, at_pre: torch.Tensor | None, at_dst: torch.Tensor | None,
+                        weight: torch.Tensor) -> None:
+            zeros = hist.new_zeros((), dtype=at_hist.dtype)
+            values = torch.cat([at_hist, zeros.expand(N, P) if at_pre is None else at_pre,
+                                zeros.expand(N, Q) if at_dst is None else at_dst], dim=1)  # (N, K)
+            sums = torch.zeros(touched.shape, device=dev).scatter_add_(1, run, values.gather(1, order))
+            total.addcmul_(weight, torch.log1p(sums))
 
-            add_feature([(hist, seen.float()), (pre_venue, batch.pre_count[qb])], w[:, 0:1])
-            prev = torch.cat([torch.full_like(hist[:, :1], V), hist[:, :-1]], dim=1)  # (N, T)
-            from_cur = seen & (prev == cur[:, None]) & (cur[:, None] < V)
-            pre_from_cur = (batch.pre_src[qb] == cur[:, None]) & (cur[:, None] < V)  # (N, Q)
-            add_feature([(hist, from_cur.float()), (pre_dst, batch.pre_tr_count[qb] * pre_from_cur)], w[:, 1:2])
-            if self.config.use_spacetime and self.config.use_target_time and self.config.hour_kernel > 0:
+        add_feature(seen.float(), batch.pre_count[qb], None, w[:, 0:1])
+        prev = torch.cat([torch.full_like(hist[:, :1], V), hist[:, :-1]], dim=1)  # (N, T)
+        from_cur = seen & (prev == cur[:, None]) & (cur[:, None] < V)
+        pre_from_cur = (batch.pre_src[qb] == cur[:, None]) & (cur[:, None] < V)  # (N, Q)
+        add_feature(from_cur.float(), None, batch.pre_tr_count[qb] * pre_from_cur, w[:, 1:2])
+        if self.config.use_spacetime and self.config.use_target_time and self.config.hour_kernel > 0:
+            given = batch.next_time_given[qb, qt]  # (N,)
+            if given.any():  # without the next event's time the feature is 0 everywhere
                 nt = batch.next_time[qb, qt]  # (N, 7)
                 ev = batch.cont[qb]  # (N, T, 8)
                 sim = nt[:, 0:1] * ev[..., 0] + nt[:, 3:4] * ev[..., 3]  # (N, T)
-                given = batch.next_time_given[qb, qt].float()[:, None]  # (N, 1)
-                kernel = torch.exp(self.config.hour_kernel * (sim - 1)) * seen.float() * given
-                add_feature([(hist, kernel)], w[:, 5:6])
-            # each distinct venue of a row gets its total once (at its first place in sorted order);
-            # padding (V) adds 0 to column V - 1
-            venues, order = touched.sort(dim=1)  # (N, K)
-            first = torch.ones_like(venues, dtype=torch.bool)
-            first[:, 1:] = venues[:, 1:] != venues[:, :-1]
-            gen.scatter_add_(1, venues.clamp(max=V - 1), total.gather(1, order) * (first & (venues < V)))
-            # pointer over the user's own past events, exactly as in `head`
-            if ws.get("pointer_of") is not h:  # the (B, T, T) pointer scores, once per hidden batch
-                q = self.ptr_q(h)  # (B, T, C)
-                k = self.ptr_k(h)  # (B, T, C)
-                ws["pointer"], ws["pointer_of"] = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), h
-            if ws.get("rel_of") != T:  # recency bias by distance d = qt - pos, d in [-(T-1), T-1]
-                ws["rel"], ws["rel_of"] = self.ptr_rel(relative_buckets(torch.arange(-T + 1, T, device=dev))).squeeze(-1), T
-            att = ws["pointer"][qb, qt] + ws["rel"][qt[:, None] - pos[None, :] + T - 1]  # (N, T)
-            att = att.masked_fill(~seen, float("-inf"))
-            any_seen = seen.any(1, keepdim=True)  # (N, 1)
-            att = torch.where(any_seen, att, torch.zeros_like(att))
-            p_att = F.softmax(att, dim=-1) * seen.float()  # (N, T)
-            p_copy = scratch.scatter_add_(1, hist, p_att)[:, :V]  # (N, V)
-            g = torch.sigmoid(self.gate(hq)) * any_seen.float()  # (N, 1)
-            p = torch.ops.aten._softmax.out(gen, -1, False, out=tmp).lerp_(p_copy, g)  # (N, V)
-            scratch.zero_()
-            if isinstance(sharpness, tuple):
-                return torch.stack([expectation(p, a, self.venue_text, gen) for a in sharpness])  # (S, N, E)
-            return expectation(p, sharpness, self.venue_text, gen)  # (N, E)
-        except BaseException:
-            ws.clear()  # its scratch buffers may not be zero any more
-            raise
+                kernel = torch.exp(self.config.hour_kernel * (sim - 1)) * seen.float() * given.float()[:, None]
+                add_feature(kernel, None, None, w[:, 5:6])
+        # each distinct venue of a row gets its total once (at its first place); padding (V) adds 0
+        extra = total.gather(1, run) * (first & (venues < V))  # (N, K)
+        at = venues.clamp(max=V - 1)
+        # pointer over the user's own past events, exactly as in `head`
+        if ws.get("pointer_of") is not h:  # the (B, T, T) pointer scores, once per hidden batch
+            q = self.ptr_q(h)  # (B, T, C)
+            k = self.ptr_k(h)  # (B, T, C)
+            ws["pointer"], ws["pointer_of"] = q @ k.transpose(1, 2) / math.sqrt(q.shape[-1]), h
+        if ws.get("rel_of") != T:  # recency bias by distance d = qt - pos, d in [-(T-1), T-1]
+            ws["rel"], ws["rel_of"] = self.ptr_rel(relative_buckets(torch.arange(-T + 1, T, device=dev))).squeeze(-1), T
+        att = ws["pointer"][qb, qt] + ws["rel"][qt[:, None] - pos[None, :] + T - 1]  # (N, T)
+        att = att.masked_fill(~seen, float("-inf"))
+        any_seen = seen.any(1, keepdim=True)  # (N, 1)
+        att = torch.where(any_seen, att, torch.zeros_like(att))
+        g = torch.sigmoid(self.gate(hq)) * any_seen.float()  # (N, 1)
+        copy = F.softmax(att, dim=-1) * seen.float() * g  # (N, T) g * p_copy at the history's venues
+        keep = 1.0 - g  # (N, 1) the generative part's share
+        # dense part, block by block
+        R = EXPECTED_BLOCK_ROWS
+        if "gen" not in ws or ws["gen"].shape != (R, V):
+            ws.update(gen=torch.empty(R, V, device=dev), tmp=torch.empty(R, V, device=dev),
+                      work=torch.empty(R, V, device=dev))
+        dense = self._dense_tables_due(N)
+        bias, rep_c_t = self._gen_table()
+        log1p_markov = self._log1p_markov() if dense else None
+        logd_table = self._tables()[1] if dense and self.config.use_spacetime else None
+        variants = sharpness if isinstance(sharpness, tuple) else (sharpness,)
+        out = torch.zeros(len(variants), N, self.text_dim, device=dev)
+        kept: list[list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = [[] for _ in variants]  # sparse rows
+        for i in range(0, N, R):
+            j = min(N, i + R)
+            gen, tmp = ws["gen"][: j - i], ws["tmp"][: j - i]
+            torch.addmm(bias, hq[i:j], rep_c_t, out=gen)  # (n, V) interest . venue_repr + bias, as in `head`
+            c = cur[i:j]
+            if log1p_markov is not None:  # everyone's transitions out of `cur`
+                gen.addcmul_(w[i:j, 2:3], torch.index_select(log1p_markov, 0, c, out=tmp))
+            else:
+                gen.addcmul_(w[i:j, 2:3], self._markov_rows_into(c, tmp))
+            if self.config.use_spacetime:  # distances from the current place
+                if logd_table is not None:
+                    logd = torch.index_select(logd_table, 0, c, out=tmp)  # (n, V), as _distances
+                    unknown = (c >= V).nonzero().squeeze(1)
+                    if len(unknown):
+                        u = unknown + i
+                        logd[unknown] = self._log_distance(batch.lat[qb[u], qt[u]][:, None], batch.lon[qb[u], qt[u]][:, None])
+                else:
+                    logd = self._distance_rows_into(batch, qb[i:j], qt[i:j], c, tmp, ws["work"][: j - i])
+                gen.addcmul_(w[i:j, 3:4], logd)
+                gen.addcmul_(0.1 * w[i:j, 4:5], logd.mul_(logd))
+            gen.scatter_add_(1, at[i:j], extra[i:j])
+            p = torch.ops.aten._softmax.out(gen, -1, False, out=tmp).mul_(keep[i:j])
+            p.scatter_add_(1, hist[i:j].clamp(max=V - 1), copy[i:j])  # (n, V); padding carries 0
+            for s, a in enumerate(variants):  # as `expectation`, its sparse products once per call
+                rows, cols = kept_venues(p, a, EXPECTATION_PRUNE) if a != 1 and EXPECTATION_PRUNE > 0 else (None, None)
+                if rows is None or len(rows) >= SPARSE_SHARE * p.numel():
+                    out[s, i:j] = expectation(p, a, self.venue_text, gen)
+                else:
+                    kept[s].append((rows + i, cols, p[rows, cols]))
+        for s, a in enumerate(variants):
+            if kept[s]:  # rows that went dense have no entries here: they get zeros added
+                rows, cols, values = (torch.cat(parts) for parts in zip(*kept[s]))
+                out[s] += sparse_expectation(rows, cols, values, a, N, self.venue_text)
+        return out if isinstance(sharpness, tuple) else out[0]
 
     # ------------------------------------------------------------------ API
     def forward(

@@ -115,7 +115,7 @@ class InterestScorer:
         self._cutoffs: dict[int, pd.Timestamp | None] = {}
         self._split: tuple[int, World, EventTable] | None = None  # the evaluation split's world and table
         self._model_world: World | None = None  # the world the model holds now
-        # model.expected_text's (rows, V) buffers, kept between calls (a fresh one costs page faults)
+        # model.expected_text's (block rows, V) buffers, kept between calls
         self._workspace: dict[str, Any] = {}
         # texts without the store (a detached scorer): a lookup of every text it will meet
         self._text_lookup: Callable[[list[str]], np.ndarray] | None = None
@@ -286,7 +286,8 @@ class InterestScorer:
                 out[owned:e] = z[b, owned - s : e - s].numpy()
         return out / np.maximum(np.linalg.norm(out, axis=1, keepdims=True), 1e-12)
 
-    # query positions per model.expected_text call: 1,024 x 5k venues x 4 bytes = 20 MB per (N, V) tensor
+    # query positions per model.expected_text call (its (rows, V) passes run in blocks of
+    # network.EXPECTED_BLOCK_ROWS inside; a call's per-row work and sparse products are shared)
     _HEAD_ROWS = 1024
 
     def _hidden_batches(

@@ -174,6 +174,39 @@ def test_expected_text_from_query_rows_equals_the_dense_tables() -> None:
     assert torch.equal(rows, dense)
 
 
+def every_feature_case() -> tuple[InterestModel, Batch, torch.Tensor, torch.Tensor]:
+    """A model with every feature weight non-zero, a batch with an unknown venue inside a history
+    (distances from the event's own coordinates) and every real event as a query (21 rows)."""
+    torch.manual_seed(0)
+    model = InterestModel(small_config(), model_data()).eval()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.add_(0.3 * torch.randn_like(p))
+    batch = random_batch()
+    batch.venue[0, 3] = V
+    qb, qt = (torch.arange(T)[None, :] < batch.length[:, None]).nonzero(as_tuple=True)
+    return model, batch, qb, qt
+
+
+@pytest.mark.parametrize("sparse_share", [1.0, 0.0])  # every block's kept venues as a sparse product / dense
+def test_expected_text_in_blocks_equals_one_pass_over_all_rows(monkeypatch: pytest.MonkeyPatch, sparse_share: float) -> None:
+    """expected_text runs its (rows, V) passes in blocks of EXPECTED_BLOCK_ROWS rows and collects
+    the sharpened rows' kept venues across blocks: blocks of 4 rows (the last one partial, one with
+    an unknown current venue) must give the head's distribution's expectations, plain and pruned."""
+    model, batch, qb, qt = every_feature_case()
+    monkeypatch.setattr(model_module, "EXPECTED_BLOCK_ROWS", 4)
+    monkeypatch.setattr(model_module, "SPARSE_SHARE", sparse_share)
+    with torch.no_grad():
+        h = model.hidden(batch)
+        p = model.head(h, batch, qb, qt)[0].exp()
+        blocks = model.expected_text(h, batch, qb, qt, {}, sharpness=(1.0, 2.0, 4.0))
+    assert torch.allclose(blocks[0], p @ model.venue_text, atol=1e-5)
+    for s, a in ((1, 2.0), (2, 4.0)):  # the same venues left out as one `expectation` over all rows
+        whole = model_module.expectation(p, a, model.venue_text)
+        assert torch.allclose(blocks[s], whole, atol=1e-5)
+        assert not torch.allclose(blocks[s], model_module.expectation(p, a, model.venue_text, prune=0.0), atol=1e-7)
+
+
 def test_model_overfits_one_small_batch() -> None:
     torch.manual_seed(0)
     model = InterestModel(small_config(), model_data())
@@ -242,14 +275,7 @@ def test_a_model_with_learned_ids_refuses_another_world() -> None:
 
 
 def test_large_worlds_score_from_rows_with_the_dense_tables_numbers(monkeypatch: pytest.MonkeyPatch) -> None:
-    torch.manual_seed(0)
-    model = InterestModel(small_config(), model_data()).eval()
-    with torch.no_grad():
-        for p in model.parameters():
-            p.add_(0.3 * torch.randn_like(p))
-    batch = random_batch()
-    batch.venue[0, 3] = V
-    qb, qt = (torch.arange(T)[None, :] < batch.length[:, None]).nonzero(as_tuple=True)
+    model, batch, qb, qt = every_feature_case()
     targets = torch.where(batch.venue[qb, qt] < V - 3, batch.venue[qb, qt], 0)
     with torch.no_grad():
         h = model.hidden(batch)
