@@ -166,10 +166,12 @@ class InterestScorer:
                 self._cutoffs[dataset_id] = cutoff
                 self._worlds.pop(dataset_id, None)
 
-    def world(self, dataset_id: int) -> World:
-        """The world dataset `dataset_id` is scored against (built once per scorer from its events)."""
+    def world(self, dataset_id: int, events: pd.DataFrame | None = None) -> World:
+        """The world dataset `dataset_id` is scored against (built once per scorer from its events:
+        `events` when the caller holds them, store.events() order, else read from the store)."""
         if dataset_id not in self._worlds:
-            events = self.store.events([dataset_id])
+            if events is None:
+                events = self.store.events([dataset_id])
             if events.empty:
                 raise LookupError(f"dataset {dataset_id} has no events")
             if dataset_id in self._cutoffs:

@@ -198,9 +198,9 @@ def score_store(
     calibrations: dict[int, Calibration] = {}
     if isinstance(source, BlendedSource):
         for dataset_id, rows in _dataset_slices(events):
-            calibrations[dataset_id] = _calibrate(
-                source, events.iloc[rows].reset_index(drop=True), dataset_id, text_vectors, config
-            )
+            # one dataset: its events as they are (a copy of millions of rows otherwise)
+            own = events if rows == slice(0, len(events)) else events.iloc[rows].reset_index(drop=True)
+            calibrations[dataset_id] = _calibrate(source, own, dataset_id, text_vectors, config)
     topics, topics_fresh = _topics(store, config, text_vectors, events, refresh_topics)
     bounds = _chunk_bounds(events)
     runner = runner or _default_runner(config, len(bounds) - 1)
@@ -258,6 +258,7 @@ def _calibrate(
     (every sharpness at once); the chunks then score everything with the chosen values."""
     cutoff = calibration_cutoff(events["ts"])
     source.use_cutoffs({dataset_id: cutoff})
+    source.use_events(dataset_id, events)
     pairs, _, _ = next_event_pairs(events, cutoff)
     needed = np.zeros(len(events), dtype=bool)
     needed[pairs] = True

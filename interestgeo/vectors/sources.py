@@ -138,6 +138,12 @@ class BlendedSource:
         if hasattr(self.model, "use_cutoffs"):
             self.model.use_cutoffs(cutoffs)
 
+    def use_events(self, dataset_id: int, events: pd.DataFrame) -> None:
+        """The dataset's events, held by the caller: the model builds its world from them instead
+        of reading them again (a second copy of millions of rows)."""
+        if hasattr(self.model, "use_events"):
+            self.model.use_events(dataset_id, events)
+
     def blend_rows(self, model: np.ndarray, history: np.ndarray, weights: np.ndarray) -> np.ndarray:
         """`blend` with a weight per row (each event's dataset's)."""
         out = np.empty_like(model)
@@ -211,6 +217,10 @@ class ExpectedVenueSource:
     ) -> np.ndarray:
         vectors = self.scorer.expected_venue_vectors(events, neutralise_spacetime, needed=needed, sharpness=self.sharpness)
         return _unit_rows(vectors, needed)
+
+    def use_events(self, dataset_id: int, events: pd.DataFrame) -> None:
+        """Build the dataset's world from `events` (all of them, store.events() order) now."""
+        self.scorer.world(dataset_id, events)
 
     def variants(self, events: pd.DataFrame, needed: np.ndarray, sharpness: tuple[float, ...]) -> np.ndarray:
         """(S, needed rows, D) unit vectors of the `needed` rows at each sharpness (calibration)."""
