@@ -160,9 +160,10 @@ class AppConfig:
     # Load the interest vectors in the background at the first visit: the first page that needs
     # them then waits less (the NYC demo's take ~1.5-2.5 s to load on 2 cores).
     warm_up: bool = True
-    # ... but not beyond this many events: the questions of everyone are answered from the stored
-    # aggregates, and holding every event's row (~1 kB each) for the rest is not worth it up front.
-    warm_up_max_events: int = 1_000_000
+    # A store of more events than this is "large": no warm-up, and views that read every event
+    # (forecasts) run when asked, not on every visit. Its questions of everyone come from the stored
+    # aggregates; holding every event's row (~0.7 kB each) is not worth it up front.
+    large_store_events: int = 1_000_000
 
 
 @dataclass(frozen=True)

@@ -88,6 +88,11 @@ def _forecast(config: object, region: object, window: str, history: object, colo
     if window not in FORECAST_WINDOWS:
         st.caption("Forecasts are per week or day: pick one of those windows to see where interests are going.")
         return
+    # a forecast reads every event of the region: on a large store, only when asked
+    if ui.is_large(config) and not st.toggle("Forecast", key=f"forecast_on_{slot}",  # type: ignore[arg-type]
+                                             help="Reads every event of this region: seconds to minutes on this store."):
+        st.caption("Forecast of the leading topics: switch it on above (it reads every event of the region).")
+        return
     result = fcui.region_forecast(ui.db_path(config), ui.config_key(config), region, window)  # type: ignore[arg-type]
     if not result.regions:
         reason = result.skipped[0].reason if result.skipped else "no events"

@@ -73,3 +73,16 @@ def test_map_colours_each_cell_by_its_expected_leading_topic_and_says_how_it_sco
     assert cells and all("expected next week" in c["tooltip"] for c in cells)
     shown = texts(at)
     assert "**Expected to lead next week**" in shown and "Backtest (8 weeks" in shown
+
+
+def test_on_a_large_store_the_drift_forecast_runs_when_asked(env: Path) -> None:
+    config = env.parent / "interestgeo.toml"
+    text = config.read_text(encoding="utf-8")
+    # every store is "large" at 0 events: the forecast (it reads every event) waits for the toggle
+    config.write_text(text.replace("[app]", "[app]\nlarge_store_events = 0") if "[app]" in text
+                      else text + "\n[app]\nlarge_store_events = 0\n", encoding="utf-8")
+    at = page_with("pages/drift.py", {"drift_window": "week"})
+    assert len(at.get("plotly_chart")) == 2 and "switch it on above" in texts(at)
+    at.toggle(key="forecast_on_0").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.get("plotly_chart")) == 3 and "**Forecast** of the leading topics" in texts(at)

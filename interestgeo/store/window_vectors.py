@@ -205,13 +205,20 @@ class WindowVectorsPart(StorePart):
         these are counts inside cells the caller already thresholds."""
         and_mask, or_mask = parent_masks(resolution)
         ids = id_list(datasets)
+        where = "?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)"
+        counts = self._first_row(
+            f"SELECT (SELECT count(*) FROM events WHERE {where}), (SELECT count(*) FROM event_vectors WHERE {where})",
+            [ids, ids, ids, ids],
+        )
+        # unscored events (a load not yet scored) do not count; when there are none, skip the join
+        scored_only = "" if counts[0] == counts[1] else "SEMI JOIN event_vectors v ON v.event_id = e.event_id"
         self.con.register("analytics_users_wanted", users[["dataset_id", "user_id"]].astype({"dataset_id": "int32", "user_id": str}))
         try:
             return self._arrow_query(
-                """SELECT (e.cell & ?::BIGINT) | ?::BIGINT AS cell, count(DISTINCT (e.dataset_id, e.user_id))::BIGINT AS users
+                f"""SELECT (e.cell & ?::BIGINT) | ?::BIGINT AS cell, count(DISTINCT (e.dataset_id, e.user_id))::BIGINT AS users
                    FROM events e
                    SEMI JOIN analytics_users_wanted w ON e.dataset_id = w.dataset_id AND e.user_id = w.user_id
-                   SEMI JOIN event_vectors v ON v.event_id = e.event_id
+                   {scored_only}
                    WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], e.dataset_id)
                    GROUP BY 1 ORDER BY 1""",
                 params=[and_mask, or_mask, ids, ids],

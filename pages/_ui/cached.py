@@ -163,6 +163,11 @@ def is_scored(config: Config) -> bool:
     return bool(topic_labels(db_path(config), config_key(config)))
 
 
+def is_large(config: Config) -> bool:
+    """Whether the store holds more events than `app.large_store_events` (see the config)."""
+    return int(datasets(db_path(config), config_key(config))["rows_stored"].sum()) > config.app.large_store_events
+
+
 def topic_colors(config: Config) -> dict[str, tuple[int, int, int]]:
     """One colour per topic, the same on every page (topics in their stored order)."""
     from interestgeo import charts

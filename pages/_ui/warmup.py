@@ -11,7 +11,7 @@ import threading
 import streamlit as st
 
 from interestgeo.config import Config
-from pages._ui.cached import config_key, datasets, interest_model, is_scored, scored_events, user_scored, venues
+from pages._ui.cached import config_key, interest_model, is_large, is_scored, scored_events, user_scored, venues
 from pages._ui.session import db_path, log
 
 
@@ -36,8 +36,8 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
     with _WARMING_LOCK:
         if not config.app.warm_up or (path, key) in _WARMING or not is_scored(config):
             return
-        if int(datasets(path, key)["rows_stored"].sum()) > config.app.warm_up_max_events:
-            return  # a large store: its pages of everyone read the stored aggregates; the rest load on demand
+        if is_large(config):
+            return  # its pages of everyone read the stored aggregates; the rest load on demand
         _WARMING.add((path, key))
 
     def load() -> None:
