@@ -205,3 +205,24 @@ def test_new_events_are_scored_with_the_source_of_the_last_run(tmp_path: Path, f
 ])
 def test_a_source_id_reads_as_words(label: str, words: str) -> None:
     assert source_words(label) == words
+
+
+def test_calibration_in_groups_of_pair_owners_equals_one_group(
+    tmp_path: Path, encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The model runs over the pair owners' histories a group at a time (bounded memory at any size)."""
+    import interestgeo.vectors.refresh as refresh
+
+    db, config = trained_store(tmp_path)
+    results = []
+    for group_events in (10**9, 60):  # one group, then many
+        monkeypatch.setattr(refresh, "_CALIBRATION_EVENTS", group_events)
+        with Store.open(db, config=config) as store:
+            report = score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder)
+            results.append((report.calibrations, snapshot(store)))
+    (one, stored_one), (many, stored_many) = results
+    assert one.keys() == many.keys() and all(c.pairs > 20 for c in one.values())
+    for name in one:
+        assert (one[name].weight, one[name].sharpness) == (many[name].weight, many[name].sharpness)
+        assert one[name].stored_mrr == pytest.approx(many[name].stored_mrr, abs=1e-9)
+    assert_same(stored_one, stored_many)
