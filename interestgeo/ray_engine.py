@@ -431,7 +431,10 @@ def _store_results(
                 store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=ids)
             store.replace_window_vectors("cell_window_vectors", window, {}, np.zeros((0, 0)), datasets=ids,
                                          resolution=list(resolutions))
-        store.insert_parquet("user_window_vectors", sorted(str(p) for p in (work / "user_windows").glob("*.parquet")))
+        user_files = sorted(str(p) for p in (work / "user_windows").glob("*.parquet"))
+        for window, _, with_users in stored_aggregates(config):
+            if with_users:
+                store.insert_parquet("user_window_vectors", user_files, window)
         store.insert_parquet("cell_window_vectors", cell_files)
         _write_calibrations(store, source, run["calibrations"].values())
         elapsed = time.perf_counter() - started

@@ -82,10 +82,12 @@ class ParquetPart(StorePart):
         not its order)."""
         return events_frame(table.select(list(EVENT_COLUMNS)))
 
-    def insert_parquet(self, table: str, files: Sequence[str]) -> int:
+    def insert_parquet(self, table: str, files: Sequence[str], window: str | None = None) -> int:
         """Append the rows of Parquet `files` (an engine's output, with this table's columns) to
         `table` (event_vectors or a window-vector table); returns how many. The caller deletes
-        what they replace first, in the same transaction."""
+        what they replace first, in the same transaction. With `window`, only that window size's
+        rows (inserted one size at a time, each size's rows lie together: a reader of one size
+        skips the others' row groups)."""
         if table not in self._PARQUET_IMPORTS:
             raise ValueError(f"cannot fill {table!r} from Parquet")
         if not files:
@@ -95,8 +97,9 @@ class ParquetPart(StorePart):
         cast = names.replace("vector", "vector::FLOAT[]").replace("topic_sims", "topic_sims::FLOAT[]")
         before = self._first_row(f"SELECT count(*) FROM {table}")[0]
         order = "ORDER BY event_id" if table == "event_vectors" else ""
+        where = "" if window is None else "WHERE window_size = ?"
         self.con.execute(
-            f"INSERT INTO {table} ({names}) SELECT {cast} FROM read_parquet(?::VARCHAR[]) {order}",
-            [[str(f) for f in files]],
+            f"INSERT INTO {table} ({names}) SELECT {cast} FROM read_parquet(?::VARCHAR[]) {where} {order}",
+            [[str(f) for f in files]] + ([] if window is None else [window]),
         )
         return int(self._first_row(f"SELECT count(*) FROM {table}")[0] - before)

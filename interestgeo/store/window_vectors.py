@@ -173,8 +173,9 @@ class WindowVectorsPart(StorePart):
 
         NO k threshold: the caller first sums the rows of several datasets that share a cell
         (their users are distinct) and then applies it. Cell rows: dataset_id, cell,
-        window_start, events, users, score. User rows (analyst-only data): dataset_id, user_id,
-        window_start, events, score (NaN where a file from before `coherence` lacks it).
+        window_start, events, users, score. User rows (analyst-only data, in no particular
+        order): dataset_id, user_id, window_start, events, score (NaN where a file from before
+        `coherence` lacks it).
         """
         if table not in WINDOW_VECTOR_TABLES:
             raise ValueError(f"not a window-vector table: {table!r}")
@@ -194,8 +195,7 @@ class WindowVectorsPart(StorePart):
             sql = """SELECT dataset_id, user_id, window_start, events,
                             coherence * list_inner_product(vector, ?::FLOAT[]) AS score
                      FROM user_window_vectors
-                     WHERE window_size = ? AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))
-                     ORDER BY dataset_id, user_id, window_start"""
+                     WHERE window_size = ? AND (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id))"""
             params = [q, window, ids, ids]
         return self._arrow_query(sql, params=params).to_arrow_table().to_pandas()
 

@@ -230,7 +230,9 @@ def score_store(
                     store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=dataset_ids)
                 store.replace_window_vectors("cell_window_vectors", window, {}, np.zeros((0, 0)), datasets=dataset_ids,
                                              resolution=list(resolutions))
-            store.insert_parquet("user_window_vectors", staging.files("user_window_vectors"))
+            for window, _, with_users in stored_aggregates(config):
+                if with_users:
+                    store.insert_parquet("user_window_vectors", staging.files("user_window_vectors"), window)
             store.insert_parquet("cell_window_vectors", cell_files)
             _write_calibrations(store, source, calibrations.values())
             elapsed = time.perf_counter() - started
