@@ -10,6 +10,8 @@ scored store: a real browser (Debian's chromium, `make browser`) opens the Overv
 Map and Drift, each timed to its script's end, with the server's peak RSS (`--no-dashboard` skips).
 
     .venv/bin/python benchmarks/bench_scale.py --copies 45 --work /tmp/scale-bench   # 5.1M events
+    .venv/bin/python benchmarks/bench_scale.py --copies 1 --no-reference --no-dashboard --ray-copies 9 18 36
+        # the Ray engine (1 and 2 scoring actors) beside the local one at ~1M, 2M and 4M events
 """
 
 from __future__ import annotations
@@ -99,8 +101,9 @@ def run_size(copies: int, work: Path, config: str | None, phrase: str, with_dash
 
 def dashboard(db: Path, work: Path, config: str | None) -> dict[str, object]:
     """The dashboard on `db` as a visitor meets it: `streamlit run app.py`, then a real browser opens
-    the first page (Overview) and goes to Map and Drift; seconds from the click (or the address) to
-    the page's script finished, and the server's peak RSS (its VmHWM) over all of it."""
+    the first page (Overview) and goes to Map and Drift, then a second visitor opens the Overview;
+    seconds from the click (or the address) to the page's script finished, and the server's peak
+    RSS (its VmHWM) over all of it."""
     from playwright.sync_api import sync_playwright
 
     from tests.browser.browser_helpers import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, go_to, open_app, start_server
@@ -121,6 +124,11 @@ def dashboard(db: Path, work: Path, config: str | None) -> dict[str, object]:
                 started = time.perf_counter()
                 go_to(tab, page)
                 seconds[page] = time.perf_counter() - started
+            # a second visitor: a new session on the now running server (its imports done)
+            second = browser.new_page(viewport=VIEWPORT)
+            started = time.perf_counter()
+            open_app(second, url)
+            seconds["Overview, 2nd visitor"] = time.perf_counter() - started
             browser.close()
         peak = _peak_rss_gb(proc.pid)
     finally:
@@ -138,8 +146,31 @@ def _peak_rss_gb(pid: int) -> float:
 
 
 def ray_curve(args: argparse.Namespace, work: Path) -> list[dict[str, object]]:
-    """Ray scaling curve (the Ray helper's additive hunk goes here: `score --engine ray` by actors)."""
-    return []
+    """The Ray engine's scaling curve beside the local engine, from one run: for each size in
+    `--ray-copies` (copies of the demo: 9 ~ 1M events), a fresh store scored with `score --engine
+    local`, then `--engine ray --ray-workers W` for W in `--ray-workers` (a local Ray cluster on
+    this machine), each a whole process under GNU time."""
+    rows: list[dict[str, object]] = []
+    for copies in args.ray_copies:
+        csv, db = work / f"nyc-x{copies}.csv.gz", work / f"ray-x{copies}.duckdb"
+        for path in (db, Path(f"{db}.wal")):
+            path.unlink(missing_ok=True)
+        if not csv.exists():
+            replicate(copies, csv)
+        common = ["--db", str(db)] + (["--config", args.config] if args.config else [])
+        timed([CLI, "ingest", str(csv), "--dataset", f"nyc-x{copies}", *[a for m in MAPPING for a in ("--map", m)],
+               "--json", *common])
+        register_model(db, args.config)
+        for engine, workers in [("local", None), *(("ray", w) for w in args.ray_workers)]:
+            extra = ["--engine", engine] + (["--ray-workers", str(workers)] if workers else [])
+            run = timed([CLI, "score", "--json", *extra, *common])
+            events = int(json.loads(run["out"])["events"])
+            rows.append({"copies": copies, "events": events, "engine": engine, "workers": workers,
+                         "score_s": run["wall_s"], "events_per_s": events / run["wall_s"], "peak_gb": run["peak_gb"]})
+            print(f"  ray curve: {events:>10,} events, {engine} {workers or ''}: {run['wall_s']:.0f} s = "
+                  f"{events / run['wall_s']:,.0f} events/s, peak {run['peak_gb']:.2f} GB (load {os.getloadavg()[0]:.1f})",
+                  flush=True)
+    return rows
 
 
 def main() -> int:
@@ -150,6 +181,9 @@ def main() -> int:
     parser.add_argument("--phrase", default="jazz club")
     parser.add_argument("--no-reference", action="store_true", help="skip the 1x reference run")
     parser.add_argument("--no-dashboard", action="store_true", help="skip opening the dashboard in a browser")
+    parser.add_argument("--ray-copies", type=int, nargs="*", default=[],
+                        help="sizes (copies of the demo) for the Ray scaling curve, e.g. 9 18 36 (1M, 2M, 4M events)")
+    parser.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2], help="Ray scoring actors to try")
     args = parser.parse_args()
     if not DEMO.exists():
         print(f"SKIPPED: the demo file {DEMO} is missing", file=sys.stderr)
@@ -159,7 +193,7 @@ def main() -> int:
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()} at start")
     sizes = ([] if args.no_reference or args.copies == 1 else [1]) + [args.copies]
     results = [run_size(n, args.work, args.config, args.phrase, not args.no_dashboard) for n in sizes]
-    results += ray_curve(args, args.work)
+    curve = ray_curve(args, args.work)
     for r in results:
         print(
             f"x{r['copies']:<3} {r['events']:>10,} events | ingest {r['ingest_s']:.1f} s | score {r['score_s']:.1f} s = "
@@ -172,7 +206,7 @@ def main() -> int:
         for sentence in r["calibration"].values():
             print("     ", sentence)
     print(f"load {os.getloadavg()} at the end; {time.perf_counter() - started:.0f} s in all")
-    print(json.dumps(results))
+    print(json.dumps({"sizes": results, "ray_curve": curve}))
     return 0
 
 
