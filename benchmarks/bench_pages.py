@@ -43,10 +43,10 @@ import tempfile
 import time
 from pathlib import Path
 
-from tests.browser.browser_helpers import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, start_server  # noqa: E402
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # the tests package (its browser helpers)
+
+from tests.browser.browser_helpers import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, start_server  # noqa: E402
 
 
 PAGES = ("Overview", "Map", "Drift", "User", "Upload", "Model")
