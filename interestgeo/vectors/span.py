@@ -88,10 +88,11 @@ def _reweighed(
         rows = group[at : at + len(frame)]
         at += len(frame)
         people = frame["users"].to_numpy(np.float64)
-        np.add.at(users, rows, sign * people)
-        np.add.at(events, rows, sign * frame["events"].to_numpy(np.float64))
-        np.add.at(vector_sums, rows, sign * vecs * (frame["coherence"].to_numpy(np.float64) * people)[:, None])
-        np.add.at(share_sums, rows, sign * shs * people[:, None])
+        # each part's keys are distinct, so a plain indexed add is exact (np.add.at is ~10x slower)
+        users[rows] += sign * people
+        events[rows] += sign * frame["events"].to_numpy(np.float64)
+        vector_sums[rows] += sign * vecs * (frame["coherence"].to_numpy(np.float64) * people)[:, None]
+        share_sums[rows] += sign * shs * people[:, None]
     keep = np.rint(users) > 0
     users, events = np.rint(users[keep]), np.rint(events[keep])
     means = vector_sums[keep] / users[:, None]
