@@ -31,6 +31,14 @@ __all__ = [
 ]
 
 
+def encoder_mismatch(stored_dim: int, phrase_vector: np.ndarray) -> ValueError:
+    """The error for a phrase embedded by another encoder than the one the stored vectors come from."""
+    return ValueError(
+        f"the stored interest vectors ({stored_dim}-d) come from another text encoder than the configured one "
+        f"({np.shape(phrase_vector)[-1]}-d): run a full `interestgeo score` to re-embed them, or set text.encoder back"
+    )
+
+
 class VectorReader(Protocol):
     """Where a `ScoredEvents` too large to hold its per-event vectors reads them, one question at a time."""
 
@@ -145,7 +153,8 @@ class ScoredEvents:
         self.dow = ev["dow"].to_numpy(np.int64)
         self.event_topic = ev["topic"].to_numpy(np.int64)
         self._parents: dict[int, np.ndarray] = {}
-        self._id_order: np.ndarray | None = None
+        self._id_order: np.ndarray | None = None  # event ids' sort order and the sorted ids (`_positions`)
+        self._sorted_ids = np.zeros(0, dtype=np.int64)
         self.baseline_shares: np.ndarray | None = None  # (T,) shares over all events, computed on first use
 
     @property
@@ -174,11 +183,7 @@ class ScoredEvents:
         """(N,) float32: every event's interest vector . phrase_vector."""
         q = np.asarray(phrase_vector, dtype=np.float32)
         if q.shape != (self.dim,):
-            raise ValueError(
-                f"the stored interest vectors ({self.dim}-d) come from another text encoder than the "
-                f"configured one ({q.shape[-1]}-d): run a full `interestgeo score` to re-embed them, or set "
-                "text.encoder back"
-            )
+            raise encoder_mismatch(self.dim, q)
         if self.reader is None:
             return self.vectors @ q
         ids, values = self.reader.affinities(q)
@@ -209,8 +214,10 @@ class ScoredEvents:
     def _positions(self, event_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(row of each event id, whether it is one of these events)."""
         if self._id_order is None:
-            self._id_order = np.argsort(self.events["event_id"].to_numpy(np.int64), kind="stable")
-        sorted_ids = self.events["event_id"].to_numpy(np.int64)[self._id_order]
+            ids = self.events["event_id"].to_numpy(np.int64)
+            self._id_order = np.argsort(ids, kind="stable")
+            self._sorted_ids = ids[self._id_order]
+        sorted_ids = self._sorted_ids
         at = np.clip(np.searchsorted(sorted_ids, event_ids), 0, max(len(sorted_ids) - 1, 0))
         has = sorted_ids[at] == event_ids if len(sorted_ids) else np.zeros(len(event_ids), dtype=bool)
         return self._id_order[at], has
@@ -263,8 +270,10 @@ def load_scored(
     `analytics.max_vector_memory_mb`, and never held beyond that (`StoredVectors`).
     """
     topics = store.analytics_topics()
+    reader = None
     if open_store is not None and vector_loader is None and topics is not None:
-        vector_loader = _StoreLoader(open_store)
+        reader = StoredVectors(open_store, None if datasets is None else list(datasets), store.vector_dim())
+        vector_loader = reader.vectors
     if vector_loader is None or topics is None:
         events, vectors = store.scored_events(datasets)
         sims = None
@@ -278,10 +287,8 @@ def load_scored(
             if missing.any():
                 sims[missing] = topic_similarities(store.event_vectors(events["event_id"].to_numpy()[missing]), topics)
             vectors = functools.partial(vector_loader, events["event_id"].to_numpy(np.int64))
-            dim = store.vector_dim()
-            budget = config.analytics.max_vector_memory_mb * 2**20
-            if open_store is not None and len(events) * dim * 4 > budget:
-                vectors = StoredVectors(open_store, None if datasets is None else list(datasets), dim)
+            if reader is not None and len(events) * reader.dim * 4 > config.analytics.max_vector_memory_mb * 2**20:
+                vectors = reader
     if topics is None or len(events) == 0:
         raise LookupError("no interest vectors yet: run `interestgeo score` first")
     runs = store.score_runs()
@@ -291,17 +298,6 @@ def load_scored(
     if encoder is not None:
         scored.venues = build_venues(store, encoder, events)
     return scored
-
-
-class _StoreLoader:
-    """event ids -> their vectors, read through a store opened per call (picklable enough for a closure)."""
-
-    def __init__(self, open_store: Callable[[], AbstractContextManager[Store]]) -> None:
-        self.open_store = open_store
-
-    def __call__(self, event_ids: np.ndarray) -> np.ndarray:
-        with self.open_store() as store:
-            return store.event_vectors(event_ids)
 
 
 def build_venues(store: Store, encoder: Any, events: pd.DataFrame) -> Venues:

@@ -31,6 +31,7 @@ import pandas as pd
 
 from interestgeo.analytics.filters import Filters
 from interestgeo.analytics.query import QueryResult
+from interestgeo.analytics.scored import encoder_mismatch
 from interestgeo.analytics.regions import (
     Drift, InterestProfile, RegionMap, _drift_from, _profile_from, _region_map_from,
 )
@@ -175,10 +176,7 @@ def stored_query(
     if q.shape != (dim,):
         if dim == 0:
             return None
-        raise ValueError(
-            f"the stored interest vectors ({dim}-d) come from another text encoder than the configured one "
-            f"({q.shape[-1]}-d): run a full `interestgeo score` to re-embed them, or set text.encoder back"
-        )
+        raise encoder_mismatch(dim, q)
     cells = store.window_vector_scores("cell_window_vectors", "all", q, datasets=datasets, resolution=resolution)
     times = store.window_vector_scores("cell_window_vectors", "hour_of_week", q, datasets=datasets, resolution=WHOLE_DATASET)
     users = store.window_vector_scores("user_window_vectors", "all", q, datasets=datasets)
