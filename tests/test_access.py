@@ -84,7 +84,7 @@ def test_the_cli_refuses_per_person_commands_under_a_marketer_config(database: P
                  ["export", "vectors", "--dataset", "nyc-sample", "--out", str(out)]):
         done = cli(*args, "--db", str(database), "--config", str(config))
         assert done.returncode == 2, done.stderr
-        assert "analysts only" in done.stderr and user not in done.stdout
+        assert done.stderr.count("\n") == 1 and "analysts only" in done.stderr and user not in done.stdout
     assert not out.exists()
 
 

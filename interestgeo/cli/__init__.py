@@ -14,7 +14,8 @@ list entry, so several people can extend the CLI without touching each other's c
 Users never see a traceback: expected failures (IngestError, bad arguments, a locked or missing
 database, a write that waited too long for another) become one line on stderr and exit code 2; an
 unexpected error (a bug) is one line too, exit code 1, with its traceback only when
-INTERESTGEO_TRACEBACK is set.
+INTERESTGEO_TRACEBACK is set. Ctrl-C (or DuckDB's interrupt) is one line saying what the command
+left behind (its `interrupted` default, see options.add_command), exit code 130.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from interestgeo.cli.analysis import (
 )
 from interestgeo.cli.data import add_demo_parser, add_export_parser, add_ingest_parser
 from interestgeo.cli.model import add_evaluate_parser, add_train_parser
-from interestgeo.cli.options import EXIT_BUG, EXIT_FAILED, CliError, Subparsers
+from interestgeo.cli.options import EXIT_BUG, EXIT_FAILED, EXIT_INTERRUPTED, CliError, Subparsers
 from interestgeo.ingest import IngestError
 from interestgeo.store import StoreBusy
 
@@ -77,7 +78,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, IngestError, ValueError, FileNotFoundError, AccessDenied, StoreBusy) as exc:
         print(f"interestgeo {args.command}: {exc}", file=sys.stderr)
     except (KeyboardInterrupt, duckdb.InterruptException):
-        print(f"interestgeo {args.command}: interrupted; nothing from the unfinished file was kept", file=sys.stderr)
+        left = getattr(args, "interrupted", None)
+        print(f"interestgeo {args.command}: interrupted" + (f"; {left}" if left else ""), file=sys.stderr)
+        return EXIT_INTERRUPTED
     except duckdb.Error as exc:
         print(f"interestgeo {args.command}: database error: {_one_line(exc)}", file=sys.stderr)
     except Exception as exc:  # a bug: still one line for the user, the traceback on request

@@ -13,6 +13,7 @@ import functools
 from collections.abc import Callable
 from typing import Any
 
+from interestgeo.access import require_analyst
 from interestgeo.cli.progress import Bars
 from interestgeo.cli.render import (
     drift_json, drift_text, explain_text, forecast_text, query_json, query_text, score_text,
@@ -37,6 +38,7 @@ def add_score_parser(subparsers: Subparsers) -> None:
         subparsers, "score", _run_score, json_help="", help="compute interest vectors with the trained model",
         description="Run the trained model over every user's history; store per-event, user x window and "
         "cell x window interest vectors and the interest topics.",
+        interrupted="the stored interest vectors are as they were (a score run stores everything at once at its end)",
     )
     add_dataset_option(parser, "only this dataset (repeatable)")
     parser.add_argument(
@@ -200,6 +202,8 @@ def _run_drift(args: argparse.Namespace) -> int:
     from interestgeo.analytics import load_scored, region_drift, stored_drift, user_drift
 
     def command(store: Store, config: Config) -> tuple[dict, str]:
+        if args.user is not None:  # refused before the scored events load (user_drift would refuse after)
+            require_analyst("one person's drift")
         filters = filters_from_args(args, store)
         user = None
         if args.user is not None:

@@ -34,6 +34,7 @@ def add_ingest_parser(subparsers: Subparsers) -> None:
     parser = add_command(
         subparsers, "ingest", _run_ingest, json_help="", help="load CSV files of events",
         description="Load CSV files of events into the store.",
+        interrupted="nothing from the unfinished file was kept (files loaded before it are)",
     )
     parser.add_argument("files", nargs="+", type=Path, metavar="FILE", help="CSV files (plain or .gz)")
     parser.add_argument("--dataset", default=None, help="dataset name (default: the file name)")
@@ -96,6 +97,8 @@ def add_demo_parser(subparsers: Subparsers) -> None:
         "register the pretrained model shipped in data/model/<text encoder> when the store has no usable checkpoint "
         "(train one when it is missing), and score events that have no interest vectors yet. Each step is skipped when "
         "already done, so `make run` is fast after the first time.",
+        interrupted="the steps finished before are kept; the unfinished load, training or scoring left nothing "
+        "in the store (run `interestgeo demo` again to go on)",
     )
     parser.add_argument("--load-only", action="store_true", help="only load the demo data (e.g. to train a model on it)")
 
@@ -183,7 +186,8 @@ def add_export_parser(subparsers: Subparsers) -> None:
     add_common(vectors, json_help="")
     vectors.add_argument("--dataset", required=True, metavar="NAME", help="the dataset to export")
     vectors.add_argument("--out", required=True, type=Path, metavar="FILE.parquet", help="the file to write")
-    vectors.set_defaults(handler=_run_export_vectors)
+    vectors.set_defaults(handler=_run_export_vectors,
+                         interrupted="no file was written (an existing one at --out is as it was)")
 
 
 def _run_export_vectors(args: argparse.Namespace) -> int:

@@ -65,6 +65,7 @@ def add_train_parser(subparsers: Subparsers) -> None:
         help="train the interest model on the stored events and save a checkpoint",
         description="Split the stored events (chronological 80/10/10, see README), train the Transformer on the training "
         "period with early stopping on validation MRR, and register a safetensors checkpoint in the store.",
+        interrupted="the unfinished training run registered no checkpoint (ablations finished before it did)",
     )
     parser.add_argument("--epochs", type=int, default=None, help="maximum epochs (default: config model.epochs)")
     parser.add_argument("--seed", type=int, default=None, help="random seed (default: config model.seed)")

@@ -20,13 +20,15 @@ from interestgeo.config import Config, load_config
 from interestgeo.store import Store
 
 __all__ = [
-    "EXIT_BUG", "EXIT_FAILED", "EXIT_OK", "CliError", "Subparsers", "add_command", "add_common", "add_dataset_option",
-    "add_filter_options", "config_from", "db_path", "filters_from_args", "open_store", "run_on_store", "say_waiting",
+    "EXIT_BUG", "EXIT_FAILED", "EXIT_INTERRUPTED", "EXIT_OK", "CliError", "Subparsers", "add_command", "add_common",
+    "add_dataset_option", "add_filter_options", "config_from", "db_path", "filters_from_args", "open_store",
+    "run_on_store", "say_waiting",
 ]
 
 EXIT_OK = 0
 EXIT_BUG = 1
 EXIT_FAILED = 2
+EXIT_INTERRUPTED = 130  # Ctrl-C: the shell's own code for a command ended by SIGINT (128 + 2)
 
 Subparsers = argparse._SubParsersAction
 
@@ -47,13 +49,17 @@ def add_common(parser: argparse.ArgumentParser, *, json_help: str | None = None)
 
 def add_command(
     subparsers: Subparsers, name: str, handler: Callable[[argparse.Namespace], int], *, help: str,
-    description: str, common: bool = True, json_help: str | None = None,
+    description: str, common: bool = True, json_help: str | None = None, interrupted: str | None = None,
 ) -> argparse.ArgumentParser:
-    """A subcommand's parser, run by `handler`: with `add_common`'s options unless `common` is False."""
+    """A subcommand's parser, run by `handler`: with `add_common`'s options unless `common` is False.
+
+    `interrupted`: what a Ctrl-C part way leaves behind, said after "interrupted; " (commands that
+    write say it; one that only reads needs nothing: `cli.main` says "interrupted").
+    """
     parser = subparsers.add_parser(name, help=help, description=description)
     if common:
         add_common(parser, json_help=json_help)
-    parser.set_defaults(handler=handler)
+    parser.set_defaults(handler=handler, interrupted=interrupted)
     return parser
 
 
