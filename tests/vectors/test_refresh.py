@@ -14,7 +14,6 @@ from interestgeo import analytics as an
 from interestgeo.config import Config, PrivacyConfig
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder, embed_texts
-from interestgeo.vectors.refresh import _write_aggregates
 from interestgeo.vectors import (
     RecencySource,
     fill_missing_similarities,
@@ -24,7 +23,7 @@ from interestgeo.vectors import (
     source_words,
 )
 from tests._data.analytics import ingest, trained_store, write_checkins
-from tests._data.vectors import assert_same, snapshot
+from tests._data.vectors import assert_same, forget_vectors_since, snapshot
 
 USERS_A = [f"u{i}" for i in range(12)]
 
@@ -158,17 +157,7 @@ def test_model_update_of_known_users_equals_a_full_rescore(tmp_path: Path, encod
         since = events["ts"].quantile(0.85)
         before = events[events["ts"] < since].groupby("user_id").size()
         assert (before > model.max_len).any()  # some users' new events have history beyond the window
-        new = events["ts"] >= since
-        # forget the new events' vectors, so only the update can bring them back
-        store.write_event_vectors(
-            events.loc[new, "dataset_id"].to_numpy(), events.loc[new, "event_id"].to_numpy(),
-            np.zeros(new.sum(), dtype=np.int16), np.zeros((new.sum(), encoder.dim), dtype=np.float32),
-        )
-        # ... and their aggregates with them, as a full score of those vectors would store them
-        # (an update re-weighs the whole-span ones by the touched people's stored vectors)
-        forgotten, vectors = store.scored_events()
-        _write_aggregates(store, config, an.ScoredEvents(forgotten, vectors, store.analytics_topics(), config),
-                          sorted(forgotten["dataset_id"].unique().tolist()), None)
+        new = forget_vectors_since(store, config, since)  # only the update can bring them back
         assert not np.allclose(store.window_vectors("cell_window_vectors", "all", k=0)[1], full["cell_vectors all"], atol=1e-3)
         update = score_store(store, config, source=model, encoder=encoder, since=since.isoformat())
         assert update.events == new.sum() and update.history_events > update.events

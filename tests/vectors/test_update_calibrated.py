@@ -13,17 +13,14 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pytest
 
-from interestgeo import analytics as an
 from interestgeo.store import Store
 from interestgeo.text import TextEncoder
 from interestgeo.vectors import load_source, score_store
-from interestgeo.vectors.refresh import _write_aggregates
 from tests._data.analytics import ingest, trained_store, write_checkins
-from tests._data.vectors import assert_same, snapshot
+from tests._data.vectors import assert_same, forget_vectors_since, snapshot
 
 CALIBRATION = ["dataset_id", "source", "cutoff", "history_weight", "sharpness", "pairs", "stored_mrr", "history_mrr",
                "model_mrr", "weights"]
@@ -73,17 +70,8 @@ def test_update_of_known_users_equals_a_full_rescore_at_the_calibrated_weight(
         score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder)
         full, calibrated = snapshot(store), calibrations(store)
         weight, sharpness = float(calibrated["history_weight"].iloc[0]), float(calibrated["sharpness"].iloc[0])
-        events = store.events()
-        since = events["ts"].quantile(0.85)
-        new = events["ts"] >= since
-        # forget the new events' vectors and their aggregates, so only the update can bring them back
-        store.write_event_vectors(
-            events.loc[new, "dataset_id"].to_numpy(), events.loc[new, "event_id"].to_numpy(),
-            np.zeros(new.sum(), dtype=np.int16), np.zeros((new.sum(), encoder.dim), dtype=np.float32),
-        )
-        forgotten, vectors = store.scored_events()
-        _write_aggregates(store, config, an.ScoredEvents(forgotten, vectors, store.analytics_topics(), config),
-                          sorted(forgotten["dataset_id"].unique().tolist()), None)
+        since = store.events()["ts"].quantile(0.85)
+        new = forget_vectors_since(store, config, since)  # only the update can bring them back
         source = load_source(store, config, encoder=encoder)
         assert source.weights == {1: weight} and source.model.sharpness[1] == pytest.approx(sharpness)
         update = score_store(store, config, source=source, encoder=encoder, since=since.isoformat())
