@@ -392,6 +392,15 @@ def test_drift_page_draws_shares_and_drift(scored_env: Path) -> None:
     assert any(d.label == "Download drift CSV" for d in at.download_button)
 
 
+def test_a_shared_links_drift_comparison_draws_the_second_region(scored_env: Path) -> None:
+    at = open_with_params("pages/drift.py", {"drift_window": "day", "drift_vs": "Manhattan"})
+    assert_clean(at)
+    assert at.selectbox(key="drift_vs").value == "Manhattan"
+    assert [s.value for s in at.subheader] == ["Everywhere", "Manhattan"]
+    charts = at.get("plotly_chart")  # per region: its shares, its drift
+    assert len(charts) == 4 and charts[0].proto.spec != charts[2].proto.spec  # Manhattan's own shares
+
+
 def test_user_page_shows_one_users_events_and_predictions(scored_env: Path) -> None:
     at = open_app("pages/user.py")
     assert_clean(at)

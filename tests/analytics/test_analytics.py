@@ -133,6 +133,9 @@ def test_every_region_level_result_hides_groups_below_k_and_counts_them() -> Non
         drift = an.region_drift(scored, Filters(), "day")
         assert (drift.timeline["users"] >= k).all()
         assert drift.hidden + len(drift.timeline) == len(an.region_drift(scored_from(events, raw), Filters(), "day").timeline)
+        counts, hidden_days = an.window_counts(scored, Filters(), "day")  # the Overview's trend: drift's windows
+        assert hidden_days == drift.hidden and (counts["users"] >= k).all()
+        pd.testing.assert_frame_equal(counts, drift.timeline[["window_start", "events", "users"]], check_dtype=False)
     assert expected_hidden > 0 and query.hidden_times > 0 and drift.hidden > 0
     small = scored_from(events, raw, k=13)  # more than the 12 users there are
     assert an.interest_profile(small, Filters()).hidden
