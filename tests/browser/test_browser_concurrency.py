@@ -17,7 +17,7 @@ import pytest
 
 from tests._data.app import shared_database
 from tests.browser.browser_helpers import ROOT, VIEWPORT, full_page_screenshot, go_to, open_app, running_server, wait_rendered
-from tests.test_concurrency import LOAD_AND_HOLD, LOCK_WORDS
+from tests._data.concurrency import LOAD_AND_HOLD, LOCK_WORDS
 
 DEMO = ROOT / "data" / "nyc_checkins.csv.gz"
 WAIT = 180

@@ -24,12 +24,12 @@ from interestgeo.store import file_access
 from interestgeo.store import Store
 from interestgeo.store import StoreBusy, data_version, writer_active
 from tests._data.app import app_env  # noqa: F401 (a fixture: a copy of the test database, events not scored)
+from tests._data.concurrency import LOAD_AND_HOLD, LOCK_WORDS
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 DEMO = ROOT / "data" / "nyc_checkins.csv.gz"
 CLI = [sys.executable, "-m", "interestgeo.cli"]
 WAIT = 120  # seconds any helper process may take before the test gives up on it
-LOCK_WORDS = ("Conflicting lock", "Could not set lock", "IO Error", "Traceback")
 
 
 def _config(db: Path, **store: float) -> Config:
@@ -262,21 +262,6 @@ def test_kill_9_during_a_load_keeps_nothing_of_it_and_frees_the_file(db: Path, f
     done = _ingest(db, fixtures_dir / "mixed_language.csv", "after")  # and the next load just runs
     assert done.returncode == 0, done.stderr
     assert _counts(db)[2] == ["after", "first"]
-
-
-# A load by another process that keeps the file after its commit until told to go (a line on stdin).
-LOAD_AND_HOLD = """
-import sys
-from interestgeo.config import Config, StoreConfig
-from interestgeo.ingest import ingest_file
-from interestgeo.store import Store
-db, csv, name = sys.argv[1:4]
-config = Config(store=StoreConfig(path=db))
-with Store.open(db, config=config) as store:
-    ingest_file(store, csv, config=config, dataset=name)
-    print("ready", flush=True)
-    sys.stdin.readline()
-"""
 
 
 def test_the_dashboard_says_reload_in_a_moment_during_a_write_and_shows_the_new_data_after_it(
