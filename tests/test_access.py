@@ -19,7 +19,9 @@ from interestgeo.store import Store
 from tests._data.app import APP, TIMEOUT, assert_clean
 from tests._data.privacy import recency_database, use_database
 
-# What must be guarded: every function that returns user ids or one person's data.
+# What must be guarded: every function that returns user ids or one person's data. Not here:
+# analytics.aggregate_user_windows, the scorer's writer of the user x window vectors, which runs
+# after a marketer's upload too; its rows reach a viewer only as counts of people (analytics/stored.py).
 PER_PERSON = {
     "interestgeo.analytics.list_users", "interestgeo.analytics.interested_users",
     "interestgeo.analytics.user_event_positions", "interestgeo.analytics.user_profile",
