@@ -14,8 +14,9 @@ list entry, so several people can extend the CLI without touching each other's c
 Users never see a traceback: expected failures (IngestError, bad arguments, a locked or missing
 database, a write that waited too long for another) become one line on stderr and exit code 2; an
 unexpected error (a bug) is one line too, exit code 1, with its traceback only when
-INTERESTGEO_TRACEBACK is set. Ctrl-C (or DuckDB's interrupt) is one line saying what the command
-left behind (its `interrupted` default, see options.add_command), exit code 130.
+INTERESTGEO_TRACEBACK is set. Ctrl-C (a KeyboardInterrupt, or DuckDB's "Query interrupted" when it
+lands in a query) is one line saying what the command left behind (its `interrupted` default, see
+options.add_command), exit code 130.
 """
 
 from __future__ import annotations
@@ -78,18 +79,29 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CliError, IngestError, ValueError, FileNotFoundError, AccessDenied, StoreBusy) as exc:
         print(f"interestgeo {args.command}: {exc}", file=sys.stderr)
     except (KeyboardInterrupt, duckdb.InterruptException):
-        left = getattr(args, "interrupted", None)
-        print(f"interestgeo {args.command}: interrupted" + (f"; {left}" if left else ""), file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _interrupted(args)
     except duckdb.Error as exc:
         print(f"interestgeo {args.command}: database error: {_one_line(exc)}", file=sys.stderr)
     except Exception as exc:  # a bug: still one line for the user, the traceback on request
+        if isinstance(exc, RuntimeError) and str(exc).startswith(DUCKDB_INTERRUPTED):
+            return _interrupted(args)
         if os.environ.get("INTERESTGEO_TRACEBACK"):
             raise
         print(f"interestgeo {args.command}: internal error ({type(exc).__name__}: {_one_line(exc)}); "
               "run with INTERESTGEO_TRACEBACK=1 for details", file=sys.stderr)
         return EXIT_BUG
     return EXIT_FAILED
+
+
+# What DuckDB's Python client raises (a plain RuntimeError) when Ctrl-C lands while a query runs:
+# it takes the KeyboardInterrupt itself to stop the query. Elsewhere Ctrl-C is a KeyboardInterrupt.
+DUCKDB_INTERRUPTED = "Query interrupted"
+
+
+def _interrupted(args: argparse.Namespace) -> int:
+    left = getattr(args, "interrupted", None)
+    print(f"interestgeo {args.command}: interrupted" + (f"; {left}" if left else ""), file=sys.stderr)
+    return EXIT_INTERRUPTED
 
 
 def _one_line(exc: BaseException) -> str:

@@ -1,4 +1,4 @@
-"""Several processes at once on one store file: loads while the dashboard reads, loads beside loads, kill -9.
+"""Several processes at once on one store file: loads while the dashboard reads, loads beside loads, kill -9 and Ctrl-C.
 
 Real processes (the CLI run as `python -m interestgeo.cli`, small helper processes that read or write
 the way the dashboard and the CLI do) on real files; no mocks. The browser-level check (a real
@@ -244,7 +244,9 @@ def test_in_one_process_a_writer_waits_for_a_reading_thread_and_a_reader_for_the
         Store.open(db, config=config)
 
 
-def test_kill_9_during_a_load_keeps_nothing_of_it_and_frees_the_file(db: Path, fixtures_dir: Path) -> None:
+@pytest.mark.parametrize("sig", [signal.SIGKILL, signal.SIGINT], ids=["kill -9", "ctrl-c"])
+def test_a_load_killed_or_interrupted_keeps_nothing_of_it_and_frees_the_file(
+        db: Path, fixtures_dir: Path, sig: signal.Signals) -> None:
     before = _counts(db)
     proc = subprocess.Popen([*CLI, "ingest", str(DEMO), "--db", str(db), "--dataset", "killed"], cwd=ROOT,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -254,9 +256,12 @@ def test_kill_9_during_a_load_keeps_nothing_of_it_and_frees_the_file(db: Path, f
         time.sleep(0.01)
     time.sleep(0.3)  # into the load (the demo file takes about a second on two cores)
     still_loading = proc.poll() is None
-    proc.send_signal(signal.SIGKILL)
-    out, _ = proc.communicate(timeout=WAIT)
-    assert still_loading and "rows read" not in out  # killed before it finished
+    proc.send_signal(sig)
+    out, err = proc.communicate(timeout=WAIT)
+    assert still_loading and "rows read" not in out  # stopped before it finished
+    if sig == signal.SIGINT:  # Python saw it: one line, the shell's code for Ctrl-C
+        assert proc.returncode == 130, err
+        assert err == "interestgeo ingest: interrupted; nothing from the unfinished file was kept (files loaded before it are)\n"
     assert not writer_active(db)
     assert _counts(db) == before  # nothing of the killed load
     done = _ingest(db, fixtures_dir / "mixed_language.csv", "after")  # and the next load just runs
