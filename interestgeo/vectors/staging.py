@@ -72,8 +72,6 @@ class _Staging:
         self.events += len(result)
 
     def _write(self, table: str, n: int, columns: dict[str, np.ndarray], **matrices: np.ndarray) -> None:
-        import pyarrow.parquet as pq
-
         path = self.folder / f"{table}-{n:06d}.parquet"
         _write_parquet(_arrow_with_vectors(columns, **matrices), path)
         self._files[table].append(str(path))
@@ -115,9 +113,15 @@ def _columns(frame: pd.DataFrame, types: dict[str, Any]) -> dict[str, np.ndarray
 
 
 def _write_parquet(table: Any, path: Any) -> None:
+    """Write a staged table for one quick read back: uncompressed, and its vector lists without
+    dictionary or statistics (float vectors neither compress nor repeat, and building a dictionary
+    and min/max of every float cost the driver 4x the write itself: 0.54 -> 0.13 s CPU per real
+    15k-event chunk, and DuckDB reads the result faster too). Scalar columns keep both."""
+    import pyarrow as pa
     import pyarrow.parquet as pq
 
-    pq.write_table(table, path)
+    scalars = [f.name for f in table.schema if not pa.types.is_list(f.type)]
+    pq.write_table(table, path, compression="none", use_dictionary=scalars, write_statistics=scalars)
 
 
 def cell_part(window_start: np.ndarray) -> np.ndarray:
