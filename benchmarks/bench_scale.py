@@ -72,19 +72,29 @@ def register_model(db: Path, config: str | None) -> None:
     subprocess.run([sys.executable, "-c", code, str(db), config or ""], check=True)
 
 
-def run_size(copies: int, work: Path, config: str | None, phrase: str, with_dashboard: bool = True) -> dict[str, object]:
-    """ingest, score and query the demo replicated `copies` times in a fresh store, then open the dashboard on it."""
+def run_size(
+    copies: int, work: Path, config: str | None, phrase: str, with_dashboard: bool = True, reuse: bool = False,
+) -> dict[str, object]:
+    """ingest, score and query the demo replicated `copies` times in a fresh store, then open the dashboard on it.
+    With `reuse` and a store of that size already in `work` (a run before): only the readers (query, dashboard)."""
     csv = work / f"nyc-x{copies}.csv.gz"
     db = work / f"scale-x{copies}.duckdb"
-    for path in (db, Path(f"{db}.wal")):
-        path.unlink(missing_ok=True)
-    rows = replicate(copies, csv) if not csv.exists() else None
     common = ["--db", str(db)] + (["--config", config] if config else [])
-    ingest = timed([CLI, "ingest", str(csv), "--dataset", f"nyc-x{copies}", *[a for m in MAPPING for a in ("--map", m)],
-                    "--json", *common])
-    register_model(db, config)
-    score = timed([CLI, "score", "--json", *common])
-    report = json.loads(score["out"])
+    rows = None
+    if reuse and db.exists():
+        nan = {"wall_s": float("nan"), "peak_gb": float("nan")}
+        ingest, score = nan, nan
+        listed = json.loads(timed([CLI, "datasets", "--json", *common])["out"])["datasets"]
+        report = {"events": sum(d["rows_stored"] for d in listed), "events_per_s": float("nan"), "calibrations": {}}
+    else:
+        for path in (db, Path(f"{db}.wal")):
+            path.unlink(missing_ok=True)
+        rows = replicate(copies, csv) if not csv.exists() else None
+        ingest = timed([CLI, "ingest", str(csv), "--dataset", f"nyc-x{copies}", *[a for m in MAPPING for a in ("--map", m)],
+                        "--json", *common])
+        register_model(db, config)
+        score = timed([CLI, "score", "--json", *common])
+        report = json.loads(score["out"])
     query = timed([CLI, "query", phrase, "--json", *common])
     events = int(report["events"])
     board = dashboard(db, work, config) if with_dashboard else {"pages_s": {}, "server_peak_gb": float("nan")}
@@ -181,6 +191,8 @@ def main() -> int:
     parser.add_argument("--phrase", default="jazz club")
     parser.add_argument("--no-reference", action="store_true", help="skip the 1x reference run")
     parser.add_argument("--no-dashboard", action="store_true", help="skip opening the dashboard in a browser")
+    parser.add_argument("--reuse", action="store_true",
+                        help="where a scored store of a size is already in --work, measure its readers only (query, dashboard)")
     parser.add_argument("--ray-copies", type=int, nargs="*", default=[],
                         help="sizes (copies of the demo) for the Ray scaling curve, e.g. 9 18 36 (1M, 2M, 4M events)")
     parser.add_argument("--ray-workers", type=int, nargs="*", default=[1, 2], help="Ray scoring actors to try")
@@ -192,7 +204,7 @@ def main() -> int:
     started = time.perf_counter()
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()} at start")
     sizes = ([] if args.no_reference or args.copies == 1 else [1]) + [args.copies]
-    results = [run_size(n, args.work, args.config, args.phrase, not args.no_dashboard) for n in sizes]
+    results = [run_size(n, args.work, args.config, args.phrase, not args.no_dashboard, args.reuse) for n in sizes]
     curve = ray_curve(args, args.work)
     for r in results:
         print(
