@@ -404,7 +404,7 @@ def _prepare(
             calibrations[dataset_id] = _calibrate(
                 source, events.iloc[rows].reset_index(drop=True), dataset_id, text_vectors, config
             )
-    topics, fresh = _topics(store, config, text_vectors, events, refresh_topics)
+    topics, fresh = _topics(None if refresh_topics else store.analytics_topics(), config, text_vectors, lambda: events)
     dataset_ids = sorted(int(d) for d in events["dataset_id"].unique())
     state = chunk_state(store, config, source, topics, dataset_ids, text_vectors, detach=True)
     return {"source": source, "state": state, "topics": topics, "fresh": fresh, "calibrations": calibrations,

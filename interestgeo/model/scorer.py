@@ -158,6 +158,14 @@ class InterestScorer:
         out._split, out._model_world, out._workspace = None, None, {}
         return out
 
+    def reading_texts_from(self, text_vectors: Callable[[list[str]], np.ndarray]) -> InterestScorer:
+        """A copy that takes texts from `text_vectors` instead of the store (a full score computes
+        with the store closed); it shares this scorer's worlds, cutoffs and models (worlds built
+        through either serve both), and builds a world only from events it is given."""
+        out = copy.copy(self)
+        out._text_lookup = text_vectors
+        return out
+
     def use_cutoffs(self, cutoffs: dict[int, pd.Timestamp | None]) -> None:
         """Score dataset d against its events before cutoffs[d] (see world.py); a dataset without
         one uses the cutoff its last calibration stored, else its own most recent tenth."""

@@ -59,6 +59,7 @@ class Store(EventsPart, EventVectorsPart, WindowVectorsPart, RunsPart, RegistryP
         self._stored_hour_dow = False
         # This thread's claim on the file (file_access), released by close().
         self._access: file_access.FileAccess | None = None
+        self._on_wait: Callable[[str], None] | None = None  # told when a (re)open has to wait
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -101,6 +102,7 @@ class Store(EventsPart, EventVectorsPart, WindowVectorsPart, RunsPart, RegistryP
                 con.execute("SET memory_limit = ?", [f"{int(config.store.memory_limit_mb)}MB"])
             store = cls(con, path, read_only, config)
             store._access = access
+            store._on_wait = on_wait
             if not read_only:
                 _schema.create(con, config)
                 store._stored_hour_dow = _schema.stored_hour_dow(con)
@@ -114,6 +116,19 @@ class Store(EventsPart, EventVectorsPart, WindowVectorsPart, RunsPart, RegistryP
         self.con.close()
         if self._access is not None:
             self._access.release()  # after the close: the file is free once the claim is
+            self._access = None
+
+    def reopen(self, *, read_only: bool) -> None:
+        """Close the connection and open the file again in the given mode, waiting as `open` does.
+
+        Why: a full score reads for seconds, computes for minutes and writes for seconds; it closes
+        the store while it computes (`close`, then other processes read and write the file) and
+        takes the writer back only for its one transaction (vectors/refresh.py)."""
+        if self._access is not None:
+            self.close()
+        other = Store.open(self.path, read_only, config=self.config, on_wait=self._on_wait)
+        self.con, self._access, self.read_only = other.con, other._access, other.read_only
+        self._stored_hour_dow, self._analytics_ready = other._stored_hour_dow, False
 
     def __enter__(self) -> Store:
         return self

@@ -19,6 +19,7 @@ from pathlib import Path
 
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 
 from interestgeo.cells import parent_masks
 from interestgeo.store._db import EVENT_COLUMNS, events_frame, id_list
@@ -76,18 +77,37 @@ class ParquetPart(StorePart):
             )
         return int(rows)
 
+    def export_events(self, path: Path | str, datasets: Sequence[int] | None = None, row_group: int = 65_536) -> int:
+        """Write the events of some datasets (all when None) to one Parquet file, in `events()`'s
+        order and columns, in row groups of `row_group` rows; returns how many.
+
+        Why: a full score snapshots what it scores in a few seconds, then reads the file a chunk
+        of users at a time without holding the store (vectors/staging.py EventsSnapshot)."""
+        ids = id_list(datasets)
+        self.con.execute(
+            f"""COPY (SELECT {", ".join(EVENT_COLUMNS)} FROM events
+                      WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)
+                      ORDER BY dataset_id, user_id, ts, event_id)
+                TO ? (FORMAT parquet, ROW_GROUP_SIZE {int(row_group)})""",
+            [ids, ids, str(path)],
+        )
+        return int(pq.ParquetFile(path).metadata.num_rows)
+
     @staticmethod
     def events_from_arrow(table: pa.Table) -> pd.DataFrame:
         """Events read back from `export_parquet` files, as `events()` gives them (columns, dtypes;
         not its order)."""
         return events_frame(table.select(list(EVENT_COLUMNS)))
 
-    def insert_parquet(self, table: str, files: Sequence[str], window: str | None = None) -> int:
+    def insert_parquet(
+        self, table: str, files: Sequence[str], window: str | None = None, datasets: Sequence[int] | None = None,
+    ) -> int:
         """Append the rows of Parquet `files` (an engine's output, with this table's columns) to
         `table` (event_vectors or a window-vector table); returns how many. The caller deletes
         what they replace first, in the same transaction. With `window`, only that window size's
         rows (inserted one size at a time, each size's rows lie together: a reader of one size
-        skips the others' row groups)."""
+        skips the others' row groups); with `datasets`, only their rows (a dataset deleted while
+        a score computed gets none back)."""
         if table not in self._PARQUET_IMPORTS:
             raise ValueError(f"cannot fill {table!r} from Parquet")
         if not files:
@@ -97,9 +117,11 @@ class ParquetPart(StorePart):
         cast = names.replace("vector", "vector::FLOAT[]").replace("topic_sims", "topic_sims::FLOAT[]")
         before = self._first_row(f"SELECT count(*) FROM {table}")[0]
         order = "ORDER BY event_id" if table == "event_vectors" else ""
-        where = "" if window is None else "WHERE window_size = ?"
+        ids = id_list(datasets)
+        window_rows = "" if window is None else "window_size = ? AND"  # event_vectors has no window_size
         self.con.execute(
-            f"INSERT INTO {table} ({names}) SELECT {cast} FROM read_parquet(?::VARCHAR[]) {where} {order}",
-            [[str(f) for f in files]] + ([] if window is None else [window]),
+            f"""INSERT INTO {table} ({names}) SELECT {cast} FROM read_parquet(?::VARCHAR[])
+                WHERE {window_rows} (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)) {order}""",
+            [[str(f) for f in files], *([] if window is None else [window]), ids, ids],
         )
         return int(self._first_row(f"SELECT count(*) FROM {table}")[0] - before)

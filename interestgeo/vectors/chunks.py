@@ -183,17 +183,38 @@ def _frames(frames: list[pd.DataFrame], columns: list[str]) -> pd.DataFrame:
 
 
 def chunk_state(
-    store: Store, config: Config, source: VectorSource, topics: Topics, datasets: list[int],
-    text_vectors: Callable[[list[str]], np.ndarray], *, detach: bool = False,
+    store: Store | None, config: Config, source: VectorSource, topics: Topics, datasets: list[int],
+    text_vectors: Callable[[list[str]], np.ndarray], *, detach: bool = False, table: TextTable | None = None,
 ) -> ChunkState:
     """The state `score_chunk` needs for `datasets` (calibrate them first: the source's weights and
     sharpness are read here). With `detach`: no store or encoder inside (worlds built now, every
-    event text of the datasets embedded into a TextTable), so it pickles for another process."""
+    event text of the datasets embedded into a TextTable: `table` when the caller holds one, else
+    read from `store`), so it pickles for another process."""
     if not detach:
         return ChunkState(source, topics, text_vectors, config)
-    texts = store.distinct_texts(datasets)
-    table = TextTable(texts, text_vectors(texts) if texts else np.zeros((0, topics.vectors.shape[1]), np.float32))
+    if table is None:
+        assert store is not None, "a detached state needs the store or the run's text table"
+        texts = store.distinct_texts(datasets)
+        table = TextTable(texts, text_vectors(texts) if texts else np.zeros((0, topics.vectors.shape[1]), np.float32))
     return ChunkState(detach_source(source, datasets, table), topics, table, config)
+
+
+def offline_source(source: VectorSource, table: TextTable) -> VectorSource | None:
+    """`source` taking texts from `table` instead of the store, so a run computes with the store
+    closed (it shares the source's weights, sharpness and worlds: calibrating it calibrates
+    `source`, and calibration builds every world from the events it is given); None for a source
+    it cannot rebuild (a caller's own, or a model with no calibration: that run keeps the store)."""
+    import copy
+
+    if isinstance(source, RecencySource):
+        return RecencySource(table, source.half_life_days)
+    if isinstance(source, BlendedSource) and isinstance(source.model, ExpectedVenueSource):
+        model = copy.copy(source.model)
+        model.scorer = source.model.scorer.reading_texts_from(table)
+        out = copy.copy(source)
+        out.model, out.history = model, RecencySource(table, source.history.half_life_days)
+        return out
+    return None
 
 
 def detach_source(source: VectorSource, datasets: list[int], table: TextTable) -> VectorSource:

@@ -27,17 +27,19 @@ from interestgeo.config import Config
 from interestgeo.topics import Topics, derive_topics, topic_similarities, topics_from_phrases
 from interestgeo.vectors.chunks import (
     ChunkRunner,
+    TextTable,
     _chunk_bounds,
     _default_runner,
     _new_user,
     chunk_state,
     local_chunks,
+    offline_source,
     score_chunk,
     stored_aggregates,
 )
 from interestgeo.vectors.span import span_rows_stored, update_span_aggregates
 from interestgeo.vectors.sources import BlendedSource, VectorSource, _text_vectors_fn, load_source, source_label
-from interestgeo.vectors.staging import _cell_window_columns, _Staging, _user_window_columns
+from interestgeo.vectors.staging import EventsSnapshot, _cell_window_columns, _Staging, _user_window_columns
 from interestgeo.windows import SPAN_WINDOWS, window_floor
 
 if TYPE_CHECKING:
@@ -82,18 +84,19 @@ class ScoreReport:
 
 
 def _topics(
-    store: Store, config: Config, text_vectors: Callable[[list[str]], np.ndarray], events: pd.DataFrame, refresh: bool
+    stored: Topics | None, config: Config, text_vectors: Callable[[list[str]], np.ndarray],
+    texts: Callable[[], pd.DataFrame],
 ) -> tuple[Topics, bool]:
-    """Stored topics unless missing, refreshed, or the configured phrases changed; and whether
-    they are new (the caller writes new ones in its transaction)."""
+    """The `stored` topics (None: missing or to refresh) unless the configured phrases changed; and
+    whether they are new (the caller writes new ones in its transaction). `texts()`: the events'
+    text and category_path in store.events() order, read only when topics are derived."""
     phrases = tuple(config.analytics.topic_phrases)
-    stored = None if refresh else store.analytics_topics()
     if stored is not None and (not phrases or (stored.source == "phrases" and stored.labels == phrases)):
         return stored, False
     if phrases:
         topics = topics_from_phrases(phrases, text_vectors(list(phrases)))
     else:
-        distinct = events.drop_duplicates("text")
+        distinct = texts().drop_duplicates("text")
         topics = derive_topics(
             distinct["text"].tolist(),
             text_vectors(distinct["text"].tolist()),
@@ -191,56 +194,105 @@ def score_store(
         topics = store.analytics_topics() if previous is not None else None
         if topics is not None:
             return _score_update(store, config, source, text_vectors, topics, since_ts, started, progress)
-    events = store.events(datasets)
-    if events.empty:
-        raise LookupError("no events to score: ingest a CSV first (`interestgeo ingest FILE`)")
-    dataset_ids = sorted(int(d) for d in events["dataset_id"].unique())
-    calibrations: dict[int, Calibration] = {}
-    if isinstance(source, BlendedSource):
-        for dataset_id, rows in _dataset_slices(events):
-            # one dataset: its events as they are (a copy of millions of rows otherwise)
-            own = events if rows == slice(0, len(events)) else events.iloc[rows].reset_index(drop=True)
-            calibrations[dataset_id] = _calibrate(source, own, dataset_id, text_vectors, config)
-    topics, topics_fresh = _topics(store, config, text_vectors, events, refresh_topics)
-    bounds = _chunk_bounds(events)
-    runner = runner or _default_runner(config, len(bounds) - 1)
-    try:
-        state = chunk_state(store, config, source, topics, dataset_ids, text_vectors, detach=runner is not None)
-    except TypeError:  # a source that cannot leave this process (a caller's own): score here
-        runner, state = None, chunk_state(store, config, source, topics, dataset_ids, text_vectors)
-    chunks = (events.iloc[a:b].reset_index(drop=True) for a, b in zip(bounds[:-1], bounds[1:]))
-    bounds_users = np.flatnonzero(_new_user(events))
+    # a full run: read (seconds), compute with the store closed (minutes), write (one transaction)
     with _Staging(store.path) as staging:
-        for result in (runner or local_chunks)(state, chunks):
-            staging.add(result)
-            if progress is not None:
-                progress(staging.events / len(events), f"{staging.events:,} of {len(events):,} events")
-        if staging.events != len(events):
-            raise RuntimeError(f"the scoring engine returned {staging.events:,} of {len(events):,} events")
-        users = len(bounds_users)
-        cell_files = staging.merged_cells(len(topics))  # before the transaction: no lock held meanwhile
+        snapshot = staging.snapshot(store, datasets)
+        if snapshot.rows == 0:
+            raise LookupError("no events to score: ingest a CSV first (`interestgeo ingest FILE`)")
+        keys = snapshot.columns(["dataset_id", "user_id"])  # (N,) narrow: chunk bounds, dataset slices
+        dataset_ids = sorted(int(d) for d in keys["dataset_id"].unique())
+        table = _text_table(store, config, text_vectors, snapshot, dataset_ids, worlds=isinstance(source, BlendedSource))
+        stored_topics = None if refresh_topics else store.analytics_topics()
+        offline = offline_source(source, table)
+        was_read_only = store.read_only
+        if offline is not None:
+            store.close()  # while the chunks compute the file is nobody's: the dashboard reads, a load writes
+        try:
+            calibrations, topics, topics_fresh, users, cell_files = _compute_full(
+                store, config, offline or source, table, snapshot, keys, dataset_ids, stored_topics, staging,
+                runner, progress,
+            )
+        except Exception:
+            if offline is not None:  # the caller's store as it came (after a Ctrl-C it stays closed: the run ends)
+                store.reopen(read_only=was_read_only)
+            raise
+        if offline is not None or store.read_only:
+            store.reopen(read_only=False)  # waits for a load that is writing now
+        # what changed meanwhile: a dataset deleted gets nothing back; events loaded into a
+        # dataset meanwhile stay unscored (`interestgeo score --since new` scores them)
+        present = set(store.datasets()["dataset_id"].astype(int))
+        kept = [d for d in dataset_ids if d in present]
         # one short transaction: what the chunks wrote to Parquet goes in at once (all or nothing)
         with store.transaction():
             if topics_fresh:
                 store.write_topics(topics.labels, topics.source, topics.vectors)
-            store.delete_event_vectors(datasets)
-            store.insert_parquet("event_vectors", staging.files("event_vectors"))
+            store.delete_event_vectors(kept)
+            events = store.insert_parquet("event_vectors", staging.files("event_vectors"), datasets=kept)
             for window, resolutions, with_users in stored_aggregates(config):
                 if with_users:
-                    store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=dataset_ids)
-                store.replace_window_vectors("cell_window_vectors", window, {}, np.zeros((0, 0)), datasets=dataset_ids,
+                    store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=kept)
+                store.replace_window_vectors("cell_window_vectors", window, {}, np.zeros((0, 0)), datasets=kept,
                                              resolution=list(resolutions))
             for window, _, with_users in stored_aggregates(config):
                 if with_users:
-                    store.insert_parquet("user_window_vectors", staging.files("user_window_vectors"), window)
-            store.insert_parquet("cell_window_vectors", cell_files)
+                    store.insert_parquet("user_window_vectors", staging.files("user_window_vectors"), window,
+                                         datasets=kept)
+            store.insert_parquet("cell_window_vectors", cell_files, datasets=kept)
+            calibrations = {d: c for d, c in calibrations.items() if d in present}
             _write_calibrations(store, source, calibrations.values())
             elapsed = time.perf_counter() - started
-            store.record_score_run(source_label(source), None, len(events), users, elapsed)
+            store.record_score_run(source_label(source), None, events, users, elapsed)
     return ScoreReport(
-        source_label(source), "full", len(events), users, len(events), elapsed,
+        source_label(source), "full", events, users, events, elapsed,
         len(topics), topics.source, None, _by_name(store, calibrations),
     )
+
+
+def _text_table(
+    store: Store, config: Config, text_vectors: Callable[[list[str]], np.ndarray], snapshot: EventsSnapshot,
+    datasets: list[int], *, worlds: bool,
+) -> TextTable:
+    """Every text a full run can embed, embedded now while the store is open (new ones are cached
+    in it when it is open for writing): the events' texts, the configured topic phrases and, for a
+    model's `worlds`, the events' categories."""
+    from interestgeo.split import NO_CATEGORY
+
+    categories = snapshot.columns(["category"])["category"].dropna().unique().tolist() if worlds else []
+    texts = list(dict.fromkeys([
+        *store.distinct_texts(datasets), *config.analytics.topic_phrases,
+        *([*map(str, categories), NO_CATEGORY] if worlds else []),
+    ]))
+    return TextTable(texts, text_vectors(texts))
+
+
+def _compute_full(
+    store: Store, config: Config, source: VectorSource, table: TextTable, snapshot: EventsSnapshot,
+    keys: pd.DataFrame, dataset_ids: list[int], stored_topics: Topics | None, staging: _Staging,
+    runner: ChunkRunner | None, progress: Callable[[float, str], None] | None,
+) -> tuple[dict[int, Calibration], Topics, bool, int, list[str]]:
+    """A full run's compute phase (the store closed unless `source` needs it): calibrate each
+    dataset, choose the topics, score the snapshot's chunks into `staging` and merge their cell
+    sums. Returns (calibrations, topics, whether they are new, users, merged cell files)."""
+    calibrations: dict[int, Calibration] = {}
+    if isinstance(source, BlendedSource):
+        for dataset_id, rows in _dataset_slices(keys):  # one dataset's events at a time
+            calibrations[dataset_id] = _calibrate(source, snapshot.events(rows.start, rows.stop), dataset_id, table, config)
+    topics, topics_fresh = _topics(stored_topics, config, table, lambda: snapshot.columns(["text", "category_path"]))
+    bounds = _chunk_bounds(keys)
+    users = int(_new_user(keys).sum())
+    runner = runner or _default_runner(config, len(bounds) - 1)
+    try:
+        state = chunk_state(store, config, source, topics, dataset_ids, table, detach=runner is not None, table=table)
+    except TypeError:  # a source that cannot leave this process (a caller's own): score here
+        runner, state = None, chunk_state(store, config, source, topics, dataset_ids, table)
+    chunks = (snapshot.events(a, b) for a, b in zip(bounds[:-1], bounds[1:]))  # one chunk read at a time
+    for result in (runner or local_chunks)(state, chunks):
+        staging.add(result)
+        if progress is not None:
+            progress(staging.events / snapshot.rows, f"{staging.events:,} of {snapshot.rows:,} events")
+    if staging.events != snapshot.rows:
+        raise RuntimeError(f"the scoring engine returned {staging.events:,} of {snapshot.rows:,} events")
+    return calibrations, topics, topics_fresh, users, staging.merged_cells(len(topics))
 
 
 def _dataset_slices(events: pd.DataFrame) -> list[tuple[int, slice]]:

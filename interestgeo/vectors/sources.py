@@ -218,6 +218,10 @@ class ExpectedVenueSource:
         vectors = self.scorer.expected_venue_vectors(events, neutralise_spacetime, needed=needed, sharpness=self.sharpness)
         return _unit_rows(vectors, needed)
 
+    def use_cutoffs(self, cutoffs: dict[int, pd.Timestamp]) -> None:
+        """Count each dataset's world up to its calibration's cutoff (see InterestScorer.use_cutoffs)."""
+        self.scorer.use_cutoffs(cutoffs)
+
     def use_events(self, dataset_id: int, events: pd.DataFrame) -> None:
         """Build the dataset's world from `events` (all of them, store.events() order) now."""
         self.scorer.world(dataset_id, events)
