@@ -151,15 +151,28 @@ class EventVectorsPart(StorePart):
         if 2 * len(wanted) >= stored:  # most of them: a plain scan (the join costs more than it saves)
             table = self._arrow_query("SELECT event_id, vector FROM event_vectors").to_arrow_table()
         else:
-            self.con.register("analytics_wanted", pa.table({"event_id": wanted}))
-            try:
-                table = self._arrow_query(
-                    "SELECT v.event_id, v.vector FROM event_vectors v SEMI JOIN analytics_wanted w ON v.event_id = w.event_id"
-                ).to_arrow_table()
-            finally:
-                self.con.unregister("analytics_wanted")
+            table = self._event_vector_rows(wanted, with_vectors=True)
         rows, has = align(table.column("event_id").to_numpy(), wanted)
         return has, vectors_from_arrow(table.column("vector"), table.num_rows, rows)
+
+    def has_event_vectors(self, event_ids: np.ndarray) -> np.ndarray:
+        """(len(event_ids),) bool: which of these events have a stored vector (ids only: a dynamic
+        update reads the vectors of the few rows it needs afterwards, not of whole histories)."""
+        wanted = np.asarray(event_ids, dtype=np.int64)
+        if not self._analytics_tables_exist():
+            return np.zeros(len(wanted), dtype=bool)
+        return align(self._event_vector_rows(wanted, with_vectors=False).column("event_id").to_numpy(), wanted)[1]
+
+    def _event_vector_rows(self, event_ids: np.ndarray, with_vectors: bool) -> pa.Table:
+        """The event_vectors rows of these event ids (any order): event_id, and `vector` when asked."""
+        self.con.register("analytics_wanted", pa.table({"event_id": event_ids}))
+        try:
+            return self._arrow_query(
+                f"""SELECT v.event_id{", v.vector" if with_vectors else ""} FROM event_vectors v
+                    SEMI JOIN analytics_wanted w ON v.event_id = w.event_id"""
+            ).to_arrow_table()
+        finally:
+            self.con.unregister("analytics_wanted")
 
     def vector_dim(self) -> int:
         """The dimension of the stored interest vectors (0 when none is stored)."""

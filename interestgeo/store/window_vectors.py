@@ -135,6 +135,26 @@ class WindowVectorsPart(StorePart):
             return frame[visible].reset_index(drop=True), vectors[visible], int((~visible).sum())
         return frame, vectors, 0
 
+    def user_window_rows(self, window: str, users: pd.DataFrame) -> pd.DataFrame:
+        """Which of `users` (columns dataset_id, user_id) have stored user rows of `window`: their
+        (dataset_id, user_id) pairs, without the vectors (a dynamic update asks this of the people
+        it touched, not of every user)."""
+        empty = pd.DataFrame({"dataset_id": pd.Series([], dtype="int32"), "user_id": pd.Series([], dtype=object)})
+        if not self._analytics_tables_exist() or users.empty:
+            return empty
+        wanted = pd.DataFrame({"dataset_id": users["dataset_id"].to_numpy(np.int32),
+                               "user_id": users["user_id"].astype(str).to_numpy()})
+        self.con.register("analytics_users_wanted", wanted)
+        try:
+            return self._arrow_query(
+                """SELECT DISTINCT u.dataset_id, u.user_id FROM user_window_vectors u
+                   SEMI JOIN analytics_users_wanted w ON u.dataset_id = w.dataset_id AND u.user_id = w.user_id
+                   WHERE u.window_size = ?""",
+                params=[window],
+            ).to_arrow_table().to_pandas()
+        finally:
+            self.con.unregister("analytics_users_wanted")
+
     def cell_window_shares(
         self, window: str, resolution: int, *, datasets: Sequence[int] | None = None, vectors: bool = False
     ) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray] | None:

@@ -37,7 +37,7 @@ from interestgeo.vectors.chunks import (
     score_chunk,
     stored_aggregates,
 )
-from interestgeo.vectors.span import span_rows_stored, update_span_aggregates
+from interestgeo.vectors.span import span_change, span_rows_stored, update_span_aggregates
 from interestgeo.vectors.sources import BlendedSource, VectorSource, _text_vectors_fn, load_source, source_label
 from interestgeo.vectors.staging import EventsSnapshot, _cell_window_columns, _Staging, _user_window_columns
 from interestgeo.windows import SPAN_WINDOWS, window_floor
@@ -383,7 +383,6 @@ def _score_update(
     if affected.empty:
         return ScoreReport(source_label(source), "update", 0, 0, 0, time.perf_counter() - started, 0, "", since_text)
     histories = store.user_histories(affected)
-    had_vector, old_vectors = store.existing_event_vectors(histories["event_id"].to_numpy(np.int64))
     calibrations: dict[int, Calibration] = {}
     if isinstance(source, BlendedSource):  # a dataset scored for the first time is calibrated first
         for dataset_id in sorted(set(histories["dataset_id"].astype(int)) - set(source.weights)):
@@ -407,15 +406,11 @@ def _score_update(
     new = histories.loc[keep].reset_index(drop=True)
     from_day = new.groupby("dataset_id")["local_ts"].min().to_numpy("datetime64[D]")
     datasets = sorted(new["dataset_id"].unique().tolist())
-    # the touched people's events before and after, for the whole-span aggregates (vectors/span.py)
-    context = histories.assign(topic=np.int16(0))  # the aggregates do not read an event's own topic
-    now = np.zeros((len(histories), vectors.shape[1]), dtype=np.float32)
-    old_vectors = old_vectors.reshape(int(had_vector.sum()), vectors.shape[1])
-    now[had_vector] = old_vectors
-    now[keep] = vectors
-    before = ScoredEvents(context.loc[had_vector].reset_index(drop=True), old_vectors, topics, config)
-    after = ScoredEvents(context.loc[had_vector | keep].reset_index(drop=True), now[had_vector | keep], topics, config)
     reweigh = span_rows_stored(store, config, datasets)
+    if reweigh:  # the stored vectors the whole-span re-weigh needs (vectors/span.py), before they are replaced
+        event_ids = histories["event_id"].to_numpy(np.int64)
+        change = span_change(store, config, histories, keep, store.has_event_vectors(event_ids))
+        old_vectors = store.event_vectors(event_ids[change.reads]).reshape(-1, vectors.shape[1])
     with store.transaction():
         store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors, sims)
         starts = dict(zip(datasets, from_day))
@@ -427,7 +422,7 @@ def _score_update(
         scored = ScoredEvents(events, stored_vectors, topics, config)
         _write_aggregates(store, config, scored, datasets, starts, span=not reweigh)
         if reweigh:
-            update_span_aggregates(store, config, topics, before, after, datasets)
+            update_span_aggregates(store, config, topics, change, old_vectors, vectors, datasets)
         _write_calibrations(store, source, calibrations.values())
         elapsed = time.perf_counter() - started
         store.record_score_run(source_label(source), since.to_pydatetime() if since is not None else None, len(new), len(affected), elapsed)

@@ -129,6 +129,41 @@ def test_dynamic_update_equals_a_full_rescore(
         assert_same(after_update, snapshot(store))
 
 
+def test_update_of_known_users_with_and_without_unscored_events_equals_a_full_rescore(
+    tmp_path: Path, files: tuple[Path, Path], encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """People only re-scored are re-weighed by their re-scored rows (only those stored vectors are
+    read); people with unscored events are taken out and put back whole: together, a full re-score."""
+    from interestgeo.vectors.refresh import _write_aggregates
+
+    config = config_for(tmp_path / "k.duckdb")
+    with Store.open(config.store.path, config=config) as store:
+        source = recency(store, encoder)
+        ingest(store, files[0], config, "april")
+        score_store(store, config, source=source, encoder=encoder)
+        full = snapshot(store)
+        events = store.events()
+        since = events["ts"].quantile(0.9)
+        forget_vectors_since(store, config, since)  # what the update re-scores is stored as zeros
+        # ... and the last eight events of u0-u3 lose theirs (and the aggregates are stored as a
+        # full score of what is left would store them): an upload of new events of known people
+        last = events[events["user_id"].isin(USERS_A[:4])].groupby("user_id").tail(8)
+        assert (last["ts"] < since).any()  # some of them before `since`: only the unscored rows bring them in
+        store.con.execute(f"DELETE FROM event_vectors WHERE event_id IN ({','.join(map(str, last['event_id']))})")
+        left, vectors = store.scored_events()
+        _write_aggregates(store, config, an.ScoredEvents(left, vectors, store.analytics_topics(), config), [1], None)
+        read: list[int] = []
+        event_vectors = Store.event_vectors
+        monkeypatch.setattr(Store, "event_vectors", lambda self, ids: read.append(len(ids)) or event_vectors(self, ids))
+        update = score_store(store, config, source=source, encoder=encoder, since=since.isoformat())
+        assert update.users > 4
+        grown = events["user_id"].isin(USERS_A[:4])
+        # read: the stored vectors of u0-u3 (whole histories) and of the others' re-scored rows only
+        assert read == [grown.sum() - len(last) + ((events["ts"] >= since) & ~grown).sum()]
+        assert read[0] < update.history_events
+        assert_same(full, snapshot(store))
+
+
 def test_user_histories_are_the_users_rows_of_events_exactly(tmp_path: Path, files: tuple[Path, Path]) -> None:
     # the update reads histories through Arrow; events() through DuckDB's pandas conversion
     config = config_for(tmp_path / "h.duckdb")
