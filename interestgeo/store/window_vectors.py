@@ -155,6 +155,18 @@ class WindowVectorsPart(StorePart):
         finally:
             self.con.unregister("analytics_users_wanted")
 
+    def has_cell_window_shares(self, window: str, resolution: int, dataset_id: int) -> bool:
+        """Whether a dataset's cell rows of one window size and resolution are stored with their
+        topic shares (what `cell_window_shares` returns rows for), counted without reading them."""
+        if not self._analytics_tables_exist() or not _schema.has_column(self.con, "cell_window_vectors", "shares"):
+            return False
+        rows, with_shares = self._first_row(
+            """SELECT count(*), count(shares) FROM cell_window_vectors
+               WHERE window_size = ? AND resolution = ?::TINYINT AND dataset_id = ?""",
+            [window, resolution, int(dataset_id)],
+        )
+        return 0 < rows == with_shares
+
     def cell_window_shares(
         self, window: str, resolution: int, *, datasets: Sequence[int] | None = None, vectors: bool = False
     ) -> tuple[pd.DataFrame, np.ndarray | None, np.ndarray] | None:

@@ -44,7 +44,7 @@ _KEYS = ["cell", "window_start"]
 def span_rows_stored(store: Store, config: Config, datasets: list[int]) -> bool:
     """Whether every span aggregate of these datasets is stored (with shares): what the update re-weighs."""
     return all(
-        store.cell_window_shares(window, resolutions[0], datasets=[d]) is not None
+        store.has_cell_window_shares(window, resolutions[0], d)
         for d in datasets for window, resolutions, _ in stored_aggregates(config) if window in SPAN_WINDOWS
     )
 
@@ -130,57 +130,64 @@ def update_span_aggregates(
                 _replace_user_rows(store, window, dataset_id, after, delta, filters)
 
 
-@dataclass
 class _Moved:
     """The re-scored rows of people re-weighed by them: their rows (all events of those people) and,
     for the `moved` ones, the change of vector and of topic shares."""
 
-    rows: pd.DataFrame  # every event of these people (store.events() order)
-    moved: np.ndarray  # (n,) bool: the re-scored rows
-    vectors: np.ndarray  # (moved, D) float64 new - old vector
-    shares: np.ndarray  # (moved, T) float64 new - old topic probabilities
+    def __init__(self, rows: pd.DataFrame, moved: np.ndarray, vectors: np.ndarray, shares: np.ndarray) -> None:
+        self.rows = rows  # every event of these people (store.events() order)
+        self.moved = moved  # (n,) bool: the re-scored rows
+        self.vectors = vectors  # (moved, D) float64 new - old vector
+        self.shares = shares  # (moved, T) float64 new - old topic probabilities
+        self.person = np.cumsum(_new_user(rows)) - 1  # (n,)
+        self.dataset = rows["dataset_id"].to_numpy()
+        self.local_ns = rows["local_ts"].to_numpy("datetime64[ns]")
+        self.index = np.cumsum(moved) - 1  # (n,) row among the moved ones (where moved)
 
-    def _by(self, dataset_id: int, cell: np.ndarray | None, window: str) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-        """For the moved rows of a dataset: (1 / their person's events in their (cell, window), the
-        row's index among the moved ones, its cell, its window key); `cell` (n,) or None (per person)."""
-        rows = self.rows
-        inside = (rows["dataset_id"].to_numpy() == dataset_id)
-        person = np.cumsum(_new_user(rows)) - 1
-        wkey = window_keys(rows["local_ts"].to_numpy("datetime64[ns]"), window)
-        cells = np.zeros(len(rows), dtype=np.int64) if cell is None else cell
-        # each (person, cell, window) of the dataset's rows, counted
-        pair, _ = pd.factorize(pd.MultiIndex.from_arrays([person[inside], cells[inside], wkey[inside]]))
-        counts = np.bincount(pair)
+    def _change(self, inside: np.ndarray, cell: np.ndarray, wkey: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Of the rows `inside` (with their `cell` and window key), the moved ones' (rows of
+        `vectors` and `shares`, 1 / their person's events in their cell x window, and the moved
+        ones as a mask of those rows)."""
+        pair, _ = _groups(self.person[inside], cell, wkey)
         mine = self.moved[inside]
-        index = (np.cumsum(self.moved) - 1)[inside][mine]
-        return 1.0 / counts[pair[mine]], index, cells[inside][mine], wkey[inside][mine]
+        return self.index[inside][mine], 1.0 / np.bincount(pair)[pair[mine]], mine
 
     def cells(self, dataset_id: int, resolution: int, window: str) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
         """(frame[cell, window_start], (G, D) vector sums, (G, T) share sums) of the moved rows'
         change per cell x window at `resolution`."""
-        base = self.rows["cell"].to_numpy(np.int64)
+        inside = self.dataset == dataset_id
+        base = self.rows["cell"].to_numpy(np.int64)[inside]
         cell = np.zeros(len(base), dtype=np.int64) if resolution == WHOLE_DATASET else cell_to_parent(base, resolution)
-        weight, index, cells, wkey = self._by(dataset_id, cell, window)
-        group, keys = pd.factorize(pd.MultiIndex.from_arrays([cells, wkey]))
-        frame = pd.DataFrame({
-            "cell": keys.get_level_values(0).to_numpy(np.int64),
-            "window_start": window_starts(keys.get_level_values(1).to_numpy(np.int64), window),
-        })
-        return frame, _sums(group, len(keys), self.vectors[index] * weight[:, None]), _sums(
-            group, len(keys), self.shares[index] * weight[:, None])
+        wkey = window_keys(self.local_ns[inside], window)
+        index, weight, mine = self._change(inside, cell, wkey)
+        group, first = _groups(cell[mine], wkey[mine])
+        frame = pd.DataFrame({"cell": cell[mine][first], "window_start": window_starts(wkey[mine][first], window)})
+        return (frame, _sums(group, len(first), self.vectors[index] * weight[:, None]),
+                _sums(group, len(first), self.shares[index] * weight[:, None]))
 
     def users(self, dataset_id: int, window: str) -> tuple[pd.DataFrame, np.ndarray]:
         """(frame[user_id, window_start], (G, D) change of the person's mean there) of each moved
         person x window of a dataset."""
-        weight, index, _, wkey = self._by(dataset_id, None, window)
-        inside = self.rows["dataset_id"].to_numpy() == dataset_id
-        user = self.rows["user_id"].astype(str).to_numpy()[inside][self.moved[inside]]
-        group, keys = pd.factorize(pd.MultiIndex.from_arrays([user, wkey]))
+        inside = self.dataset == dataset_id
+        wkey = window_keys(self.local_ns[inside], window)
+        index, weight, mine = self._change(inside, np.zeros(len(wkey), dtype=np.int64), wkey)
+        group, first = _groups(self.person[inside][mine], wkey[mine])
         frame = pd.DataFrame({
-            "user_id": keys.get_level_values(0).astype(str),
-            "window_start": window_starts(keys.get_level_values(1).to_numpy(np.int64), window),
+            "user_id": self.rows["user_id"].astype(str).to_numpy()[inside][mine][first],
+            "window_start": window_starts(wkey[mine][first], window),
         })
-        return frame, _sums(group, len(keys), self.vectors[index] * weight[:, None])
+        return frame, _sums(group, len(first), self.vectors[index] * weight[:, None])
+
+
+def _groups(*columns: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(m,) group of each row by its tuple of `columns` values ((m,) each), and (G,) the first row
+    of each group (integer codes, kept dense after each column, instead of a MultiIndex: ~10x faster)."""
+    key = np.zeros(len(columns[0]), dtype=np.int64)
+    for column in columns:
+        code, uniques = pd.factorize(column)
+        key = pd.factorize(key * len(uniques) + code)[0].astype(np.int64)
+    _, first, group = np.unique(key, return_index=True, return_inverse=True)
+    return group, first
 
 
 def _sums(group: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:

@@ -4,6 +4,8 @@ engines: test_chunks.py; the CLI's score, query and drift: tests/cli/test_analys
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -129,6 +131,17 @@ def test_dynamic_update_equals_a_full_rescore(
         assert_same(after_update, snapshot(store))
 
 
+@contextmanager
+def scored_april(db: Path, april: Path, encoder: TextEncoder) -> Iterator[tuple[Config, Store, RecencySource, dict]]:
+    """A store with the April file scored by the recency source: (config, store, source, its snapshot)."""
+    config = config_for(db)
+    with Store.open(config.store.path, config=config) as store:
+        source = recency(store, encoder)
+        ingest(store, april, config, "april")
+        score_store(store, config, source=source, encoder=encoder)
+        yield config, store, source, snapshot(store)
+
+
 def test_update_of_known_users_with_and_without_unscored_events_equals_a_full_rescore(
     tmp_path: Path, files: tuple[Path, Path], encoder: TextEncoder, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -136,12 +149,7 @@ def test_update_of_known_users_with_and_without_unscored_events_equals_a_full_re
     read); people with unscored events are taken out and put back whole: together, a full re-score."""
     from interestgeo.vectors.refresh import _write_aggregates
 
-    config = config_for(tmp_path / "k.duckdb")
-    with Store.open(config.store.path, config=config) as store:
-        source = recency(store, encoder)
-        ingest(store, files[0], config, "april")
-        score_store(store, config, source=source, encoder=encoder)
-        full = snapshot(store)
+    with scored_april(tmp_path / "k.duckdb", files[0], encoder) as (config, store, source, full):
         events = store.events()
         since = events["ts"].quantile(0.9)
         forget_vectors_since(store, config, since)  # what the update re-scores is stored as zeros
@@ -161,6 +169,22 @@ def test_update_of_known_users_with_and_without_unscored_events_equals_a_full_re
         # read: the stored vectors of u0-u3 (whole histories) and of the others' re-scored rows only
         assert read == [grown.sum() - len(last) + ((events["ts"] >= since) & ~grown).sum()]
         assert read[0] < update.history_events
+        assert_same(full, snapshot(store))
+
+
+def test_update_of_a_file_without_stored_shares_recomputes_the_whole_span_rows(
+    tmp_path: Path, files: tuple[Path, Path], encoder: TextEncoder
+) -> None:
+    """Span rows without topic shares (a file scored before they were stored) cannot be re-weighed:
+    the update recomputes them from every event, still a full re-score's rows."""
+    with scored_april(tmp_path / "o.duckdb", files[0], encoder) as (config, store, source, full):
+        since = store.events()["ts"].quantile(0.9)
+        forget_vectors_since(store, config, since)
+        assert store.has_cell_window_shares("all", 8, 1)
+        store.con.execute("UPDATE cell_window_vectors SET shares = NULL WHERE window_size = 'all' AND resolution = 8")
+        assert not store.has_cell_window_shares("all", 8, 1) and store.cell_window_shares("all", 8) is None
+        score_store(store, config, source=source, encoder=encoder, since=since.isoformat())
+        assert store.cell_window_shares("all", 8) is not None
         assert_same(full, snapshot(store))
 
 
