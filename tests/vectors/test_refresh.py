@@ -132,12 +132,14 @@ def test_dynamic_update_equals_a_full_rescore(
 
 
 @contextmanager
-def scored_april(db: Path, april: Path, encoder: TextEncoder) -> Iterator[tuple[Config, Store, RecencySource, dict]]:
-    """A store with the April file scored by the recency source: (config, store, source, its snapshot)."""
+def scored_store(db: Path, files: list[Path], encoder: TextEncoder) -> Iterator[tuple[Config, Store, RecencySource, dict]]:
+    """A store with these files (datasets "f0", "f1", ...) scored by the recency source: (config,
+    store, source, its snapshot)."""
     config = config_for(db)
     with Store.open(config.store.path, config=config) as store:
         source = recency(store, encoder)
-        ingest(store, april, config, "april")
+        for i, path in enumerate(files):
+            ingest(store, path, config, f"f{i}")
         score_store(store, config, source=source, encoder=encoder)
         yield config, store, source, snapshot(store)
 
@@ -149,9 +151,10 @@ def test_update_of_known_users_with_and_without_unscored_events_equals_a_full_re
     read); people with unscored events are taken out and put back whole: together, a full re-score."""
     from interestgeo.vectors.refresh import _write_aggregates
 
-    with scored_april(tmp_path / "k.duckdb", files[0], encoder) as (config, store, source, full):
+    with scored_store(tmp_path / "k.duckdb", list(files), encoder) as (config, store, source, full):
         events = store.events()
-        since = events["ts"].quantile(0.9)
+        since = events.loc[events["dataset_id"] == 1, "ts"].quantile(0.9)
+        assert set(events.loc[events["ts"] >= since, "dataset_id"]) == {1, 2}  # people of both datasets re-scored
         forget_vectors_since(store, config, since)  # what the update re-scores is stored as zeros
         # ... and the last eight events of u0-u3 lose theirs (and the aggregates are stored as a
         # full score of what is left would store them): an upload of new events of known people
@@ -177,7 +180,7 @@ def test_update_of_a_file_without_stored_shares_recomputes_the_whole_span_rows(
 ) -> None:
     """Span rows without topic shares (a file scored before they were stored) cannot be re-weighed:
     the update recomputes them from every event, still a full re-score's rows."""
-    with scored_april(tmp_path / "o.duckdb", files[0], encoder) as (config, store, source, full):
+    with scored_store(tmp_path / "o.duckdb", [files[0]], encoder) as (config, store, source, full):
         since = store.events()["ts"].quantile(0.9)
         forget_vectors_since(store, config, since)
         assert store.has_cell_window_shares("all", 8, 1)
