@@ -428,7 +428,7 @@ def _score_update(
         store.record_score_run(source_label(source), since.to_pydatetime() if since is not None else None, len(new), len(affected), elapsed)
     return ScoreReport(
         source_label(source), "update", len(new), len(affected), len(histories), elapsed, len(topics), topics.source,
-        since_text, _by_name(store, calibrations),
+        since_text, _by_name(store, calibrations) if calibrations else {},
     )
 
 

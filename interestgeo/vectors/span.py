@@ -38,7 +38,7 @@ if TYPE_CHECKING:
 
 __all__ = ["SpanChange", "span_change", "span_rows_stored", "update_span_aggregates"]
 
-_KEYS = ["cell", "window_start"]
+_KEYS = ["resolution", "cell", "window_start"]
 
 
 def span_rows_stored(store: Store, config: Config, datasets: list[int]) -> bool:
@@ -112,19 +112,25 @@ def update_span_aggregates(
         for window, resolutions, with_users in stored_aggregates(config):
             if window not in SPAN_WINDOWS:
                 continue
-            frames, unit, shares = [], [], []
+            # each part, as sums over its people: (keys, users, events, vector sums, share sums)
+            parts = []
             for resolution in resolutions:
-                frame, vecs, shs = _reweighed(
-                    store, window, resolution, dataset_id, before, after, delta.cells(dataset_id, resolution, window),
-                    filters,
-                )
-                frames.append(frame.assign(dataset_id=dataset_id, resolution=np.int8(resolution)))
-                unit.append(vecs)
-                shares.append(shs)
-            cells = pd.concat(frames, ignore_index=True)
+                got = store.cell_window_shares(window, resolution, datasets=[dataset_id], vectors=True)
+                if got is None:
+                    raise LookupError("no span aggregates stored to update: run a full `interestgeo score`")
+                stored, unit, shares = got
+                parts.append(_part(stored.assign(resolution=resolution), unit, shares, 1.0))
+                for scored, sign in ((before, -1.0), (after, 1.0)):
+                    if len(scored):
+                        frame, unit, shares = aggregate_cell_windows(scored, filters, resolution, window)
+                        parts.append(_part(frame.assign(resolution=resolution), unit, shares, sign))
+                frame, vector_sums, share_sums = delta.cells(dataset_id, resolution, window)
+                zero = np.zeros(len(frame))  # re-scored people: their counts stay
+                parts.append((frame.assign(resolution=resolution), zero, zero, vector_sums, share_sums))
+            cells, unit, shares = _summed(parts)
             store.replace_window_vectors(
-                "cell_window_vectors", window, _cell_window_columns(cells, window), np.concatenate(unit),
-                datasets=[dataset_id], resolution=list(resolutions), shares=np.concatenate(shares),
+                "cell_window_vectors", window, _cell_window_columns(cells.assign(dataset_id=dataset_id), window), unit,
+                datasets=[dataset_id], resolution=list(resolutions), shares=shares,
             )
             if with_users:
                 _replace_user_rows(store, window, dataset_id, after, delta, filters)
@@ -200,61 +206,44 @@ def _sums(group: np.ndarray, n: int, values: np.ndarray) -> np.ndarray:
     return out
 
 
-def _reweighed(
-    store: Store, window: str, resolution: int, dataset_id: int, before: ScoredEvents, after: ScoredEvents,
-    moved: tuple[pd.DataFrame, np.ndarray, np.ndarray], filters: Filters,
+def _summed(
+    parts: list[tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]],
 ) -> tuple[pd.DataFrame, np.ndarray, np.ndarray]:
-    got = store.cell_window_shares(window, resolution, datasets=[dataset_id], vectors=True)
-    if got is None:
-        raise LookupError("no span aggregates stored to update: run a full `interestgeo score`")
-    stored, unit, shares = got
-    # each part: (keys, users, events, vector sums (n, D), share sums (n, T), sign)
-    parts = [_part(stored, unit, shares, 1.0)]
-    for scored, sign in ((before, -1.0), (after, 1.0)):
-        if len(scored):
-            parts.append(_part(*aggregate_cell_windows(scored, filters, resolution, window), sign))
-    frame, vector_sums, share_sums = moved
-    zero = np.zeros(len(frame))
-    parts.append((frame, zero, zero, vector_sums, share_sums, 1.0))  # re-scored people: counts unchanged
+    """Cell rows from parts of sums over people (see `_part`), added up per resolution x cell x
+    window: (frame[resolution, cell, window_start, events, users, coherence], unit vectors, shares)."""
     keys = pd.concat([p[0][_KEYS] for p in parts], ignore_index=True)
-    group, uniques = pd.factorize(pd.MultiIndex.from_frame(keys), sort=True)
-    n, dim, n_topics = len(uniques), unit.shape[1], shares.shape[1]
+    group, first = _groups(*(keys[k].to_numpy() for k in _KEYS))
+    n = len(first)
     users, events = np.zeros(n), np.zeros(n)
-    vectors, topic_sums = np.zeros((n, dim)), np.zeros((n, n_topics))
+    vectors, topic_sums = np.zeros((n, parts[0][3].shape[1])), np.zeros((n, parts[0][4].shape[1]))
     at = 0
-    for part_frame, people, count, vecs, shs, sign in parts:
-        rows = group[at : at + len(part_frame)]
-        at += len(part_frame)
+    for frame, people, count, vecs, shs in parts:
+        rows = group[at : at + len(frame)]
+        at += len(frame)
         # each part's keys are distinct, so a plain indexed add is exact (np.add.at is ~10x slower)
-        users[rows] += sign * people
-        events[rows] += sign * count
-        vectors[rows] += sign * vecs
-        topic_sums[rows] += sign * shs
+        users[rows] += people
+        events[rows] += count
+        vectors[rows] += vecs
+        topic_sums[rows] += shs
     keep = np.rint(users) > 0
     users, events = np.rint(users[keep]), np.rint(events[keep])
     means = vectors[keep] / users[:, None]
     norms = np.linalg.norm(means, axis=1)
-    frame = pd.DataFrame(
-        {
-            "cell": uniques.get_level_values(0).to_numpy(np.int64)[keep],
-            "window_start": uniques.get_level_values(1).to_numpy("datetime64[ns]")[keep],
-            "events": events.astype(np.int64),
-            "users": users.astype(np.int64),
-            "coherence": norms.astype(np.float32),
-        }
+    frame = keys.iloc[first[keep]].reset_index(drop=True).assign(
+        events=events.astype(np.int64), users=users.astype(np.int64), coherence=norms.astype(np.float32)
     )
-    unit_out = (means / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
-    return frame, unit_out, (topic_sums[keep] / users[:, None]).astype(np.float32)
+    unit = (means / np.maximum(norms, 1e-12)[:, None]).astype(np.float32)
+    return frame, unit, (topic_sums[keep] / users[:, None]).astype(np.float32)
 
 
 def _part(
     frame: pd.DataFrame, unit: np.ndarray, shares: np.ndarray, sign: float
-) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray, float]:
-    """Cell rows (frame[cell, window_start, events, users, coherence], unit vectors, shares) as sums
-    over their people: each person's mean vector and shares, summed."""
+) -> tuple[pd.DataFrame, np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Cell rows (frame[resolution, cell, window_start, events, users, coherence], unit vectors,
+    shares) as signed sums over their people: each person's mean vector and shares, summed."""
     people = frame["users"].to_numpy(np.float64)
-    return (frame, people, frame["events"].to_numpy(np.float64),
-            unit * (frame["coherence"].to_numpy(np.float64) * people)[:, None], shares * people[:, None], sign)
+    return (frame, sign * people, sign * frame["events"].to_numpy(np.float64),
+            sign * unit * (frame["coherence"].to_numpy(np.float64) * people)[:, None], sign * shares * people[:, None])
 
 
 def _replace_user_rows(
