@@ -67,9 +67,10 @@ class SpanChange:
 def span_change(store: Store, config: Config, histories: pd.DataFrame, keep: np.ndarray, had: np.ndarray) -> SpanChange:
     """Which touched people are re-weighed by their re-scored rows alone: those whose re-scored
     rows all had vectors (their counts stay) and who have their stored user rows; the others whole."""
-    person = np.cumsum(_new_user(histories)) - 1  # (N,) person number of each row
-    grown = np.bincount(person, weights=keep & ~had, minlength=int(person.max(initial=-1)) + 1) > 0
-    people = histories.loc[_new_user(histories), ["dataset_id", "user_id"]].reset_index(drop=True)
+    first = _new_user(histories)
+    person = np.cumsum(first) - 1  # (N,) person number of each row
+    grown = np.bincount(person, weights=keep & ~had, minlength=int(first.sum())) > 0
+    people = histories.loc[first, ["dataset_id", "user_id"]].reset_index(drop=True)
     for window, _, with_users in stored_aggregates(config):
         if window in SPAN_WINDOWS and with_users:
             stored = store.user_window_rows(window, people)
