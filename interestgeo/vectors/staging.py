@@ -25,17 +25,30 @@ if TYPE_CHECKING:
     from interestgeo.vectors.chunks import ChunkScores
 
 
+_STAGING_PREFIX = ".interestgeo-score-"
+_OWNER = "owner.lock"  # in each staging folder: flocked by the run that writes there
+
+
 class _Staging:
     """A temporary folder beside the database where a run's chunk results wait as Parquet, so the
     run holds one chunk in memory and the store's write transaction lasts only for the final
-    inserts (DuckDB reads Parquet fast). Removed on exit, committed or not."""
+    inserts (DuckDB reads Parquet fast). Removed on exit, committed or not; the folder of a run
+    killed with kill -9 (its events snapshot and chunks: gigabytes at millions of events) is
+    removed by the next run beside the same database, which finds its owner's flock gone."""
 
     def __init__(self, db_path: Any) -> None:
+        import fcntl
+        import os
         import tempfile
         from pathlib import Path
 
         folder = Path(db_path).resolve().parent if db_path else None
-        self.folder = Path(tempfile.mkdtemp(prefix=".interestgeo-score-", dir=folder))
+        if folder is not None:
+            _remove_orphans(folder)
+        self.folder = Path(tempfile.mkdtemp(prefix=_STAGING_PREFIX, dir=folder))
+        self._owner = os.open(self.folder / "owner.new", os.O_RDWR | os.O_CREAT, 0o600)
+        fcntl.flock(self._owner, fcntl.LOCK_EX)  # the kernel drops it when this process dies
+        os.rename(self.folder / "owner.new", self.folder / _OWNER)  # found by others only once held
         self._files: dict[str, list[str]] = {"event_vectors": [], "user_window_vectors": []}
         self.events = 0
         self.cell_parts: dict[int, list[str]] = {}
@@ -44,9 +57,11 @@ class _Staging:
         return self
 
     def __exit__(self, *exc: object) -> None:
+        import os
         import shutil
 
         shutil.rmtree(self.folder, ignore_errors=True)
+        os.close(self._owner)
 
     def add(self, result: ChunkScores) -> None:
         n = len(self._files["event_vectors"])
@@ -123,6 +138,26 @@ class EventsSnapshot:
         last = int(np.searchsorted(self._starts, b, side="left"))
         table = self._file.read_row_groups(list(range(first, max(last, first + 1))))
         return Store.events_from_arrow(table.slice(a - int(self._starts[first]), b - a))
+
+
+def _remove_orphans(folder: Any) -> None:
+    """Remove the staging folders in `folder` whose run is gone (no process holds their owner lock)."""
+    import fcntl
+    import os
+    import shutil
+
+    for staging in folder.glob(_STAGING_PREFIX + "*"):
+        try:
+            fd = os.open(staging / _OWNER, os.O_RDWR)
+        except OSError:  # not one of ours, or being created this instant: left alone
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            continue  # its run is alive
+        finally:
+            os.close(fd)
+        shutil.rmtree(staging, ignore_errors=True)
 
 
 def _arrow_with_vectors(columns: dict[str, np.ndarray], **matrices: np.ndarray) -> Any:

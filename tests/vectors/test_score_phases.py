@@ -21,6 +21,7 @@ from interestgeo.store import Store, writer_active
 from interestgeo.text import TextEncoder
 from interestgeo.vectors import score_store
 from interestgeo.vectors.chunks import ChunkScores, ChunkState, local_chunks
+from interestgeo.vectors.staging import _remove_orphans
 from tests._data.analytics import ingest, write_checkins
 from tests._data.vectors import assert_same, snapshot
 from tests.vectors.test_refresh import config_for, recency
@@ -139,7 +140,7 @@ with Store.open(config.store.path, config=config) as store:
 """
 
 
-def test_a_full_score_killed_while_it_computes_leaves_the_store_as_it_was_and_free(
+def test_a_full_score_killed_while_it_computes_leaves_the_store_as_it_was_and_free_and_the_next_run_clears_its_folder(
     tmp_path: Path, files: tuple[Path, Path], encoder: TextEncoder
 ) -> None:
     config = config_for(tmp_path / "s.duckdb")
@@ -155,8 +156,14 @@ def test_a_full_score_killed_while_it_computes_leaves_the_store_as_it_was_and_fr
     line = proc.stdout.readline()
     assert line == "computing\n", proc.communicate(timeout=WAIT)
     assert not writer_active(db)
+    _remove_orphans(tmp_path)  # what another run starting now does: a live run's folder stays
+    assert len(list(tmp_path.glob(".interestgeo-score-*"))) == 1
     proc.send_signal(signal.SIGKILL)
     proc.wait(WAIT)
+    left = list(tmp_path.glob(".interestgeo-score-*"))  # its events snapshot and staging folder
+    assert len(left) == 1 and (left[0] / "events.parquet").exists()
     with Store.open(db, config=config, wait_s=2) as store:  # nobody holds the file
         assert_same(before, snapshot(store))
         assert _counts(store)["may"][1] == 0
+        score_store(store, config, source=recency(store, encoder), encoder=encoder)  # the next run clears it
+    assert not list(tmp_path.glob(".interestgeo-score-*"))
