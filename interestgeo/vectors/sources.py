@@ -70,17 +70,29 @@ class RecencySource:
         codes, unique = pd.factorize(events["text"].astype(str))
         texts = self._text_vectors(list(unique))  # (U, D): one lookup per distinct text, not per event
         out = np.zeros((len(events), texts.shape[1]), dtype=np.float32)
+        if len(events) == 0:
+            return out
         seconds = events["ts"].to_numpy("datetime64[ns]").astype(np.int64) / 1e9
         users = user_keys(events).to_numpy()
         rate = np.log(2.0) / (self.half_life_days * 86400.0)
-        state = np.zeros(texts.shape[1], dtype=np.float64)
-        for i in range(len(events)):
-            if i == 0 or users[i] != users[i - 1]:
-                state[:] = 0.0
-            else:
-                state *= np.exp(-rate * max(seconds[i] - seconds[i - 1], 0.0))
-            state += texts[codes[i]]
-            out[i] = state
+        # every user's k-th event in one step (users are contiguous runs of rows): as many numpy
+        # steps as the longest history instead of one Python step per event, and per user the same
+        # float64 operations in the same order as a row-by-row loop
+        first = np.r_[True, users[1:] != users[:-1]]
+        starts = np.flatnonzero(first)
+        owner = np.cumsum(first) - 1  # (N,) run number
+        position = np.arange(len(events)) - starts[owner]  # (N,) k of the row in its run
+        decay = np.exp(-rate * np.maximum(np.diff(seconds, prepend=seconds[0]), 0.0))  # (N,) from the row before
+        state = np.zeros((len(starts), texts.shape[1]), dtype=np.float64)
+        order = np.argsort(position, kind="stable")
+        steps = np.flatnonzero(np.r_[True, np.diff(position[order]) != 0, True])
+        for a, b in zip(steps[:-1], steps[1:]):
+            rows = order[a:b]  # the k-th row of each run that has one
+            runs = owner[rows]
+            if position[rows[0]] > 0:
+                state[runs] *= decay[rows][:, None]
+            state[runs] += texts[codes[rows]]
+            out[rows] = state[runs]
         return out
 
 
