@@ -28,7 +28,9 @@ figure is the dashboard's own work, whatever the load on the machine was.
 
 The database: `--db`, else data/interestgeo.duckdb when it holds scored events, else one built
 once under artifacts/bench/ (the NYC demo ingested and scored with the recency source).
-Usage: python benchmarks/bench_pages.py [--db PATH] [--rounds 3] [--json OUT]
+The config: `--config`, else the defaults (the warm-up on, as `make run` serves); `--config` with
+`[app] warm_up = false` shows what the background warm-up costs the pages it runs beside.
+Usage: python benchmarks/bench_pages.py [--db PATH] [--config TOML] [--rounds 3] [--json OUT]
 """
 
 from __future__ import annotations
@@ -257,6 +259,7 @@ def measure(browser: object, db: Path, config: Path, log: Path, script: Path, pa
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--db", type=Path, help="database to serve (default: the demo, see above)")
+    parser.add_argument("--config", type=Path, help="interestgeo TOML config to serve with (default: the defaults)")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--json", type=Path, help="also write the figures here as JSON")
     args = parser.parse_args()
@@ -268,7 +271,8 @@ def main() -> int:
     db = (args.db or demo_database()).resolve()
     with tempfile.TemporaryDirectory() as tmp:
         config = Path(tmp) / "interestgeo.toml"
-        config.write_text("", encoding="utf-8")  # the defaults (k = 10), as `make run` serves
+        # the defaults (k = 10), as `make run` serves, unless --config names another
+        config.write_text(args.config.read_text(encoding="utf-8") if args.config else "", encoding="utf-8")
         reference_app = Path(tmp) / "reference.py"
         reference_app.write_text(REFERENCE_APP, encoding="utf-8")
         load_before = os.getloadavg()
@@ -285,7 +289,8 @@ def main() -> int:
                 browser.close()
     ref = summarise(reference, REFERENCE_PAGES[0])
     report = {name: summarise(rounds, name) for name in ("(app load)", *PAGES)}
-    print(f"\ndatabase {db}; {args.rounds} rounds; round 1 = cold caches (fresh server). Seconds.")
+    print(f"\ndatabase {db}; config {args.config or '(the defaults)'}; {args.rounds} rounds; round 1 = cold caches "
+          "(fresh server). Seconds.")
     print("load average (1, 5, 15 min): before " + " ".join(f"{x:.2f}" for x in load_before)
           + ", after " + " ".join(f"{x:.2f}" for x in os.getloadavg()))
     header = "".join(f"{c:>14}" for c in COLUMNS)
@@ -308,7 +313,8 @@ def main() -> int:
           f"{_worst(pages, 'filter_back'):.2f} s)" + (f"; {failed} figure(s) failed" if failed else ""))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps({"database": str(db), "rounds": args.rounds, "pages": report,
+        args.json.write_text(json.dumps({"database": str(db), "config": str(args.config or ""), "rounds": args.rounds,
+                                         "pages": report,
                                          "reference": ref, "ratios": ratios,
                                          "load_before": load_before}, indent=2))
     return 1 if failed else 0
