@@ -15,6 +15,7 @@ from pages._ui import (
     app_config,
     md,
     filter_bar,
+    page_running,
     login_gate,
     logout,
     resume_deep_link,
@@ -72,10 +73,10 @@ def _frame() -> None:
 
 
 try:
-    run_guarded(_frame)
-    navigation.run()
+    with page_running():  # the warm-up waits while any page runs
+        run_guarded(_frame)
+        navigation.run()
 finally:
-    # After the page, not before: on a fresh server the warm-up's loading (seconds) competed with
-    # the first page for the two cores even when that page needs no vectors (Model, Upload).
+    # After the page, not before, and its steps only while no page runs (pages/_ui/warmup.py).
     if st.session_state.get("_filters") is not None:
         warm_up(config, analyst=viewer == "analyst")

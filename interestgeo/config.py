@@ -157,8 +157,8 @@ class AppConfig:
     role: str | None = None
     # None renders maps with no basemap (works offline); a style URL turns a basemap on.
     map_style: str | None = None
-    # Load the interest vectors in the background at the first visit: the first page that needs
-    # them then waits less (the NYC demo's take ~1.5-2.5 s to load on 2 cores).
+    # While the server is idle after the first visit, load what the next pages need beyond the stored
+    # aggregates (the change-point solver, the scored events; pages/_ui/warmup.py): they then wait less.
     warm_up: bool = True
     # A store of more events than this is "large": no warm-up, and views that read every event
     # (forecasts) run when asked, not on every visit. Its questions of everyone come from the stored

@@ -215,7 +215,8 @@ def test_every_page_renders_with_interest_vectors(scored_env: Path, page: str) -
     assert_clean(at)
 
 
-def test_warm_up_loads_in_the_background(scored_env: Path, caplog: pytest.LogCaptureFixture) -> None:
+def test_warm_up_loads_the_events_in_the_background_not_the_vectors(scored_env: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
     scored_env.write_text(scored_env.read_text(encoding="utf-8").replace("warm_up = false", "warm_up = true"),
                           encoding="utf-8")
     at = AppTest.from_file(str(APP), default_timeout=TIMEOUT).run()
@@ -231,8 +232,11 @@ def test_warm_up_loads_in_the_background(scored_env: Path, caplog: pytest.LogCap
     from pages._ui import cached
 
     key = next(key for path, key in warmup._WARMING if path == db)
-    assert cached.scored_events(db, key).vectors_loaded  # (cached: what the warm-up loaded)
-    at.switch_page("pages/user.py").run()  # the vectors are loaded by now
+    scored = cached.scored_events(db, key)  # (cached: what the warm-up loaded)
+    assert len(scored.events) == SCORED_ROWS
+    # the vectors are read when a page asks (a filter beyond datasets, a phrase), not in advance
+    assert not scored.vectors_loaded
+    at.switch_page("pages/drift.py").run()
     assert_clean(at)
 
 
@@ -256,28 +260,58 @@ def test_loading_the_vectors_does_not_hold_the_shared_connection(scored_env: Pat
         assert vectors.shape[0] == SCORED_ROWS
 
 
-def test_the_warm_up_loads_vectors_and_venues_without_importing_torch(scored_env: Path) -> None:
-    # torch's import holds the GIL for 1-1.5 s: done in the background it landed on whatever click
-    # came next. In a fresh process (this one has torch loaded by other tests): the warm-up must
-    # load what it is for and leave torch alone.
+def test_the_warm_up_waits_for_an_idle_server_and_never_imports_torch(scored_env: Path) -> None:
+    # A load beside a page slowed it (two cores, one GIL), and the first pages read stored
+    # aggregates anyway: nothing starts while a page runs or for QUIET_S after. torch's import holds
+    # the GIL for 1-1.5 s, so it is never warmed. In a fresh process (this one has torch and
+    # ruptures loaded by other tests). What was loaded is checked with its loader made to fail:
+    # a cache hit never calls it.
     scored_env.write_text(scored_env.read_text(encoding="utf-8").replace("warm_up = false", "warm_up = true"),
                           encoding="utf-8")
     code = (
-        "import logging, sys, threading\n"
+        "import logging, sys, threading, time\n"
         "logging.disable(logging.WARNING)\n"
+        "from interestgeo import analytics\n"
         "from pages import _ui as ui\n"
+        "from pages._ui import warmup\n"
         "config = ui.app_config()\n"
-        "ui.warm_up(config, analyst=True)\n"
+        "with ui.page_running():\n"
+        "    ui.warm_up(config, analyst=True)\n"
+        "    time.sleep(warmup.QUIET_S + 0.5)\n"
+        "    during = 'ruptures' in sys.modules\n"
+        "time.sleep(warmup.QUIET_S / 3)\n"
+        "quiet = 'ruptures' in sys.modules\n"
         "for t in [t for t in threading.enumerate() if t.name == 'interestgeo-warm-up']:\n"
         "    t.join(300)\n"
+        "def unexpected(*args, **kwargs):\n"
+        "    raise AssertionError('not loaded by the warm-up')\n"
+        "analytics.load_scored = analytics.build_venues = unexpected\n"
         "path, key = ui.db_path(config), ui.config_key(config)\n"
-        "scored = ui.scored_events(path, key)\n"  # (cached: what the warm-up loaded)
-        "print(len(scored.events), scored.vectors_loaded, ui.venues(path, key) is not None,"
+        "scored = ui.scored_events(path, key)\n"
+        "ui.venues(path, key)\n"
+        "print(during, quiet, 'ruptures' in sys.modules, len(scored.events), scored.vectors_loaded,"
         " 'torch' in sys.modules)\n"
     )
+    assert fresh_process_words(code)[-6:] == ["False", "False", "True", str(SCORED_ROWS), "False", "False"]
+
+
+def test_no_trained_model_is_known_without_importing_torch(app_env: Path) -> None:
+    # The User page asks for the model on every first visit; a store without one answered after
+    # torch's 1.5-2 s import. In a fresh process (this one has torch loaded by other tests).
+    code = (
+        "import sys\n"
+        "from pages import _ui as ui\n"
+        "config = ui.app_config()\n"
+        "print(ui.interest_model(ui.db_path(config), ui.config_key(config)), 'torch' in sys.modules)\n"
+    )
+    assert fresh_process_words(code)[-2:] == ["None", "False"]
+
+
+def fresh_process_words(code: str) -> list[str]:
+    """What `code` prints, run in a new Python process from the repository root (split into words)."""
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
-    assert done.stdout.split()[-4:] == [str(SCORED_ROWS), "True", "True", "False"]
+    return done.stdout.split()
 
 
 def test_overview_kpis_count_events_and_people(scored_env: Path) -> None:

@@ -75,7 +75,7 @@ from pages._ui.session import (
     store_for,
 )
 from pages._ui.state import FilterState, polygon_from_selection
-from pages._ui.warmup import release_store, warm_up
+from pages._ui.warmup import page_running, release_store, warm_up
 from pages._ui.widgets import csv_download, guarded_fragment, resume_deep_link, run_guarded, run_page, start_page
 
 __all__ = [
@@ -84,8 +84,8 @@ __all__ = [
     "checkpoints", "config_key", "csv_download", "current_filters", "datasets", "db_path", "drawn_polygon",
     "explain_user", "filter_bar", "guarded_fragment", "interest_model", "interest_profile", "is_large", "is_scored",
     "kpi_delta", "list_users", "log", "login_gate", "logout", "md", "named_areas", "next_interests",
-    "picked_cells", "polygon_from_selection", "query_interest", "region_drift", "region_map", "release_store",
-    "require_analyst", "require_database", "require_scored", "resume_deep_link", "role", "run_guarded",
+    "page_running", "picked_cells", "polygon_from_selection", "query_interest", "region_drift", "region_map",
+    "release_store", "require_analyst", "require_database", "require_scored", "resume_deep_link", "role", "run_guarded",
     "run_page", "score_runs", "scored_events", "set_drawn_polygon", "set_picked_cells", "start_page",
     "store_for", "text_encoder", "time_filtered_cell_counts", "topic_colors", "topic_labels", "user_profile",
     "venues", "warm_up", "whole_period", "window_counts", "with_hex",

@@ -109,9 +109,8 @@ def scored_events(path: str, config_json: str) -> analytics.ScoredEvents | None:
     its one person through `user_scored`.
 
     The events and their stored topic similarities come first (0.2-0.3 s for the NYC demo),
-    the vectors when first used (0.5-1.3 s in a fresh process): the Overview and the Map's
-    topic colouring need none, so a fresh server's first region page waits for the small part
-    only; `warm_up` then loads the vectors in the background for Drift and phrase queries.
+    the vectors when first used (0.5-1.3 s in a fresh process): only a filter beyond datasets on
+    Drift or a phrase reads them (`warm_up` loads the events while the server is idle, not them).
     """
     from interestgeo.store import Store
 
@@ -266,6 +265,8 @@ def interest_model(path: str, config_json: str) -> Any | None:
     config = _config_from(config_json)
     if TRAINING.locked():
         raise RuntimeError(TRAINING_NOTE)
+    if checkpoints(path, config_json).empty:
+        return None  # nothing trained or registered: no torch import (1.5-2 s) to learn that
     try:
         # The model keeps its store for later lookups (cached text embeddings): one that connects per
         # call, not a connection held for the server's life. The app's one text encoder (loading a

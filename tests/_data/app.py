@@ -48,7 +48,7 @@ def build_test_database(folder: Path, *, rows: int = SAMPLE_ROWS, scored: bool =
     """
     folder.mkdir(parents=True, exist_ok=True)
     config_file = folder / "interestgeo.toml"
-    # warm_up off: each test asks for what it needs (test_warm_up_loads_in_the_background turns it on)
+    # warm_up off: each test asks for what it needs (the warm-up tests in tests/test_app.py turn it on)
     config_file.write_text('[privacy]\nk_min_users = 2\n\n[app]\nrole = "analyst"\nwarm_up = false\n', encoding="utf-8")
     db = folder / "test.duckdb"
     config = load_config(config_file).with_db(db)
