@@ -109,8 +109,8 @@ def scored_events(path: str, config_json: str) -> analytics.ScoredEvents | None:
     its one person through `user_scored`.
 
     The events and their stored topic similarities come first (0.2-0.3 s for the NYC demo),
-    the vectors when first used (0.5-1.3 s in a fresh process): only a filter beyond datasets on
-    Drift or a phrase reads them (`warm_up` loads the events while the server is idle, not them).
+    the vectors when first used (0.5-1.3 s in a fresh process): only Drift or a phrase under a
+    filter beyond datasets reads them (`warm_up` loads both while the server is idle).
     """
     from interestgeo.store import Store
 

@@ -63,14 +63,16 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
 
     * The change-point solver's import (ruptures with scipy.stats, about 1 s): every Drift page
       segments its shares, at any store size.
-    * The scored events with their stored topic similarities, not their vectors (0.2-0.3 s for
-      the NYC demo): Drift's forecast, the User page's list and any filter beyond datasets read
-      them. Not for a store over `app.large_store_events`: its events do not fit in advance.
+    * The scored events with their stored topic similarities (0.2-0.3 s for the NYC demo):
+      Drift's forecast, the User page's list and any filter beyond datasets read them. Not for a
+      store over `app.large_store_events`: its events do not fit in advance.
+    * Their interest vectors when they fit in memory (0.5-1.3 s, 170 MB for the demo): Drift or a
+      phrase under a filter beyond datasets reads them (left to that view, its first filter change
+      took 1.5 s instead of 0.8).
     * For analysts, the venues (the User page's predictions without a trained model; stored
       embeddings looked up by model id, no language model).
 
-    Not the interest vectors (0.5-1.3 s, 170 MB for the demo): only a filter beyond datasets on
-    Drift or a free-text phrase reads them, and it loads them when asked. Not torch: its import
+    Not torch: its import
     holds the GIL for 1-1.5 s in C, so a click during it waits that long, however idle the server
     looked when it started; a page that needs it (a trained model's predictions, an explanation, an
     upload) imports it. Nor transformers or the text encoder: importing transformers here while a
@@ -86,7 +88,7 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
         _WARMING.add((path, key))
     steps: list[Callable[[], object]] = [_import_change_points]
     if not is_large(config):
-        steps.append(lambda: scored_events(path, key))
+        steps += [lambda: scored_events(path, key), lambda: _load_vectors(path, key)]
         if analyst:
             steps.append(lambda: venues(path, key))
 
@@ -99,6 +101,12 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
             log.exception("warm-up failed")
 
     threading.Thread(target=load, name="interestgeo-warm-up", daemon=True).start()
+
+
+def _load_vectors(path: str, key: str) -> None:
+    scored = scored_events(path, key)
+    if scored is not None and scored.reader is None:  # None: they stay in the store (too many to hold)
+        scored.vectors  # noqa: B018 (the load)
 
 
 def _import_change_points() -> None:
