@@ -28,7 +28,7 @@ demo: setup
 # localhost only: with no accounts and no role set, a server reachable from other machines shows
 # the marketer (aggregates-only) view; ADDRESS=0.0.0.0 make run listens everywhere.
 run: demo
-	$(VENV)/bin/streamlit run app.py --server.port $(PORT) --server.address $(ADDRESS)
+	$(VENV)/bin/python -m pages._ui.serve --server.port $(PORT) --server.address $(ADDRESS)
 
 # Debian's chromium for the browser tests (Playwright drives it; no `playwright install`), and the
 # Noto CJK fonts so Chinese, Japanese and Korean text renders as glyphs, not boxes.

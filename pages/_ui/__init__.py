@@ -14,6 +14,7 @@ state and widgets live here, in the UI layer, and the pages stay thin (widgets -
     login     accounts: the login gate, logout, the audit of person views
     widgets   start_page, run_page, guarded_fragment, csv_download, deep links
     forecast  the cached forecasts (imported by the pages that draw them)
+    serve     `python -m pages._ui.serve`: the server started with the pages' imports done (make run)
 
 Pages write `from pages import _ui as ui` and call `ui.X`: the names below are the pages' view of
 the package (one import line a page, call sites as they were).

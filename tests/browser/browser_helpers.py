@@ -1,6 +1,7 @@
 """Browser plumbing for the dashboard's browser tests and page benchmark: server, chromium, waits, pixels.
 
-A real browser against a real server: Debian's chromium, driven by Playwright, on `streamlit run app.py`.
+A real browser against a real server: Debian's chromium, driven by Playwright, on the dashboard as
+`make run` starts it (pages/_ui/serve.py: `streamlit run app.py` with the pages' imports done first).
 
 Chromium is the system package (`apt-get install chromium`; `make test` installs it), launched
 by path: no `playwright install`, no download. Without it the browser tests skip loudly, except
@@ -73,10 +74,13 @@ class Server:
 
 
 def start_server(db: Path, config: Path, log: Path, script: Path = ROOT / "app.py") -> tuple[subprocess.Popen[bytes], str]:
-    """`streamlit run app.py` (or another script) on a free port; returns once its health check answers."""
+    """The dashboard as `make run` starts it (`python -m pages._ui.serve`: `streamlit run app.py` with
+    the pages' imports done first), or `streamlit run` of another script, on a free port; returns
+    once its health check answers."""
     port = free_port()
     env = {**os.environ, "INTERESTGEO_DB": str(db), "INTERESTGEO_CONFIG": str(config)}
-    cmd = [sys.executable, "-m", "streamlit", "run", str(script), "--server.port", str(port),
+    start = ["-m", "pages._ui.serve"] if script == ROOT / "app.py" else ["-m", "streamlit", "run", str(script)]
+    cmd = [sys.executable, *start, "--server.port", str(port),
            "--server.address", "127.0.0.1", "--server.headless", "true", "--server.fileWatcherType", "none",
            "--browser.gatherUsageStats", "false"]
     out = log.open("wb")
