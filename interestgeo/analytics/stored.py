@@ -152,10 +152,19 @@ def stored_drift(store: Store, config: Config, filters: Filters | None = None, w
 def stored_window_counts(
     store: Store, config: Config, filters: Filters | None = None, window: str = "day"
 ) -> tuple[pd.DataFrame, int] | None:
-    """`window_counts` counted by the store from the events (no vectors), or None for other filters."""
+    """`window_counts` from the dataset-wide rows score stores for `window` (days, and the stored
+    windows), else counted by the store from the scored events; None for other filters.
+
+    The stored rows answer only when they hold every scored event of the datasets (a file scored
+    before they were stored, or a dataset scored since by an older version, is counted instead)."""
     if not answerable(filters) or window not in COUNTED_WINDOWS:
         return None
-    frame = store.scored_window_counts(window, _datasets(filters))
+    datasets = _datasets(filters)
+    cells = _stored_cells(store, window, WHOLE_DATASET, datasets)
+    if cells is not None and int(cells.frame["events"].sum()) == store.event_vector_count(datasets):
+        frame = cells.frame.sort_values("window_start")[["window_start", "events", "users"]]
+    else:
+        frame = store.scored_window_counts(window, datasets)
     visible = (frame["users"] >= config.privacy.k_min_users).to_numpy()
     out = frame.loc[visible].reset_index(drop=True)
     out["window_start"] = out["window_start"].to_numpy("datetime64[ns]")

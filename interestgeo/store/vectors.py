@@ -155,6 +155,17 @@ class EventVectorsPart(StorePart):
         rows, has = align(table.column("event_id").to_numpy(), wanted)
         return has, vectors_from_arrow(table.column("vector"), table.num_rows, rows)
 
+    def event_vector_count(self, datasets: Sequence[int] | None = None) -> int:
+        """How many events of some datasets (all when None) have a stored vector."""
+        if not self._analytics_tables_exist():
+            return 0
+        ids = id_list(datasets)
+        row = self.con.execute(
+            "SELECT count(*) FROM event_vectors WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)",
+            [ids, ids],
+        ).fetchone()
+        return int(row[0]) if row else 0
+
     def has_event_vectors(self, event_ids: np.ndarray) -> np.ndarray:
         """(len(event_ids),) bool: which of these events have a stored vector (ids only: a dynamic
         update reads the vectors of the few rows it needs afterwards, not of whole histories)."""

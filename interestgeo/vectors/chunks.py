@@ -51,14 +51,17 @@ def stored_aggregates(config: Config) -> tuple[StoredAggregate, ...]:
     """Every aggregate a score run stores, the one list the chunks, the writers and the engines read.
 
     The configured windows (`analytics.stored_windows`) at the stored resolutions and dataset-wide,
-    for maps, playback and drift; the whole span ("all") likewise plus per user, and the hours of
-    the week dataset-wide: what answers a question of everyone without per-event vectors
-    (analytics/stored.py)."""
+    for maps, playback and drift; the whole span ("all") likewise plus per user, the hours of the
+    week dataset-wide, and the days dataset-wide (the Overview's trend line: its events and people
+    per day, which DuckDB otherwise counts over every scored event): what answers a question of
+    everyone without per-event vectors (analytics/stored.py)."""
     cells = (*config.analytics.stored_resolutions, WHOLE_DATASET)
+    windows = config.analytics.stored_windows
     return (
-        *(StoredAggregate(window, cells, True) for window in config.analytics.stored_windows),
+        *(StoredAggregate(window, cells, True) for window in windows),
         StoredAggregate("all", cells, True),
         StoredAggregate("hour_of_week", (WHOLE_DATASET,), False),
+        *(() if "day" in windows else (StoredAggregate("day", (WHOLE_DATASET,), False),)),
     )
 
 

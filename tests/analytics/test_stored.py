@@ -174,3 +174,31 @@ def test_the_stored_answers_decline_filters_they_cannot_answer(scored_store: tup
         assert stored_window_counts(store, config, filters) is None
     assert stored_region_map(store, config, an.Filters(), 7) is None  # not a stored resolution
     assert stored_drift(store, config, an.Filters(), "day") is None  # not a stored window
+
+
+def test_the_trend_counts_come_from_the_stored_day_rows_and_from_the_events_when_rows_are_missing(
+    scored_store: tuple[Store, Config, list[int]], tmp_path: Path
+) -> None:
+    from interestgeo.analytics.stored import _stored_cells
+    from interestgeo.cells import WHOLE_DATASET
+
+    store, config, ids = scored_store
+    scored = an.load_scored(store, config)
+    expected = an.window_counts(scored, an.Filters(), "day")
+    # score stored one row per dataset and day holding every scored event: the rows answer alone
+    rows = _stored_cells(store, "day", WHOLE_DATASET, None)
+    assert rows is not None and int(rows.frame["events"].sum()) == store.event_vector_count() == len(scored.events)
+    pd.testing.assert_frame_equal(stored_window_counts(store, config, an.Filters(), "day")[0], expected[0])
+    # a copy whose second dataset lost its day rows (as a dataset scored by an older version): counted from the events
+    copy = tmp_path / "copy.duckdb"
+    store.con.execute("CHECKPOINT")
+    copy.write_bytes(Path(config.store.path).read_bytes())
+    with Store.open(copy, config=config.with_db(copy)) as other:
+        with other.transaction():
+            other.replace_window_vectors("cell_window_vectors", "day", {}, np.zeros((0, 0)), datasets=[ids[1]],
+                                         resolution=[WHOLE_DATASET])
+        partial = _stored_cells(other, "day", WHOLE_DATASET, None)
+        assert partial is not None and int(partial.frame["events"].sum()) < other.event_vector_count()
+        got = stored_window_counts(other, config, an.Filters(), "day")
+        assert got is not None and got[1] == expected[1]
+        pd.testing.assert_frame_equal(got[0], expected[0])
