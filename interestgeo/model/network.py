@@ -28,6 +28,7 @@ nanoGPT conventions: small modules built from one `ModelConfig`, shape comments,
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from dataclasses import dataclass, fields
@@ -41,7 +42,7 @@ import torch.nn.functional as F
 from interestgeo.config import ModelConfig
 from interestgeo.model.spacetime import N_TIME_FEATURES, SpaceTimeEncoder
 
-__all__ = ["Batch", "InterestModel", "ModelData", "expectation", "sharpen"]
+__all__ = ["Batch", "InterestModel", "ModelData", "expectation", "bfloat16_scoring", "sharpen"]
 
 # Next-event time features at the query position: cyclic time of the next event (6) + log1p gap (1).
 N_NEXT_TIME = N_TIME_FEATURES + 1
@@ -232,6 +233,43 @@ def expectation(
         q = q.masked_fill(p < prune ** (1.0 / a) * p.amax(-1, keepdim=True), 0.0)
     total = q.sum(-1, keepdim=True).clamp(min=1e-30)  # (N, 1)
     return (q @ venue_text).div_(total)
+
+
+def _venue_runs(venues: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Rows of venue ids (B, K) sorted: (sorted ids, the order that sorts them, whether a position
+    starts a run of equal ids, each position's run index), all (B, K)."""
+    ordered, order = venues.sort(dim=1)
+    first = torch.ones_like(ordered, dtype=torch.bool)
+    first[:, 1:] = ordered[:, 1:] != ordered[:, :-1]
+    return ordered, order, first, first.cumsum(1).sub_(1)
+
+
+def _moves_from_window_venues(batch: Batch, V: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """The pre-window transitions (source, destination, count), (B, Q') each, that leave a venue of
+    their row's window: only those can count for a query there (its current venue is one of them).
+    A long history holds hundreds of transitions, a window's venues leave from few of them."""
+    B, Q = batch.pre_src.shape
+    offset = torch.arange(B, device=batch.pre_src.device)[:, None] * (V + 1)  # one id range per row
+    useful = torch.isin(batch.pre_src + offset, batch.venue + offset) & (batch.pre_src < V)  # (B, Q)
+    width = int(useful.sum(1).max()) if B and Q else 0
+    keep = torch.argsort((~useful).to(torch.uint8), dim=1, stable=True)[:, :width]  # (B, Q') useful first
+    useful = useful.gather(1, keep)
+    return (batch.pre_src.gather(1, keep).masked_fill(~useful, V), batch.pre_dst.gather(1, keep).masked_fill(~useful, V),
+            batch.pre_tr_count.gather(1, keep).masked_fill(~useful, 0.0))
+
+
+def bfloat16_scoring(config: ModelConfig) -> bool:
+    """Whether scoring runs its matrix products in bfloat16 (config.score_bfloat16), where the CPU
+    has fast bfloat16 arithmetic (oneDNN's check); elsewhere bfloat16 would be emulated, slower."""
+    return config.score_bfloat16 and _fast_bfloat16()
+
+
+@functools.cache
+def _fast_bfloat16() -> bool:
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):
+        return False
 
 
 def kept_venues(p: torch.Tensor, a: float, prune: float) -> tuple[torch.Tensor, torch.Tensor]:
@@ -582,13 +620,18 @@ class InterestModel(nn.Module):
             self._log1p_markov_dense = torch.log1p(counts)
         return self._log1p_markov_dense
 
-    def _gen_table(self) -> tuple[torch.Tensor, torch.Tensor]:
-        """(V,) bias and (C, V) matrix of the dot-product logits, derived once per version of the weights."""
+    def _gen_table(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(V,) bias, (C, V) matrix of the dot-product logits and that matrix centred over the
+        venues in bfloat16 (see bfloat16_scoring), derived once per version of the weights."""
         params = [self.to_text.weight, self.to_text.bias, self.pop_weight] + ([self.id_out] if hasattr(self, "id_out") else [])
         key = (self._world_version, *((id(p), p._version) for p in params))
         if getattr(self, "_gen_key", None) != key:
             rep = self.venue_repr()  # (V, E)
-            self._gen_cache = (self._gen_bias(rep), (rep @ self.to_text.weight).T.contiguous())
+            rep_c_t = (rep @ self.to_text.weight).T.contiguous()  # (C, V)
+            # a row's logits may move by a constant (the softmax does not see it): centring the venues
+            # halves the logits' size and with it bfloat16's rounding of them
+            centred = (rep_c_t - rep_c_t.mean(1, keepdim=True)).to(torch.bfloat16)  # (C, V)
+            self._gen_cache = (self._gen_bias(rep), rep_c_t, centred)
             self._gen_key = key
         return self._gen_cache
 
@@ -610,7 +653,9 @@ class InterestModel(nn.Module):
           log1p-ed once;
         * everything of size V runs in blocks of EXPECTED_BLOCK_ROWS rows whose buffers stay in a
           core's cache (about ten passes over 64 x V floats are several times cheaper there than
-          over 1,024 x V in memory), taken from `workspace` (pass the same dict to every call).
+          over 1,024 x V in memory), taken from `workspace` (pass the same dict to every call);
+        * with `config.score_bfloat16` (bfloat16_scoring) the logits product runs in bfloat16: an
+          approximation (tests/model/test_network.py states its bound), everything after it float32.
         """
         if not self.config.use_copy:
             p = self.head(h, batch, qb, qt)[0].exp()  # (N, V)
@@ -629,29 +674,29 @@ class InterestModel(nn.Module):
         pos = torch.arange(T, device=dev)
         seen = (pos[None, :] <= qt[:, None]) & (hist < V)  # (N, T)
         # sparse features: visits, own transitions, visits at a similar hour, each summed per distinct
-        # venue of the row's history (touched, sorted: a run of equal venues is one venue)
-        pre_venue, pre_dst = batch.pre_venue[qb], batch.pre_dst[qb]  # (N, P), (N, Q)
-        touched = torch.cat([hist, pre_venue, pre_dst], dim=1)  # (N, K) the venues they can be non-zero at
-        venues, order = touched.sort(dim=1)  # (N, K)
-        first = torch.ones_like(venues, dtype=torch.bool)
-        first[:, 1:] = venues[:, 1:] != venues[:, :-1]
-        run = first.cumsum(1).sub_(1)  # (N, K) each sorted position's run (distinct venue)
-        P, Q = pre_venue.shape[1], pre_dst.shape[1]
-        total = torch.zeros(touched.shape, device=dev)  # (N, K) per run: sum_f w_f * log1p(feature_f)
+        # venue of the row's history, over the venues it can be non-zero at only (sorted once per
+        # window: a run of equal venues is one venue); each distinct venue gets w_f * log1p(sum) once
+        if ws.get("runs_of") is not batch:
+            moves = _moves_from_window_venues(batch, V)  # (B, Q') source, destination, count
+            ws["runs"], ws["moves"], ws["runs_of"] = {
+                "visits": _venue_runs(torch.cat([batch.venue, batch.pre_venue], dim=1)),  # (B, T + P)
+                "moves": _venue_runs(torch.cat([batch.venue, moves[1]], dim=1)),  # (B, T + Q')
+                "hour": _venue_runs(batch.venue),  # (B, T)
+            }, moves, batch
+        ats, extras = [], []
 
-        def add_feature(at_hist: torch.Tensor, at_pre: torch.Tensor | None, at_dst: torch.Tensor | None,
-                        weight: torch.Tensor) -> None:
-            zeros = hist.new_zeros((), dtype=at_hist.dtype)
-            values = torch.cat([at_hist, zeros.expand(N, P) if at_pre is None else at_pre,
-                                zeros.expand(N, Q) if at_dst is None else at_dst], dim=1)  # (N, K)
-            sums = torch.zeros(touched.shape, device=dev).scatter_add_(1, run, values.gather(1, order))
-            total.addcmul_(weight, torch.log1p(sums))
+        def add_feature(runs: str, values: torch.Tensor, weight: torch.Tensor) -> None:
+            venues, order, first, run = (x[qb] for x in ws["runs"][runs])  # (N, K) each
+            sums = torch.zeros(values.shape, device=dev).scatter_add_(1, run, values.gather(1, order))
+            ats.append(venues.clamp(max=V - 1))
+            extras.append((torch.log1p_(sums) * weight).gather(1, run) * (first & (venues < V)))  # padding adds 0
 
-        add_feature(seen.float(), batch.pre_count[qb], None, w[:, 0:1])
+        add_feature("visits", torch.cat([seen.float(), batch.pre_count[qb]], dim=1), w[:, 0:1])
         prev = torch.cat([torch.full_like(hist[:, :1], V), hist[:, :-1]], dim=1)  # (N, T)
         from_cur = seen & (prev == cur[:, None]) & (cur[:, None] < V)
-        pre_from_cur = (batch.pre_src[qb] == cur[:, None]) & (cur[:, None] < V)  # (N, Q)
-        add_feature(from_cur.float(), None, batch.pre_tr_count[qb] * pre_from_cur, w[:, 1:2])
+        pre_src, _, pre_tr_count = ws["moves"]
+        pre_from_cur = (pre_src[qb] == cur[:, None]) & (cur[:, None] < V)  # (N, Q')
+        add_feature("moves", torch.cat([from_cur.float(), pre_tr_count[qb] * pre_from_cur], dim=1), w[:, 1:2])
         if self.config.use_spacetime and self.config.use_target_time and self.config.hour_kernel > 0:
             given = batch.next_time_given[qb, qt]  # (N,)
             if given.any():  # without the next event's time the feature is 0 everywhere
@@ -659,10 +704,8 @@ class InterestModel(nn.Module):
                 ev = batch.cont[qb]  # (N, T, 8)
                 sim = nt[:, 0:1] * ev[..., 0] + nt[:, 3:4] * ev[..., 3]  # (N, T)
                 kernel = torch.exp(self.config.hour_kernel * (sim - 1)) * seen.float() * given.float()[:, None]
-                add_feature(kernel, None, None, w[:, 5:6])
-        # each distinct venue of a row gets its total once (at its first place); padding (V) adds 0
-        extra = total.gather(1, run) * (first & (venues < V))  # (N, K)
-        at = venues.clamp(max=V - 1)
+                add_feature("hour", kernel, w[:, 5:6])
+        at, extra = torch.cat(ats, dim=1), torch.cat(extras, dim=1)  # (N, K) where to add what
         # pointer over the user's own past events, exactly as in `head`
         if ws.get("pointer_of") is not h:  # the (B, T, T) pointer scores, once per hidden batch
             q = self.ptr_q(h)  # (B, T, C)
@@ -683,7 +726,10 @@ class InterestModel(nn.Module):
             ws.update(gen=torch.empty(R, V, device=dev), tmp=torch.empty(R, V, device=dev),
                       work=torch.empty(R, V, device=dev))
         dense = self._dense_tables_due(N)
-        bias, rep_c_t = self._gen_table()
+        bias, rep_c_t, rep_low = self._gen_table()
+        hq_low = hq.to(torch.bfloat16) if bfloat16_scoring(self.config) else None  # (N, C)
+        if hq_low is not None and ws.get("gen_low", torch.empty(0)).shape != (R, V):
+            ws["gen_low"] = torch.empty(R, V, dtype=torch.bfloat16, device=dev)
         log1p_markov = self._log1p_markov() if dense else None
         logd_table = self._tables()[1] if dense and self.config.use_spacetime else None
         variants = sharpness if isinstance(sharpness, tuple) else (sharpness,)
@@ -692,7 +738,10 @@ class InterestModel(nn.Module):
         for i in range(0, N, R):
             j = min(N, i + R)
             gen, tmp = ws["gen"][: j - i], ws["tmp"][: j - i]
-            torch.addmm(bias, hq[i:j], rep_c_t, out=gen)  # (n, V) interest . venue_repr + bias, as in `head`
+            if hq_low is None:
+                torch.addmm(bias, hq[i:j], rep_c_t, out=gen)  # (n, V) interest . venue_repr + bias, as in `head`
+            else:  # the same up to a constant per row, in bfloat16 (products summed in float32)
+                torch.add(bias, torch.mm(hq_low[i:j], rep_low, out=ws["gen_low"][: j - i]), out=gen)
             c = cur[i:j]
             if log1p_markov is not None:  # everyone's transitions out of `cur`
                 gen.addcmul_(w[i:j, 2:3], torch.index_select(log1p_markov, 0, c, out=tmp))

@@ -26,7 +26,7 @@ from interestgeo.model.data import (
     split_table,
     user_starts,
 )
-from interestgeo.model.network import Batch, InterestModel
+from interestgeo.model.network import Batch, InterestModel, bfloat16_scoring
 from interestgeo.model.world import World, world_from_events, world_from_split
 
 if TYPE_CHECKING:
@@ -301,16 +301,19 @@ class InterestScorer:
     _HEAD_ROWS = 1024
 
     def _hidden_batches(
-        self, table: EventTable, jobs: list[tuple[int, int, int]], neutralise_spacetime: bool
+        self, table: EventTable, jobs: list[tuple[int, int, int]], neutralise_spacetime: bool, bfloat16: bool = False,
     ) -> Iterator[tuple[int, list[tuple[int, int, int]], Batch, torch.Tensor]]:
         """Run the trunk over `jobs` (start, end, owned; sorted by length) in batches of similar
         lengths (length_batches), on `model.threads` torch threads: yields (index of the chunk's
-        first job, the chunk, its batch, hidden (B, T, C))."""
+        first job, the chunk, its batch, hidden (B, T, C) float32). With `bfloat16` its matrix
+        products run in bfloat16 (autocast: norms and softmax stay float32)."""
         with torch_threads(self.config.model.threads):
             for i, j in length_batches([e - s for s, e, _ in jobs], self.config.model.eval_batch_size):
                 chunk = jobs[i:j]
                 batch = table.batch([(s, e) for s, e, _ in chunk], self.max_len, False)
-                yield i, chunk, batch, self.model.hidden(batch, neutralise_spacetime=neutralise_spacetime)
+                with torch.autocast("cpu", dtype=torch.bfloat16, enabled=bfloat16):  # not around the yield
+                    h = self.model.hidden(batch, neutralise_spacetime=neutralise_spacetime)
+                yield i, chunk, batch, h.float()
 
     def expected_venue_vectors(
         self,
@@ -372,7 +375,8 @@ class InterestScorer:
         table = self._jobs_table(events, jobs)
         lead = (len(sharpness),) if isinstance(sharpness, tuple) else ()  # (S,) variants first
         out = np.zeros(lead + (len(jobs) if last_only else len(events), E), dtype=np.float32)
-        for i, chunk, batch, h in self._hidden_batches(table, jobs, neutralise_spacetime):
+        low = bfloat16_scoring(self.model.config)  # the trunk's and the logits' products (see config)
+        for i, chunk, batch, h in self._hidden_batches(table, jobs, neutralise_spacetime, low):
             qb = np.concatenate([np.full(e - owned, b) for b, (s, e, owned) in enumerate(chunk)])  # (n,)
             qt = np.concatenate([np.arange(owned - s, e - s) for s, e, owned in chunk])  # (n,)
             if last_only:

@@ -56,14 +56,18 @@ def random_batch(seed: int = 0, lengths: tuple[int, ...] = (T, 7, 4)) -> Batch:
         length=torch.tensor(lengths),
         pre_venue=torch.tensor([[1, 2], [V, V], [3, V]]),
         pre_count=torch.tensor([[2.0, 1.0], [0.0, 0.0], [5.0, 0.0]]),
-        pre_src=torch.tensor([[1], [V], [3]]),
-        pre_dst=torch.tensor([[2], [V], [4]]),
-        pre_tr_count=torch.tensor([[1.0], [0.0], [2.0]]),
+        # transitions before the window: from a venue of the window (they count when it is the
+        # current venue) and from one it does not visit (they never count)
+        pre_src=torch.tensor([[int(venue[0, 1]), V - 1], [V, V], [int(venue[2, 0]), V - 1]]),
+        pre_dst=torch.tensor([[2, 5], [V, V], [4, 6]]),
+        pre_tr_count=torch.tensor([[1.0, 2.0], [0.0, 0.0], [2.0, 1.0]]),
     )
 
 
 def small_config(**changes: object) -> ModelConfig:
-    base = ModelConfig(n_embd=16, n_head=2, n_layer=2, max_len=T, dropout=0.0, cell_resolutions=(10, 9))
+    """A tiny model; its scoring in float32 (the exact path: the bfloat16 one has its own test)."""
+    base = ModelConfig(n_embd=16, n_head=2, n_layer=2, max_len=T, dropout=0.0, cell_resolutions=(10, 9),
+                       score_bfloat16=False)
     return dataclasses.replace(base, **changes)
 
 
@@ -205,6 +209,22 @@ def test_expected_text_in_blocks_equals_one_pass_over_all_rows(monkeypatch: pyte
         whole = model_module.expectation(p, a, model.venue_text)
         assert torch.allclose(blocks[s], whole, atol=1e-5)
         assert not torch.allclose(blocks[s], model_module.expectation(p, a, model.venue_text, prune=0.0), atol=1e-7)
+
+
+def test_expected_text_in_bfloat16_stays_within_its_bound(monkeypatch: pytest.MonkeyPatch) -> None:
+    """score_bfloat16: the logits product in bfloat16 (factors rounded to 8 significant bits,
+    products summed in float32) moves logits of size ~2.5 here by ~1e-2 at most, and the expected
+    vectors (unit venue texts) by 2e-4 (measured): bound 2e-3. It must differ (the bfloat16 path
+    ran) and still be an expectation over venues (norm at most 1)."""
+    model, batch, qb, qt = every_feature_case()
+    monkeypatch.setattr(model_module, "_fast_bfloat16", lambda: True)  # the bfloat16 path on any CPU
+    with torch.no_grad():
+        h = model.hidden(batch)
+        exact = model.expected_text(h, batch, qb, qt, {}, sharpness=(1.0, 2.0))
+        model.config = dataclasses.replace(model.config, score_bfloat16=True)
+        low = model.expected_text(h, batch, qb, qt, {}, sharpness=(1.0, 2.0))
+    assert torch.allclose(low, exact, atol=2e-3) and not torch.equal(low, exact)
+    assert (low[0].norm(dim=1) <= 1 + 1e-5).all()
 
 
 def test_model_overfits_one_small_batch() -> None:
