@@ -8,7 +8,9 @@ What it measures, side by side in one run (each figure beside its reference):
    event's text is ranked among the dataset's distinct texts by dot product with the stored vector
    of the event before it (MRR), on the dataset's most recent tenth (the held-out pairs whose
    counts the model's world never saw, less the pairs the calibration chose the blend on), against a decayed average of the person's past text
-   embeddings (weight 0.9 per event) and the last event's own text. Printed as ratios.
+   embeddings (weight 0.9 per event) and the last event's own text. Printed as ratios, with a
+   90 % interval that resamples people (`metrics.grouped_bootstrap_ratio`), and again pooled over
+   the same measurement as if the data had ended earlier (`rolling_figures`: more held-out pairs).
 2. **`evaluate --dataset`** on gowalla: the shipped model zero-shot beside every baseline fitted on
    gowalla's own training period.
 3. **Adaptation**: `train --dataset gowalla --from model --minutes M`, then evaluate and re-score.
@@ -40,11 +42,12 @@ from interestgeo.calibration import calibration_cutoff, next_event_pairs  # noqa
 from interestgeo.config import Config  # noqa: E402
 from interestgeo.eval.run import run_evaluation  # noqa: E402
 from interestgeo.ingest import ingest_file  # noqa: E402
-from interestgeo.metrics import next_text_mrr  # noqa: E402
+from interestgeo.metrics import grouped_bootstrap_ratio, next_text_reciprocal_ranks  # noqa: E402
 from interestgeo.model import adapted_name, register_checkpoint, shipped_model_dir, train_model  # noqa: E402
+from interestgeo.schema import user_keys  # noqa: E402
 from interestgeo.store import Store  # noqa: E402
 from interestgeo.text import TextEncoder, embed_texts, encoder_for, text_model_id  # noqa: E402
-from interestgeo.vectors import score_store  # noqa: E402
+from interestgeo.vectors import interest_vectors, score_store  # noqa: E402
 
 STRANGERS = {
     "gowalla": "gowalla_nyc/gowalla_nyc_checkins.csv.gz",
@@ -96,7 +99,8 @@ def decayed_average(events: pd.DataFrame, text: np.ndarray, decay: float = 0.9) 
 
 
 def next_event_figures(store: Store, encoder: TextEncoder, dataset_id: int) -> dict[str, float]:
-    """Next-event MRR of the stored vectors and the two trivial baselines on the held-out pairs."""
+    """Next-event MRR of the stored vectors and the two trivial baselines on the held-out pairs,
+    with a person-level bootstrap 90 % interval of the ratio to the best of the baselines."""
     events, stored = store.scored_events([dataset_id])
     text_of = lambda texts: embed_texts(store, encoder, texts, warn=None)  # noqa: E731
     codes, uniq = pd.factorize(events["text"].astype(str))
@@ -108,15 +112,89 @@ def next_event_figures(store: Store, encoder: TextEncoder, dataset_id: int) -> d
     keep = ~np.isin(pairs, choosing)
     pairs, targets = pairs[keep], targets[keep]
     candidates = text_of(distinct)
-    figures = {
-        "pairs": len(pairs),
-        "stored": next_text_mrr(stored[pairs], targets, candidates),
-        "decayed_avg_0.9": next_text_mrr(decayed_average(events, text)[pairs], targets, candidates),
-        "last_text": next_text_mrr(text[pairs], targets, candidates),
+    rr = {
+        "stored": next_text_reciprocal_ranks(stored[pairs], targets, candidates),
+        "decayed_avg_0.9": next_text_reciprocal_ranks(decayed_average(events, text)[pairs], targets, candidates),
+        "last_text": next_text_reciprocal_ranks(text[pairs], targets, candidates),
     }
+    return ratio_figures(rr, user_keys(events).to_numpy()[pairs])
+
+
+def ratio_figures(rr: dict[str, np.ndarray], people: np.ndarray) -> dict[str, float]:
+    """MRR of each of `rr` (stored, decayed_avg_0.9, last_text: reciprocal ranks per pair), the stored
+    vectors' ratio to the best baseline and its 90 % interval resampling `people` (one per pair)."""
+    figures: dict[str, float] = {"pairs": len(people), "people": len(np.unique(people))}
+    figures.update({k: float(v.mean()) for k, v in rr.items()})
     best = max(figures["decayed_avg_0.9"], figures["last_text"])
     figures["ratio_vs_best_trivial"] = figures["stored"] / best
+    low, high = grouped_bootstrap_ratio(rr["stored"], [rr["decayed_avg_0.9"], rr["last_text"]], people)
+    figures["ratio_ci90_low"], figures["ratio_ci90_high"] = low, high
     return figures
+
+
+# The earlier ends a rolling evaluation re-runs the product's calibration at (see rolling_figures).
+ROLLING_WINDOWS = 4
+
+
+def rolling_figures(store: Store, config: Config, encoder: TextEncoder, dataset_id: int,
+                    windows: int = ROLLING_WINDOWS) -> dict:
+    """The held-out figures as if the dataset had ended earlier, `windows` times, pooled.
+
+    Why: one dataset's reporting half can be a few hundred pairs, whose MRR moves by a fifth from
+    one half to the other. Here the product's own calibration (refresh._calibrate: the model's
+    world counted up to the cutoff, the blend and sharpness chosen on the even half of the pairs)
+    runs on the events before each earlier end, the first end being the data's own: window k's
+    events end where window k - 1's held-out tenth starts, so each window's held-out pairs are
+    new, and its odd half reports with the vectors the product would have stored then (and the
+    trivial baselines on the same pairs). Pooled over windows, with the person-level interval.
+    """
+    from interestgeo.vectors.refresh import _calibrate
+    from interestgeo.vectors.sources import load_source
+
+    events = store.events([dataset_id])
+    text_of = lambda texts: embed_texts(store, encoder, texts, warn=None)  # noqa: E731
+    codes, uniq = pd.factorize(events["text"].astype(str))
+    text = text_of(list(uniq))[codes]
+    decayed = decayed_average(events, text)  # prefix-only: the same whatever comes later
+    people = user_keys(events).to_numpy()
+    pooled: dict[str, list[np.ndarray]] = {"stored": [], "decayed_avg_0.9": [], "last_text": []}
+    owners, rows_all, out = [], [], {"windows": []}
+    end = None
+    for _ in range(windows):
+        part = events if end is None else events[(events["ts"] < end).to_numpy()]
+        source = load_source(store, config, encoder=encoder)  # a fresh world and blend per window
+        calibration = _calibrate(source, part.reset_index(drop=True), dataset_id, text_of, config)
+        pairs, targets, distinct = next_event_pairs(part.reset_index(drop=True), calibration.cutoff)
+        pairs, targets = pairs[1::2], targets[1::2]  # the reporting half
+        mine = np.isin(people[part.index], people[part.index[pairs]])  # the reporting pairs' people
+        users = part[mine].reset_index(drop=True)
+        needed = np.zeros(len(users), dtype=bool)
+        needed[np.searchsorted(np.flatnonzero(mine), pairs)] = True
+        stored = interest_vectors(source, users, needed=needed)[needed]
+        candidates = text_of(distinct)
+        at = part.index[pairs]  # the pairs' rows in `events`
+        rr = {"stored": next_text_reciprocal_ranks(stored, targets, candidates),
+              "decayed_avg_0.9": next_text_reciprocal_ranks(decayed[at], targets, candidates),
+              "last_text": next_text_reciprocal_ranks(text[at], targets, candidates)}
+        window = ratio_figures(rr, people[at])
+        window.update(cutoff=calibration.cutoff.isoformat(), history_weight=calibration.weight,
+                      sharpness=calibration.sharpness, calibration_stored_mrr=calibration.stored_mrr)
+        out["windows"].append(window)
+        for k, v in rr.items():
+            pooled[k].append(v)
+        rows_all.append(at)
+        end = calibration.cutoff
+    out["pooled"] = ratio_figures({k: np.concatenate(v) for k, v in pooled.items()}, people[np.concatenate(rows_all)])
+    return out
+
+
+def rolling_line(name: str, rolling: dict) -> str:
+    p = rolling["pooled"]
+    weights = ", ".join(f"{w['history_weight']:g}/{w['sharpness']:g}" for w in rolling["windows"])
+    return (f"  {name} rolling (its own end and {len(rolling['windows']) - 1} earlier ones, history weight/sharpness "
+            f"chosen {weights}): next-event MRR on {p['pairs']:,} pairs of {p['people']:,} people: stored {p['stored']:.4f} | decayed "
+            f"avg {p['decayed_avg_0.9']:.4f} | last text {p['last_text']:.4f} -> {p['ratio_vs_best_trivial']:.2f}x "
+            f"(90 % CI {p['ratio_ci90_low']:.2f}-{p['ratio_ci90_high']:.2f})")
 
 
 def show_eval(title: str, run) -> dict[str, dict[str, float]]:
@@ -152,7 +230,10 @@ def stranger(
         z = out["zero_shot"]
         print(f"  {name} zero-shot ({out['events']:,} events, scored in {out['score_s']:.0f} s), next-event MRR on "
               f"{z['pairs']:,} held-out pairs: stored {z['stored']:.4f} | decayed avg {z['decayed_avg_0.9']:.4f} | "
-              f"last text {z['last_text']:.4f} -> {z['ratio_vs_best_trivial']:.2f}x the best trivial baseline")
+              f"last text {z['last_text']:.4f} -> {z['ratio_vs_best_trivial']:.2f}x the best trivial baseline "
+              f"(90 % CI {z['ratio_ci90_low']:.2f}-{z['ratio_ci90_high']:.2f})")
+        out["rolling"] = rolling_figures(store, config, encoder, dataset_id)
+        print(rolling_line(name, out["rolling"]))
         if name != "gowalla":
             return out
         t = time.perf_counter()

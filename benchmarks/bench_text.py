@@ -19,7 +19,8 @@ For each packaged encoder (`use-multilingual-v3`, `all-MiniLM-L6-v2`), in one ru
 4. **Chinese posts** (`weibo_hefei` in the stranger-data folder; skipped loudly when absent): a fresh store, the
    encoder's shipped model registered (trained on the English demo only: zero-shot), `score`, then
    next-event MRR of the stored vectors against the trivial baselines on held-out pairs, as in
-   bench_anydata.py (target: stored >= 1.1 x the best trivial baseline).
+   bench_anydata.py (target: stored >= 1.1 x the best trivial baseline), with the person-level
+   interval and the rolling figure pooled over earlier ends of the data.
 
 Usage: .venv/bin/python benchmarks/bench_text.py [--strangers DIR] [--work DIR] [--skip-nyc]
        [--skip-weibo] [--only ENCODER]
@@ -45,7 +46,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from bench_anydata import add_strangers_option, finish, next_event_figures, show_eval, stranger_file  # noqa: E402
+from bench_anydata import (  # noqa: E402
+    add_strangers_option, finish, next_event_figures, rolling_figures, rolling_line, show_eval, stranger_file,
+)
 from interestgeo.analytics import Filters, embed_phrase, load_scored, query_interest  # noqa: E402
 from interestgeo.config import Config  # noqa: E402
 from interestgeo.eval.run import run_evaluation  # noqa: E402
@@ -172,10 +175,13 @@ def weibo(encoder_id: str, encoder: TextEncoder, csv: Path, work: Path) -> dict:
         out["score_s"] = time.perf_counter() - t
         out["quality"] = [line for line in scored.quality_lines()]
         out["next_event"] = next_event_figures(store, encoder, store.dataset_id("weibo"))
+        out["rolling"] = rolling_figures(store, config, encoder, store.dataset_id("weibo"))
     z = out["next_event"]
     print(f"  Weibo with {encoder_id} ({out['events']:,} posts, scored in {out['score_s']:.0f} s): next-event MRR on "
           f"{z['pairs']:,} held-out pairs: stored {z['stored']:.4f} | decayed avg {z['decayed_avg_0.9']:.4f} | last "
-          f"text {z['last_text']:.4f} -> {z['ratio_vs_best_trivial']:.2f}x the best trivial baseline (target 1.1)")
+          f"text {z['last_text']:.4f} -> {z['ratio_vs_best_trivial']:.2f}x the best trivial baseline (90 % CI "
+          f"{z['ratio_ci90_low']:.2f}-{z['ratio_ci90_high']:.2f}; target 1.1)")
+    print(rolling_line("Weibo", out["rolling"]))
     return out
 
 

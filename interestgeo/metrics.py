@@ -35,6 +35,8 @@ __all__ = [
     "target_ranks",
     "rank_metrics",
     "next_text_mrr",
+    "next_text_reciprocal_ranks",
+    "grouped_bootstrap_ratio",
     "venue_to_category_scores",
 ]
 
@@ -88,19 +90,52 @@ def rank_metrics(scores: np.ndarray, targets: np.ndarray) -> dict[str, float]:
     }
 
 
-def next_text_mrr(vectors: np.ndarray, targets: np.ndarray, candidates: np.ndarray) -> float:
-    """MRR of candidate `targets[i]` among all `candidates` (U, D) scored by `vectors[i]` (n, D),
-    ties counted for the target (see the module docstring). NaN for no targets.
+def next_text_reciprocal_ranks(vectors: np.ndarray, targets: np.ndarray, candidates: np.ndarray) -> np.ndarray:
+    """(n,) 1 / rank of candidate `targets[i]` among all `candidates` (U, D) scored by `vectors[i]`
+    (n, D), ties counted for the target (see the module docstring).
 
     Under this rule a zero vector ties every candidate and ranks every target 1.
     """
-    if len(targets) == 0:
-        return float("nan")
     out = np.empty(len(targets))
     for a in range(0, len(targets), 1024):  # (1024, U) score blocks: bounded memory for large U
         scores = vectors[a : a + 1024] @ candidates.T
         out[a : a + 1024] = 1.0 / target_ranks(scores, targets[a : a + 1024], ties="for")
-    return float(out.mean())
+    return out
+
+
+def next_text_mrr(vectors: np.ndarray, targets: np.ndarray, candidates: np.ndarray) -> float:
+    """The mean of `next_text_reciprocal_ranks`; NaN for no targets."""
+    if len(targets) == 0:
+        return float("nan")
+    return float(next_text_reciprocal_ranks(vectors, targets, candidates).mean())
+
+
+def grouped_bootstrap_ratio(
+    numerator: np.ndarray, baselines: list[np.ndarray], groups: np.ndarray, *,
+    level: float = 0.9, draws: int = 2000, seed: int = 0,
+) -> tuple[float, float]:
+    """Confidence interval of mean(numerator) / max(mean(b) for b in baselines), resampling whole groups.
+
+    Why groups: one person's consecutive pairs are alike (the same history, often the same kind of
+    post), so resampling pairs as if independent gives an interval too narrow; resampling people
+    with replacement (each drawn person brings all their pairs) keeps that dependence. The best
+    baseline is taken again in every draw, so the interval is of "vs the best of them". `numerator`,
+    each baseline and `groups` are (n,) per pair; a fixed `seed` makes the interval repeatable.
+    """
+    _, group = np.unique(np.asarray(groups), return_inverse=True)
+    k = int(group.max()) + 1 if len(group) else 0
+    if k == 0:
+        return float("nan"), float("nan")
+    count = np.bincount(group, minlength=k).astype(np.float64)  # (k,) pairs per group
+    sums = [np.bincount(group, weights=np.asarray(x, dtype=np.float64), minlength=k) for x in (numerator, *baselines)]
+    rng = np.random.default_rng(seed)
+    times = rng.multinomial(k, np.full(k, 1.0 / k), size=draws).astype(np.float64)  # (draws, k) copies drawn
+    n = times @ count  # (draws,) pairs in each draw
+    means = [(times @ s) / n for s in sums]  # per draw: the numerator's mean, then each baseline's
+    ratios = means[0] / np.maximum.reduce(means[1:])
+    tail = (1.0 - level) / 2.0
+    low, high = np.quantile(ratios, [tail, 1.0 - tail])
+    return float(low), float(high)
 
 
 def venue_to_category_scores(split: Split, venue_probs: np.ndarray) -> np.ndarray:

@@ -10,7 +10,9 @@ import pytest
 
 from interestgeo.metrics import (
     METRICS,
+    grouped_bootstrap_ratio,
     next_text_mrr,
+    next_text_reciprocal_ranks,
     rank_metrics,
     target_ranks,
     venue_to_category_scores,
@@ -94,3 +96,33 @@ def test_next_text_mrr_is_the_same_across_its_score_blocks():
     targets = rng.integers(0, 50, size=2500)
     ranks = target_ranks(vectors @ candidates.T, targets, ties="for")
     assert next_text_mrr(vectors, targets, candidates) == pytest.approx(float(np.mean(1.0 / ranks)))
+
+
+def test_next_text_reciprocal_ranks_are_per_pair_and_average_to_the_mrr():
+    candidates = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.6, 0.8]], dtype=np.float32)
+    vectors = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 0.0]], dtype=np.float32)
+    rr = next_text_reciprocal_ranks(vectors, np.array([2, 3, 0]), candidates)
+    assert rr.tolist() == [1.0, 0.5, 1.0]  # ranks 1, 2, 1 as in the MRR test above
+
+
+def test_grouped_bootstrap_ratio_of_fixed_multiples_is_exact_and_repeatable():
+    rng = np.random.default_rng(0)
+    x, groups = rng.random(300) + 0.1, rng.integers(0, 40, 300)
+    assert grouped_bootstrap_ratio(x, [x], groups) == pytest.approx((1.0, 1.0))
+    assert grouped_bootstrap_ratio(2 * x, [x, 0.5 * x], groups) == pytest.approx((2.0, 2.0))  # vs the best baseline
+    y = rng.random(300)
+    assert grouped_bootstrap_ratio(x, [y], groups, seed=3) == grouped_bootstrap_ratio(x, [y], groups, seed=3)
+
+
+def test_grouped_bootstrap_ratio_holds_the_ratio_and_widens_when_a_persons_pairs_move_together():
+    rng = np.random.default_rng(1)
+    people = np.repeat(np.arange(30), 20)  # 30 people, 20 pairs each
+    baseline = np.full(600, 10.0)
+    # the numerator's lead over the baseline varies by person, hardly within one
+    numerator = 10.5 + rng.normal(0.0, 1.0, 30)[people] + rng.normal(0.0, 0.1, 600)
+    point = numerator.mean() / baseline.mean()
+    by_person = grouped_bootstrap_ratio(numerator, [baseline], people)
+    by_pair = grouped_bootstrap_ratio(numerator, [baseline], np.arange(600))
+    assert by_person[0] < point < by_person[1]
+    # treating each pair as its own person ignores that a person's pairs move together: far too narrow
+    assert by_person[1] - by_person[0] > 3 * (by_pair[1] - by_pair[0])
