@@ -12,7 +12,9 @@ One row per scored event, in event-id order (the order of the loaded file):
     ts           timestamp[us, UTC]
     lat, lon     float64
     text         string
-    vector       list<float32>, length D    the stored interest vector (`interestgeo score`)
+    vector       list<float32>, length D    the stored interest vector (`interestgeo score`; the store
+                                            keeps int8 codes and a scale, store/compact.py: this is
+                                            their float32 value, as every reader of the store gets it)
     text_vector  list<float32>              the text's embedding by the configured text model
 
 The text vectors come from the store's embedding cache (keyed by model id and text hash, as

@@ -264,9 +264,10 @@ class _BucketScorer:
         result = score_chunk(self.state, events)
         week, parent = _partition_keys(events["local_ts"].to_numpy("datetime64[ns]"), events["cell"].to_numpy(np.int64),
                                        self.parent_resolution)
-        vectors = _arrow_with_vectors(
-            {"dataset_id": result.dataset_id, "event_id": result.event_id, "topic": result.topic},
-            vector=result.vectors, topic_sims=result.topic_sims,
+        vectors = _arrow_with_vectors(  # compact, as the store holds them (store/compact.py)
+            {"dataset_id": result.dataset_id, "event_id": result.event_id, "topic": result.topic,
+             "scale": result.compact.scales},
+            q=result.compact.codes, topic_sims=result.topic_sims,
         )
         _write_partitioned(self.out / "vectors", name, vectors, result.dataset_id, week, parent)
         cells = result.cell_windows

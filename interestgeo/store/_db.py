@@ -18,7 +18,8 @@ from interestgeo.windows import COUNTED_WINDOWS, check_window
 
 __all__ = [
     "EVENT_COLUMNS", "EVENT_DTYPES", "align", "arrow_query", "check_counted_window", "empty_vector_table",
-    "events_frame", "finite_or_none", "first_row", "id_list", "k_threshold", "vectors_frame", "vectors_from_arrow",
+    "events_frame", "finite_or_none", "first_row", "id_list", "k_threshold", "list_column", "vectors_frame",
+    "vectors_from_arrow",
 ]
 
 EVENT_COLUMNS = (
@@ -52,16 +53,23 @@ def arrow_query(con: duckdb.DuckDBPyConnection, sql: str, params: list[Any] | No
     return con.sql(sql, params=params)
 
 
-def vectors_frame(columns: dict[str, Any], vectors: np.ndarray, **matrices: np.ndarray) -> pa.Table:
-    """An Arrow table of `columns` plus a FLOAT[] `vector` column from a (N, D) array (and one
-    FLOAT[] column per further named (N, K) array)."""
+def vectors_frame(columns: dict[str, Any], vectors: np.ndarray | None, **matrices: np.ndarray) -> pa.Table:
+    """An Arrow table of `columns` plus a FLOAT[] `vector` column from a (N, D) array (none when
+    None) and one list column per further named (N, K) array (see `list_column`)."""
     table = pa.table({name: pa.array(values) for name, values in columns.items()})
-    for name, matrix in {"vector": vectors, **matrices}.items():
-        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-        n, d = matrix.shape
-        offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
-        table = table.append_column(name, pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1))))
+    named = matrices if vectors is None else {"vector": vectors, **matrices}
+    for name, matrix in named.items():
+        table = table.append_column(name, list_column(matrix))
     return table
+
+
+def list_column(matrix: np.ndarray) -> pa.ListArray:
+    """A (N, D) array as an Arrow list column of N rows: list<int8> for int8 codes (compact
+    vectors, store/compact.py), else list<float32>. No copy beyond the dtype's."""
+    matrix = np.ascontiguousarray(matrix, dtype=np.int8 if np.asarray(matrix).dtype == np.int8 else np.float32)
+    n, d = matrix.shape
+    offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
+    return pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1)))
 
 
 def vectors_from_arrow(column: Any, n: int, rows: np.ndarray | None = None) -> np.ndarray:

@@ -43,6 +43,18 @@ class StorePart:
     def _analytics_tables_exist(self) -> bool:
         return self._analytics_ready or self._table_exists("event_vectors")
 
+    def _compact_layout(self) -> bool:
+        """Whether event_vectors stores compact vectors (q, scale): every file a write open
+        migrated; a read-only open of an older file reads its `vector FLOAT[]` (see _schema)."""
+        return not _schema.has_column(self.con, "event_vectors", "vector")
+
+    def _vector_sql(self, prefix: str = "") -> str:
+        """The stored vector columns to select (`prefix` a table alias of ours, e.g. "v."), as
+        store/vectors.py `_stored_vectors` reads them: "q, scale", or "vector" in an older file."""
+        if prefix not in ("", "v."):
+            raise ValueError(f"not a table alias of ours: {prefix!r}")
+        return f"{prefix}q, {prefix}scale" if self._compact_layout() else f"{prefix}vector"
+
     def ensure_analytics_schema(self) -> None:
         """Create the analytics tables when missing (a no-op on read-only stores).
 

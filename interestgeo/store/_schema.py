@@ -19,7 +19,12 @@ Schema versions (meta key 'schema_version'; a file without the key is version 0)
         tells the ingest to write them), lack the meta key 'hour_resolutions' (every map
         resolution was precomputed for hours) and lack event_vectors.topic_sims (added with the
         analytics tables' first write; NULL means "not stored").
-    1   this layout.
+    1   event_vectors stores each vector as `vector FLOAT[]`.
+    2   this layout: event_vectors stores each vector in compact form (`q TINYINT[]`, `scale FLOAT`,
+        store/compact.py). A write open converts an older file's vectors (`migrate`: the codes are
+        computed from the float vectors, in batches, swapped in at once; the aggregates stored
+        beside them stay as they were, within the quantisation error of the vectors until the next
+        full score); a read-only open reads the FLOAT[] column as it is.
 """
 
 from __future__ import annotations
@@ -30,11 +35,12 @@ from interestgeo.config import Config
 from interestgeo.store._db import first_row
 
 __all__ = [
-    "ANALYTICS_TABLES", "CORE_TABLES", "MODEL_TABLES", "SCHEMA_VERSION", "create", "ensure_analytics",
+    "ANALYTICS_TABLES", "CORE_TABLES", "EVENT_VECTORS_TABLE", "MODEL_TABLES", "SCHEMA_VERSION",
+    "compact_event_vectors", "create", "ensure_analytics",
     "ensure_model", "has_column", "schema_version", "stored_hour_dow", "table_exists",
 ]
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 
 CORE_TABLES = [
     "CREATE TABLE IF NOT EXISTS meta (key VARCHAR PRIMARY KEY, value VARCHAR NOT NULL)",
@@ -92,16 +98,19 @@ CORE_TABLES = [
 ]
 
 
-ANALYTICS_TABLES = (
-    """CREATE TABLE IF NOT EXISTS event_vectors (
+# The interest vector right after each event, as int8 codes q and a scale: vector = q * scale
+# (store/compact.py). Version-1 files hold `vector FLOAT[]` instead (see `migrate`).
+EVENT_VECTORS_TABLE = """CREATE TABLE IF NOT EXISTS event_vectors (
         dataset_id INTEGER NOT NULL,
         event_id BIGINT NOT NULL,
         topic SMALLINT NOT NULL,
-        vector FLOAT[] NOT NULL,
+        q TINYINT[] NOT NULL,
+        scale FLOAT NOT NULL,
         topic_sims FLOAT[]
-    )""",
-    # Files from before topic_sims: the column is added on the first write (NULL: not stored).
-    "ALTER TABLE event_vectors ADD COLUMN IF NOT EXISTS topic_sims FLOAT[]",
+    )"""
+
+ANALYTICS_TABLES = (
+    EVENT_VECTORS_TABLE,
     """CREATE TABLE IF NOT EXISTS analytics_topics (
         topic_id SMALLINT NOT NULL,
         label VARCHAR NOT NULL,
@@ -194,7 +203,7 @@ def create(con: duckdb.DuckDBPyConnection, config: Config) -> None:
 
 
 def migrate(con: duckdb.DuckDBPyConnection) -> None:
-    """Bring an older file's core tables to SCHEMA_VERSION (see the module docstring)."""
+    """Bring an older file to SCHEMA_VERSION (see the module docstring)."""
     if schema_version(con) >= SCHEMA_VERSION:
         return
     # Version 0 files written before the window keys were dropped from events (nothing read them; the
@@ -202,7 +211,69 @@ def migrate(con: duckdb.DuckDBPyConnection) -> None:
     for column in DROPPED_EVENT_COLUMNS:
         if has_column(con, "events", column):
             con.execute(f"ALTER TABLE events DROP COLUMN {column}")
+    if has_column(con, "event_vectors", "vector"):  # versions 0 and 1: FLOAT[] vectors
+        compact_event_vectors(con)
     con.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", [str(SCHEMA_VERSION)])
+
+
+# Rows a migration quantises at once (about 100 MB of float vectors at D = 512).
+_MIGRATION_BATCH = 50_000
+
+
+def compact_event_vectors(con: duckdb.DuckDBPyConnection, batch: int = _MIGRATION_BATCH) -> int:
+    """Replace a version-0/1 event_vectors (`vector FLOAT[]`) by the compact layout, keeping its
+    row order; returns the rows converted.
+
+    A second cursor streams the old rows while this connection inserts their codes into a new
+    table, a committed batch at a time: one batch of float vectors is in memory at once (one
+    transaction holding every new row peaked at 5.4 GB for 1.1M rows). The swap (drop the old
+    table, rename the new one) is one transaction, so readers see the old table or the new one;
+    a run interrupted before it leaves the old table as it was (the half-filled new one is
+    dropped now or by the next try)."""
+    import pyarrow as pa
+
+    from interestgeo.store._db import vectors_frame, vectors_from_arrow
+    from interestgeo.store.compact import quantise_vectors
+
+    sims = "topic_sims" if has_column(con, "event_vectors", "topic_sims") else "NULL::FLOAT[] AS topic_sims"
+    rows = 0
+    con.execute("DROP TABLE IF EXISTS event_vectors_compact")
+    try:
+        con.execute(EVENT_VECTORS_TABLE.replace("event_vectors", "event_vectors_compact"))
+        reader = con.cursor()
+        try:
+            select = f"SELECT dataset_id, event_id, topic, vector, {sims} FROM event_vectors"
+            batches = reader.sql(select).to_arrow_reader(batch)
+            for batch_rows in batches:
+                if not batch_rows.num_rows:
+                    continue
+                part = pa.Table.from_batches([batch_rows])
+                compact = quantise_vectors(vectors_from_arrow(part.column("vector"), part.num_rows))
+                keys = {name: part.column(name).to_numpy() for name in ("dataset_id", "event_id", "topic")}
+                frame = vectors_frame({**keys, "scale": compact.scales}, None, q=compact.codes)
+                con.register("migrated_vectors", frame.append_column("topic_sims", part.column("topic_sims")))
+                try:
+                    con.execute(
+                        """INSERT INTO event_vectors_compact
+                           SELECT dataset_id, event_id, topic, q, scale, topic_sims::FLOAT[] FROM migrated_vectors"""
+                    )
+                finally:
+                    con.unregister("migrated_vectors")
+                rows += part.num_rows
+        finally:
+            reader.close()
+        con.execute("BEGIN TRANSACTION")
+        try:
+            con.execute("DROP TABLE event_vectors")
+            con.execute("ALTER TABLE event_vectors_compact RENAME TO event_vectors")
+        except BaseException:
+            con.execute("ROLLBACK")
+            raise
+        con.execute("COMMIT")
+    except BaseException:
+        con.execute("DROP TABLE IF EXISTS event_vectors_compact")
+        raise
+    return rows
 
 
 def schema_version(con: duckdb.DuckDBPyConnection) -> int:
@@ -223,7 +294,7 @@ def stored_hour_dow(con: duckdb.DuckDBPyConnection) -> bool:
 
 
 def ensure_analytics(con: duckdb.DuckDBPyConnection) -> None:
-    """Create the analytics tables when missing (and add topic_sims to an older event_vectors)."""
+    """Create the analytics tables when missing."""
     for statement in ANALYTICS_TABLES:
         con.execute(statement)
 

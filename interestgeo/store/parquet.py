@@ -32,21 +32,25 @@ class ParquetPart(StorePart):
     """Export events/vectors as Hive-partitioned Parquet; fill vector tables from an engine's Parquet."""
 
     PARQUET_PARENT_RESOLUTION = 3
-    # What each exportable table writes besides the keys (whitelisted identifiers only).
+    # What each exportable table writes besides the keys (whitelisted identifiers only); event
+    # vectors as the store holds them (compact: q, scale; an older file read-only: vector).
     _PARQUET_EXPORTS = {
         "events": "SELECT e.*, {keys} FROM ({events}) e",
-        "event_vectors": """SELECT v.dataset_id, v.event_id, v.topic, v.vector, v.topic_sims, {keys}
+        "event_vectors": """SELECT v.dataset_id, v.event_id, v.topic, {vectors}, v.topic_sims, {keys}
                             FROM event_vectors v JOIN ({events}) e USING (dataset_id, event_id)""",
     }
     # The tables `insert_parquet` fills from an engine's Parquet output, with their columns.
     _PARQUET_IMPORTS = {
-        "event_vectors": ("dataset_id", "event_id", "topic", "vector", "topic_sims"),
+        "event_vectors": ("dataset_id", "event_id", "topic", "q", "scale", "topic_sims"),
         "user_window_vectors": ("dataset_id", "user_id", "window_size", "window_start", "events", "coherence", "vector"),
         "cell_window_vectors": (
             "dataset_id", "resolution", "window_size", "window_start", "cell", "events", "users", "coherence", "vector",
             "shares",
         ),
     }
+
+    # How Parquet's list columns become the store's types.
+    _PARQUET_CASTS = {"vector": "vector::FLOAT[]", "topic_sims": "topic_sims::FLOAT[]", "q": "q::TINYINT[]"}
 
     def export_parquet(
         self, folder: Path | str, table: str = "events", *, datasets: Sequence[int] | None = None,
@@ -63,7 +67,8 @@ class ParquetPart(StorePart):
                            category, category_path, event_type, cell, local_hour, dow
                     FROM events WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)"""
         keys = "CAST(date_trunc('week', e.local_ts) AS DATE) AS week, (e.cell & ?) | ? AS parent"
-        select = self._PARQUET_EXPORTS[table].format(keys=keys, events=events)
+        vectors = self._vector_sql("v.") if table == "event_vectors" else ""
+        select = self._PARQUET_EXPORTS[table].format(keys=keys, events=events, vectors=vectors)
         ids = id_list(datasets)
         params = [and_mask, or_mask, ids, ids]  # {keys} comes before {events} in both statements
         rows = self._first_row(f"SELECT count(*) FROM ({select})", params)[0]
@@ -113,8 +118,9 @@ class ParquetPart(StorePart):
         if not files:
             return 0
         self.ensure_analytics_schema()
-        names = ", ".join(self._PARQUET_IMPORTS[table])
-        cast = names.replace("vector", "vector::FLOAT[]").replace("topic_sims", "topic_sims::FLOAT[]")
+        columns = self._PARQUET_IMPORTS[table]
+        names = ", ".join(columns)
+        cast = ", ".join(self._PARQUET_CASTS.get(c, c) for c in columns)
         before = self._first_row(f"SELECT count(*) FROM {table}")[0]
         order = "ORDER BY event_id" if table == "event_vectors" else ""
         ids = id_list(datasets)

@@ -1,7 +1,9 @@
 """Per-event interest vectors (the source of every analytics result), their topic similarities
 and the topics, as `interestgeo score` stores them.
 
-Vectors are FLOAT[] lists (dimension-agnostic, like text_embeddings) read back in one Arrow buffer.
+Vectors are stored in compact form, int8 codes (`q TINYINT[]`, dimension-agnostic) and a `scale`
+per row (store/compact.py), read back in one Arrow buffer and returned as float32 by every
+reader (a read-only open of a file from before, with `vector FLOAT[]`, reads that column as it is).
 Beside each event's vector, its cosine similarity to each stored topic (`topic_sims`, T floats):
 topic shares need only these, so a dashboard reads 10 floats per event before the 384 (the
 vectors' 170 MB for the NYC demo took 0.5-1.3 s to load in a fresh process). NULL means "not
@@ -27,10 +29,12 @@ from interestgeo.store._db import (
     empty_vector_table,
     events_frame,
     id_list,
+    list_column,
     vectors_frame,
     vectors_from_arrow,
 )
 from interestgeo.store._part import StorePart
+from interestgeo.store.compact import CompactVectors, dequantise_arrow, quantise_vectors
 
 if TYPE_CHECKING:
     from interestgeo.topics import Topics
@@ -46,20 +50,26 @@ class EventVectorsPart(StorePart):
         dataset_ids: np.ndarray,
         event_ids: np.ndarray,
         topics: np.ndarray,
-        vectors: np.ndarray,
+        vectors: np.ndarray | CompactVectors,
         topic_sims: np.ndarray | None = None,
     ) -> None:
         """Insert or replace the interest vectors of these events, with their (N, T) similarities
-        to the stored topics when given (`interestgeo.topics.topic_similarities`; else NULL)."""
+        to the stored topics when given (`interestgeo.topics.topic_similarities`; else NULL).
+
+        `vectors`: (N, D) floats, stored quantised (readers get `quantise_vectors(v).dequantised()`),
+        or already in compact form (a scorer that computed from the dequantised values)."""
         self.ensure_analytics_schema()
+        compact = vectors if isinstance(vectors, CompactVectors) else quantise_vectors(vectors)
         sims = {} if topic_sims is None else {"topic_sims": topic_sims}
         frame = vectors_frame(
             {
                 "dataset_id": np.asarray(dataset_ids, dtype=np.int32),
                 "event_id": np.asarray(event_ids, dtype=np.int64),
                 "topic": np.asarray(topics, dtype=np.int16),
+                "scale": compact.scales,
             },
-            vectors,
+            None,
+            q=compact.codes,
             **sims,
         )
         sims_sql = "NULL::FLOAT[]" if topic_sims is None else "topic_sims::FLOAT[]"
@@ -69,8 +79,8 @@ class EventVectorsPart(StorePart):
                 "DELETE FROM event_vectors WHERE event_id IN (SELECT event_id FROM analytics_new_vectors)"
             )
             self.con.execute(
-                f"""INSERT INTO event_vectors (dataset_id, event_id, topic, vector, topic_sims)
-                    SELECT dataset_id, event_id, topic, vector::FLOAT[], {sims_sql}
+                f"""INSERT INTO event_vectors (dataset_id, event_id, topic, q, scale, topic_sims)
+                    SELECT dataset_id, event_id, topic, q::TINYINT[], scale, {sims_sql}
                     FROM analytics_new_vectors ORDER BY event_id"""
             )
         finally:
@@ -84,11 +94,11 @@ class EventVectorsPart(StorePart):
         all-or-nothing."""
         self.ensure_analytics_schema()
         table = self._arrow_query(
-            "SELECT event_id, vector FROM event_vectors WHERE topic_sims IS NULL ORDER BY event_id"
+            f"SELECT event_id, {self._vector_sql()} FROM event_vectors WHERE topic_sims IS NULL ORDER BY event_id"
         ).to_arrow_table()
         for start in range(0, table.num_rows, batch):
             part = table.slice(start, batch)
-            sims = similarities(vectors_from_arrow(part.column("vector"), part.num_rows))
+            sims = similarities(_stored_vectors(part))
             frame = vectors_frame({"event_id": part.column("event_id").to_numpy()}, sims)
             self.con.register("analytics_filled_sims", frame)
             try:
@@ -117,7 +127,7 @@ class EventVectorsPart(StorePart):
         Same order as `events()`; `local_from` (naive local time) keeps events from then on.
         """
         frame, table, rows = self._scored_rows(datasets, local_from, "vector")
-        return frame, vectors_from_arrow(table.column("vector"), table.num_rows, rows)
+        return frame, _stored_vectors(table, rows)
 
     def scored_event_sims(self, datasets: Sequence[int] | None = None) -> tuple[pd.DataFrame, np.ndarray]:
         """`scored_events` without the vectors: the same frame and each event's stored (N, T)
@@ -149,11 +159,11 @@ class EventVectorsPart(StorePart):
             return np.zeros(len(wanted), dtype=bool), np.zeros((0, 0), np.float32)
         stored = self._first_row("SELECT count(*) FROM event_vectors")[0]
         if 2 * len(wanted) >= stored:  # most of them: a plain scan (the join costs more than it saves)
-            table = self._arrow_query("SELECT event_id, vector FROM event_vectors").to_arrow_table()
+            table = self._arrow_query(f"SELECT event_id, {self._vector_sql()} FROM event_vectors").to_arrow_table()
         else:
             table = self._event_vector_rows(wanted, with_vectors=True)
         rows, has = align(table.column("event_id").to_numpy(), wanted)
-        return has, vectors_from_arrow(table.column("vector"), table.num_rows, rows)
+        return has, _stored_vectors(table, rows)
 
     def event_vector_count(self, datasets: Sequence[int] | None = None) -> int:
         """How many events of some datasets (all when None) have a stored vector."""
@@ -175,11 +185,13 @@ class EventVectorsPart(StorePart):
         return align(self._event_vector_rows(wanted, with_vectors=False).column("event_id").to_numpy(), wanted)[1]
 
     def _event_vector_rows(self, event_ids: np.ndarray, with_vectors: bool) -> pa.Table:
-        """The event_vectors rows of these event ids (any order): event_id, and `vector` when asked."""
+        """The event_vectors rows of these event ids (any order): event_id, and the stored vector
+        columns when asked (`_stored_vectors` reads them)."""
+        vector_sql = ", " + self._vector_sql("v.") if with_vectors else ""
         self.con.register("analytics_wanted", pa.table({"event_id": event_ids}))
         try:
             return self._arrow_query(
-                f"""SELECT v.event_id{", v.vector" if with_vectors else ""} FROM event_vectors v
+                f"""SELECT v.event_id{vector_sql} FROM event_vectors v
                     SEMI JOIN analytics_wanted w ON v.event_id = w.event_id"""
             ).to_arrow_table()
         finally:
@@ -189,7 +201,8 @@ class EventVectorsPart(StorePart):
         """The dimension of the stored interest vectors (0 when none is stored)."""
         if not self._analytics_tables_exist():
             return 0
-        row = self._first_row("SELECT len(vector) FROM event_vectors LIMIT 1")
+        codes = "q" if self._compact_layout() else "vector"  # (a whitelist of two)
+        row = self._first_row(f"SELECT len({codes}) FROM event_vectors LIMIT 1")
         return 0 if row is None else int(row[0])
 
     def event_affinities(self, phrase_vector: np.ndarray, datasets: Sequence[int] | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -197,11 +210,14 @@ class EventVectorsPart(StorePart):
         in storage order: the dot products run inside DuckDB, so only two numbers per event
         leave it (a phrase query over millions of events without holding their vectors)."""
         ids = id_list(datasets)
-        q = np.asarray(phrase_vector, dtype=np.float32)
+        phrase = np.asarray(phrase_vector, dtype=np.float32)
+        # compact rows: (q . phrase) * scale, the codes cast to FLOAT (exact) inside the product
+        product = "list_inner_product(q::FLOAT[], ?::FLOAT[]) * scale" if self._compact_layout() else (
+            "list_inner_product(vector, ?::FLOAT[])")
         table = self._arrow_query(
-            """SELECT event_id, list_inner_product(vector, ?::FLOAT[])::FLOAT AS affinity FROM event_vectors
+            f"""SELECT event_id, ({product})::FLOAT AS affinity FROM event_vectors
                WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)""",
-            params=[q.tolist(), ids, ids],
+            params=[phrase.tolist(), ids, ids],
         ).to_arrow_table()
         return (table.column("event_id").to_numpy().astype(np.int64, copy=False),
                 table.column("affinity").to_numpy().astype(np.float32, copy=False))
@@ -213,14 +229,14 @@ class EventVectorsPart(StorePart):
         `batch` rows, in storage order: one pass over the table holding one batch at a time."""
         ids = id_list(datasets)
         reader = self._arrow_query(
-            """SELECT event_id, vector FROM event_vectors
+            f"""SELECT event_id, {self._vector_sql()} FROM event_vectors
                WHERE ?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)""",
             params=[ids, ids],
         ).to_arrow_reader(batch)
         for part in reader:
             if part.num_rows:
                 yield (part.column("event_id").to_numpy().astype(np.int64, copy=False),
-                       vectors_from_arrow(pa.chunked_array([part.column("vector")]), part.num_rows))
+                       _stored_vectors(pa.Table.from_batches([part])))
 
     def scored_event_parts(self, dataset_id: int, size: int, user_id: str | None = None) -> list[tuple[int, int, int]]:
         """(first event id, last event id, events) of consecutive runs of `size` scored events of a
@@ -249,8 +265,8 @@ class EventVectorsPart(StorePart):
 
         The id range is put on both tables so DuckDB skips the row groups outside it (vectors are
         written in event-id order): reading a dataset part by part costs about one read of it."""
-        return self._arrow_query(
-            """SELECT e.event_id, e.user_id, e.ts, e.lat, e.lon, e.text, v.vector
+        table = self._arrow_query(
+            f"""SELECT e.event_id, e.user_id, e.ts, e.lat, e.lon, e.text, {self._vector_sql("v.")}
                FROM events e JOIN event_vectors v ON v.event_id = e.event_id
                WHERE e.dataset_id = ? AND v.dataset_id = ?
                  AND e.event_id BETWEEN ? AND ? AND v.event_id BETWEEN ? AND ?
@@ -259,6 +275,9 @@ class EventVectorsPart(StorePart):
             params=[int(dataset_id), int(dataset_id), int(first_id), int(last_id), int(first_id), int(last_id),
                     user_id, user_id],
         ).to_arrow_table()
+        if "q" not in table.column_names:
+            return table
+        return table.drop(["q", "scale"]).append_column("vector", list_column(_stored_vectors(table)))
 
     def _scored_rows(
         self, datasets: Sequence[int] | None, local_from: datetime | pd.Timestamp | None, column: str | None
@@ -267,8 +286,9 @@ class EventVectorsPart(StorePart):
         and for each frame row its row in that table.
 
         Two plain scans aligned by event id in numpy: joining and sorting 100k rows that carry
-        384 floats each costs DuckDB about twice as much. `column` is one of two identifiers
-        (a whitelist), never user input.
+        384 floats each costs DuckDB about twice as much. `column` is one of two names (a
+        whitelist), never user input: "vector" selects the stored vector columns (`_stored_vectors`
+        reads them), "topic_sims" that column.
         """
         if column not in (None, "vector", "topic_sims"):
             raise ValueError(f"not a vector column: {column!r}")
@@ -285,7 +305,7 @@ class EventVectorsPart(StorePart):
                 ORDER BY dataset_id, user_id, ts, event_id""",
             params=[ids, ids, start, start],
         ).to_arrow_table())
-        extra = "" if column is None else f", v.{column}"
+        extra = "" if column is None else ", " + (self._vector_sql("v.") if column == "vector" else "v.topic_sims")
         table = self._arrow_query(
             f"""SELECT v.event_id, v.topic{extra} FROM event_vectors v
                WHERE (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], v.dataset_id))
@@ -352,12 +372,21 @@ class EventVectorsPart(StorePart):
             return self.events([int(dataset_id)]).assign(topic=np.int16(0)).iloc[:0], np.zeros((0, 0), np.float32)
         columns = ", ".join(f"e.{c}" for c in EVENT_COLUMNS)
         table = self._arrow_query(
-            f"""SELECT {columns}, v.topic, v.vector FROM events e JOIN event_vectors v ON v.event_id = e.event_id
+            f"""SELECT {columns}, v.topic, {self._vector_sql("v.")} FROM events e
+                JOIN event_vectors v ON v.event_id = e.event_id
                 WHERE e.dataset_id = ? AND e.user_id = ? AND v.dataset_id = ?
                 ORDER BY e.ts, e.event_id""",
             params=[int(dataset_id), str(user_id), int(dataset_id)],
         ).to_arrow_table()
-        vectors = vectors_from_arrow(table.column("vector"), table.num_rows)
-        frame = table.drop(["vector"]).to_pandas()
+        vectors = _stored_vectors(table)
+        frame = table.drop([c for c in ("q", "scale", "vector") if c in table.column_names]).to_pandas()
         frame = frame.astype({**EVENT_DTYPES, "topic": "int16"})
         return frame, vectors
+
+
+def _stored_vectors(table: pa.Table, rows: np.ndarray | None = None) -> np.ndarray:
+    """(N, D) float32 vectors of an Arrow table holding the stored vector columns (q and scale, or
+    an older file's `vector`); with `rows`, those rows in that order (as `vectors_from_arrow`)."""
+    if "q" in table.column_names:
+        return dequantise_arrow(table.column("q"), table.column("scale"), table.num_rows, rows)
+    return vectors_from_arrow(table.column("vector"), table.num_rows, rows)

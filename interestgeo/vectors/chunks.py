@@ -3,10 +3,12 @@
 A user's vectors depend on that user's earlier events only, so users are scored in chunks
 (`score_chunk`, pure given a `ChunkState`) and the chunks merge exactly: per event vectors as
 they are, cell x window aggregates as sums of per-user means with their user counts. The chunk
-size bounds memory, never the answer. `chunk_state(detach=True)` builds a state with no store or
-encoder inside (worlds built, every text embedded into a `TextTable`), so it pickles for another
-process; `ChunkRunner` is the engine that runs the chunks (`local_chunks`, `process_chunks`,
-ray_engine.py).
+size bounds memory, never the answer. Each vector is quantised as soon as it is final
+(store/compact.py) and everything is computed from its dequantised value, so the stored
+aggregates are exactly what the stored vectors give. `chunk_state(detach=True)` builds a state
+with no store or encoder inside (worlds built, every text embedded into a `TextTable`), so it
+pickles for another process; `ChunkRunner` is the engine that runs the chunks (`local_chunks`,
+`process_chunks`, ray_engine.py).
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ import pandas as pd
 from interestgeo.analytics import Filters, ScoredEvents, aggregate_cell_windows, aggregate_user_windows
 from interestgeo.cells import WHOLE_DATASET
 from interestgeo.config import Config
+from interestgeo.store.compact import CompactVectors, quantise_vectors
 from interestgeo.topics import Topics, assign_event_topics, topic_similarities
 from interestgeo.vectors.sources import (
     BlendedSource,
@@ -102,9 +105,10 @@ class ChunkState:
 class ChunkScores:
     """What `score_chunk` returns for one chunk of whole users.
 
-    Per event (the chunk's rows in order, or its `needed` rows): ids, topic, unit vector and topic
-    similarities. Per chunk (full runs only, empty with `needed`): the user x window vectors of its
-    users, and for every stored resolution x window its cells' SUMS of per-user mean vectors with
+    Per event (the chunk's rows in order, or its `needed` rows): ids, topic, unit vector in the
+    store's compact form (`vectors` dequantises it: what every number here was computed from) and
+    topic similarities. Per chunk (full runs only, empty with `needed`): the user x window vectors
+    of its users, and for every stored resolution x window its cells' SUMS of per-user mean vectors with
     their user and event counts: a cell's users are split over chunks, and the user-weighted mean
     of a cell is (sum over chunks of these sums) / (sum of users), so chunks merge exactly.
     """
@@ -112,7 +116,7 @@ class ChunkScores:
     dataset_id: np.ndarray  # (n,) int32
     event_id: np.ndarray  # (n,) int64
     topic: np.ndarray  # (n,) int16
-    vectors: np.ndarray  # (n, D) float32 L2-normalised
+    compact: CompactVectors  # (n, D) int8 codes and (n,) scales of the L2-normalised vectors
     topic_sims: np.ndarray  # (n, T) float32
     user_windows: pd.DataFrame  # dataset_id, user_id, window_size, window_start, events
     user_window_vectors: np.ndarray  # (U, D) float32 L2-normalised
@@ -121,6 +125,11 @@ class ChunkScores:
 
     def __len__(self) -> int:
         return len(self.event_id)
+
+    @property
+    def vectors(self) -> np.ndarray:
+        """(n, D) float32: the vectors as the store gives them back (dequantised)."""
+        return self.compact.dequantised()
 
 
 ChunkRunner = Callable[[ChunkState, Iterable[pd.DataFrame]], Iterable[ChunkScores]]
@@ -141,6 +150,9 @@ def score_chunk(state: ChunkState, events: pd.DataFrame, needed: np.ndarray | No
     rows = events if needed is None else events.loc[needed].reset_index(drop=True)
     if needed is not None:
         vectors = vectors[needed]
+    # quantised now: the topic similarities and every aggregate come from what the store will hold
+    compact = quantise_vectors(vectors)
+    vectors = compact.dequantised()
     topics = state.topics
     event_topics = _event_topics(topics, state.text_vectors, rows)
     sims = topic_similarities(vectors, topics)
@@ -166,7 +178,7 @@ def score_chunk(state: ChunkState, events: pd.DataFrame, needed: np.ndarray | No
         dataset_id=rows["dataset_id"].to_numpy(np.int32),
         event_id=rows["event_id"].to_numpy(np.int64),
         topic=np.asarray(event_topics, dtype=np.int16),
-        vectors=np.ascontiguousarray(vectors, dtype=np.float32),
+        compact=compact,
         topic_sims=np.ascontiguousarray(sims, dtype=np.float32),
         user_windows=_frames(user_frames, _USER_WINDOW_COLUMNS),
         user_window_vectors=np.concatenate(user_vectors) if user_vectors else np.zeros((0, dim), np.float32),

@@ -24,6 +24,7 @@ from interestgeo.analytics import Filters, ScoredEvents, aggregate_cell_windows,
 from interestgeo.calibration import SHARPNESS, Calibration, calibrate, calibration_cutoff, next_event_pairs
 from interestgeo.calibration import unit as _unit
 from interestgeo.config import Config
+from interestgeo.store.compact import CompactVectors
 from interestgeo.topics import Topics, derive_topics, topic_similarities, topics_from_phrases
 from interestgeo.vectors.chunks import (
     ChunkRunner,
@@ -400,7 +401,8 @@ def _score_update(
         parts.append(score_chunk(state, histories.iloc[a:b], keep[a:b]))
         if progress is not None:
             progress(b / len(histories), f"{int(keep[:b].sum()):,} of {int(keep.sum()):,} events")
-    vectors = np.concatenate([p.vectors for p in parts])  # (new events, D)
+    compact = CompactVectors.concatenate([p.compact for p in parts], topics.vectors.shape[1])
+    vectors = compact.dequantised()  # (new events, D) what the store will give back, bit for bit
     event_topics = np.concatenate([p.topic for p in parts])
     sims = np.concatenate([p.topic_sims for p in parts])
     new = histories.loc[keep].reset_index(drop=True)
@@ -412,7 +414,7 @@ def _score_update(
         change = span_change(store, config, histories, keep, store.has_event_vectors(event_ids))
         old_vectors = store.event_vectors(event_ids[change.reads]).reshape(-1, vectors.shape[1])
     with store.transaction():
-        store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, vectors, sims)
+        store.write_event_vectors(new["dataset_id"].to_numpy(), new["event_id"].to_numpy(), event_topics, compact, sims)
         starts = dict(zip(datasets, from_day))
         # dated windows from the earliest one touched; whole-span ones re-weighed by the touched
         # people (or, for a file scored before they were stored, recomputed from every event)

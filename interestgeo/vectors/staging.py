@@ -67,7 +67,8 @@ class _Staging:
         n = len(self._files["event_vectors"])
         self._write("event_vectors", n, {
             "dataset_id": result.dataset_id, "event_id": result.event_id, "topic": result.topic,
-        }, vector=result.vectors, topic_sims=result.topic_sims)
+            "scale": result.compact.scales,
+        }, q=result.compact.codes, topic_sims=result.topic_sims)
         if len(result.user_windows):
             w = result.user_windows
             self._write("user_window_vectors", n, {
@@ -161,16 +162,11 @@ def _remove_orphans(folder: Any) -> None:
 
 
 def _arrow_with_vectors(columns: dict[str, np.ndarray], **matrices: np.ndarray) -> Any:
-    """An Arrow table of `columns` plus one list<float32> column per named (n, D) matrix."""
-    import pyarrow as pa
+    """An Arrow table of `columns` plus one list column per named (n, D) matrix (list<int8> for
+    compact codes, else list<float32>)."""
+    from interestgeo.store._db import vectors_frame
 
-    table = pa.table({name: pa.array(values) for name, values in columns.items()})
-    for name, matrix in matrices.items():
-        matrix = np.ascontiguousarray(matrix, dtype=np.float32)
-        n, d = matrix.shape
-        offsets = pa.array(np.arange(0, (n + 1) * d, d, dtype=np.int32))
-        table = table.append_column(name, pa.ListArray.from_arrays(offsets, pa.array(matrix.reshape(-1))))
-    return table
+    return vectors_frame(columns, None, **matrices)
 
 
 # Partitions of the cell x window sums (by week): each is merged alone, 1/CELL_PARTS of the rows.

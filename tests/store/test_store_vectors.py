@@ -10,6 +10,7 @@ import pytest
 
 from interestgeo.store import Store
 from interestgeo.store._db import vectors_from_arrow
+from interestgeo.store.compact import quantise_vectors
 
 
 def _cell_rows(resolutions: list[int], events: int) -> tuple[dict[str, object], np.ndarray]:
@@ -86,6 +87,7 @@ def test_missing_topic_similarities_are_filled_from_the_vectors_in_batches(sampl
     events = sample_store.events()
     ids, datasets = events["event_id"].to_numpy(), events["dataset_id"].to_numpy()
     vectors = np.random.default_rng(4).normal(size=(len(events), 4)).astype(np.float32)
+    stored = quantise_vectors(vectors).dequantised()  # what the store gives back
     topics = np.eye(3, 4, dtype=np.float32)
     sample_store.write_event_vectors(datasets[:7], ids[:7], np.zeros(7), vectors[:7], vectors[:7] @ topics.T)
     sample_store.write_event_vectors(datasets[7:], ids[7:], np.zeros(len(ids) - 7), vectors[7:])  # none stored
@@ -94,15 +96,16 @@ def test_missing_topic_similarities_are_filled_from_the_vectors_in_batches(sampl
     assert filled == len(ids)
     frame, sims = sample_store.scored_event_sims()
     rows = [int(np.flatnonzero(ids == i)[0]) for i in frame["event_id"]]
-    np.testing.assert_allclose(sims, vectors[rows] @ topics.T + 1.0, rtol=1e-6)
+    np.testing.assert_allclose(sims, stored[rows] @ topics.T + 1.0, rtol=1e-6)
     assert sample_store.fill_topic_sims(lambda v: v @ topics.T) == 0  # nothing left to fill
 
 
 def test_event_vectors_come_in_the_asked_order_or_not_at_all(sample_store: Store) -> None:
     events = sample_store.events()
     ids, datasets = events["event_id"].to_numpy(), events["dataset_id"].to_numpy()
-    vectors = np.random.default_rng(3).normal(size=(len(events), 5)).astype(np.float32)
-    sample_store.write_event_vectors(datasets[::-1], ids[::-1], np.zeros(len(ids)), vectors[::-1])
+    written = np.random.default_rng(3).normal(size=(len(events), 5)).astype(np.float32)
+    sample_store.write_event_vectors(datasets[::-1], ids[::-1], np.zeros(len(ids)), written[::-1])
+    vectors = quantise_vectors(written).dequantised()  # what the store gives back
     for wanted in (np.array([ids[7], ids[2], ids[30]]), ids[::-1], np.roll(ids, 5)):  # few (a join), most (a scan)
         rows = [int(np.flatnonzero(ids == i)[0]) for i in wanted]
         np.testing.assert_array_equal(sample_store.event_vectors(wanted), vectors[rows])
@@ -116,9 +119,10 @@ def test_scored_events_align_vectors_with_events(sample_store: Store) -> None:
     events = sample_store.events()
     rng = np.random.default_rng(1)
     chosen = rng.permutation(len(events))[: len(events) - 5]
-    vectors = rng.normal(size=(len(chosen), 4)).astype(np.float32)
+    written = rng.normal(size=(len(chosen), 4)).astype(np.float32)
     sample_store.write_event_vectors(events["dataset_id"].to_numpy()[chosen], events["event_id"].to_numpy()[chosen],
-                                     np.arange(len(chosen)) % 3, vectors)
+                                     np.arange(len(chosen)) % 3, written)
+    vectors = quantise_vectors(written).dequantised()  # what the store gives back
     frame, got = sample_store.scored_events()
     kept = np.sort(chosen)
     pd.testing.assert_frame_equal(frame.drop(columns=["topic"]), events.iloc[kept].reset_index(drop=True))
