@@ -3,17 +3,17 @@
 What is stored, and why:
 
 * **Per event** (`event_vectors`): the user's interest vector right after each event, plus the
-  event's own topic. This is the source of truth: every analytics answer (maps under any filter,
-  drift, queries) is a user-weighted average of these, computed on the fly in numpy
-  (interestgeo/analytics/ explains why on the fly). 113k events x 384 floats is ~170 MB in DuckDB, read
-  back in one Arrow buffer in well under a second and cached by the dashboard. Beside each
-  vector, its similarity to each topic (T floats), so shares and maps need not wait for the
-  vectors (`ScoredEvents` loading them later).
+  event's own topic and its similarity to each topic (T floats). The vector is stored compact
+  (int8 codes and one float32 scale per event, store/compact.py: a quarter of float32's size, cosine
+  to the float vector >= 0.9999), and the scorer computes every aggregate below from those same
+  dequantised values, so an answer from aggregates equals the per-event computation. Per-event rows
+  answer what aggregates cannot: filters on dates, hours, days, regions or topics, one person's
+  page, explanations and export (README "What each answer reads").
 * **Per user x window** and **per cell x window** at `analytics.stored_resolutions` for
-  `analytics.stored_windows` (`user_window_vectors`, `cell_window_vectors`): the same
-  user-weighted means (analytics.aggregate_*), precomputed for the CLI, exports and other tools
-  that want a table rather than numpy. Stored *without* the k threshold (it depends on the
-  reader's config); every reader applies it (Store.window_vectors).
+  `analytics.stored_windows` (`user_window_vectors`, `cell_window_vectors`), per dataset by week,
+  day and hour of the week: user-weighted means with their people, which answer every question
+  whose filters name only datasets without reading per-event vectors (analytics/stored.py).
+  Stored *without* the k threshold (it depends on the reader's config); every reader applies it.
 * **Topics** (`analytics_topics`): derived once and then kept, so legends and shares stay
   comparable across runs and dynamic updates (`refresh_topics=True` re-derives them; a changed
   `analytics.topic_phrases` does too).
