@@ -201,19 +201,27 @@ def history_windows(starts: np.ndarray, ends: np.ndarray, max_len: int) -> list[
     return [(int(max(s, e - max_len)), int(e)) for s, e in zip(starts, ends)]
 
 
-def cover_windows(start: int, end: int, max_len: int) -> list[tuple[int, int, int]]:
+def cover_windows(start: int, end: int, max_len: int, context: int | None = None) -> list[tuple[int, int, int]]:
     """Windows (s, e, first_owned) covering rows [start, end): each row is owned by exactly one
-    window, in which it has at least max_len/2 rows of context (or every row before it).
+    window, in which it has at least `context` rows of context (at most and by default max_len/2;
+    or every row before it).
 
-    The windows sit on a fixed grid from the user's first row (every max_len/2 rows), so a row's
-    output never depends on how many rows come after it: appending events changes nothing earlier.
+    The windows sit on a fixed grid from the user's first row (every max_len - context rows), so a
+    row's output never depends on how many rows come after it: appending events changes nothing
+    earlier. Less context, fewer windows: a long history's rows pass through about
+    max_len / (max_len - context) windows each (2 at the default).
     """
     half = max(1, max_len // 2)
+    if context is None or context >= half:
+        context = step = half
+    else:
+        context = max(1, context)
+        step = max_len - context
     out = [(start, min(start + max_len, end), start)]
-    s = start + half
-    while s + half < end:
-        out.append((s, min(s + max_len, end), s + half))
-        s += half
+    s = start + step
+    while s + context < end:
+        out.append((s, min(s + max_len, end), s + context))
+        s += step
     return out
 
 

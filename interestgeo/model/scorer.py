@@ -265,7 +265,8 @@ class InterestScorer:
         """
         starts = np.unique(user_start)
         ends = np.append(starts[1:], len(user_start))
-        jobs = [w for s, e in zip(starts, ends) for w in cover_windows(int(s), int(e), self.max_len)]
+        context = self.config.model.score_context
+        jobs = [w for s, e in zip(starts, ends) for w in cover_windows(int(s), int(e), self.max_len, context)]
         if needed is not None:
             jobs = [(s, e, owned) for s, e, owned in jobs if needed[owned:e].any()]
         return sorted(jobs, key=lambda job: job[1] - job[0])

@@ -25,7 +25,7 @@ from interestgeo.model import (
     train_ablations,
     train_model,
 )
-from interestgeo.model.data import _MAX_BATCH_POSITIONS, length_batches, user_starts
+from interestgeo.model.data import _MAX_BATCH_POSITIONS, cover_windows, length_batches, user_starts
 from interestgeo.split import make_split
 from interestgeo.store import Store
 from interestgeo.text import encoder_for
@@ -133,6 +133,26 @@ def test_a_table_of_some_rows_has_the_inputs_of_the_full_table_there(trained: tu
         np.testing.assert_array_equal(getattr(part, field)[rows], getattr(full, field)[rows], err_msg=field)
     np.testing.assert_array_equal(part.text[part.text_row[rows]], full.text[full.text_row[rows]])
     assert not part.text[part.text_row[~rows]].any() and not part.cont[~rows].any()
+
+
+@pytest.mark.parametrize("context", [None, 4, 1])
+def test_cover_windows_own_every_row_once_with_the_context_asked(context: int | None) -> None:
+    """Scoring's windows (model.score_context): every row of a user owned by one window, seeing at
+    least `context` rows before it there (max_len / 2 by default) or all its history; the grid
+    starts at the user's first row, so rows appended later change no earlier window."""
+    max_len, start, end = 16, 5, 76
+    windows = cover_windows(start, end, max_len, context)
+    least = max_len // 2 if context is None else context
+    owned = [o for _, _, o in windows]
+    owned_end = owned[1:] + [end]  # window k owns rows [owned[k], owned[k + 1])
+    assert owned[0] == start and all(a < b for a, b in zip(owned, owned_end))
+    for (s, e, o), o_end in zip(windows, owned_end):
+        assert e - s <= max_len and o_end <= e and (o == start or o - s >= least)
+    shorter = cover_windows(start, end - 9, max_len, context)
+    assert [w for w in shorter if w[1] < end - 9] == [w for w in windows if w[1] < end - 9]
+    if context is not None:  # less context: fewer windows
+        assert len(windows) < len(cover_windows(start, end, max_len))
+    assert cover_windows(start, end, max_len, max_len) == cover_windows(start, end, max_len)  # at most half
 
 
 def test_user_starts_begin_a_user_where_the_dataset_or_the_user_id_changes() -> None:
