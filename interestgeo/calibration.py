@@ -61,17 +61,27 @@ def calibration_cutoff(ts: pd.Series) -> pd.Timestamp:
     return pd.Timestamp(values[at], tz="UTC")
 
 
-def unit(x: np.ndarray) -> np.ndarray:
-    """Rows scaled to unit length (zero rows stay zero), float32."""
-    return (x / np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)).astype(np.float32)
+def unit(x: np.ndarray, in_place: bool = False) -> np.ndarray:
+    """Rows scaled to unit length (zero rows stay zero), float32. `in_place` (float32 x): x itself
+    is scaled and returned, the same numbers without a (N, D) temporary (scoring's hot path: fresh
+    temporaries of millions of floats cost page faults)."""
+    norms = np.maximum(np.linalg.norm(x, axis=-1, keepdims=True), 1e-12)
+    if in_place and x.dtype == np.float32:
+        return np.divide(x, norms, out=x)
+    return (x / norms).astype(np.float32)
 
 
-def blend(model: np.ndarray, history: np.ndarray, weight: float) -> np.ndarray:
-    """normalise((1 - w) * model + w * history) of unit vectors; the end weights pass one side through."""
+def blend(model: np.ndarray, history: np.ndarray, weight: float, in_place: bool = False) -> np.ndarray:
+    """normalise((1 - w) * model + w * history) of unit vectors; the end weights pass one side through.
+    `in_place` (float32 model): the result is written into `model`, the same numbers."""
     if weight <= 0:
         return model
     if weight >= 1:
         return history
+    if in_place and model.dtype == np.float32:
+        np.multiply(model, 1.0 - weight, out=model)
+        model += weight * history
+        return unit(model, in_place=True)
     return unit((1.0 - weight) * model + weight * history)
 
 

@@ -98,9 +98,9 @@ class RecencySource:
 
 def _unit_rows(x: np.ndarray, needed: np.ndarray | None) -> np.ndarray:
     """_unit of every row, or (in place, float32 x) of the `needed` rows only (the others stay as they are)."""
-    if needed is None:
-        return _unit(x)
     x = np.asarray(x, dtype=np.float32)
+    if needed is None:
+        return _unit(x, in_place=True)
     x[needed] = _unit(x[needed])
     return x
 
@@ -157,7 +157,10 @@ class BlendedSource:
             self.model.use_events(dataset_id, events)
 
     def blend_rows(self, model: np.ndarray, history: np.ndarray, weights: np.ndarray) -> np.ndarray:
-        """`blend` with a weight per row (each event's dataset's)."""
+        """`blend` with a weight per row (each event's dataset's); `model` may be overwritten."""
+        distinct = np.unique(weights)
+        if len(distinct) == 1:  # one dataset: in place, no per-row copies
+            return blend(np.asarray(model, dtype=np.float32), history, float(distinct[0]), in_place=True)
         out = np.empty_like(model)
         for w in np.unique(weights):
             rows = weights == w
