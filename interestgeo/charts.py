@@ -1,4 +1,5 @@
-"""Chart builders for the dashboard: pydeck Decks for H3 maps, plotly figures for timelines.
+"""Chart builders for the dashboard: pydeck Decks for H3 maps, plotly figures for timelines, and
+Vega-Lite specs for the first page's two charts.
 
 Pure functions from data frames to chart objects, kept out of the pages so they can be unit-tested
 without a browser or Streamlit (this module never imports streamlit). Two rules every builder here
@@ -11,7 +12,13 @@ keeps:
   prebuilt string per object, and strings that deck.gl's JSON converter would treat as code
   (a leading `@@`) are defused before they reach the chart's data. Plotly reads a subset of
   HTML in labels (`<b>`, `<a href>`), so labels from data are entity-escaped (`plot_label`),
-  which plotly shows back as the literal characters.
+  which plotly shows back as the literal characters. Vega-Lite draws text as text (its
+  tooltips escape HTML), so its specs carry labels as they are.
+
+Why the first page (the Overview) is Vega-Lite: a browser loads a chart library on its first chart,
+and plotly.js is 4.7 MB, Streamlit's Vega-Lite about 1 MB. A fresh browser spent 0.7 s (1.5 s
+under load) evaluating plotly.js before the first page showed anything of it, the longest part of
+that page's first render; the pages after it load plotly when they first need it.
 """
 
 from __future__ import annotations
@@ -51,6 +58,8 @@ __all__ = [
     "daily_with_gaps",
     "index_matters",
     "share_bar_figure",
+    "share_bar_spec",
+    "trend_spec",
     "top_topic_shares",
     "share_timeline_figure",
     "drift_figure",
@@ -456,6 +465,80 @@ def share_bar_figure(shares: pd.DataFrame, colors: dict[str, tuple[int, int, int
     fig.update_xaxes(tickformat=".0%", rangemode="tozero")
     fig.update_layout(hovermode="closest")
     return _layout(fig, height=height)
+
+
+def share_bar_spec(shares: pd.DataFrame, colors: dict[str, tuple[int, int, int]], *, height: int = 320) -> dict:
+    """`share_bar_figure` as a Vega-Lite spec: the largest share on top, each bar its topic's colour,
+    its share (and index, when it says something: `index_matters`) written after it."""
+    ordered = shares.sort_values("share", ascending=False)
+    indices = ordered["index"] if index_matters(ordered) else [None] * len(ordered)
+    rows = [{"topic": str(t), "share": float(s), "color": rgb_hex(colors.get(str(t), OTHER_COLOR)),
+             "label": f"{s:.0%}" + (f" · index {i:.0f}" if pd.notna(i) else "")}
+            for t, s, i in zip(ordered["topic"], ordered["share"], indices, strict=True)]
+    # room on the right of the longest bar for its label
+    top = max((r["share"] for r in rows), default=0.0) * (2.0 if index_matters(ordered) else 1.25) or 1.0
+    return {
+        "height": height,
+        "data": {"values": rows},
+        "encoding": {
+            "y": {"field": "topic", "type": "nominal", "sort": None, "title": None,
+                  "axis": {"labelLimit": 180}},
+            "x": {"field": "share", "type": "quantitative", "title": None,
+                  "axis": {"format": ".0%"}, "scale": {"domain": [0, top], "nice": False}},
+            "tooltip": [{"field": "topic", "title": "topic"},
+                        {"field": "share", "type": "quantitative", "format": ".1%", "title": "share"}],
+        },
+        "layer": [
+            {"mark": "bar", "encoding": {"color": {"field": "color", "type": "nominal", "scale": None,
+                                                   "legend": None}}},
+            {"mark": {"type": "text", "align": "left", "dx": 3}, "encoding": {"text": {"field": "label"}}},
+        ],
+    }
+
+
+def trend_spec(current: pd.DataFrame, comparison: pd.DataFrame | None = None, *, y: str = "events",
+               height: int = 300) -> dict:
+    """`trend_figure` as a Vega-Lite spec: the daily line, `comparison` (shifted onto the current
+    dates by the caller) dashed and grey. Days missing from a frame are nulls, which break its line
+    (no segment drawn across a gap), and a day with no neighbour to join is drawn as a point."""
+    series = [(current, "selected period", rgb_hex(TOPIC_PALETTE[0]))]
+    if comparison is not None and len(comparison):
+        series.append((comparison, "comparison period", "#7f7f7f"))
+    rows = []
+    for frame, name, _ in series:
+        daily = daily_with_gaps(frame, y)
+        values = daily.to_numpy(dtype=float)
+        for day, value, size in zip(daily.index, values, _point_sizes(values), strict=True):
+            rows.append({"date": day.strftime("%Y-%m-%d"), "value": None if math.isnan(value) else float(value),
+                         "series": name, "point": size > 0})
+    names = [name for _, name, _ in series]
+    # one legend (colour and dash merged), only when there are two lines
+    legend = {"orient": "top", "symbolType": "stroke"} if len(series) > 1 else None
+    encoding = {
+        "x": {"field": "date", "type": "temporal", "title": None},
+        "y": {"field": "value", "type": "quantitative", "title": y},
+        "color": {"field": "series", "type": "nominal", "title": None, "legend": legend,
+                  "scale": {"domain": names, "range": [color for _, _, color in series]}},
+        "strokeDash": {"field": "series", "type": "nominal", "title": None, "legend": legend,
+                       "scale": {"domain": names, "range": [[1, 0], [6, 4]][:len(names)]}},
+    }
+    tooltip = [{"field": "date", "type": "temporal", "title": "day"},
+               {"field": "value", "type": "quantitative", "title": y, "format": ","},
+               {"field": "series", "title": "period"}]
+    return {
+        "height": height,
+        "data": {"values": rows},
+        "encoding": encoding,
+        "layer": [
+            # a null breaks the line there (where "filter" would join the days either side of a gap)
+            {"mark": {"type": "line", "strokeWidth": 2, "invalid": "break-paths-filter-domains"}},
+            # sized rather than filtered: a layer filtered down to no rows logs warnings in the browser
+            {"mark": {"type": "point", "filled": True, "opacity": 1},
+             "encoding": {"size": {"condition": {"test": "datum.point", "value": 30}, "value": 0}}},
+            # every day hoverable, drawn as a point or not
+            {"mark": {"type": "point", "size": 80, "opacity": 0}, "encoding": {"tooltip": tooltip}},
+        ],
+    }
 
 
 def top_topic_shares(shares: pd.DataFrame, top: int) -> pd.DataFrame:

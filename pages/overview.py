@@ -2,7 +2,8 @@
 
 Widgets (the sidebar filters) -> `analytics.interest_profile` (KPIs, top interests with share and
 index), `analytics.region_map` (active cells), `analytics.window_counts` (daily trend) -> tiles,
-a bar chart and a line. Before the events are scored it shows what the store alone knows.
+a bar chart and a line (Vega-Lite, not plotly: the first page a browser opens should not wait for
+plotly.js to load, see `charts`). Before the events are scored it shows what the store alone knows.
 """
 
 from __future__ import annotations
@@ -10,7 +11,8 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from interestgeo import charts
+from interestgeo import analytics, charts
+from interestgeo.config import Config
 from pages import _ui as ui
 
 # Cells are counted at this resolution (~0.7 km2, a few blocks): fine enough to mean "places".
@@ -31,6 +33,14 @@ def page() -> None:
     if profile.events == 0:
         st.info("No events match these filters. Widen the dates, hours, days or region in the sidebar.")
         return
+    # Laid out tiles first, then the charts, but the top-interests chart is sent first: the
+    # browser loads its chart library on a page's first chart (Vega-Lite here, see charts), and
+    # that load then overlaps the rest of this script instead of following it.
+    tiles = st.columns(4)
+    note = st.container() if filters.comparison is not None else None
+    left, right = st.columns([1, 1])
+    with left:
+        _top_interests(config, profile)
     cells = ui.region_map(path, key, current, KPI_RESOLUTION, None)
     before = profile_before = cells_before = None
     if filters.comparison is not None:
@@ -40,7 +50,6 @@ def page() -> None:
     k = config.privacy.k_min_users
     if profile_before is not None and profile_before.hidden:
         profile_before = None  # no change against a count the threshold hides: it would give it away
-    tiles = st.columns(4)
     if profile.hidden:
         # the counts of fewer than k people are themselves about those people
         tiles[0].metric("Events", "hidden", help=f"Fewer than {k} people match: the privacy threshold hides counts.")
@@ -52,28 +61,12 @@ def page() -> None:
                         ui.kpi_delta(profile.users, profile_before.users if profile_before else None))
     tiles[2].metric("Active cells", f"{len(cells.cells):,}",
                     ui.kpi_delta(len(cells.cells), len(cells_before.cells) if cells_before else None),
-                    help=f"H3 resolution {KPI_RESOLUTION} cells with at least {config.privacy.k_min_users} people; "
+                    help=f"H3 resolution {KPI_RESOLUTION} cells with at least {k} people; "
                          f"{cells.hidden:,} more are hidden by the privacy threshold.")
     tiles[3].metric("Events per person", "–" if profile.hidden else f"{profile.events / max(profile.users, 1):.1f}")
-    if filters.comparison is not None:
+    if note is not None and filters.comparison is not None:
         c0, c1 = filters.comparison
-        st.caption(f"Changes against {c0:%d %b %Y} – {c1:%d %b %Y}.")
-    left, right = st.columns([1, 1])
-    with left:
-        st.subheader("Top interests")
-        if profile.hidden:
-            st.info(f"Fewer than {config.privacy.k_min_users} people match: interest shares are hidden.")
-        else:
-            top = profile.shares.head(10)
-            colors = ui.topic_colors(config)
-            st.plotly_chart(charts.share_bar_figure(top, colors), width="stretch", key="top_interests")
-            if charts.index_matters(top):
-                st.caption("Share of interest; index against all the events: 100 = as common as in all the data, "
-                           "200 = twice as common.")
-            else:
-                st.caption("Share of interest among all the events (narrow the filters to see an index against "
-                           "all the data).")
-            ui.csv_download(profile.shares, "top-interests")
+        note.caption(f"Changes against {c0:%d %b %Y} – {c1:%d %b %Y}.")
     with right:
         st.subheader("Trend")
         trend = _daily(ui.window_counts(path, key, current, "day")[0])
@@ -84,10 +77,27 @@ def page() -> None:
         if trend.empty:
             st.info("No day has enough people to show under the privacy threshold.")
         else:
-            st.plotly_chart(charts.trend_figure(trend, comparison), width="stretch", key="trend")
+            st.vega_lite_chart(charts.trend_spec(trend, comparison), width="stretch", key="trend")
             st.caption("Events per local day. Gaps: days with no data, or with fewer than "
-                       f"{config.privacy.k_min_users} people (hidden).")
+                       f"{k} people (hidden).")
             ui.csv_download(trend, "trend")
+
+
+def _top_interests(config: Config, profile: analytics.InterestProfile) -> None:
+    """The top interests' bar chart with its caption and download (or why it is hidden)."""
+    st.subheader("Top interests")
+    if profile.hidden:
+        st.info(f"Fewer than {config.privacy.k_min_users} people match: interest shares are hidden.")
+        return
+    top = profile.shares.head(10)
+    st.vega_lite_chart(charts.share_bar_spec(top, ui.topic_colors(config)), width="stretch", key="top_interests")
+    if charts.index_matters(top):
+        st.caption("Share of interest; index against all the events: 100 = as common as in all the data, "
+                   "200 = twice as common.")
+    else:
+        st.caption("Share of interest among all the events (narrow the filters to see an index against "
+                   "all the data).")
+    ui.csv_download(profile.shares, "top-interests")
 
 
 def _daily(timeline: pd.DataFrame) -> pd.DataFrame:

@@ -189,6 +189,38 @@ def test_index_is_written_on_the_bars_only_when_it_differs_from_all_the_data() -
     assert "60% · index 150" in charts.share_bar_figure(narrowed, colors).data[0].text
 
 
+def test_the_share_bar_spec_draws_the_largest_share_on_top_with_the_figures_labels() -> None:
+    colors = charts.topic_colors(["A", "B"])
+    frame = pd.DataFrame({"topic": ["B", "A", "<b>C</b>"], "share": [0.3, 0.6, 0.1], "index": [150.0, 67.0, 100.0]})
+    rows = charts.share_bar_spec(frame, colors)["data"]["values"]
+    assert [r["topic"] for r in rows] == ["A", "B", "<b>C</b>"]  # Vega-Lite draws text as text: unescaped
+    assert [r["label"] for r in rows] == ["60% · index 67", "30% · index 150", "10% · index 100"]
+    assert rows[0]["color"] == charts.rgb_hex(colors["A"]) and rows[2]["color"] == charts.rgb_hex(charts.OTHER_COLOR)
+    plain = charts.share_bar_spec(frame.assign(index=100.0), colors)["data"]["values"]
+    assert [r["label"] for r in plain] == ["60%", "30%", "10%"]  # an index of 100 everywhere says nothing
+    json.dumps(charts.share_bar_spec(frame, colors))  # what Streamlit sends: plain JSON
+
+
+def test_the_trend_spec_breaks_its_line_at_missing_days_and_dashes_the_comparison() -> None:
+    days = list(pd.date_range("2012-04-01", periods=50)) + [pd.Timestamp("2012-06-01")] \
+        + list(pd.date_range("2012-06-10", periods=5))
+    current = pd.DataFrame({"date": days, "events": np.arange(1, len(days) + 1)})
+    spec = charts.trend_spec(current, current.assign(events=1))
+    mine = {r["date"]: r for r in spec["data"]["values"] if r["series"] == "selected period"}
+    # every day from the first to the last, null where there is no data: the gap is not bridged
+    assert len(mine) == (days[-1] - days[0]).days + 1
+    assert mine["2012-05-25"]["value"] is None and mine["2012-06-01"]["value"] == 51
+    assert [r["value"] for r in mine.values() if r["value"] is not None] == current["events"].tolist()
+    assert mine["2012-06-01"]["point"] and not mine["2012-04-10"]["point"]  # a lone day is a point
+    assert spec["layer"][0]["mark"]["invalid"] == "break-paths-filter-domains"  # nulls break the line
+    dash = spec["encoding"]["strokeDash"]["scale"]
+    assert dash["domain"] == ["selected period", "comparison period"] and dash["range"][1] != [1, 0]
+    alone = charts.trend_spec(current)
+    assert set(pd.DataFrame(alone["data"]["values"])["series"]) == {"selected period"}
+    assert alone["encoding"]["color"]["legend"] is None  # one line: no legend
+    json.dumps(spec)
+
+
 def test_topic_share_stack_reaches_100_percent_with_an_other_band() -> None:
     weeks = pd.date_range("2012-04-02", periods=3, freq="W-MON")
     rng = np.random.default_rng(0)

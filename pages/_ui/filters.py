@@ -7,10 +7,12 @@ codecs are in `state`). The named areas (NYC neighbourhoods) are the region filt
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import replace
 from pathlib import Path
+from types import MappingProxyType
 from typing import Any
 
 import streamlit as st
@@ -39,12 +41,18 @@ AREAS_FILE = Path(__file__).resolve().parents[2] / "data" / "nyc_neighborhoods.g
 # --- named areas ------------------------------------------------------------------------------
 
 
-@st.cache_data(show_spinner=False)
-def named_areas(path: str) -> dict[str, str]:
-    """Area label -> GeoJSON text of its polygons: each borough, then each neighbourhood."""
+# The named areas are a shipped file, read once per process (the launcher reads them before the
+# server listens, pages/_ui/serve.py): an lru_cache, not st.cache_data, whose every hit unpickled a
+# copy of the 600 kB catalogue and whose first call (80 ms) fell in the first visitor's page. What
+# they return is shared by every session: read it, never change it.
+
+
+@functools.lru_cache(maxsize=4)
+def named_areas(path: str) -> Mapping[str, str]:
+    """Area label -> GeoJSON text of its polygons: each borough, then each neighbourhood (read-only)."""
     source = Path(path)
     if not source.exists():
-        return {}
+        return MappingProxyType({})
     features = json.loads(source.read_text(encoding="utf-8"))["features"]
     boroughs: dict[str, list[dict[str, Any]]] = {}
     areas: dict[str, str] = {}
@@ -58,13 +66,13 @@ def named_areas(path: str) -> dict[str, str]:
         props = feature.get("properties") or {}
         label = f"{props.get('neighborhood', '?')} ({props.get('borough', '')})"
         areas[label] = json.dumps({"type": "FeatureCollection", "features": [feature]})
-    return areas
+    return MappingProxyType(areas)
 
 
-@st.cache_data(show_spinner=False)
+@functools.lru_cache(maxsize=4)
 def area_outlines(path: str) -> list[list[list[float]]]:
     """The named areas' borough outlines, drawn with the maps in place of a basemap (none when
-    the file is missing or unreadable: the maps still draw)."""
+    the file is missing or unreadable: the maps still draw). Shared: never change it."""
     from interestgeo import charts
 
     try:

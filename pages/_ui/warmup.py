@@ -63,6 +63,7 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
 
     * The change-point solver's import (ruptures with scipy.stats, about 1 s): every Drift page
       segments its shares, at any store size.
+      Nothing left to do when the launcher started the server (pages/_ui/serve.py imports it).
     * The scored events with their stored topic similarities (0.2-0.3 s for the NYC demo):
       Drift's forecast, the User page's list and any filter beyond datasets read them. Not for a
       store over `app.large_store_events`: its events do not fit in advance.
@@ -86,7 +87,7 @@ def warm_up(config: Config, *, analyst: bool = False) -> None:
         if not config.app.warm_up or (path, key) in _WARMING or not is_scored(config):
             return
         _WARMING.add((path, key))
-    steps: list[Callable[[], object]] = [_import_change_points]
+    steps: list[Callable[[], object]] = [import_change_points]
     if not is_large(config):
         steps += [lambda: scored_events(path, key), lambda: _load_vectors(path, key)]
         if analyst:
@@ -109,7 +110,9 @@ def _load_vectors(path: str, key: str) -> None:
         scored.vectors  # noqa: B018 (the load)
 
 
-def _import_change_points() -> None:
+def import_change_points() -> None:
+    """The change-point solver's import (ruptures with scipy.stats, about 1 s): by the launcher
+    before the server listens (pages/_ui/serve.py), else as the warm-up's first idle step."""
     from interestgeo.changepoints import change_points
 
     change_points(np.zeros((0, 1)), np.zeros(0))  # an empty series: imports its solver, segments nothing

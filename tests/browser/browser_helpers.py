@@ -155,6 +155,27 @@ def go_to(tab: object, title: str) -> None:
     wait_rendered(tab, started=True)
 
 
+# Drawn: the script finished, and the browser has drawn what it sent. Streamlit shows a skeleton in
+# place of an element whose component it is still loading (plotly.js: 4.7 MB, deck.gl: 3 MB,
+# Vega-Lite: 1 MB, each loaded on its first chart), and the charts draw after their element
+# arrives: a page whose script ended could still be blank for a second.
+_DRAWN_JS = """() => {
+    const app = document.querySelector('[data-testid="stApp"]');
+    if (!app || app.getAttribute('data-test-script-state') !== 'notRunning') return false;
+    if (document.querySelector('[data-testid="stSkeleton"]')) return false;
+    const drawn = (selector, inner) => [...document.querySelectorAll(selector)].every(e => e.querySelector(inner));
+    return drawn('[data-testid="stPlotlyChart"]', '.main-svg') && drawn('[data-testid="stVegaLiteChart"]', 'svg, canvas')
+        && drawn('[data-testid="stDeckGlJsonChart"]', 'canvas');
+}"""
+
+
+def wait_drawn(tab: object, timeout_ms: int = RENDER_TIMEOUT_MS) -> None:
+    """Wait until the page is drawn (see _DRAWN_JS): its charts and maps are on screen, and the
+    frame after that painted (deck.gl's first frame, shaders and all, follows its canvas)."""
+    tab.wait_for_function(_DRAWN_JS, timeout=timeout_ms, polling=20)  # type: ignore[attr-defined]
+    tab.evaluate("() => new Promise(r => requestAnimationFrame(() => requestAnimationFrame(r)))")  # type: ignore[attr-defined]
+
+
 def full_page_screenshot(tab: object, name: str) -> Path:
     """Streamlit scrolls inside stMain: grow the viewport to its scroll height, shoot, restore."""
     SHOTS.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,7 @@ from tests.browser.browser_helpers import (
     go_to,
     open_app,
     running_server,
+    wait_drawn,
     wait_rendered,
 )
 
@@ -37,6 +38,17 @@ def test_every_page_renders_without_browser_errors(page: object, server: Server)
         assert page.locator('[data-testid="stException"]').count() == 0, title  # type: ignore[attr-defined]
         assert page.locator('[data-testid="stAlertContentError"]').count() == 0, title  # type: ignore[attr-defined]
         full_page_screenshot(page, title.lower())
+
+
+def test_the_overview_draws_its_charts_without_loading_plotly(page: object, server: Server) -> None:
+    """The first page a browser opens draws in Vega-Lite (1 MB): loading plotly.js (4.7 MB) was the
+    longest part of a fresh browser's first render."""
+    open_app(page, server.url)
+    wait_drawn(page)
+    charts = page.locator('[data-testid="stVegaLiteChart"]')  # type: ignore[attr-defined]
+    assert charts.count() == 2 and all(charts.nth(i).locator("svg, canvas").count() for i in range(2))
+    fetched = page.evaluate("performance.getEntriesByType('resource').map(e => e.name)")  # type: ignore[attr-defined]
+    assert any("VegaLiteChart" in name for name in fetched) and not any("PlotlyChart" in name for name in fetched)
 
 
 def test_map_really_draws_hexagons(page: object, server: Server) -> None:
