@@ -7,7 +7,8 @@ its own process under GNU time (wall seconds, peak RSS), beside the same steps o
 times shifted by k weeks, so users, histories and windows grow with N and the venues stay the
 demo's. The machine load (os.getloadavg) is printed with the figures. Then the dashboard on the
 scored store: a real browser (Debian's chromium, `make browser`) opens the Overview and goes to
-Map and Drift, each timed to its script's end, with the server's peak RSS (`--no-dashboard` skips).
+Map and Drift, each timed until drawn (its script ended, its charts and map on screen), with the
+server's peak RSS (`--no-dashboard` skips; `--dashboard-runs N` opens it N times, each on a fresh server).
 
     .venv/bin/python benchmarks/bench_scale.py --copies 45 --work /tmp/scale-bench   # 5.1M events
     .venv/bin/python benchmarks/bench_scale.py --copies 1 --no-reference --no-dashboard --ray-copies 9 18 36
@@ -74,6 +75,7 @@ def register_model(db: Path, config: str | None) -> None:
 
 def run_size(
     copies: int, work: Path, config: str | None, phrase: str, with_dashboard: bool = True, reuse: bool = False,
+    with_query: bool = True, dashboard_runs: int = 1,
 ) -> dict[str, object]:
     """ingest, score and query the demo replicated `copies` times in a fresh store, then open the dashboard on it.
     With `reuse` and a store of that size already in `work` (a run before): only the readers (query, dashboard)."""
@@ -81,9 +83,9 @@ def run_size(
     db = work / f"scale-x{copies}.duckdb"
     common = ["--db", str(db)] + (["--config", config] if config else [])
     rows = None
+    nan = float("nan")
     if reuse and db.exists():
-        nan = {"wall_s": float("nan"), "peak_gb": float("nan")}
-        ingest, score = nan, nan
+        ingest = score = {"wall_s": nan, "peak_gb": nan}
         listed = json.loads(timed([CLI, "datasets", "--json", *common])["out"])["datasets"]
         report = {"events": sum(d["rows_stored"] for d in listed), "events_per_s": float("nan"), "calibrations": {}}
     else:
@@ -95,11 +97,12 @@ def run_size(
         register_model(db, config)
         score = timed([CLI, "score", "--json", *common])
         report = json.loads(score["out"])
-    query = timed([CLI, "query", phrase, "--json", *common])
+    query = timed([CLI, "query", phrase, "--json", *common]) if with_query else {"wall_s": nan, "peak_gb": nan}
     events = int(report["events"])
-    board = dashboard(db, work, config) if with_dashboard else {"pages_s": {}, "server_peak_gb": float("nan")}
+    boards = [dashboard(db, work, config) for _ in range(dashboard_runs if with_dashboard else 0)]
     return {
-        "dashboard_pages_s": board["pages_s"], "dashboard_peak_gb": board["server_peak_gb"],
+        "dashboard_pages_s": [b["pages_s"] for b in boards], "dashboard_load": [b["load"] for b in boards],
+        "dashboard_peak_gb": max((b["server_peak_gb"] for b in boards), default=nan),
         "copies": copies, "events": events, "rows_written": rows,
         "ingest_s": ingest["wall_s"], "ingest_peak_gb": ingest["peak_gb"],
         "score_s": score["wall_s"], "score_events_per_s": events / score["wall_s"], "score_peak_gb": score["peak_gb"],
@@ -112,15 +115,24 @@ def run_size(
 def dashboard(db: Path, work: Path, config: str | None) -> dict[str, object]:
     """The dashboard on `db` as a visitor meets it: `streamlit run app.py`, then a real browser opens
     the first page (Overview) and goes to Map and Drift, then a second visitor opens the Overview;
-    seconds from the click (or the address) to the page's script finished, and the server's peak
-    RSS (its VmHWM) over all of it."""
+    seconds from the click (or the address) to the page drawn (its script finished and its charts
+    and map on screen: `wait_drawn`), and the server's peak RSS (its VmHWM) over all of it."""
     from playwright.sync_api import sync_playwright
 
-    from tests.browser.browser_helpers import CHROMIUM, CHROMIUM_ARGS, VIEWPORT, go_to, open_app, start_server
+    from tests.browser.browser_helpers import (
+        CHROMIUM,
+        CHROMIUM_ARGS,
+        VIEWPORT,
+        go_to,
+        open_app,
+        start_server,
+        wait_drawn,
+    )
 
     config_file = work / "dashboard.toml"
     text = Path(config).read_text(encoding="utf-8") if config else ""
     config_file.write_text(text, encoding="utf-8")  # the defaults, warm-up included, as `make run` serves
+    load = os.getloadavg()[0]
     proc, url = start_server(db, config_file, work / "dashboard.log")
     seconds: dict[str, float] = {}
     try:
@@ -129,22 +141,25 @@ def dashboard(db: Path, work: Path, config: str | None) -> dict[str, object]:
             tab = browser.new_page(viewport=VIEWPORT)
             started = time.perf_counter()
             open_app(tab, url)
+            wait_drawn(tab)
             seconds["Overview"] = time.perf_counter() - started
             for page in ("Map", "Drift"):
                 started = time.perf_counter()
                 go_to(tab, page)
+                wait_drawn(tab)
                 seconds[page] = time.perf_counter() - started
             # a second visitor: a new session on the now running server (its imports done)
             second = browser.new_page(viewport=VIEWPORT)
             started = time.perf_counter()
             open_app(second, url)
+            wait_drawn(second)
             seconds["Overview, 2nd visitor"] = time.perf_counter() - started
             browser.close()
         peak = _peak_rss_gb(proc.pid)
     finally:
         proc.terminate()
         proc.wait(timeout=30)
-    return {"pages_s": seconds, "server_peak_gb": peak}
+    return {"pages_s": seconds, "server_peak_gb": peak, "load": load}
 
 
 def _peak_rss_gb(pid: int) -> float:
@@ -191,6 +206,9 @@ def main() -> int:
     parser.add_argument("--phrase", default="jazz club")
     parser.add_argument("--no-reference", action="store_true", help="skip the 1x reference run")
     parser.add_argument("--no-dashboard", action="store_true", help="skip opening the dashboard in a browser")
+    parser.add_argument("--no-query", action="store_true", help="skip `interestgeo query`")
+    parser.add_argument("--dashboard-runs", type=int, default=1,
+                        help="times to open the dashboard, each on a fresh server and browser (a first render varies)")
     parser.add_argument("--reuse", action="store_true",
                         help="where a scored store of a size is already in --work, measure its readers only (query, dashboard)")
     parser.add_argument("--ray-copies", type=int, nargs="*", default=[],
@@ -204,7 +222,8 @@ def main() -> int:
     started = time.perf_counter()
     print(f"machine: {os.cpu_count()} CPUs, load {os.getloadavg()} at start")
     sizes = ([] if args.no_reference or args.copies == 1 else [1]) + [args.copies]
-    results = [run_size(n, args.work, args.config, args.phrase, not args.no_dashboard, args.reuse) for n in sizes]
+    results = [run_size(n, args.work, args.config, args.phrase, not args.no_dashboard, args.reuse, not args.no_query,
+                        args.dashboard_runs) for n in sizes]
     curve = ray_curve(args, args.work)
     for r in results:
         print(
@@ -212,9 +231,11 @@ def main() -> int:
             f"{r['score_events_per_s']:,.0f} events/s, peak {r['score_peak_gb']:.2f} GB | query {r['query_s']:.2f} s, "
             f"peak {r['query_peak_gb']:.2f} GB"
         )
+        for run, (seconds, load) in enumerate(zip(r["dashboard_pages_s"], r["dashboard_load"], strict=True), 1):
+            pages = ", ".join(f"{name} {t:.2f} s" for name, t in seconds.items())
+            print(f"     dashboard run {run} (load {load:.1f}): {pages}")
         if r["dashboard_pages_s"]:
-            pages = ", ".join(f"{name} {t:.1f} s" for name, t in r["dashboard_pages_s"].items())
-            print(f"     dashboard: {pages}; server peak {r['dashboard_peak_gb']:.2f} GB")
+            print(f"     dashboard server peak {r['dashboard_peak_gb']:.2f} GB")
         for sentence in r["calibration"].values():
             print("     ", sentence)
     print(f"load {os.getloadavg()} at the end; {time.perf_counter() - started:.0f} s in all")
