@@ -96,6 +96,9 @@ class Store(EventsPart, EventVectorsPart, WindowVectorsPart, RunsPart, RegistryP
             # CSVs are read as UTC (schema.py). Fetch timestamps via pandas/arrow (fetchall of
             # TIMESTAMPTZ needs pytz, which we do not depend on).
             con.execute("SET TimeZone = 'UTC'")
+            # DuckDB draws its own progress bar on stdout for queries over 2 s: at millions of events
+            # it landed inside `score --json`'s output; progress is the CLI's to show (on stderr)
+            con.execute("SET enable_progress_bar = false")
             if config.store.threads:
                 con.execute("SET threads = ?", [int(config.store.threads)])
             if config.store.memory_limit_mb:

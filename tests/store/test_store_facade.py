@@ -50,6 +50,14 @@ def test_read_only_open(tmp_path: Path, sample_store: Store) -> None:
         assert store.base_resolution == 10
 
 
+def test_connections_draw_no_progress_bar(sample_store: Store) -> None:
+    # DuckDB's own bar goes to stdout, into the CLI's --json output; both open modes turn it off
+    sample_store.close()
+    for read_only in (True, False):
+        with Store.open(sample_store.path, read_only=read_only) as store:
+            assert store.con.execute("SELECT current_setting('enable_progress_bar')").fetchone() == (False,)
+
+
 def test_analytics_tables_created_in_a_rolled_back_transaction_are_created_again(tmp_store: Store) -> None:
     with pytest.raises(RuntimeError):
         with tmp_store.transaction():
