@@ -1,5 +1,5 @@
-"""Chart builders for the dashboard: pydeck Decks for H3 maps, plotly figures for timelines, and
-Vega-Lite specs for the first page's two charts.
+"""Chart builders for the dashboard: pydeck Decks for H3 maps, plotly figures, and Vega-Lite specs
+for the charts of the Overview and the Drift page.
 
 Pure functions from data frames to chart objects, kept out of the pages so they can be unit-tested
 without a browser or Streamlit (this module never imports streamlit). Two rules every builder here
@@ -15,10 +15,11 @@ keeps:
   which plotly shows back as the literal characters. Vega-Lite draws text as text (its
   tooltips escape HTML), so its specs carry labels as they are.
 
-Why the first page (the Overview) is Vega-Lite: a browser loads a chart library on its first chart,
-and plotly.js is 4.7 MB, Streamlit's Vega-Lite about 1 MB. A fresh browser spent 0.7 s (1.5 s
-under load) evaluating plotly.js before the first page showed anything of it, the longest part of
-that page's first render; the pages after it load plotly when they first need it.
+Why the Overview and Drift are Vega-Lite: a browser loads a chart library on its first chart, and
+plotly.js is 4.7 MB, Streamlit's Vega-Lite about 1 MB. A fresh browser spent 0.7 s (1.5 s under
+load) evaluating plotly.js before the first page showed anything of it, the longest part of that
+page's first render; drawn in plotly, Drift was then the page that paid it. The other pages load
+plotly when they first need it.
 """
 
 from __future__ import annotations
@@ -61,8 +62,9 @@ __all__ = [
     "share_bar_spec",
     "trend_spec",
     "top_topic_shares",
-    "share_timeline_figure",
-    "drift_figure",
+    "share_timeline_spec",
+    "drift_spec",
+    "forecast_spec",
     "weights_figure",
     "hour_dow_figure",
     "user_timeline_figure",
@@ -561,30 +563,168 @@ def top_topic_shares(shares: pd.DataFrame, top: int) -> pd.DataFrame:
     return pd.concat([kept, other[["window_start", "topic", "share"]]], ignore_index=True)
 
 
-# Left margin shared by the timelines drawn one above the other (shares, drift) so their x axes line up.
-_TIMELINE_MARGIN = {"l": 80, "r": 10}
+# The timelines drawn one above the other (shares, drift) line up: the same x domain, and a y axis of
+# one fixed width (ticks, labels and a one-line title) in each, so their plot areas start at one x.
+_TIMELINE_AXIS = {"minExtent": 44, "maxExtent": 44}
 
 
-def share_timeline_figure(
+def _ms(value: object) -> float:
+    """A window's start as epoch milliseconds of its wall-clock time (drawn on a UTC scale, so a
+    browser in any time zone shows the day the data says). A float: Streamlit sends a spec's rows as
+    an Arrow table, whose 64-bit integers reach the browser as BigInts, which Vega cannot place."""
+    ts = pd.Timestamp(value)
+    return float((ts.tz_localize(None) if ts.tzinfo is not None else ts).value // 1_000_000)
+
+
+def _utc_datetime(value: object) -> dict:
+    """A window's start as a Vega-Lite DateTime on the UTC scale `_ms` places the rows on (a scale's
+    domain of epoch milliseconds is not drawn in Streamlit: every row lands on the axis's start)."""
+    ts = pd.Timestamp(value)
+    return {"year": ts.year, "month": ts.month, "date": ts.day, "hours": ts.hour, "minutes": ts.minute, "utc": True}
+
+
+def _window_x(x_range: tuple[object, object] | None) -> dict:
+    """The x encoding of a timeline of windows: the `window` field (from `_ms`) on a UTC time scale,
+    over `x_range` when given."""
+    scale: dict = {"type": "utc"}
+    if x_range is not None:
+        scale["domain"] = [_utc_datetime(x_range[0]), _utc_datetime(x_range[1])]
+    return {"field": "window", "type": "temporal", "title": None, "scale": scale}
+
+
+def _topic_scale(topics: Sequence[str], colors: dict[str, tuple[int, int, int]]) -> dict:
+    """Each topic its own colour (`OTHER_COLOR` past the known ones, and for `OTHER_TOPICS`)."""
+    return {"domain": list(topics), "range": [rgb_hex(colors.get(t, OTHER_COLOR)) for t in topics]}
+
+
+def share_timeline_spec(
     shares: pd.DataFrame, colors: dict[str, tuple[int, int, int]], *, height: int = 340,
     x_range: tuple[object, object] | None = None,
-) -> go.Figure:
-    """Stacked area of topic shares over windows; columns window_start, topic, share
-    (an `OTHER_TOPICS` band, from `top_topic_shares`, is drawn grey)."""
-    fig = go.Figure()
-    for topic, part in shares.groupby("topic", sort=False):
-        fig.add_trace(go.Scatter(
-            x=part["window_start"], y=part["share"], name=plot_label(topic), stackgroup="one", mode="lines",
-            line={"width": 0.5, "color": rgb_hex(colors.get(str(topic), OTHER_COLOR))},
-            hovertemplate="%{y:.1%}",
-        ))
-    fig.update_yaxes(tickformat=".0%", range=[0, 1], title="share of interest")
-    return _timeline_axes(_layout(fig, height=height), x_range)
+) -> dict:
+    """Stacked areas of topic shares over windows as a Vega-Lite spec; columns window_start, topic,
+    share (an `OTHER_TOPICS` band, from `top_topic_shares`, is drawn grey). The first topic is at
+    the bottom of the stack and the top of the legend; a topic missing from a window is 0 there (a
+    stack with a hole would draw the topics above it at the wrong height)."""
+    topics = [str(t) for t in pd.unique(shares["topic"])]
+    grid = (shares.assign(topic=shares["topic"].astype(str))
+            .pivot_table(index="window_start", columns="topic", values="share", aggfunc="sum", fill_value=0.0)
+            .reindex(columns=topics, fill_value=0.0).sort_index())
+    rows = [{"window": _ms(start), "day": pd.Timestamp(start).strftime("%Y-%m-%d"), "topic": topic,
+             "rank": float(rank), "share": float(share)}  # (a float: see _ms)
+            for start, values in zip(grid.index, grid.to_numpy(dtype=float), strict=True)
+            for rank, (topic, share) in enumerate(zip(topics, values, strict=True))]
+    y = {"field": "share", "type": "quantitative", "stack": "zero", "title": "share of interest",
+         "axis": {"format": ".0%", **_TIMELINE_AXIS}, "scale": {"domain": [0, 1], "nice": False}}
+    return {
+        "height": height,
+        "data": {"values": rows},
+        "encoding": {
+            "x": _window_x(x_range),
+            "y": y,
+            "order": {"field": "rank", "type": "quantitative"},
+            "color": {"field": "topic", "type": "nominal", "title": None, "scale": _topic_scale(topics, colors),
+                      "legend": {"orient": "top", "columns": 3, "labelLimit": 200}},
+        },
+        "layer": [
+            {"mark": {"type": "area", "line": {"strokeWidth": 0.5}}},
+            # each window's share hoverable at its place in the stack
+            {"mark": {"type": "point", "size": 60, "opacity": 0},
+             "encoding": {"tooltip": [{"field": "topic", "title": "topic"}, {"field": "day", "title": "window"},
+                                      {"field": "share", "type": "quantitative", "format": ".1%",
+                                       "title": "share"}]}},
+        ],
+    }
+
+
+def drift_spec(drift: pd.DataFrame, *, height: int = 280, x_range: tuple[object, object] | None = None) -> dict:
+    """Drift magnitude per window with its change points marked (red diamonds), as a Vega-Lite spec;
+    columns window_start, distance, change_point. The change points' layer is left out when there
+    are none (a layer with no rows logs warnings in the browser)."""
+    points = drift["change_point"].astype(bool) if "change_point" in drift else pd.Series(False, index=drift.index)
+    rows = [{"window": _ms(start), "day": pd.Timestamp(start).strftime("%Y-%m-%d"), "distance": float(d),
+             "kind": "drift"} for start, d in zip(drift["window_start"], drift["distance"], strict=True)]
+    rows += [{**row, "kind": "change point"} for row, p in zip(list(rows), points, strict=True) if p]
+    kinds = ["drift", "change point"] if points.any() else ["drift"]
+    tooltip = [{"field": "day", "title": "window"},
+               {"field": "distance", "type": "quantitative", "format": ".4f", "title": "drift"}]
+    layers: list[dict] = [{"transform": [{"filter": "datum.kind === 'drift'"}],
+                           "mark": {"type": "line", "point": True, "strokeWidth": 2},
+                           "encoding": {"tooltip": tooltip}}]
+    if points.any():
+        layers.append({"transform": [{"filter": "datum.kind === 'change point'"}],
+                       "mark": {"type": "point", "shape": "diamond", "filled": True, "size": 150, "opacity": 1},
+                       "encoding": {"tooltip": [*tooltip, {"field": "kind", "title": "marked"}]}})
+    return {
+        "height": height,
+        "data": {"values": rows},
+        "encoding": {
+            "x": _window_x(x_range),
+            "y": {"field": "distance", "type": "quantitative", "title": "1 − cosine",
+                  "axis": {**_TIMELINE_AXIS}},
+            "color": {"field": "kind", "type": "nominal", "title": None,
+                      "scale": {"domain": kinds, "range": [rgb_hex(TOPIC_PALETTE[0]), rgb_hex(TOPIC_PALETTE[3])][
+                          :len(kinds)]},
+                      "legend": {"orient": "top"}},
+        },
+        "layer": layers,
+    }
+
+
+def forecast_spec(
+    history: pd.DataFrame, forecast: pd.DataFrame, colors: dict[str, tuple[int, int, int]], topics: Sequence[str],
+    *, height: int = 300, x_range: tuple[object, object] | None = None,
+) -> dict:
+    """`forecast_figure` as a Vega-Lite spec: each topic's share over the windows, then dashed from
+    its last window to its forecast, inside its band (low to high) after the last window."""
+    rows: list[dict] = []
+    drawn: list[str] = []
+    for topic in topics:
+        past = history[history["topic"] == topic].sort_values("window_start")
+        ahead = forecast[forecast["topic"] == topic].sort_values("window_start")
+        if past.empty or ahead.empty:
+            continue
+        drawn.append(str(topic))
+        for start, share in zip(past["window_start"], past["share"], strict=True):
+            rows.append({"window": _ms(start), "day": pd.Timestamp(start).strftime("%Y-%m-%d"), "topic": str(topic),
+                         "share": float(share), "part": "observed"})
+        # the dashes start at the last observed window, so they continue its line
+        last = rows[-1]
+        rows.append({**last, "part": "forecast", "low": last["share"], "high": last["share"]})
+        for start, share, low, high in zip(ahead["window_start"], ahead["share"], ahead["low"], ahead["high"],
+                                           strict=True):
+            rows.append({"window": _ms(start), "day": pd.Timestamp(start).strftime("%Y-%m-%d"), "topic": str(topic),
+                         "share": float(share), "low": float(low), "high": float(high), "part": "forecast"})
+    tooltip = [{"field": "topic", "title": "topic"}, {"field": "day", "title": "window"},
+               {"field": "share", "type": "quantitative", "format": ".1%", "title": "share"},
+               {"field": "part", "title": "observed or forecast"}]
+    forecast_only = [{"filter": "datum.part === 'forecast'"}]
+    y = {"field": "share", "type": "quantitative", "title": "share of interest", "axis": {"format": ".0%"},
+         "scale": {"zero": True}}
+    return {
+        "height": height,
+        "data": {"values": rows},
+        "encoding": {
+            "x": _window_x(x_range),
+            "color": {"field": "topic", "type": "nominal", "title": None, "scale": _topic_scale(drawn, colors),
+                      # opaque symbols: the legend otherwise takes the band's faint colour
+                      "legend": {"orient": "top", "labelLimit": 200, "symbolOpacity": 1}},
+        },
+        "layer": [
+            {"transform": forecast_only, "mark": {"type": "area", "opacity": 0.15},
+             "encoding": {"y": {**y, "field": "low"}, "y2": {"field": "high"}}},
+            {"mark": {"type": "line", "strokeWidth": 1.5},
+             "encoding": {"y": y, "strokeDash": {
+                 "field": "part", "type": "nominal", "legend": None,
+                 "scale": {"domain": ["observed", "forecast"], "range": [[1, 0], [6, 4]]}}}},
+            {"transform": forecast_only, "mark": {"type": "point", "filled": True, "size": 20}, "encoding": {"y": y}},
+            {"mark": {"type": "point", "size": 80, "opacity": 0}, "encoding": {"y": y, "tooltip": tooltip}},
+        ],
+    }
 
 
 def forecast_figure(
     history: pd.DataFrame, forecast: pd.DataFrame, colors: dict[str, tuple[int, int, int]], topics: Sequence[str],
-    *, height: int = 300, x_range: tuple[object, object] | None = None,
+    *, height: int = 300,
 ) -> go.Figure:
     """Each topic's share over the windows (history: window_start, topic, share), then dashed to
     its forecast after the last window inside a band (forecast: window_start, topic, share, low, high)."""
@@ -611,29 +751,7 @@ def forecast_figure(
             line={"width": 1.5, "color": rgb_hex(color), "dash": "dash"}, marker={"size": 4},
         ))
     fig.update_yaxes(tickformat=".0%", rangemode="tozero", title="share of interest")
-    return _timeline_axes(_layout(fig, height=height), x_range)
-
-
-def drift_figure(drift: pd.DataFrame, *, height: int = 280, x_range: tuple[object, object] | None = None) -> go.Figure:
-    """Drift magnitude per window with change points marked; columns window_start, distance, change_point."""
-    fig = go.Figure(go.Scatter(x=drift["window_start"], y=drift["distance"], mode="lines+markers", name="drift",
-                               line={"color": rgb_hex(TOPIC_PALETTE[0])}, hovertemplate="%{y:.4f}"))
-    if "change_point" in drift:
-        cp = drift[drift["change_point"].astype(bool)]
-        fig.add_trace(go.Scatter(x=cp["window_start"], y=cp["distance"], mode="markers", name="change point",
-                                 marker={"color": rgb_hex(TOPIC_PALETTE[3]), "size": 12, "symbol": "diamond"},
-                                 hovertemplate="%{y:.4f}"))
-    fig.update_yaxes(title="change from the previous<br>window (1 − cosine)", rangemode="tozero")
-    return _timeline_axes(_layout(fig, height=height), x_range)
-
-
-def _timeline_axes(fig: go.Figure, x_range: tuple[object, object] | None) -> go.Figure:
-    """A fixed left margin (no auto-margin) and the given x range: stacked timelines line up."""
-    fig.update_layout(margin=_TIMELINE_MARGIN)
-    fig.update_yaxes(automargin=False, title_standoff=8)
-    if x_range is not None:
-        fig.update_xaxes(range=list(x_range))
-    return fig
+    return _layout(fig, height=height)
 
 
 def weights_figure(weights: pd.DataFrame, *, height: int = 320) -> go.Figure:

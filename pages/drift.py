@@ -1,10 +1,11 @@
 """Drift: how the interests of a region moved over time, and which topics rose and fell.
 
-Widgets -> `analytics.region_drift` (per region; k threshold applied) -> plotly timelines of
-topic shares and of drift magnitude with change points, and a rose/fell table; for week and day
+Widgets -> `analytics.region_drift` (per region; k threshold applied) -> timelines of topic shares
+and of drift magnitude with change points, and a rose/fell table; for week and day
 windows `forecast.forecast_region` -> the next windows' shares with their band, what is expected to
 rise, and how the forecast scored in its backtest. A second region (a named area) can be set
-beside the sidebar's for comparison.
+beside the sidebar's for comparison. The charts are Vega-Lite, not plotly: a fresh browser that
+opens this page first should not wait for plotly.js to load (see `charts`).
 """
 
 from __future__ import annotations
@@ -57,10 +58,10 @@ def _region(config: object, name: str, region: object, window: str, slot: int) -
     starts = drift.shares["window_start"]
     span = (starts.min(), starts.max())  # both charts on one x range, so the windows line up
     st.markdown(f"**Topic shares per {window}** (top {TOP_TOPICS} topics; the rest as “{charts.OTHER_TOPICS}”)")
-    st.plotly_chart(charts.share_timeline_figure(top, colors, x_range=span), width="stretch", key=f"shares_{slot}")
+    st.vega_lite_chart(charts.share_timeline_spec(top, colors, x_range=span), width="stretch", key=f"shares_{slot}")
     _forecast(config, region, window, drift.shares, colors, slot)
-    st.markdown("**Drift**: how far each window's interests moved from the previous window's")
-    st.plotly_chart(charts.drift_figure(drift.timeline, x_range=span), width="stretch", key=f"drift_{slot}")
+    st.markdown("**Drift**: how far each window's interests moved from the previous window's (1 − cosine)")
+    st.vega_lite_chart(charts.drift_spec(drift.timeline, x_range=span), width="stretch", key=f"drift_{slot}")
     points = int(drift.timeline["change_point"].sum())
     st.caption(f"{points} change point(s) marked. {drift.hidden} {window}s hidden: fewer than {k} people.")
     downloads = [(drift.timeline, "timeline", "Download drift CSV"), (drift.shares, "shares", "Download shares CSV")]
@@ -104,8 +105,8 @@ def _forecast(config: object, region: object, window: str, history: object, colo
                 f"{interval:.0%} interval)")
     nxt = forecast.forecast[forecast.forecast["horizon"] == 1]
     topics = nxt.nlargest(FORECAST_TOPICS, "share")["topic"].tolist()
-    st.plotly_chart(charts.forecast_figure(history, forecast.forecast, colors, topics), width="stretch",
-                    key=f"forecast_{slot}")
+    st.vega_lite_chart(charts.forecast_spec(history, forecast.forecast, colors, topics), width="stretch",
+                       key=f"forecast_{slot}")
     points = f"{100 * forecast.rise_threshold:.0f} points"
     rising = ", ".join(f"{ui.md(t)} ({100 * c:+.1f})" for t, c in zip(forecast.rising["topic"],
                                                                          forecast.rising["change"], strict=True))

@@ -120,24 +120,23 @@ def test_figures_have_a_trace_per_series() -> None:
     trend = charts.trend_figure(pd.DataFrame({"date": days, "events": [1, 2, 3, 2, 1]}),
                                 pd.DataFrame({"date": days, "events": [2, 2, 2, 2, 2]}))
     assert len(trend.data) == 2
-    shares = pd.DataFrame({"window_start": list(days) * 2, "topic": ["A"] * 5 + ["B"] * 5,
-                           "share": [0.5] * 10})
-    assert len(charts.share_timeline_figure(shares, charts.topic_colors(["A", "B"])).data) == 2
-    drift = pd.DataFrame({"window_start": days, "distance": [0, 0.1, 0.5, 0.1, 0.1],
-                          "change_point": [False, False, True, False, False]})
-    fig = charts.drift_figure(drift)
-    assert len(fig.data) == 2 and len(fig.data[1].x) == 1
     profile = pd.DataFrame({"dow": [0, 6], "hour": [0, 23], "value": [1.0, 2.0]})
     assert charts.hour_dow_figure(profile).data[0].z.shape == (7, 24)
 
 
-def test_forecast_figure_continues_each_line_dashed_inside_its_band() -> None:
+def _two_topics_forecast() -> tuple[pd.DatetimeIndex, pd.DataFrame, pd.DataFrame]:
+    """Four observed weeks of topics A and B, then two forecast weeks with their bands."""
     weeks = pd.date_range("2012-04-02", periods=6, freq="7D")
     history = pd.DataFrame({"window_start": list(weeks[:4]) * 2, "topic": ["A"] * 4 + ["B"] * 4,
                             "share": [0.6, 0.62, 0.6, 0.64, 0.4, 0.38, 0.4, 0.36]})
     ahead = pd.DataFrame({"window_start": list(weeks[4:]) * 2, "topic": ["A"] * 2 + ["B"] * 2,
                           "share": [0.63, 0.62, 0.37, 0.38], "low": [0.58, 0.56, 0.32, 0.31],
                           "high": [0.68, 0.69, 0.42, 0.45]})
+    return weeks, history, ahead
+
+
+def test_forecast_figure_continues_each_line_dashed_inside_its_band() -> None:
+    weeks, history, ahead = _two_topics_forecast()
     fig = charts.forecast_figure(history, ahead, charts.topic_colors(["A", "B"]), ["A"])
     band, past, dashed = fig.data  # one topic asked for: its band, its history, its forecast
     assert band.fill == "toself" and list(band.y) == [0.68, 0.69, 0.56, 0.58]
@@ -230,23 +229,83 @@ def test_topic_share_stack_reaches_100_percent_with_an_other_band() -> None:
     top = charts.top_topic_shares(shares, 8)
     assert top["topic"].nunique() == 9 and charts.OTHER_TOPICS in set(top["topic"])
     assert np.allclose(top.groupby("window_start")["share"].sum(), 1.0)
-    fig = charts.share_timeline_figure(top, charts.topic_colors([f"t{i}" for i in range(10)]))
-    stacked = np.sum([np.array(t.y, dtype=float) for t in fig.data], axis=0)
-    assert np.allclose(stacked, 1.0) and fig.data[-1].name == charts.OTHER_TOPICS
-    assert fig.data[-1].line.color == charts.rgb_hex(charts.OTHER_COLOR)
+    spec = charts.share_timeline_spec(top, charts.topic_colors([f"t{i}" for i in range(10)]))
+    rows = pd.DataFrame(spec["data"]["values"])
+    assert np.allclose(rows.groupby("window")["share"].sum(), 1.0)
+    assert spec["encoding"]["y"]["stack"] == "zero" and spec["encoding"]["order"]["field"] == "rank"
+    scale = spec["encoding"]["color"]["scale"]
+    assert scale["domain"][-1] == charts.OTHER_TOPICS and scale["range"][-1] == charts.rgb_hex(charts.OTHER_COLOR)
+    # the largest topic at the bottom of the stack, the grey band on top
+    assert rows.groupby("topic")["rank"].first().sort_values().index.tolist() == scale["domain"]
+    json.dumps(spec)
     assert charts.top_topic_shares(shares, 10)["topic"].nunique() == 10  # nothing left over: no band
 
 
-def test_stacked_timelines_share_their_x_range_and_left_margin() -> None:
+def test_stacked_timelines_share_their_x_range_and_y_axis_width() -> None:
     weeks = pd.date_range("2012-04-02", periods=4, freq="W-MON")
     shares = pd.DataFrame({"window_start": weeks, "topic": "A", "share": 1.0})
     drift = pd.DataFrame({"window_start": weeks[1:], "distance": [0.01, 0.02, 0.005], "change_point": False})
     span = (weeks[0], weeks[-1])
-    top = charts.share_timeline_figure(shares, charts.topic_colors(["A"]), x_range=span)
-    bottom = charts.drift_figure(drift, x_range=span)
-    assert list(top.layout.xaxis.range) == list(bottom.layout.xaxis.range)
-    assert top.layout.margin.l == bottom.layout.margin.l and top.layout.yaxis.automargin is False
-    assert "previous" in bottom.layout.yaxis.title.text
+    top = charts.share_timeline_spec(shares, charts.topic_colors(["A"]), x_range=span)
+    bottom = charts.drift_spec(drift, x_range=span)
+    assert top["encoding"]["x"]["scale"] == bottom["encoding"]["x"]["scale"]
+    first, last = top["encoding"]["x"]["scale"]["domain"]
+    assert (first["month"], first["date"], last["date"], first["utc"]) == (4, 2, 23, True)
+    assert top["data"]["values"][0]["window"] == 1333324800000.0  # 2 Apr 2012 00:00 UTC, on a UTC scale
+    assert top["encoding"]["x"]["scale"]["type"] == "utc"  # the day the data says, in any time zone
+    # one fixed width for the y axes (labels "100%" and "0.02" differ), so both plot areas start at one x
+    axes = [spec["encoding"]["y"]["axis"] for spec in (top, bottom)]
+    assert all(a["minExtent"] == a["maxExtent"] == axes[0]["minExtent"] for a in axes)
+    assert all(isinstance(spec["encoding"]["y"]["title"], str) for spec in (top, bottom))  # one line each
+
+
+def _no_integers(spec: dict) -> bool:
+    """Streamlit sends a spec's rows as Arrow, whose int64 reaches Vega as BigInt (not drawn)."""
+    return not any(isinstance(v, int) for row in spec["data"]["values"] for v in row.values())
+
+
+def test_the_share_timeline_spec_fills_a_topics_missing_window_with_zero() -> None:
+    weeks = pd.date_range("2012-04-02", periods=3, freq="W-MON")
+    shares = pd.DataFrame({"window_start": [*weeks, weeks[0], weeks[2]], "topic": ["美食"] * 3 + ["<b>B</b>"] * 2,
+                           "share": [1.0, 1.0, 0.5, 0.0, 0.5]})
+    spec = charts.share_timeline_spec(shares, charts.topic_colors(["美食"]))
+    assert _no_integers(spec)
+    rows = pd.DataFrame(spec["data"]["values"])
+    assert len(rows) == 6 and rows.set_index(["day", "topic"]).loc[("2012-04-09", "<b>B</b>"), "share"] == 0.0
+    assert set(rows["topic"]) == {"美食", "<b>B</b>"}  # Vega-Lite draws text as text: as it is
+
+
+def test_the_drift_spec_marks_change_points_and_leaves_their_layer_out_when_there_are_none() -> None:
+    days = pd.date_range("2012-04-03", periods=5, freq="D")
+    drift = pd.DataFrame({"window_start": days, "distance": [0, 0.1, 0.5, 0.1, 0.1],
+                          "change_point": [False, False, True, False, False]})
+    spec = charts.drift_spec(drift)
+    rows = pd.DataFrame(spec["data"]["values"])
+    assert (rows["kind"] == "drift").sum() == 5
+    assert rows[rows["kind"] == "change point"][["day", "distance"]].values.tolist() == [["2012-04-05", 0.5]]
+    line, marks = spec["layer"]
+    assert line["mark"]["type"] == "line" and marks["mark"]["shape"] == "diamond"
+    assert spec["encoding"]["color"]["scale"]["domain"] == ["drift", "change point"]  # both in the legend
+    assert _no_integers(spec)
+    calm = charts.drift_spec(drift.assign(change_point=False))
+    assert len(calm["layer"]) == 1 and calm["encoding"]["color"]["scale"]["domain"] == ["drift"]
+    json.dumps(spec)
+
+
+def test_the_forecast_spec_continues_each_line_dashed_inside_its_band_after_the_last_window() -> None:
+    _, history, ahead = _two_topics_forecast()
+    spec = charts.forecast_spec(history, ahead, charts.topic_colors(["A", "B"]), ["A", "missing"])
+    rows = pd.DataFrame(spec["data"]["values"])
+    assert set(rows["topic"]) == {"A"}  # one topic asked for that has data
+    assert rows[rows["part"] == "observed"]["share"].tolist() == [0.6, 0.62, 0.6, 0.64]
+    dashed = rows[rows["part"] == "forecast"]
+    assert dashed["share"].tolist() == [0.64, 0.63, 0.62] and dashed["day"].iloc[0] == "2012-04-23"
+    assert dashed["high"].tolist()[1:] == [0.68, 0.69] and dashed["low"].tolist()[1:] == [0.58, 0.56]
+    band, line = spec["layer"][:2]
+    assert band["mark"]["type"] == "area" and band["encoding"]["y2"] == {"field": "high"}
+    assert band["transform"] == [{"filter": "datum.part === 'forecast'"}]  # the band only after the last window
+    assert line["encoding"]["strokeDash"]["scale"]["range"][1] != [1, 0] and _no_integers(spec)
+    json.dumps(spec)
 
 
 def test_the_first_ten_topic_colours_are_far_apart() -> None:

@@ -43,7 +43,7 @@ def texts(at: AppTest) -> str:
 
 def test_drift_page_draws_the_forecast_band_lists_what_rises_and_its_backtest(env: Path) -> None:
     at = page_with("pages/drift.py", {"drift_window": "week"})
-    assert len(at.get("plotly_chart")) == 3  # shares, forecast, drift
+    assert len(at.get("vega_lite_chart")) == 3 and not at.get("plotly_chart")  # shares, forecast, drift
     shown = texts(at)
     assert "**Forecast** of the leading topics for the next 4 weeks" in shown
     assert "**Expected to rise** next week" in shown
@@ -54,7 +54,7 @@ def test_drift_page_draws_the_forecast_band_lists_what_rises_and_its_backtest(en
 def test_drift_page_says_forecasts_are_per_week_or_day(env: Path) -> None:
     at = page_with("pages/drift.py", {"drift_window": "month"})
     assert "Forecasts are per week or day" in texts(at)
-    assert len(at.get("plotly_chart")) == 2
+    assert len(at.get("vega_lite_chart")) == 2
 
 
 def test_user_page_shows_the_persons_topic_mix_over_the_next_weeks(env: Path) -> None:
@@ -82,7 +82,7 @@ def test_on_a_large_store_the_drift_forecast_runs_when_asked(env: Path) -> None:
     config.write_text(text.replace("[app]", "[app]\nlarge_store_events = 0") if "[app]" in text
                       else text + "\n[app]\nlarge_store_events = 0\n", encoding="utf-8")
     at = page_with("pages/drift.py", {"drift_window": "week"})
-    assert len(at.get("plotly_chart")) == 2 and "switch it on above" in texts(at)
+    assert len(at.get("vega_lite_chart")) == 2 and "switch it on above" in texts(at)
     at.toggle(key="forecast_on_0").set_value(True).run()
     assert not at.exception, [e.value for e in at.exception]
-    assert len(at.get("plotly_chart")) == 3 and "**Forecast** of the leading topics" in texts(at)
+    assert len(at.get("vega_lite_chart")) == 3 and "**Forecast** of the leading topics" in texts(at)
