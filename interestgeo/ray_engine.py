@@ -247,6 +247,9 @@ class _BucketScorer:
         import ray
         import torch
 
+        from interestgeo.vectors.chunks import keep_large_allocations
+
+        keep_large_allocations()
         torch.set_num_threads(threads)
         self.state = ray.get(state) if isinstance(state, ray.ObjectRef) else state
         self.out = Path(out)

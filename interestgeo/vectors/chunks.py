@@ -300,12 +300,37 @@ def _worker_start(state_path: str) -> None:
     import pickle
 
     global _WORKER_STATE
+    keep_large_allocations()
     _WORKER_STATE = pickle.loads(Path(state_path).read_bytes())
 
 
 def _worker_score(events: pd.DataFrame) -> ChunkScores:
     assert _WORKER_STATE is not None
     return score_chunk(_WORKER_STATE, events)
+
+
+# Allocations up to this size stay in the process's heap when freed (glibc's default threshold
+# rises only to 32 MB, and a scoring step's temporaries are larger).
+_HEAP_BYTES = 256 * 2**20
+
+
+def keep_large_allocations() -> bool:
+    """Let glibc reuse freed blocks of up to _HEAP_BYTES instead of returning each to the kernel.
+
+    Why: scoring allocates and frees arrays of tens of MB per step; with the default, each one
+    is a fresh mapping that the kernel zeroes page by page. A 1.13M-event score spent 33 s of
+    system time so, 20 s with this, at the same peak memory (3.1 GB), and 3-5 % less wall time.
+    Returns whether glibc took both settings (False elsewhere: a no-op)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):
+        return False
+    m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
+    return mallopt(m_mmap_threshold, _HEAP_BYTES) == 1 and mallopt(m_trim_threshold, _HEAP_BYTES) == 1
 
 
 def _default_runner(config: Config, chunks: int) -> ChunkRunner | None:

@@ -33,6 +33,7 @@ from interestgeo.vectors.chunks import (
     _default_runner,
     _new_user,
     chunk_state,
+    keep_large_allocations,
     local_chunks,
     offline_source,
     score_chunk,
@@ -174,6 +175,7 @@ def score_store(
     database and writes everything in one short transaction at the end.
     """
     started = time.perf_counter()
+    keep_large_allocations()
     if encoder is None:
         from interestgeo.text import encoder_for
 
@@ -318,7 +320,8 @@ def _calibrate(
     cutoff = calibration_cutoff(events["ts"])
     source.use_cutoffs({dataset_id: cutoff})
     source.use_events(dataset_id, events)
-    pairs, _, _ = next_event_pairs(events, cutoff)
+    measured = next_event_pairs(events, cutoff)
+    pairs = measured[0]
     needed = np.zeros(len(events), dtype=bool)
     needed[pairs] = True
     sharpness = getattr(source.model, "sharpness", None)
@@ -344,7 +347,7 @@ def _calibrate(
     model, history = np.concatenate(models, axis=1), np.concatenate(histories)  # rows in `needed` order
     calibration = calibrate(
         dataset_id, events, model, history, text_vectors, cutoff, config.analytics.history_weight,
-        sharpness=options, rows=np.flatnonzero(needed),
+        sharpness=options, rows=np.flatnonzero(needed), pairs=measured,
     )
     if source.weight is None:
         source.weights[dataset_id] = calibration.weight

@@ -63,3 +63,12 @@ def test_worker_processes_score_what_one_process_scores_and_a_dead_worker_fails_
         with pytest.raises(BrokenProcessPool):
             score_store(store, config, source=load_source(store, config, encoder=encoder), encoder=encoder, runner=pool)
         assert_same(here, snapshot(store))  # nothing of the failed run was written
+
+
+def test_scoring_processes_keep_large_freed_blocks_in_their_heap() -> None:
+    # glibc takes the two settings (on another C library the call is a no-op returning False)
+    import platform
+
+    if platform.libc_ver()[0] != "glibc":
+        pytest.skip("not glibc: keep_large_allocations is a no-op here")
+    assert chunks.keep_large_allocations() is True
