@@ -100,3 +100,13 @@ def test_calibration_chooses_the_sharpness_with_the_weight_from_one_set_of_rows(
     result = calibrate(1, events, variants, noise(len(rows), 5), text_of, cutoff, sharpness=(1.0, 2.0), rows=rows)
     assert result.sharpness == 2.0 and result.weight == 0.0 and result.model_mrr == 1.0
     assert "sharpness 2" in result.sentence("upload")
+
+
+def test_distinct_texts_and_their_codes_are_numpys_unique() -> None:
+    # next_event_pairs hashes before sorting; its distinct texts and codes are np.unique's exactly
+    from interestgeo.calibration import _sorted_distinct
+
+    texts = np.array(["b", "a", "é", "b", "", "a", "B", "é", "zz", "a"], dtype=object)
+    distinct, codes = _sorted_distinct(texts)
+    expected, inverse = np.unique(texts, return_inverse=True)
+    assert distinct.tolist() == expected.tolist() and codes.tolist() == inverse.tolist()

@@ -323,10 +323,11 @@ class InterestScorer:
         needed: np.ndarray | None = None,
         last_only: bool = False,
         sharpness: float | dict[int, float] | tuple[float, ...] = 1.0,
+        needed_only: bool = False,
     ) -> np.ndarray:
         """(N, E) float32, unnormalised: row i = the expected text embedding of the user's next
         venue after event i under the model's full prediction in the world of the event's dataset
-        (see _expected_vectors; `needed`, `last_only` too).
+        (see _expected_vectors; `needed`, `last_only`, `needed_only` too).
 
         `sharpness` (model.sharpen): one for all, one per dataset id (1 where missing), or a tuple
         of them: then (S, N, E), one expectation per value, from one run of the model."""
@@ -337,7 +338,8 @@ class InterestScorer:
 
         def run(part: pd.DataFrame, rows: slice) -> np.ndarray:
             a = sharpness.get(int(part["dataset_id"].iloc[0]), 1.0) if isinstance(sharpness, dict) else sharpness
-            return self._expected_vectors(part, neutralise_spacetime, None if needed is None else needed[rows], last_only, a)
+            return self._expected_vectors(
+                part, neutralise_spacetime, None if needed is None else needed[rows], last_only, a, needed_only)
 
         return np.concatenate(self._by_dataset(events, run), axis=1 if variants else 0)
 
@@ -349,13 +351,15 @@ class InterestScorer:
         needed: np.ndarray | None = None,
         last_only: bool = False,
         sharpness: float | tuple[float, ...] = 1.0,
+        needed_only: bool = False,
     ) -> np.ndarray:
         """(N, E) float32, unnormalised: row i = the expected text embedding of the user's next venue
         after event i under the model's full prediction (model.expected_text), from the same
         covering windows as interest_vectors.
 
         `needed` (N,) bool: only these rows are computed (the others are zeros), and windows owning
-        none of them are skipped. `last_only`: instead (users, E), each user's vector after their
+        none of them are skipped; with `needed_only` the result holds the needed rows alone, in
+        order (calibration's few thousand rows of 100k-event groups: no (S, N, E) array of zeros). `last_only`: instead (users, E), each user's vector after their
         last event, read from their last max_len events (explanations need no more).
         Runs on `model.threads` torch threads: on 2 shared cores one thread scored 2-3x faster
         than two (OpenMP waits for a descheduled thread on every (N, V) op).
@@ -375,7 +379,10 @@ class InterestScorer:
         # inputs for the rows in some window only: an update's older history is read for its counts
         table = self._jobs_table(events, jobs)
         lead = (len(sharpness),) if isinstance(sharpness, tuple) else ()  # (S,) variants first
-        out = np.zeros(lead + (len(jobs) if last_only else len(events), E), dtype=np.float32)
+        compact = needed_only and needed is not None and not last_only
+        place = np.cumsum(needed) - 1 if compact else None  # event row -> its output row
+        rows_out = len(jobs) if last_only else int(needed.sum()) if compact else len(events)
+        out = np.zeros(lead + (rows_out, E), dtype=np.float32)
         low = bfloat16_scoring(self.model.config)  # the trunk's and the logits' products (see config)
         for i, chunk, batch, h in self._hidden_batches(table, jobs, neutralise_spacetime, low):
             qb = np.concatenate([np.full(e - owned, b) for b, (s, e, owned) in enumerate(chunk)])  # (n,)
@@ -391,7 +398,7 @@ class InterestScorer:
                 sl = slice(k, k + self._HEAD_ROWS)
                 qb_t, qt_t = torch.from_numpy(qb[sl]), torch.from_numpy(qt[sl])
                 expected = self.model.expected_text(h, batch, qb_t, qt_t, self._workspace, sharpness)
-                out[..., rows[sl], :] = expected.numpy()  # ([S,] n, E)
+                out[..., rows[sl] if place is None else place[rows[sl]], :] = expected.numpy()  # ([S,] n, E)
         return out
 
     @torch.inference_mode()

@@ -243,8 +243,8 @@ class ExpectedVenueSource:
 
     def variants(self, events: pd.DataFrame, needed: np.ndarray, sharpness: tuple[float, ...]) -> np.ndarray:
         """(S, needed rows, D) unit vectors of the `needed` rows at each sharpness (calibration)."""
-        out = self.scorer.expected_venue_vectors(events, needed=needed, sharpness=sharpness)[:, needed]
-        return np.stack([_unit(v) for v in out])
+        out = self.scorer.expected_venue_vectors(events, needed=needed, sharpness=sharpness, needed_only=True)
+        return _unit(out, in_place=True)
 
     def last_interest_vectors(self, events: pd.DataFrame, neutralise_spacetime: bool = False) -> np.ndarray:
         """(users, D): each user's vector after their LAST event only (explanations need no more)."""

@@ -114,6 +114,11 @@ def test_expected_venue_vectors_of_needed_rows_equal_the_full_run(trained: tuple
     full = InterestScorer.from_checkpoint(store).expected_venue_vectors(events)
     np.testing.assert_allclose(part[needed], full[needed], atol=1e-5)  # ... and agree with them
     assert not part[~needed].any()
+    # the needed rows alone, in order (calibration's variants), at several sharpness values at once
+    alone = fresh.expected_venue_vectors(events, needed=needed, sharpness=(1.0, 2.0), needed_only=True)
+    both = fresh.expected_venue_vectors(events, needed=needed, sharpness=(1.0, 2.0))
+    assert alone.shape == (2, int(needed.sum()), full.shape[1])
+    np.testing.assert_array_equal(alone, both[:, needed])
 
 
 def test_a_table_of_some_rows_has_the_inputs_of_the_full_table_there(trained: tuple[Store, Config, int]) -> None:
