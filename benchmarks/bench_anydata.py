@@ -141,14 +141,14 @@ def rolling_figures(store: Store, config: Config, encoder: TextEncoder, dataset_
     """The held-out figures as if the dataset had ended earlier, `windows` times, pooled.
 
     Why: one dataset's reporting half can be a few hundred pairs, whose MRR moves by a fifth from
-    one half to the other. Here the product's own calibration (refresh._calibrate: the model's
+    one half to the other. Here the product's own calibration (refresh.calibrate_source: the model's
     world counted up to the cutoff, the blend and sharpness chosen on the even half of the pairs)
     runs on the events before each earlier end, the first end being the data's own: window k's
     events end where window k - 1's held-out tenth starts, so each window's held-out pairs are
     new, and its odd half reports with the vectors the product would have stored then (and the
     trivial baselines on the same pairs). Pooled over windows, with the person-level interval.
     """
-    from interestgeo.vectors.refresh import _calibrate
+    from interestgeo.vectors.refresh import calibrate_source
     from interestgeo.vectors.sources import load_source
 
     events = store.events([dataset_id])
@@ -163,7 +163,7 @@ def rolling_figures(store: Store, config: Config, encoder: TextEncoder, dataset_
     for _ in range(windows):
         part = events if end is None else events[(events["ts"] < end).to_numpy()]
         source = load_source(store, config, encoder=encoder)  # a fresh world and blend per window
-        calibration = _calibrate(source, part.reset_index(drop=True), dataset_id, text_of, config)
+        calibration = calibrate_source(source, part.reset_index(drop=True), dataset_id, text_of, config)
         pairs, targets, distinct = next_event_pairs(part.reset_index(drop=True), calibration.cutoff)
         pairs, targets = pairs[1::2], targets[1::2]  # the reporting half
         mine = np.isin(people[part.index], people[part.index[pairs]])  # the reporting pairs' people

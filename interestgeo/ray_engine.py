@@ -398,14 +398,14 @@ def _prepare(
     """The driver's part before the stages, as the local engine does it: calibrate each dataset,
     choose the topics, and detach the state the actors hold."""
     from interestgeo.vectors.chunks import chunk_state
-    from interestgeo.vectors.refresh import _calibrate, _dataset_slices, _topics
+    from interestgeo.vectors.refresh import _dataset_slices, _topics, calibrate_source
     from interestgeo.vectors.sources import BlendedSource
 
     events = store.events(datasets)
     calibrations = {}
     if isinstance(source, BlendedSource):
         for dataset_id, rows in _dataset_slices(events):
-            calibrations[dataset_id] = _calibrate(
+            calibrations[dataset_id] = calibrate_source(
                 source, events.iloc[rows].reset_index(drop=True), dataset_id, text_vectors, config
             )
     topics, fresh = _topics(None if refresh_topics else store.analytics_topics(), config, text_vectors, lambda: events)
@@ -429,7 +429,7 @@ def _store_results(
         if run["fresh"]:
             store.write_topics(topics.labels, topics.source, topics.vectors)
         store.delete_event_vectors(ids)
-        events = store.insert_parquet("event_vectors", sorted(str(p) for p in (work / "vectors").rglob("*.parquet")))
+        events = store.insert_staged("event_vectors", sorted(str(p) for p in (work / "vectors").rglob("*.parquet")))
         for window, resolutions, with_users in stored_aggregates(config):
             if with_users:
                 store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=ids)
@@ -438,8 +438,8 @@ def _store_results(
         user_files = sorted(str(p) for p in (work / "user_windows").glob("*.parquet"))
         for window, _, with_users in stored_aggregates(config):
             if with_users:
-                store.insert_parquet("user_window_vectors", user_files, window)
-        store.insert_parquet("cell_window_vectors", cell_files)
+                store.insert_staged("user_window_vectors", user_files, window)
+        store.insert_staged("cell_window_vectors", cell_files)
         _write_calibrations(store, source, run["calibrations"].values())
         elapsed = time.perf_counter() - started
         store.record_score_run(source_label(source), None, events, users, elapsed)

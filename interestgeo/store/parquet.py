@@ -39,7 +39,7 @@ class ParquetPart(StorePart):
         "event_vectors": """SELECT v.dataset_id, v.event_id, v.topic, {vectors}, v.topic_sims, {keys}
                             FROM event_vectors v JOIN ({events}) e USING (dataset_id, event_id)""",
     }
-    # The tables `insert_parquet` fills from an engine's Parquet output, with their columns.
+    # The tables `insert_staged` fills from an engine's Parquet output, with their columns.
     _PARQUET_IMPORTS = {
         "event_vectors": ("dataset_id", "event_id", "topic", "q", "scale", "topic_sims"),
         "user_window_vectors": ("dataset_id", "user_id", "window_size", "window_start", "events", "coherence", "vector"),
@@ -104,17 +104,18 @@ class ParquetPart(StorePart):
         not its order)."""
         return events_frame(table.select(list(EVENT_COLUMNS)))
 
-    def insert_parquet(
+    def insert_staged(
         self, table: str, files: Sequence[str], window: str | None = None, datasets: Sequence[int] | None = None,
     ) -> int:
-        """Append the rows of Parquet `files` (an engine's output, with this table's columns) to
-        `table` (event_vectors or a window-vector table); returns how many. The caller deletes
-        what they replace first, in the same transaction. With `window`, only that window size's
-        rows (inserted one size at a time, each size's rows lie together: a reader of one size
-        skips the others' row groups); with `datasets`, only their rows (a dataset deleted while
-        a score computed gets none back)."""
+        """Append the rows of staged `files` with this table's columns (an engine's Parquet output,
+        or a local run's Arrow IPC files, named *.arrow: vectors/staging.py) to `table`
+        (event_vectors or a window-vector table); returns how many. The caller deletes what they
+        replace first, in the same transaction. With `window`, only that window size's rows
+        (inserted one size at a time, each size's rows lie together: a reader of one size skips
+        the others' row groups); with `datasets`, only their rows (a dataset deleted while a score
+        computed gets none back)."""
         if table not in self._PARQUET_IMPORTS:
-            raise ValueError(f"cannot fill {table!r} from Parquet")
+            raise ValueError(f"cannot fill {table!r} from staged files")
         if not files:
             return 0
         self.ensure_analytics_schema()
@@ -125,9 +126,27 @@ class ParquetPart(StorePart):
         order = "ORDER BY event_id" if table == "event_vectors" else ""
         ids = id_list(datasets)
         window_rows = "" if window is None else "window_size = ? AND"  # event_vectors has no window_size
-        self.con.execute(
-            f"""INSERT INTO {table} ({names}) SELECT {cast} FROM read_parquet(?::VARCHAR[])
-                WHERE {window_rows} (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)) {order}""",
-            [[str(f) for f in files], *([] if window is None else [window]), ids, ids],
-        )
+        arrow = [str(f) for f in files if str(f).endswith(".arrow")]
+        if arrow and len(arrow) != len(files):
+            raise ValueError("staged files are all Arrow IPC or all Parquet")
+        rows = "read_parquet(?::VARCHAR[])"
+        params: list[object] = [[str(f) for f in files]]
+        if arrow:  # DuckDB scans Arrow IPC through a pyarrow dataset (memory-mapped, no copy)
+            import pyarrow.dataset as ds
+
+            self.con.register(_STAGED_VIEW, ds.dataset(arrow, format="ipc"))
+            rows, params = _STAGED_VIEW, []
+        try:
+            self.con.execute(
+                f"""INSERT INTO {table} ({names}) SELECT {cast} FROM {rows}
+                    WHERE {window_rows} (?::INTEGER[] IS NULL OR list_contains(?::INTEGER[], dataset_id)) {order}""",
+                [*params, *([] if window is None else [window]), ids, ids],
+            )
+        finally:
+            if arrow:
+                self.con.unregister(_STAGED_VIEW)
         return int(self._first_row(f"SELECT count(*) FROM {table}")[0] - before)
+
+
+# The name under which insert_staged shows DuckDB a set of Arrow IPC files (a fixed identifier).
+_STAGED_VIEW = "interestgeo_staged_rows"

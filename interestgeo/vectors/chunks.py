@@ -16,7 +16,7 @@ from __future__ import annotations
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, NamedTuple
+from typing import TYPE_CHECKING, Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -132,9 +132,15 @@ class ChunkScores:
         return self.compact.dequantised()
 
 
-ChunkRunner = Callable[[ChunkState, Iterable[pd.DataFrame]], Iterable[ChunkScores]]
-"""An engine: scores chunks of whole users (`score_chunk` on each), yielding one ChunkScores per
-chunk in any order. `local_chunks` is the local one; ray_engine.py holds one over Ray actors."""
+ChunkRunner = Callable[[ChunkState, Iterable[pd.DataFrame]], Iterable[Any]]
+"""An engine: scores chunks of whole users (`score_chunk` on each), yielding one result per chunk
+in any order: its ChunkScores, or what the engine's `finish` made of them where they were
+computed (process_chunks: the staged files, vectors/staging.py). `local_chunks` is the local
+one; ray_engine.py holds one over Ray actors."""
+
+ChunkFinish = Callable[[int, ChunkScores], Any]
+"""What a worker does with chunk n's scores before handing them back (picklable: a module-level
+function or a functools.partial of one)."""
 
 
 def score_chunk(state: ChunkState, events: pd.DataFrame, needed: np.ndarray | None = None) -> ChunkScores:
@@ -254,8 +260,11 @@ def local_chunks(state: ChunkState, chunks: Iterable[pd.DataFrame]) -> Iterator[
         yield score_chunk(state, events)
 
 
-def process_chunks(workers: int) -> ChunkRunner:
-    """The local engine over `workers` processes (results in the order they finish).
+def process_chunks(workers: int, finish: ChunkFinish | None = None) -> ChunkRunner:
+    """The local engine over `workers` processes (results in the order they finish): each chunk's
+    ChunkScores, or with `finish` what `finish(n, scores)` returned in the worker for chunk n (the
+    run's staging writes the files there: results of hundreds of MB need not be pickled through
+    a pipe and written again by the parent, which shares the same two cores).
 
     Why processes and not torch threads: the model's (rows, venues) steps are many small
     memory-bound passes, and on 2 shared cores two OpenMP threads scored slower than one (they wait
@@ -280,9 +289,9 @@ def process_chunks(workers: int) -> ChunkRunner:
             path.write_bytes(pickle.dumps(state, protocol=pickle.HIGHEST_PROTOCOL))
             with ProcessPoolExecutor(workers, mp_context=context, initializer=_worker_start,
                                      initargs=(str(path),)) as pool:
-                pending: set[Future[ChunkScores]] = set()
-                for events in chunks:
-                    pending.add(pool.submit(_worker_score, events))
+                pending: set[Future[Any]] = set()
+                for n, events in enumerate(chunks):
+                    pending.add(pool.submit(_worker_score, events, n, finish))
                     if len(pending) >= 2 * workers:
                         done, pending = wait(pending, return_when=FIRST_COMPLETED)
                         yield from (f.result() for f in done)
@@ -300,13 +309,15 @@ def _worker_start(state_path: str) -> None:
     import pickle
 
     global _WORKER_STATE
+    end_with_parent()
     keep_large_allocations()
     _WORKER_STATE = pickle.loads(Path(state_path).read_bytes())
 
 
-def _worker_score(events: pd.DataFrame) -> ChunkScores:
+def _worker_score(events: pd.DataFrame, n: int, finish: ChunkFinish | None) -> Any:
     assert _WORKER_STATE is not None
-    return score_chunk(_WORKER_STATE, events)
+    scores = score_chunk(_WORKER_STATE, events)
+    return scores if finish is None else finish(n, scores)
 
 
 # Allocations up to this size stay in the process's heap when freed (glibc's default threshold
@@ -333,15 +344,42 @@ def keep_large_allocations() -> bool:
     return mallopt(m_mmap_threshold, _HEAP_BYTES) == 1 and mallopt(m_trim_threshold, _HEAP_BYTES) == 1
 
 
-def _default_runner(config: Config, chunks: int) -> ChunkRunner | None:
-    """process_chunks when the config (or the CPU count, for a run of 4+ chunks) asks for several
-    processes; None (in this process) otherwise."""
+def end_with_parent() -> bool:
+    """Ask Linux to end this process when its parent dies (a worker of a run that was killed).
+
+    Why: a pool's workers wait on their task queue forever once the run's process is gone (seen:
+    two workers of a score killed with SIGTERM held 1.6 GB each until killed by hand). Ctrl-C
+    reaches the whole process group; SIGTERM or SIGKILL reach only the run. Returns whether the
+    request was taken (False off Linux); a parent already gone ends this process at once."""
+    import ctypes
+    import os
+    import signal
+    import sys
+
+    if not sys.platform.startswith("linux"):
+        return False
+    parent = os.getppid()
+    try:
+        prctl = ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return False
+    pr_set_pdeathsig = 1  # linux/prctl.h
+    if prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
+        return False
+    if os.getppid() != parent or parent == 1:  # the parent died before the request
+        os._exit(1)
+    return True
+
+
+def _default_runner(config: Config, chunks: int, finish: ChunkFinish | None = None) -> ChunkRunner | None:
+    """process_chunks (with `finish`) when the config (or the CPU count, for a run of 4+ chunks)
+    asks for several processes; None (in this process) otherwise."""
     import os
 
     workers = config.analytics.score_workers
     if workers is None:
         workers = (os.cpu_count() or 1) if chunks >= 4 else 1
-    return process_chunks(workers) if workers > 1 else None
+    return process_chunks(workers, finish) if workers > 1 else None
 
 
 def _event_topics(topics: Topics, text_vectors: Callable[[list[str]], np.ndarray], events: pd.DataFrame) -> np.ndarray:

@@ -15,6 +15,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from datetime import datetime
+from functools import partial
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -41,7 +42,13 @@ from interestgeo.vectors.chunks import (
 )
 from interestgeo.vectors.span import span_change, span_rows_stored, update_span_aggregates
 from interestgeo.vectors.sources import BlendedSource, VectorSource, _text_vectors_fn, load_source, source_label
-from interestgeo.vectors.staging import EventsSnapshot, _cell_window_columns, _Staging, _user_window_columns
+from interestgeo.vectors.staging import (
+    EventsSnapshot,
+    _cell_window_columns,
+    _Staging,
+    _user_window_columns,
+    stage_chunk,
+)
 from interestgeo.windows import SPAN_WINDOWS, window_floor
 
 if TYPE_CHECKING:
@@ -225,12 +232,12 @@ def score_store(
         # dataset meanwhile stay unscored (`interestgeo score --since new` scores them)
         present = set(store.datasets()["dataset_id"].astype(int))
         kept = [d for d in dataset_ids if d in present]
-        # one short transaction: what the chunks wrote to Parquet goes in at once (all or nothing)
+        # one short transaction: what the chunks staged goes in at once (all or nothing)
         with store.transaction():
             if topics_fresh:
                 store.write_topics(topics.labels, topics.source, topics.vectors)
             store.delete_event_vectors(kept)
-            events = store.insert_parquet("event_vectors", staging.files("event_vectors"), datasets=kept)
+            events = store.insert_staged("event_vectors", staging.files("event_vectors"), datasets=kept)
             for window, resolutions, with_users in stored_aggregates(config):
                 if with_users:
                     store.replace_window_vectors("user_window_vectors", window, {}, np.zeros((0, 0)), datasets=kept)
@@ -238,9 +245,9 @@ def score_store(
                                              resolution=list(resolutions))
             for window, _, with_users in stored_aggregates(config):
                 if with_users:
-                    store.insert_parquet("user_window_vectors", staging.files("user_window_vectors"), window,
-                                         datasets=kept)
-            store.insert_parquet("cell_window_vectors", cell_files, datasets=kept)
+                    store.insert_staged("user_window_vectors", staging.files("user_window_vectors"), window,
+                                        datasets=kept)
+            store.insert_staged("cell_window_vectors", cell_files, datasets=kept)
             calibrations = {d: c for d, c in calibrations.items() if d in present}
             _write_calibrations(store, source, calibrations.values())
             elapsed = time.perf_counter() - started
@@ -279,11 +286,13 @@ def _compute_full(
     calibrations: dict[int, Calibration] = {}
     if isinstance(source, BlendedSource):
         for dataset_id, rows in _dataset_slices(keys):  # one dataset's events at a time
-            calibrations[dataset_id] = _calibrate(source, snapshot.events(rows.start, rows.stop), dataset_id, table, config)
+            calibrations[dataset_id] = calibrate_source(
+                source, snapshot.events(rows.start, rows.stop), dataset_id, table, config)
     topics, topics_fresh = _topics(stored_topics, config, table, lambda: snapshot.columns(["text", "category_path"]))
     bounds = _chunk_bounds(keys)
     users = int(_new_user(keys).sum())
-    runner = runner or _default_runner(config, len(bounds) - 1)
+    # the default engine's workers stage their own results (staging.stage_chunk) and hand back file names
+    runner = runner or _default_runner(config, len(bounds) - 1, partial(stage_chunk, str(staging.folder)))
     try:
         state = chunk_state(store, config, source, topics, dataset_ids, table, detach=runner is not None, table=table)
     except TypeError:  # a source that cannot leave this process (a caller's own): score here
@@ -309,7 +318,7 @@ def _dataset_slices(events: pd.DataFrame) -> list[tuple[int, slice]]:
 _CALIBRATION_EVENTS = 100_000
 
 
-def _calibrate(
+def calibrate_source(
     source: BlendedSource, events: pd.DataFrame, dataset_id: int, text_vectors: Callable[[list[str]], np.ndarray],
     config: Config,
 ) -> Calibration:
@@ -391,7 +400,8 @@ def _score_update(
     if isinstance(source, BlendedSource):  # a dataset scored for the first time is calibrated first
         for dataset_id in sorted(set(histories["dataset_id"].astype(int)) - set(source.weights)):
             if store.calibration_cutoff(dataset_id) is None or source.weight is None:
-                calibrations[dataset_id] = _calibrate(source, store.events([dataset_id]), dataset_id, text_vectors, config)
+                calibrations[dataset_id] = calibrate_source(
+                    source, store.events([dataset_id]), dataset_id, text_vectors, config)
     first = histories[["dataset_id", "user_id"]].merge(
         affected.astype({"dataset_id": "int32"}), on=["dataset_id", "user_id"], how="left"
     )["ts"]

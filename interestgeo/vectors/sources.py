@@ -27,7 +27,10 @@ if TYPE_CHECKING:
 
 
 class VectorSource(Protocol):
-    """Anything that turns event histories into per-event interest vectors (the model does)."""
+    """Anything that turns event histories into per-event interest vectors (the model does).
+
+    `interest_vectors` returns a fresh array the caller owns: scoring normalises and blends it in
+    place (a cached or shared array handed out here would be rescaled)."""
 
     name: str
 
@@ -97,7 +100,8 @@ class RecencySource:
 
 
 def _unit_rows(x: np.ndarray, needed: np.ndarray | None) -> np.ndarray:
-    """_unit of every row, or (in place, float32 x) of the `needed` rows only (the others stay as they are)."""
+    """_unit of every row, or of the `needed` rows only (the others stay as they are); in place
+    for float32 `x`, which the caller owns (VectorSource)."""
     x = np.asarray(x, dtype=np.float32)
     if needed is None:
         return _unit(x, in_place=True)
