@@ -98,7 +98,9 @@ def score_and_report(
     stderr; (JSON-ready report, its text). `since` is a time or "new" (a dynamic update)."""
     from interestgeo.text import embed_texts, encoder_for, unreadable_warning
     from interestgeo.vectors import RecencySource, load_source, score_store
+    from interestgeo.vectors.chunks import keep_large_allocations
 
+    keep_large_allocations()  # this process is a scoring run's (not a long-lived server's): see there
     ids = None
     if datasets:
         ids = [store.dataset_id(name) for name in datasets]

@@ -331,6 +331,8 @@ def keep_large_allocations() -> bool:
     Why: scoring allocates and frees arrays of tens of MB per step; with the default, each one
     is a fresh mapping that the kernel zeroes page by page. A 1.13M-event score spent 33 s of
     system time so, 20 s with this, at the same peak memory (3.1 GB), and 3-5 % less wall time.
+    For processes that exist to score (the CLI's score, pool workers, Ray actors), not a long-lived
+    server (the dashboard), whose heap would keep such blocks between requests.
     Returns whether glibc took both settings (False elsewhere: a no-op)."""
     import ctypes
     import ctypes.util

@@ -34,7 +34,6 @@ from interestgeo.vectors.chunks import (
     _default_runner,
     _new_user,
     chunk_state,
-    keep_large_allocations,
     local_chunks,
     offline_source,
     score_chunk,
@@ -182,7 +181,6 @@ def score_store(
     database and writes everything in one short transaction at the end.
     """
     started = time.perf_counter()
-    keep_large_allocations()
     if encoder is None:
         from interestgeo.text import encoder_for
 

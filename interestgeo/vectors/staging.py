@@ -11,8 +11,9 @@ merges them with the same pieces.
 
 Why Arrow IPC for a local run's staging: the files live for minutes and are read once, by DuckDB
 and by the merge. Parquet widens int8 codes to 4-byte INT32 and encodes list levels per value: at
-5.1M events the event rows staged 10.8 GB and cost the run's process minutes of writing; IPC keeps
-the bytes as they are in memory (a quarter of the size) and is read back by memory map.
+1.13M events the staged event rows were 2.39 GB of Parquet (0.66 GB as IPC), and writing every
+chunk's files cost the run's process ~12 CPU-seconds while its workers needed both cores; IPC keeps
+the bytes as they are in memory and is read back by memory map.
 """
 
 from __future__ import annotations
