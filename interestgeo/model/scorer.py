@@ -359,8 +359,9 @@ class InterestScorer:
 
         `needed` (N,) bool: only these rows are computed (the others are zeros), and windows owning
         none of them are skipped; with `needed_only` the result holds the needed rows alone, in
-        order (calibration's few thousand rows of 100k-event groups: no (S, N, E) array of zeros). `last_only`: instead (users, E), each user's vector after their
-        last event, read from their last max_len events (explanations need no more).
+        order (calibration's few thousand rows of 100k-event groups: no (S, N, E) array of zeros).
+        `last_only`: instead (users, E), each user's vector after their last event, read from their
+        last max_len events (explanations need no more).
         Runs on `model.threads` torch threads: on 2 shared cores one thread scored 2-3x faster
         than two (OpenMP waits for a descheduled thread on every (N, V) op).
         """

@@ -330,17 +330,12 @@ def keep_large_allocations() -> bool:
 
     Why: scoring allocates and frees arrays of tens of MB per step; with the default, each one
     is a fresh mapping that the kernel zeroes page by page. A 1.13M-event score spent 33 s of
-    system time so, 20 s with this, at the same peak memory (3.1 GB), and 3-5 % less wall time.
+    system time so, 20 s with this, at the same peak memory (3.1 GB), and 3 % less wall time.
     For processes that exist to score (the CLI's score, pool workers, Ray actors), not a long-lived
     server (the dashboard), whose heap would keep such blocks between requests.
     Returns whether glibc took both settings (False elsewhere: a no-op)."""
-    import ctypes
-    import ctypes.util
-
-    try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):
+    mallopt = getattr(_libc(), "mallopt", None)
+    if mallopt is None:
         return False
     m_trim_threshold, m_mmap_threshold = -1, -3  # glibc's malloc.h
     return mallopt(m_mmap_threshold, _HEAP_BYTES) == 1 and mallopt(m_trim_threshold, _HEAP_BYTES) == 1
@@ -353,24 +348,30 @@ def end_with_parent() -> bool:
     two workers of a score killed with SIGTERM held 1.6 GB each until killed by hand). Ctrl-C
     reaches the whole process group; SIGTERM or SIGKILL reach only the run. Returns whether the
     request was taken (False off Linux); a parent already gone ends this process at once."""
-    import ctypes
     import os
     import signal
     import sys
 
-    if not sys.platform.startswith("linux"):
+    prctl = getattr(_libc(), "prctl", None)
+    if not sys.platform.startswith("linux") or prctl is None:
         return False
     parent = os.getppid()
-    try:
-        prctl = ctypes.CDLL(None, use_errno=True).prctl
-    except (OSError, AttributeError):
-        return False
     pr_set_pdeathsig = 1  # linux/prctl.h
     if prctl(pr_set_pdeathsig, int(signal.SIGTERM), 0, 0, 0) != 0:
         return False
     if os.getppid() != parent or parent == 1:  # the parent died before the request
         os._exit(1)
     return True
+
+
+def _libc() -> Any:
+    """The C library this process runs on (None where ctypes cannot open it)."""
+    import ctypes
+
+    try:
+        return ctypes.CDLL(None)
+    except OSError:
+        return None
 
 
 def _default_runner(config: Config, chunks: int, finish: ChunkFinish | None = None) -> ChunkRunner | None:

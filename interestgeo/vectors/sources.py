@@ -166,7 +166,7 @@ class BlendedSource:
         if len(distinct) == 1:  # one dataset: in place, no per-row copies
             return blend(np.asarray(model, dtype=np.float32), history, float(distinct[0]), in_place=True)
         out = np.empty_like(model)
-        for w in np.unique(weights):
+        for w in distinct:
             rows = weights == w
             out[rows] = blend(model[rows], history[rows], float(w))
         return out
